@@ -1,0 +1,154 @@
+//! Arrow IPC messages split as Flight carries them (flatbuffer header + body).
+//!
+//! Used on both sides of the sandbox: the guest decodes its input and encodes its
+//! output with these types, and the host uses the same decoder to validate every
+//! message a guest emits before a byte of it reaches a client.
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_buffer::Buffer;
+use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
+use arrow_ipc::{MessageHeader, convert, reader, root_as_message};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One IPC message: flatbuffer `Message` header and its body buffers.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    /// The flatbuffer `Message` (Flight's `data_header`).
+    pub header: Vec<u8>,
+    /// The message body (Flight's `data_body`).
+    pub body: Vec<u8>,
+}
+
+/// Encodes `schema` as the header of an IPC schema message.
+pub fn schema_to_header(schema: &Schema) -> Vec<u8> {
+    let mut tracker = DictionaryTracker::new(false);
+    IpcDataGenerator::default()
+        .schema_to_bytes_with_dictionary_tracker(schema, &mut tracker, &IpcWriteOptions::default())
+        .ipc_message
+}
+
+/// Decodes the header of an IPC schema message.
+pub fn schema_from_header(header: &[u8]) -> Result<Schema, ArrowError> {
+    let message = root_as_message(header)
+        .map_err(|e| ArrowError::IpcError(format!("schema message is not a flatbuffer: {e}")))?;
+    let ipc_schema = message
+        .header_as_schema()
+        .ok_or_else(|| ArrowError::IpcError("expected a schema message".into()))?;
+    convert::try_fb_to_schema(ipc_schema)
+}
+
+/// Decodes record-batch and dictionary messages of one stream, with full validation.
+pub struct MessageDecoder {
+    schema: SchemaRef,
+    dictionaries: HashMap<i64, ArrayRef>,
+}
+
+impl MessageDecoder {
+    /// A decoder for a stream whose schema is `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        Self { schema, dictionaries: HashMap::new() }
+    }
+
+    /// The stream's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes one message. Dictionary batches are remembered and yield `None`;
+    /// record batches yield `Some`. Anything else, a body that does not match its
+    /// header, or data that breaks Arrow's invariants is an error.
+    pub fn decode(&mut self, header: &[u8], body: Buffer) -> Result<Option<RecordBatch>, ArrowError> {
+        let message = root_as_message(header)
+            .map_err(|e| ArrowError::IpcError(format!("message header is not a flatbuffer: {e}")))?;
+        let declared = message.bodyLength();
+        if declared < 0 || declared as usize > body.len() {
+            return Err(ArrowError::IpcError(format!(
+                "message declares a {declared}-byte body but carries {} bytes",
+                body.len()
+            )));
+        }
+        match message.header_type() {
+            MessageHeader::RecordBatch => {
+                let batch = message
+                    .header_as_record_batch()
+                    .ok_or_else(|| ArrowError::IpcError("unreadable record batch header".into()))?;
+                reader::read_record_batch(
+                    &body,
+                    batch,
+                    self.schema.clone(),
+                    &self.dictionaries,
+                    None,
+                    &message.version(),
+                )
+                .map(Some)
+            }
+            MessageHeader::DictionaryBatch => {
+                let batch = message
+                    .header_as_dictionary_batch()
+                    .ok_or_else(|| ArrowError::IpcError("unreadable dictionary header".into()))?;
+                reader::read_dictionary(
+                    &body,
+                    batch,
+                    &self.schema,
+                    &mut self.dictionaries,
+                    &message.version(),
+                )?;
+                Ok(None)
+            }
+            other => Err(ArrowError::IpcError(format!(
+                "expected a record batch or dictionary message, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Encodes record batches of one stream into IPC messages.
+pub struct MessageEncoder {
+    schema: SchemaRef,
+    generator: IpcDataGenerator,
+    tracker: DictionaryTracker,
+    context: IpcWriteContext,
+    options: IpcWriteOptions,
+}
+
+impl MessageEncoder {
+    /// An encoder for batches following `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            generator: IpcDataGenerator::default(),
+            tracker: DictionaryTracker::new(false),
+            context: IpcWriteContext::default(),
+            options: IpcWriteOptions::default(),
+        }
+    }
+
+    /// The header of this stream's schema message.
+    pub fn schema_header(&self) -> Vec<u8> {
+        schema_to_header(&self.schema)
+    }
+
+    /// Appends the messages of `batch` (dictionaries first) to `out`.
+    pub fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<Message>) -> Result<(), ArrowError> {
+        if batch.schema_ref().fields() != self.schema.fields() {
+            return Err(ArrowError::SchemaError(format!(
+                "batch schema {} does not match the declared output schema {}",
+                batch.schema_ref(),
+                self.schema
+            )));
+        }
+        let (dictionaries, data) =
+            self.generator.encode(batch, &mut self.tracker, &self.options, &mut self.context)?;
+        for d in dictionaries.into_iter().chain(std::iter::once(data)) {
+            out.push(Message { header: d.ipc_message, body: d.arrow_data });
+        }
+        Ok(())
+    }
+}
+
+/// Shares a schema, for callers holding a plain [`Schema`].
+pub fn shared(schema: Schema) -> SchemaRef {
+    Arc::new(schema)
+}

@@ -1,0 +1,116 @@
+//! The guest SDK for Mallard exchangers.
+//!
+//! An exchanger is a streaming transform of Arrow record batches. Write one by
+//! implementing [`Exchanger`] on a type that holds your per-stream state, then export
+//! it with [`export_exchanger!`]:
+//!
+//! ```ignore
+//! use mallard_exchanger::prelude::*;
+//!
+//! pub struct Identity(SchemaRef);
+//!
+//! impl Exchanger for Identity {
+//!     const INFO: Info = Info { name: "identity", version: "1.0.0", description: "returns its input" };
+//!     fn open(input: SchemaRef, _params: &Params) -> Result<Self, ExchangeError> { Ok(Self(input)) }
+//!     fn output_schema(&self) -> SchemaRef { self.0.clone() }
+//!     fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> { Ok(vec![batch]) }
+//! }
+//!
+//! export_exchanger!(Identity);
+//! ```
+//!
+//! Built for `wasm32-wasip2`, the macro exports the `mallard:exchanger` WIT world and
+//! the SDK takes care of the Arrow IPC messages that cross the sandbox boundary. Built
+//! natively, the macro does nothing and the host calls the same type through
+//! [`native::Builtin`], which is how Mallard runs built-in exchangers with the sandbox
+//! off: one source, two builds, no logic written twice.
+
+mod error;
+pub mod ipc;
+pub mod native;
+mod params;
+pub mod raw;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest;
+
+pub use arrow_array;
+pub use arrow_schema;
+pub use error::ExchangeError;
+pub use params::Params;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+/// What an exchanger says about itself. `name` is what clients put in `do_exchange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// Registry name (`[a-z0-9_]+`), e.g. `add_processed`.
+    pub name: &'static str,
+    /// The exchanger's own semantic version.
+    pub version: &'static str,
+    /// One line for humans.
+    pub description: &'static str,
+}
+
+/// A streaming transform over one input stream.
+///
+/// The host calls [`Exchanger::open`] once per stream with the input schema, then
+/// [`Exchanger::push`] for each batch in order, then [`Exchanger::finish`] once. Every
+/// batch returned must match [`Exchanger::output_schema`]; the host checks.
+pub trait Exchanger: Sized + 'static {
+    /// The self-description shown by `list_exchangers`.
+    const INFO: Info;
+
+    /// Start a stream of batches following `input`, configured by the client's `params`.
+    fn open(input: SchemaRef, params: &Params) -> Result<Self, ExchangeError>;
+
+    /// The schema of every batch this session emits.
+    fn output_schema(&self) -> SchemaRef;
+
+    /// Transform one batch into zero or more output batches.
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError>;
+
+    /// End of input: emit whatever is still held. Stateless exchangers keep the default.
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Everything an exchanger source file needs.
+pub mod prelude {
+    pub use crate::{ExchangeError, Exchanger, Info, Params, export_exchanger, export_raw_exchanger};
+    pub use crate::ipc::Message;
+    pub use crate::raw::RawExchanger;
+    pub use arrow_array::{Array, ArrayRef, RecordBatch};
+    pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
+    pub use std::sync::Arc;
+}
+
+/// Exports an [`Exchanger`] as the component's `mallard:exchanger/exchange` interface.
+///
+/// Compiles to nothing on native targets, so the same crate can also be linked into
+/// the host as a built-in.
+#[macro_export]
+macro_rules! export_exchanger {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type MallardExport = $crate::guest::Adapter<$crate::raw::Typed<$ty>>;
+            $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
+        };
+    };
+}
+
+/// Exports a [`raw::RawExchanger`] (message-level) as the component's interface.
+#[macro_export]
+macro_rules! export_raw_exchanger {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type MallardExport = $crate::guest::Adapter<$ty>;
+            $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
+        };
+    };
+}

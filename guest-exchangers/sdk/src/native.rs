@@ -1,0 +1,64 @@
+//! Running an exchanger natively, without the sandbox (built-ins only).
+//!
+//! The host links built-in exchanger crates and drives them through [`Builtin`];
+//! batches stay `RecordBatch`es, no IPC is involved.
+
+use crate::{ExchangeError, Exchanger, Info, Params};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+/// A running native session, type-erased.
+pub trait Session: Send {
+    /// See [`Exchanger::output_schema`].
+    fn output_schema(&self) -> SchemaRef;
+    /// See [`Exchanger::push`].
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError>;
+    /// See [`Exchanger::finish`].
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError>;
+}
+
+impl<E: Exchanger + Send> Session for E {
+    fn output_schema(&self) -> SchemaRef {
+        Exchanger::output_schema(self)
+    }
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
+        Exchanger::push(self, batch)
+    }
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
+        Exchanger::finish(self)
+    }
+}
+
+type OpenFn = fn(SchemaRef, &Params) -> Result<Box<dyn Session>, ExchangeError>;
+
+/// A built-in exchanger: its description and how to open a native session.
+#[derive(Clone, Copy)]
+pub struct Builtin {
+    /// The exchanger's self-description (the same as its wasm build reports).
+    pub info: Info,
+    open: OpenFn,
+}
+
+impl Builtin {
+    /// The built-in form of `E`.
+    pub fn of<E: Exchanger + Send>() -> Self {
+        fn open<E: Exchanger + Send>(
+            input: SchemaRef,
+            params: &Params,
+        ) -> Result<Box<dyn Session>, ExchangeError> {
+            Ok(Box::new(E::open(input, params)?))
+        }
+        Self { info: E::INFO, open: open::<E> }
+    }
+
+    /// Opens a native session.
+    pub fn open(&self, input: SchemaRef, params: &Params) -> Result<Box<dyn Session>, ExchangeError> {
+        (self.open)(input, params)
+    }
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builtin").field("info", &self.info).finish()
+    }
+}

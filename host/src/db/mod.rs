@@ -1,0 +1,89 @@
+//! The DuckDB side of Mallard: one database per server, a fresh connection per
+//! request, locked down by default.
+//!
+//! DuckDB calls block, so everything in here runs on blocking threads; results
+//! reach the async world through bounded channels (see [`query`] and [`ingest`]).
+
+pub mod catalog;
+pub mod errors;
+pub mod identifier;
+pub mod ingest;
+pub mod query;
+pub mod types;
+
+use crate::error::{Error, Result};
+use duckdb::{Config, Connection};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// How to open the database and what SQL may reach.
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    /// A DuckDB file for durable tables; `None` keeps everything in memory.
+    pub path: Option<PathBuf>,
+    /// Directories SQL may read from and write to. Empty: no file access at all.
+    pub allowed_dirs: Vec<PathBuf>,
+    /// DuckDB's `memory_limit` (e.g. `4GB`); `None` keeps DuckDB's default (80% of RAM).
+    pub memory_limit: Option<String>,
+    /// DuckDB worker threads; `None` keeps DuckDB's default (one per core).
+    pub threads: Option<u32>,
+}
+
+/// One DuckDB database shared by all requests of a server.
+pub struct Database {
+    root: Mutex<Connection>,
+    options: DbOptions,
+}
+
+impl Database {
+    /// Opens (or creates) the database with file and network access, extension
+    /// installs and configuration changes disabled unless `options` allow them.
+    pub fn open(options: DbOptions) -> Result<Self> {
+        let mut config = Config::default()
+            .enable_autoload_extension(false)?
+            .with("autoinstall_known_extensions", "false")?;
+        if let Some(limit) = &options.memory_limit {
+            config = config.max_memory(limit)?;
+        }
+        if let Some(threads) = options.threads {
+            config = config.threads(i64::from(threads))?;
+        }
+        if !options.allowed_dirs.is_empty() {
+            let dirs: Vec<String> = options
+                .allowed_dirs
+                .iter()
+                .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
+                .collect();
+            config = config.with("allowed_directories", format!("[{}]", dirs.join(", ")))?;
+        }
+        let conn = match &options.path {
+            Some(path) => Connection::open_with_flags(path, config),
+            None => Connection::open_in_memory_with_flags(config),
+        }
+        .map_err(|e| Error::Internal(format!("cannot open DuckDB: {e}")))?;
+        // External access goes off after opening, so a --db file can still be opened;
+        // lock_configuration keeps clients from turning anything back on.
+        conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+            .map_err(|e| Error::Internal(format!("cannot lock DuckDB down: {e}")))?;
+        Ok(Self { root: Mutex::new(conn), options })
+    }
+
+    /// A new connection to the database, for one request.
+    pub fn connect(&self) -> Result<Connection> {
+        let root = self.root.lock().map_err(|_| Error::Internal("database lock poisoned".into()))?;
+        root.try_clone().map_err(|e| Error::Internal(format!("cannot open a connection: {e}")))
+    }
+
+    /// The options the database was opened with.
+    pub fn options(&self) -> &DbOptions {
+        &self.options
+    }
+
+    /// Checkpoints a file-backed database so its WAL is folded in before exit.
+    pub fn checkpoint(&self) -> Result<()> {
+        if self.options.path.is_some() {
+            self.connect()?.execute_batch("CHECKPOINT")?;
+        }
+        Ok(())
+    }
+}
