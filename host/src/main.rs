@@ -1,1 +1,178 @@
-fn main() {}
+//! `mallard`: run DuckDB-backed Arrow Flight servers with sandboxed exchangers.
+//!
+//! `mallard serve` starts the seeds' two servers on 127.0.0.1:8815 and :8816;
+//! `mallard serve --listen HOST:PORT [--db FILE] [--data-dir DIR]` runs one (repeat
+//! `--listen` for more). Ctrl-C or SIGTERM shuts down gracefully.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mallard::auth::{Role, User};
+use mallard::sandbox::Limits;
+use mallard::{ServerConfig, server};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "mallard", version, about = "DuckDB Arrow Flight servers with sandboxed WebAssembly exchangers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one or more servers until Ctrl-C / SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to serve on; repeat for several servers (each with its own database).
+    #[arg(long, env = "MALLARD_LISTEN", value_delimiter = ',', default_values = ["127.0.0.1:8815", "127.0.0.1:8816"])]
+    listen: Vec<SocketAddr>,
+    /// DuckDB database file for durable tables (one --listen only); default in memory.
+    #[arg(long, env = "MALLARD_DB")]
+    db: Option<PathBuf>,
+    /// Directory for uploaded exchangers (kept across restarts); default in memory.
+    #[arg(long, env = "MALLARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Users as `name:password:role` (role `user` or `admin`), comma-separated.
+    /// Default: the development credentials admin:password123.
+    #[arg(long, env = "MALLARD_USERS", value_delimiter = ',', hide_env_values = true)]
+    users: Vec<String>,
+    /// Bearer token lifetime in seconds.
+    #[arg(long, env = "MALLARD_TOKEN_TTL_SECS", default_value_t = 3600)]
+    token_ttl_secs: u64,
+    /// Credentials `push_table` uses on target servers, `user:password`.
+    #[arg(long, env = "MALLARD_PUSH_CREDENTIALS", hide_env_values = true)]
+    push_credentials: Option<String>,
+    /// Linear memory per exchanger instance, MiB.
+    #[arg(long, env = "MALLARD_EXCHANGER_MEMORY_MB", default_value_t = (Limits::default().max_memory_bytes >> 20) as u64)]
+    exchanger_memory_mb: u64,
+    /// CPU deadline per exchanger call (one batch), milliseconds.
+    #[arg(long, env = "MALLARD_EXCHANGER_TIMEOUT_MS", default_value_t = Limits::default().call_timeout.as_millis() as u64)]
+    exchanger_timeout_ms: u64,
+    /// Wasm stack per exchanger call, KiB.
+    #[arg(long, env = "MALLARD_EXCHANGER_STACK_KB", default_value_t = (Limits::default().max_stack_bytes >> 10) as u64)]
+    exchanger_stack_kb: u64,
+    /// Largest exchanger upload, MiB.
+    #[arg(long, env = "MALLARD_MAX_UPLOAD_MB", default_value_t = (Limits::default().max_component_bytes >> 20) as u64)]
+    max_upload_mb: u64,
+    /// Most uploaded exchangers kept.
+    #[arg(long, env = "MALLARD_MAX_EXCHANGERS", default_value_t = Limits::default().max_exchangers)]
+    max_exchangers: usize,
+    /// DuckDB memory limit (e.g. `4GB`).
+    #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
+    duckdb_memory_limit: Option<String>,
+    /// DuckDB worker threads.
+    #[arg(long, env = "MALLARD_DUCKDB_THREADS")]
+    duckdb_threads: Option<u32>,
+    /// Directory SQL may read and write files in (repeatable); default none.
+    #[arg(long, env = "MALLARD_ALLOW_DIR", value_delimiter = ',')]
+    allow_dir: Vec<PathBuf>,
+    /// Seconds in-flight calls get to finish at shutdown.
+    #[arg(long, env = "MALLARD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+}
+
+fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
+    let mut users = HashMap::new();
+    for spec in specs.iter().filter(|s| !s.is_empty()) {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(name), Some(password)) = (parts.next(), parts.next()) else {
+            bail!("user spec must be name:password[:role]");
+        };
+        let role = match parts.next().unwrap_or("user") {
+            "admin" => Role::Admin,
+            "user" => Role::User,
+            other => bail!("unknown role {other:?} for user {name:?} (use user or admin)"),
+        };
+        users.insert(name.to_owned(), User::new(password, role));
+    }
+    Ok(users)
+}
+
+fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
+    if args.db.is_some() && args.listen.len() != 1 {
+        bail!("--db needs exactly one --listen (each server has its own database)");
+    }
+    if args.data_dir.is_some() && args.listen.len() != 1 {
+        bail!("--data-dir needs exactly one --listen");
+    }
+    let users = parse_users(&args.users)?;
+    let push_credentials = match &args.push_credentials {
+        Some(c) => {
+            let (u, p) = c.split_once(':').context("--push-credentials must be user:password")?;
+            Some((u.to_owned(), p.to_owned()))
+        }
+        None => None,
+    };
+    let limits = Limits {
+        max_memory_bytes: (args.exchanger_memory_mb as usize) << 20,
+        call_timeout: Duration::from_millis(args.exchanger_timeout_ms),
+        max_stack_bytes: (args.exchanger_stack_kb as usize) << 10,
+        max_component_bytes: (args.max_upload_mb as usize) << 20,
+        max_exchangers: args.max_exchangers,
+        ..Limits::default()
+    };
+    Ok(args
+        .listen
+        .iter()
+        .map(|&listen| {
+            let mut config = ServerConfig::new(listen);
+            config.db.path = args.db.clone();
+            config.db.memory_limit = args.duckdb_memory_limit.clone();
+            config.db.threads = args.duckdb_threads;
+            config.db.allowed_dirs = args.allow_dir.clone();
+            config.data_dir = args.data_dir.clone();
+            config.limits = limits.clone();
+            config.users = users.clone();
+            config.token_ttl = Duration::from_secs(args.token_ttl_secs);
+            config.push_credentials = push_credentials.clone();
+            config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+            config
+        })
+        .collect())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let mut running = Vec::new();
+            for config in configs(&args)? {
+                let addr = config.listen;
+                running.push(server::start(config).await.with_context(|| format!("starting {addr}"))?);
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            for server in running {
+                server.stop().await?;
+            }
+        }
+    }
+    Ok(())
+}

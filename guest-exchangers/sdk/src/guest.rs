@@ -69,9 +69,10 @@ impl<R: RawExchanger> GuestSession for SessionState<R> {
 
     fn push(
         &self,
-        message: wit_types::IpcMessage,
+        header: Vec<u8>,
+        body: Vec<u8>,
     ) -> Result<Vec<wit_types::IpcMessage>, wit_types::ExchangeError> {
-        let message = Message { header: message.header, body: message.body };
+        let message = Message { header, body };
         self.0.borrow_mut().push(message).map(to_wit_messages).map_err(to_wit)
     }
 

@@ -1,0 +1,205 @@
+//! Authentication: Basic credentials, random expiring bearer tokens, roles.
+//!
+//! Tokens are 256 random bits, handed out by `Handshake` or in answer to any call
+//! carrying Basic credentials. The server keeps only their SHA-256 digests and
+//! compares digests in constant time. Neither tokens nor passwords are ever logged.
+
+use crate::error::{Error, Result};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+
+/// The seeds' development credentials, used when no users are configured.
+pub const DEFAULT_USER: &str = "admin";
+/// See [`DEFAULT_USER`].
+pub const DEFAULT_PASSWORD: &str = "password123";
+/// How long a bearer token stays valid unless configured otherwise.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Query, put, exchange and push.
+    User,
+    /// Everything, including uploading/removing exchangers, dropping tables and `sql`.
+    Admin,
+}
+
+/// A named right, reported in PermissionDenied messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Right {
+    /// Upload or remove exchangers.
+    ManageExchangers,
+    /// DDL/DML through the `sql` and `drop_table` actions.
+    ManageTables,
+}
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User name.
+    pub user: String,
+    /// The user's role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// PermissionDenied unless this principal holds `right`.
+    pub fn require(&self, right: Right) -> Result<()> {
+        match (self.role, right) {
+            (Role::Admin, _) => Ok(()),
+            (Role::User, right) => Err(Error::PermissionDenied(format!(
+                "user {:?} (role user) lacks the right {right:?}; it needs role admin",
+                self.user
+            ))),
+        }
+    }
+}
+
+/// A configured user. `password_sha256` is compared in constant time.
+#[derive(Clone)]
+pub struct User {
+    password_sha256: [u8; 32],
+    role: Role,
+}
+
+impl User {
+    /// A user with a plain-text password (hashed on the spot).
+    pub fn new(password: &str, role: Role) -> Self {
+        Self { password_sha256: Sha256::digest(password.as_bytes()).into(), role }
+    }
+}
+
+struct Session {
+    principal: Principal,
+    expires: Instant,
+}
+
+/// Checks credentials and issues tokens.
+pub struct Authenticator {
+    users: HashMap<String, User>,
+    token_ttl: Duration,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+/// The outcome of authenticating one call.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who is calling.
+    pub principal: Principal,
+    /// A token issued because the call carried Basic credentials; sent back as
+    /// `authorization: Bearer <token>`.
+    pub issued_token: Option<String>,
+}
+
+impl Authenticator {
+    /// An authenticator over `users`; empty means the seeds' `admin`/`password123`.
+    pub fn new(mut users: HashMap<String, User>, token_ttl: Duration) -> Self {
+        if users.is_empty() {
+            users.insert(DEFAULT_USER.into(), User::new(DEFAULT_PASSWORD, Role::Admin));
+        }
+        Self { users, token_ttl, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether the development default credentials are in effect.
+    pub fn uses_default_credentials(&self) -> bool {
+        self.users.len() == 1
+            && self.users.get(DEFAULT_USER).is_some_and(|u| {
+                let default: [u8; 32] = Sha256::digest(DEFAULT_PASSWORD.as_bytes()).into();
+                bool::from(u.password_sha256.ct_eq(&default))
+            })
+    }
+
+    /// Checks a user name and password.
+    pub fn check_password(&self, user: &str, password: &str) -> Result<Principal> {
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        // Compare against a dummy when the user is unknown so timing does not tell.
+        let (known, expected) = match self.users.get(user) {
+            Some(u) => (true, u.password_sha256),
+            None => (false, [0u8; 32]),
+        };
+        if known && bool::from(expected.ct_eq(&digest)) {
+            let role = self.users[user].role;
+            Ok(Principal { user: user.to_owned(), role })
+        } else {
+            Err(Error::Unauthenticated("invalid user name or password".into()))
+        }
+    }
+
+    /// Issues a new bearer token for `principal`.
+    pub fn issue_token(&self, principal: Principal) -> String {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(key, Session { principal, expires: now + self.token_ttl });
+        token
+    }
+
+    /// Revokes a token (logout). Unknown tokens are ignored.
+    pub fn revoke(&self, token: &str) {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.sessions.lock().expect("session table lock").remove(&key);
+    }
+
+    /// Checks a bearer token.
+    pub fn check_token(&self, token: &str) -> Result<Principal> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let sessions = self.sessions.lock().expect("session table lock");
+        // Lookup is by digest; a digest prefix says nothing about the token.
+        match sessions.iter().find(|(k, _)| bool::from(k.ct_eq(&key))) {
+            Some((_, s)) if s.expires > Instant::now() => Ok(s.principal.clone()),
+            Some(_) => Err(Error::Unauthenticated("bearer token expired; authenticate again".into())),
+            None => Err(Error::Unauthenticated("invalid bearer token".into())),
+        }
+    }
+
+    /// Authenticates a call from its `authorization` header (Basic or Bearer).
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Authenticated> {
+        let header = metadata
+            .get("authorization")
+            .ok_or_else(|| Error::Unauthenticated("no authorization header; use Basic or Bearer".into()))?
+            .to_str()
+            .map_err(|_| Error::Unauthenticated("authorization header is not ASCII".into()))?;
+        if let Some(token) = strip_scheme(header, "bearer") {
+            let principal = self.check_token(token.trim())?;
+            Ok(Authenticated { principal, issued_token: None })
+        } else if let Some(encoded) = strip_scheme(header, "basic") {
+            let (user, password) = decode_basic(encoded.trim())?;
+            let principal = self.check_password(&user, &password)?;
+            let token = self.issue_token(principal.clone());
+            Ok(Authenticated { principal, issued_token: Some(token) })
+        } else {
+            Err(Error::Unauthenticated("authorization scheme must be Basic or Bearer".into()))
+        }
+    }
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Decodes `base64(user:password)`.
+pub fn decode_basic(encoded: &str) -> Result<(String, String)> {
+    let bad = || Error::Unauthenticated("malformed Basic credentials".into());
+    let raw = STANDARD.decode(encoded).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (user, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// `Basic base64(user:password)`, for clients (push_table, the demo).
+pub fn basic_header(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}

@@ -1,0 +1,30 @@
+//! A Flight client for Mallard servers (used by `push_table`, the demo and tests):
+//! tuned transport, Basic handshake, bearer token on every call.
+
+use crate::auth::basic_header;
+use crate::error::{Error, Result};
+use crate::transport;
+use arrow_flight::FlightClient;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use tonic::metadata::MetadataValue;
+
+/// Connects to `url` and authenticates with a Basic handshake; the returned client
+/// sends the issued bearer token on every call.
+pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClient> {
+    let channel = transport::connect(url).await?;
+    let inner = FlightServiceClient::new(channel)
+        .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);
+    let mut client = FlightClient::new_from_inner(inner);
+    client
+        .add_header("authorization", &basic_header(user, password))
+        .map_err(|e| Error::Internal(format!("header: {e}")))?;
+    let token = client.handshake(Vec::<u8>::new()).await.map_err(Error::from)?;
+    let token = String::from_utf8(token.to_vec())
+        .map_err(|_| Error::Internal("server returned a non-UTF-8 token".into()))?;
+    let bearer: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Error::Internal("server returned an unusable token".into()))?;
+    client.metadata_mut().insert("authorization", bearer);
+    Ok(client)
+}

@@ -1,0 +1,54 @@
+//! Server configuration, independent of how it was given (flags, environment, tests).
+
+use crate::auth::{DEFAULT_TOKEN_TTL, User};
+use crate::db::DbOptions;
+use crate::sandbox::Limits;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest gRPC message accepted or sent: a coalesced batch of wide rows fits.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// How long a graceful shutdown waits for in-flight calls before cancelling them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything one server needs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The DuckDB database.
+    pub db: DbOptions,
+    /// Where uploaded exchangers are kept; `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Users; empty means the development default `admin`/`password123`.
+    pub users: HashMap<String, User>,
+    /// Bearer token lifetime.
+    pub token_ttl: Duration,
+    /// Credentials `push_table` presents to other servers, unless the action gives some.
+    pub push_credentials: Option<(String, String)>,
+    /// Largest gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// Grace period for in-flight calls at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a server on `listen` with an in-memory database.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            db: DbOptions::default(),
+            data_dir: None,
+            limits: Limits::default(),
+            users: HashMap::new(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            push_credentials: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

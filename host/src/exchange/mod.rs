@@ -1,0 +1,99 @@
+//! `do_exchange`: the request format, the session abstraction shared by the sandboxed
+//! and native paths, and the worker that streams batches through a session.
+//!
+//! A session runs on a blocking thread. Client messages arrive through a bounded
+//! channel and are handed to the session one by one; output goes back through
+//! another bounded channel as soon as it is produced, so neither side ever holds
+//! more than a few batches.
+
+pub mod native;
+pub mod request;
+
+use crate::error::{Error, Result};
+use arrow::datatypes::SchemaRef;
+use arrow_flight::FlightData;
+use bytes::Bytes;
+use mallard_exchanger::ipc::schema_from_header;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+pub use request::{ExchangeRequest, Sandbox};
+
+/// Messages buffered in each direction between the network and a session.
+pub const CHANNEL_MESSAGES: usize = 4;
+
+/// One exchange stream's transform, sandboxed or native.
+pub trait ExchangeSession: Send {
+    /// The output schema message, sent to the client first.
+    fn schema_message(&self) -> FlightData;
+    /// Transforms one input message (record batch or dictionary batch).
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>>;
+    /// End of input.
+    fn finish(&mut self) -> Result<Vec<FlightData>>;
+    /// What the guest printed, if anything (for logs).
+    fn guest_output(&self) -> String {
+        String::new()
+    }
+}
+
+/// Decodes a schema message header, returning the schema and the message to forward.
+pub fn validated_schema_message(header: Bytes) -> Result<(SchemaRef, FlightData)> {
+    let schema = schema_from_header(&header).map_err(|e| Error::InvalidArgument(format!("schema: {e}")))?;
+    let message = FlightData { data_header: header, ..Default::default() };
+    Ok((Arc::new(schema), message))
+}
+
+/// Sets a flag when dropped: tells a running guest its client is gone.
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Streams `input` through `session` into `output` until input ends, the client
+/// leaves, or something fails (sent as the stream's final status).
+pub fn run(
+    mut session: Box<dyn ExchangeSession>,
+    mut input: mpsc::Receiver<Result<FlightData>>,
+    output: mpsc::Sender<Result<FlightData, Status>>,
+    label: &str,
+) {
+    let outcome = (|| -> Result<bool> {
+        if output.blocking_send(Ok(session.schema_message())).is_err() {
+            return Ok(false);
+        }
+        while let Some(message) = input.blocking_recv() {
+            let message = message?;
+            if message.data_header.is_empty() {
+                continue; // metadata-only message
+            }
+            for data in session.push(&message.data_header, &message.data_body)? {
+                if output.blocking_send(Ok(data)).is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+        for data in session.finish()? {
+            if output.blocking_send(Ok(data)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })();
+    let guest_output = session.guest_output();
+    if !guest_output.is_empty() {
+        tracing::info!(exchange = label, output = %guest_output.trim_end(), "guest output");
+    }
+    match outcome {
+        Ok(true) => tracing::debug!(exchange = label, "exchange complete"),
+        Ok(false) => tracing::info!(exchange = label, "client left during exchange"),
+        Err(e) => {
+            tracing::warn!(exchange = label, error = %e, "exchange failed");
+            let _ = output.blocking_send(Err(e.into()));
+        }
+    }
+}

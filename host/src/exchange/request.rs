@@ -1,0 +1,69 @@
+//! Parsing the `do_exchange` descriptor: a bare exchanger name, or JSON
+//! `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Whether an exchange runs in the wasm sandbox or natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// WebAssembly, isolated (the default).
+    #[default]
+    On,
+    /// The native build of a built-in exchanger.
+    Off,
+}
+
+/// A parsed `do_exchange` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeRequest {
+    /// Exchanger name.
+    pub exchanger: String,
+    /// Parameters, as string pairs.
+    pub params: Vec<(String, String)>,
+    /// Sandbox on or off.
+    pub sandbox: Sandbox,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    exchanger: String,
+    #[serde(default)]
+    params: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    sandbox: Sandbox,
+}
+
+impl ExchangeRequest {
+    /// Parses the descriptor command.
+    pub fn parse(command: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(command)
+            .map_err(|_| Error::InvalidArgument("exchange descriptor is not valid UTF-8".into()))?
+            .trim();
+        if text.is_empty() {
+            return Err(Error::InvalidArgument(
+                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}".into(),
+            ));
+        }
+        if !text.starts_with('{') {
+            return Ok(Self { exchanger: text.to_owned(), params: Vec::new(), sandbox: Sandbox::On });
+        }
+        let json: JsonRequest = serde_json::from_str(text)
+            .map_err(|e| Error::InvalidArgument(format!("exchange descriptor JSON: {e}")))?;
+        let params = json
+            .params
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        Ok(Self { exchanger: json.exchanger, params, sandbox: json.sandbox })
+    }
+}

@@ -1,0 +1,9 @@
+//! The Arrow Flight service: authentication of every call, then dispatch to DuckDB
+//! (`do_get`, `do_put`), exchangers (`do_exchange`) and actions (`do_action`).
+
+pub mod actions;
+pub mod descriptor;
+pub mod push;
+pub mod service;
+
+pub use service::MallardService;

@@ -1,0 +1,9 @@
+//! Host bindings for the `mallard:exchanger` world, generated from `wit/`.
+#![allow(missing_docs)] // generated code; the WIT file carries the docs
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "exchanger",
+});
+
+pub use exports::mallard::exchanger::exchange::{ExchangeError, Info, IpcMessage};

@@ -1,0 +1,57 @@
+//! The one wasmtime engine of a server and the thread that ticks its epoch.
+
+use crate::error::{Error, Result};
+use crate::sandbox::Limits;
+use crate::sandbox::limits::EPOCH_TICK;
+use crate::sandbox::store::StoreState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, OptLevel};
+
+/// Compiler, linker and epoch ticker, shared by every exchanger of a server.
+pub struct SandboxEngine {
+    /// The wasmtime engine.
+    pub engine: Engine,
+    /// WASI (deny-all) linked for [`StoreState`].
+    pub linker: Linker<StoreState>,
+    /// The limits instances run under.
+    pub limits: Limits,
+    stop: Arc<AtomicBool>,
+}
+
+impl SandboxEngine {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(limits: Limits) -> Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.max_stack_bytes)
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e}")))?;
+        let linker = crate::sandbox::wasi::deny_all_linker(&engine)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("mallard-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("epoch thread: {e}")))?;
+        Ok(Self { engine, linker, limits, stop })
+    }
+}
+
+impl Drop for SandboxEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,194 @@
+//! One exchange stream through a sandboxed guest: a fresh instance, one guest call
+//! per message under the call deadline, every output message validated against the
+//! declared schema before it is forwarded, untouched, to the client.
+
+use crate::error::{Error, Result};
+use crate::exchange::{ExchangeSession, validated_schema_message};
+use crate::sandbox::bindings::{ExchangeError, Exchanger, ExchangerPre, IpcMessage};
+use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::store::{StoreState, Stop, new_store};
+use crate::sandbox::wasi::CapabilityDenied;
+use arrow_flight::FlightData;
+use bytes::Bytes;
+use mallard_exchanger::ipc::MessageDecoder;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap};
+
+/// A guest session for one stream. Dropped (never reused) after any trap.
+pub struct WasmSession {
+    name: String,
+    store: Store<StoreState>,
+    instance: Exchanger,
+    session: ResourceAny,
+    validator: MessageDecoder,
+    schema_message: FlightData,
+    call_timeout: Duration,
+    max_memory_bytes: usize,
+    batch_index: u64,
+}
+
+impl WasmSession {
+    /// Instantiates the guest and opens a session for `input_schema` (a schema
+    /// message header as the client sent it).
+    pub fn open(
+        engine: &SandboxEngine,
+        pre: &ExchangerPre<StoreState>,
+        name: &str,
+        input_schema: &[u8],
+        params: &[(String, String)],
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let mut store = new_store(&engine.engine, &engine.limits, cancelled);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;
+        let mut this = PartialSession {
+            name: name.to_owned(),
+            call_timeout: engine.limits.call_timeout,
+            max_memory_bytes: engine.limits.max_memory_bytes,
+        };
+        let opened = this.call(&mut store, "open", |store| {
+            instance.mallard_exchanger_exchange().call_open(store, input_schema, params)
+        })?;
+        let session = opened.map_err(|e| guest_error(name, "open", e))?;
+        let header = this.call(&mut store, "output-schema", |store| {
+            instance.mallard_exchanger_exchange().session().call_output_schema(store, session)
+        })?;
+        let (schema, schema_message) = validated_schema_message(Bytes::from(header))
+            .map_err(|e| e.context(format!("exchanger {name:?} declared an invalid output schema")))?;
+        Ok(Self {
+            name: this.name,
+            store,
+            instance,
+            session,
+            validator: MessageDecoder::new(schema),
+            schema_message,
+            call_timeout: this.call_timeout,
+            max_memory_bytes: this.max_memory_bytes,
+            batch_index: 0,
+        })
+    }
+
+    fn partial(&self) -> PartialSession {
+        PartialSession {
+            name: self.name.clone(),
+            call_timeout: self.call_timeout,
+            max_memory_bytes: self.max_memory_bytes,
+        }
+    }
+
+    fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
+        let mut out = Vec::with_capacity(messages.len());
+        for message in messages {
+            let header = Bytes::from(message.header);
+            let body = Bytes::from(message.body);
+            self.validator
+                .decode(&header, arrow::buffer::Buffer::from(body.clone()))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "exchanger {:?} emitted invalid output at {what}: {e}",
+                        self.name
+                    ))
+                })?;
+            out.push(FlightData { data_header: header, data_body: body, ..Default::default() });
+        }
+        Ok(out)
+    }
+}
+
+impl ExchangeSession for WasmSession {
+    fn schema_message(&self) -> FlightData {
+        self.schema_message.clone()
+    }
+
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
+        let what = format!("batch {}", self.batch_index);
+        self.batch_index += 1;
+        let (instance, session) = (&self.instance, self.session);
+        let result = self.partial().call(&mut self.store, &what, |store| {
+            instance.mallard_exchanger_exchange().session().call_push(store, session, &header[..], &body[..])
+        })?;
+        let messages = result.map_err(|e| guest_error(&self.name, &what, e))?;
+        self.validate(messages, &what)
+    }
+
+    fn finish(&mut self) -> Result<Vec<FlightData>> {
+        let (instance, session) = (&self.instance, self.session);
+        let result = self.partial().call(&mut self.store, "finish", |store| {
+            instance.mallard_exchanger_exchange().session().call_finish(store, session)
+        })?;
+        let messages = result.map_err(|e| guest_error(&self.name, "finish", e))?;
+        self.validate(messages, "finish")
+    }
+
+    fn guest_output(&self) -> String {
+        self.store.data().output.text()
+    }
+}
+
+/// What a call needs to know to report a failure; split out so it can be used
+/// while the store is borrowed.
+struct PartialSession {
+    name: String,
+    call_timeout: Duration,
+    max_memory_bytes: usize,
+}
+
+impl PartialSession {
+    fn call<R>(
+        &mut self,
+        store: &mut Store<StoreState>,
+        what: &str,
+        f: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        store.data_mut().call_deadline = Instant::now() + self.call_timeout;
+        store.set_epoch_deadline(1);
+        f(store).map_err(|e| self.classify(store, what, e))
+    }
+
+    fn classify(&self, store: &Store<StoreState>, what: &str, e: wasmtime::Error) -> Error {
+        let who = format!("exchanger {:?} at {what}", self.name);
+        let output = store.data().output.text();
+        let tail = if output.is_empty() {
+            String::new()
+        } else {
+            let start = output.len().saturating_sub(512);
+            let start = (start..output.len()).find(|&i| output.is_char_boundary(i)).unwrap_or(0);
+            format!("; guest output: {}", output[start..].trim())
+        };
+        if let Some(stop) = e.downcast_ref::<Stop>() {
+            return match stop {
+                Stop::Deadline => Error::DeadlineExceeded(format!(
+                    "{who}: exceeded the per-call CPU deadline of {:?}",
+                    self.call_timeout
+                )),
+                Stop::Cancelled => Error::Cancelled(format!("{who}: cancelled")),
+            };
+        }
+        if let Some(denied) = e.downcast_ref::<CapabilityDenied>() {
+            return Error::PermissionDenied(format!("{who}: {denied}"));
+        }
+        if store.data().memory.denied {
+            return Error::ResourceExhausted(format!(
+                "{who}: hit the memory limit of {} MiB{tail}",
+                self.max_memory_bytes >> 20
+            ));
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => Error::ResourceExhausted(format!("{who}: wasm stack exhausted")),
+            Some(trap) => Error::Aborted(format!("{who}: trapped ({trap}){tail}")),
+            None => Error::Aborted(format!("{who}: failed: {e:#}{tail}")),
+        }
+    }
+}
+
+fn guest_error(name: &str, what: &str, e: ExchangeError) -> Error {
+    match e {
+        ExchangeError::InvalidParams(m) => Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid params: {m}")),
+        ExchangeError::InvalidInput(m) => Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid input: {m}")),
+        ExchangeError::Failed(m) => Error::Aborted(format!("exchanger {name:?} at {what}: {m}")),
+    }
+}

@@ -1,0 +1,113 @@
+//! Turning uploaded bytes into a ready-to-instantiate exchanger: size cap, format
+//! checks with precise messages, compile once, check the world, read the
+//! self-description.
+
+use crate::error::{Error, Result};
+use crate::sandbox::bindings::{ExchangerPre, Info};
+use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::store::new_store;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use wasmtime::component::Component;
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT_LAYER: [u8; 2] = [1, 0];
+
+/// A validated, compiled exchanger component.
+pub struct Compiled {
+    /// The component's self-description.
+    pub info: Info,
+    /// The compiled component (serialisable for restarts).
+    pub component: Component,
+    /// Ready to instantiate, imports resolved.
+    pub pre: ExchangerPre<crate::sandbox::store::StoreState>,
+    /// Milliseconds spent compiling and checking.
+    pub compile_ms: f64,
+}
+
+/// Checks the bytes look like a component before handing them to the compiler.
+pub fn check_format(bytes: &[u8], max_bytes: usize) -> Result<()> {
+    if bytes.len() > max_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "component is {} bytes, more than the limit of {max_bytes} bytes",
+            bytes.len()
+        )));
+    }
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(Error::InvalidArgument(
+            "not a WebAssembly file (no \\0asm header); upload the .wasm component itself".into(),
+        ));
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(Error::InvalidArgument(
+            "this is a core WebAssembly module, not a component; build the exchanger with \
+             `cargo build --target wasm32-wasip2` or `cargo component build`"
+                .into(),
+        ));
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(Error::InvalidArgument("unknown WebAssembly binary layer".into()));
+    }
+    Ok(())
+}
+
+/// Validates and compiles an uploaded component.
+pub fn compile(engine: &SandboxEngine, bytes: &[u8]) -> Result<Compiled> {
+    check_format(bytes, engine.limits.max_component_bytes)?;
+    let started = Instant::now();
+    let component = Component::new(&engine.engine, bytes)
+        .map_err(|e| Error::InvalidArgument(format!("invalid component: {e:#}")))?;
+    finish(engine, component, started)
+}
+
+/// Loads a component this server compiled and serialised itself.
+///
+/// # Safety
+/// `path` must hold bytes produced by `Component::serialize` of a compatible engine,
+/// written by this server into its own data directory. Never call this on bytes
+/// from a client.
+pub unsafe fn load_artifact(engine: &SandboxEngine, path: &Path) -> Result<Compiled> {
+    let started = Instant::now();
+    // SAFETY: the caller guarantees the file is our own serialised artifact.
+    let component = unsafe { Component::deserialize_file(&engine.engine, path) }
+        .map_err(|e| Error::Internal(format!("artifact {}: {e:#}", path.display())))?;
+    finish(engine, component, started)
+}
+
+fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Result<Compiled> {
+    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| {
+        Error::InvalidArgument(format!("component needs imports Mallard does not provide: {e:#}"))
+    })?;
+    let pre = ExchangerPre::new(instance_pre).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "component does not implement the world mallard:exchanger/exchanger@0.1.0: {e:#}"
+        ))
+    })?;
+    let mut store = new_store(&engine.engine, &engine.limits, Arc::new(AtomicBool::new(false)));
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| Error::InvalidArgument(format!("component failed to start: {e:#}")))?;
+    let info = instance
+        .mallard_exchanger_exchange()
+        .call_describe(&mut store)
+        .map_err(|e| Error::InvalidArgument(format!("component's describe() failed: {e:#}")))?;
+    validate_name(&info.name)?;
+    Ok(Compiled { info, component, pre, compile_ms: started.elapsed().as_secs_f64() * 1e3 })
+}
+
+/// Exchanger names: 1 to 64 of `[a-z0-9_]`, so they are safe as file names too.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "exchanger name {name:?} must be 1-64 characters of [a-z0-9_]"
+        )))
+    }
+}

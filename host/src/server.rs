@@ -1,0 +1,110 @@
+//! Starting and stopping a server: bind, build state, serve with tuned transport,
+//! shut down gracefully within a bounded time.
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::flight::MallardService;
+use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::registry::Registry;
+use crate::state::ServerState;
+use crate::transport;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// A server running in the background.
+pub struct RunningServer {
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    state: Arc<ServerState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RunningServer {
+    /// `grpc://addr`, for clients.
+    pub fn url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// The server's shared state (tests peek at it).
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Stops accepting calls, lets in-flight calls finish within the grace period,
+    /// then closes the database cleanly.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let grace = self.state.config.shutdown_grace;
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(joined) => joined.map_err(|e| Error::Internal(format!("server task: {e}")))??,
+            Err(_) => {
+                tracing::warn!(addr = %self.addr, ?grace, "in-flight calls did not finish in time; cancelling them");
+                self.task.abort();
+            }
+        }
+        let db = self.state.db.clone();
+        tokio::task::spawn_blocking(move || db.checkpoint())
+            .await
+            .map_err(|e| Error::Internal(format!("checkpoint thread: {e}")))??;
+        tracing::info!(addr = %self.addr, "server stopped");
+        Ok(())
+    }
+}
+
+/// Builds the server's state: database, authenticator, sandbox and registry.
+pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
+    let db = Arc::new(Database::open(config.db.clone())?);
+    let auth = Authenticator::new(config.users.clone(), config.token_ttl);
+    let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
+    let registry = Arc::new(Registry::open(engine, config.data_dir.as_deref())?);
+    Ok(Arc::new(ServerState { db, auth, registry, config }))
+}
+
+/// Binds `config.listen` and serves in the background.
+pub async fn start(config: ServerConfig) -> Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let state = tokio::task::spawn_blocking(move || build_state(config))
+        .await
+        .map_err(|e| Error::Internal(format!("startup thread: {e}")))??;
+    if state.auth.uses_default_credentials() {
+        if addr.ip().is_loopback() {
+            tracing::warn!(%addr, "using the development credentials admin/password123");
+        } else {
+            tracing::error!(%addr, "DEVELOPMENT CREDENTIALS admin/password123 ON A NON-LOOPBACK ADDRESS: configure users");
+        }
+    }
+    let max_message = state.config.max_message_bytes;
+    let service = FlightServiceServer::new(MallardService::new(state.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(transport::MAX_FRAME_BYTES)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("server: {e}")))
+    });
+    tracing::info!(%addr, "mallard listening");
+    Ok(RunningServer { addr, state, shutdown: Some(tx), task })
+}
