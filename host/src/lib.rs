@@ -7,6 +7,7 @@
 //! - [`sandbox`] validates, compiles and runs exchanger components under hard limits.
 //! - [`exchange`] streams `do_exchange` batches through a sandboxed or native session.
 //! - [`auth`] checks credentials and issues expiring bearer tokens.
+//! - [`flights`] generates the deterministic flights data set.
 //! - [`client`] connects to a Mallard server the way `push_table` and the demo do.
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod exchange;
 pub mod flight;
+pub mod flights;
 pub mod sandbox;
 pub mod server;
 pub mod state;

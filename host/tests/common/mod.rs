@@ -1,0 +1,192 @@
+//! Shared fixture for the integration tests: real servers on 127.0.0.1:0, real
+//! authenticated Flight clients, guest components built from `guest-exchangers/`.
+#![allow(dead_code)] // each test binary uses a different part of the fixture
+
+use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use mallard::{RunningServer, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Every guest crate the tests upload.
+pub const GUESTS: &[&str] = &[
+    "add-processed",
+    "running-totals",
+    "delay-classifier",
+    "hostile-endless-loop",
+    "hostile-memory-bomb",
+    "hostile-deep-recursion",
+    "hostile-panic",
+    "hostile-bad-ipc",
+    "hostile-schema-drift",
+    "hostile-wasi-probe",
+];
+
+/// Installs logging once (RUST_LOG controls it).
+pub fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Builds every guest for wasm32-wasip2 (once per test binary) and returns the
+/// directory holding the `.wasm` files. Uses its own target directory so it never
+/// waits on the lock of the `cargo test` that runs us.
+pub fn guest_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"))
+            .join("guests");
+        let _ = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .current_dir(&workspace)
+            .output();
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .current_dir(&workspace)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target);
+        for guest in GUESTS {
+            cargo.args(["-p", guest]);
+        }
+        let status = cargo.status().expect("run cargo to build the guests");
+        assert!(status.success(), "building the guest components failed");
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The bytes of a built guest, e.g. `component("add_processed")`.
+pub fn component(file_stem: &str) -> Vec<u8> {
+    let path = guest_dir().join(format!("{file_stem}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A config for a test server on an ephemeral port.
+pub fn test_config() -> ServerConfig {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// Starts a server with `config`.
+pub async fn start_with(config: ServerConfig) -> RunningServer {
+    init_logging();
+    mallard::start(config).await.expect("server starts")
+}
+
+/// Starts a default test server.
+pub async fn start() -> RunningServer {
+    start_with(test_config()).await
+}
+
+/// An authenticated client (admin/password123).
+pub async fn client(server: &RunningServer) -> FlightClient {
+    mallard::client::connect(&server.url(), "admin", "password123").await.expect("client connects")
+}
+
+/// Runs `sql` through do_get and collects the batches.
+pub async fn query(client: &mut FlightClient, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let stream = client.do_get(Ticket::new(sql.to_owned())).await.map_err(to_status)?;
+    stream.try_collect().await.map_err(to_status)
+}
+
+/// A single i64 from `sql`.
+pub async fn scalar_i64(client: &mut FlightClient, sql: &str) -> i64 {
+    let batches = query(client, sql).await.expect("query");
+    let column = batches[0].column(0);
+    arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// Puts `batches` into `table`; returns the acknowledged row count.
+pub async fn put(client: &mut FlightClient, table: &str, batches: Vec<RecordBatch>) -> Result<u64, tonic::Status> {
+    let schema = batches[0].schema();
+    let input = futures::stream::iter(batches.into_iter().map(Ok));
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(table.to_owned())))
+        .build(input);
+    let results: Vec<_> = client.do_put(data).await.map_err(to_status)?.try_collect().await.map_err(to_status)?;
+    let meta: serde_json::Value = serde_json::from_slice(&results.last().expect("a put result").app_metadata).unwrap();
+    Ok(meta["rows"].as_u64().unwrap())
+}
+
+/// Runs an action and parses its JSON result.
+pub async fn action(client: &mut FlightClient, kind: &str, body: impl Into<bytes::Bytes>) -> Result<serde_json::Value, tonic::Status> {
+    let results: Vec<_> = client
+        .do_action(Action::new(kind, body.into()))
+        .await
+        .map_err(to_status)?
+        .try_collect()
+        .await
+        .map_err(to_status)?;
+    Ok(serde_json::from_slice(&results[0]).expect("action result is JSON"))
+}
+
+/// Uploads a built guest; returns its registered name.
+pub async fn upload(client: &mut FlightClient, file_stem: &str) -> String {
+    let report = action(client, "upload_exchanger", component(file_stem)).await.expect("upload succeeds");
+    report["name"].as_str().unwrap().to_owned()
+}
+
+/// Exchanges `batches` through the exchanger named by `command`; collects the output.
+pub async fn exchange(client: &mut FlightClient, command: &str, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let schema = batches[0].schema();
+    let input = futures::stream::iter(batches.into_iter().map(Ok));
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(input);
+    let output = client.do_exchange(data).await.map_err(to_status)?;
+    let output: FlightRecordBatchStream = output;
+    output.try_collect().await.map_err(to_status)
+}
+
+/// The gRPC status inside a Flight error.
+pub fn to_status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    }
+}
+
+/// Fails the test if `f` takes longer than `limit`.
+pub async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f).await.expect("timed out")
+}
+
+/// Total rows of some batches.
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Flights rows `0..n` in batches of `batch_rows`.
+pub fn flights(n: usize, batch_rows: usize) -> Vec<RecordBatch> {
+    (0..n).step_by(batch_rows).map(|s| mallard::flights::batch(s as u64, batch_rows.min(n - s))).collect()
+}
+
+/// Consumes a stream, for tests that only care about errors.
+pub async fn drain(stream: FlightRecordBatchStream) -> Result<usize, tonic::Status> {
+    let mut n = 0;
+    let mut stream = stream;
+    while let Some(b) = stream.next().await {
+        n += b.map_err(to_status)?.num_rows();
+    }
+    Ok(n)
+}
