@@ -23,7 +23,9 @@ pub const DEFAULT_PASSWORD: &str = "password123";
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Query, put, exchange and push.
@@ -73,7 +75,10 @@ pub struct User {
 impl User {
     /// A user with a plain-text password (hashed on the spot).
     pub fn new(password: &str, role: Role) -> Self {
-        Self { password_sha256: Sha256::digest(password.as_bytes()).into(), role }
+        Self {
+            password_sha256: Sha256::digest(password.as_bytes()).into(),
+            role,
+        }
     }
 }
 
@@ -103,9 +108,16 @@ impl Authenticator {
     /// An authenticator over `users`; empty means the seeds' `admin`/`password123`.
     pub fn new(mut users: HashMap<String, User>, token_ttl: Duration) -> Self {
         if users.is_empty() {
-            users.insert(DEFAULT_USER.into(), User::new(DEFAULT_PASSWORD, Role::Admin));
+            users.insert(
+                DEFAULT_USER.into(),
+                User::new(DEFAULT_PASSWORD, Role::Admin),
+            );
         }
-        Self { users, token_ttl, sessions: Mutex::new(HashMap::new()) }
+        Self {
+            users,
+            token_ttl,
+            sessions: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether the development default credentials are in effect.
@@ -127,9 +139,14 @@ impl Authenticator {
         };
         if known && bool::from(expected.ct_eq(&digest)) {
             let role = self.users[user].role;
-            Ok(Principal { user: user.to_owned(), role })
+            Ok(Principal {
+                user: user.to_owned(),
+                role,
+            })
         } else {
-            Err(Error::Unauthenticated("invalid user name or password".into()))
+            Err(Error::Unauthenticated(
+                "invalid user name or password".into(),
+            ))
         }
     }
 
@@ -142,14 +159,23 @@ impl Authenticator {
         let mut sessions = self.sessions.lock().expect("session table lock");
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
-        sessions.insert(key, Session { principal, expires: now + self.token_ttl });
+        sessions.insert(
+            key,
+            Session {
+                principal,
+                expires: now + self.token_ttl,
+            },
+        );
         token
     }
 
     /// Revokes a token (logout). Unknown tokens are ignored.
     pub fn revoke(&self, token: &str) {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.sessions.lock().expect("session table lock").remove(&key);
+        self.sessions
+            .lock()
+            .expect("session table lock")
+            .remove(&key);
     }
 
     /// Checks a bearer token.
@@ -159,7 +185,9 @@ impl Authenticator {
         // Lookup is by digest; a digest prefix says nothing about the token.
         match sessions.iter().find(|(k, _)| bool::from(k.ct_eq(&key))) {
             Some((_, s)) if s.expires > Instant::now() => Ok(s.principal.clone()),
-            Some(_) => Err(Error::Unauthenticated("bearer token expired; authenticate again".into())),
+            Some(_) => Err(Error::Unauthenticated(
+                "bearer token expired; authenticate again".into(),
+            )),
             None => Err(Error::Unauthenticated("invalid bearer token".into())),
         }
     }
@@ -168,19 +196,29 @@ impl Authenticator {
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Authenticated> {
         let header = metadata
             .get("authorization")
-            .ok_or_else(|| Error::Unauthenticated("no authorization header; use Basic or Bearer".into()))?
+            .ok_or_else(|| {
+                Error::Unauthenticated("no authorization header; use Basic or Bearer".into())
+            })?
             .to_str()
             .map_err(|_| Error::Unauthenticated("authorization header is not ASCII".into()))?;
         if let Some(token) = strip_scheme(header, "bearer") {
             let principal = self.check_token(token.trim())?;
-            Ok(Authenticated { principal, issued_token: None })
+            Ok(Authenticated {
+                principal,
+                issued_token: None,
+            })
         } else if let Some(encoded) = strip_scheme(header, "basic") {
             let (user, password) = decode_basic(encoded.trim())?;
             let principal = self.check_password(&user, &password)?;
             let token = self.issue_token(principal.clone());
-            Ok(Authenticated { principal, issued_token: Some(token) })
+            Ok(Authenticated {
+                principal,
+                issued_token: Some(token),
+            })
         } else {
-            Err(Error::Unauthenticated("authorization scheme must be Basic or Bearer".into()))
+            Err(Error::Unauthenticated(
+                "authorization scheme must be Basic or Bearer".into(),
+            ))
         }
     }
 }

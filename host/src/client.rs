@@ -19,7 +19,10 @@ pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClie
     client
         .add_header("authorization", &basic_header(user, password))
         .map_err(|e| Error::Internal(format!("header: {e}")))?;
-    let token = client.handshake(Vec::<u8>::new()).await.map_err(Error::from)?;
+    let token = client
+        .handshake(Vec::<u8>::new())
+        .await
+        .map_err(Error::from)?;
     let token = String::from_utf8(token.to_vec())
         .map_err(|_| Error::Internal("server returned a non-UTF-8 token".into()))?;
     let bearer: MetadataValue<_> = format!("Bearer {token}")

@@ -95,7 +95,9 @@ impl From<Status> for Error {
         use tonic::Code;
         let m = s.message().to_owned();
         match s.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => Self::InvalidArgument(m),
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                Self::InvalidArgument(m)
+            }
             Code::Unauthenticated => Self::Unauthenticated(m),
             Code::PermissionDenied => Self::PermissionDenied(m),
             Code::NotFound => Self::NotFound(m),

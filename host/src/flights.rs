@@ -3,8 +3,8 @@
 //! range can be generated independently and streamed without holding the table.
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rand::rngs::StdRng;
@@ -13,22 +13,63 @@ use std::sync::{Arc, LazyLock};
 
 /// Airports: IATA code and rough position (lat, lon in degrees) for distances.
 const AIRPORTS: &[(&str, f64, f64)] = &[
-    ("ATL", 33.64, -84.43), ("DFW", 32.90, -97.04), ("DEN", 39.86, -104.67), ("ORD", 41.98, -87.90),
-    ("LAX", 33.94, -118.41), ("JFK", 40.64, -73.78), ("LAS", 36.08, -115.15), ("MCO", 28.43, -81.31),
-    ("MIA", 25.80, -80.29), ("CLT", 35.21, -80.94), ("SEA", 47.45, -122.31), ("PHX", 33.43, -112.01),
-    ("EWR", 40.69, -74.17), ("SFO", 37.62, -122.38), ("IAH", 29.98, -95.34), ("BOS", 42.36, -71.01),
-    ("FLL", 26.07, -80.15), ("MSP", 44.88, -93.22), ("LGA", 40.78, -73.87), ("DTW", 42.21, -83.35),
-    ("PHL", 39.87, -75.24), ("SLC", 40.79, -111.98), ("BWI", 39.18, -76.67), ("DCA", 38.85, -77.04),
-    ("SAN", 32.73, -117.19), ("IAD", 38.95, -77.46), ("TPA", 27.98, -82.53), ("BNA", 36.12, -86.68),
-    ("AUS", 30.19, -97.67), ("MDW", 41.79, -87.75), ("HNL", 21.32, -157.92), ("DAL", 32.85, -96.85),
-    ("PDX", 45.59, -122.60), ("STL", 38.75, -90.37), ("RDU", 35.88, -78.79), ("HOU", 29.65, -95.28),
-    ("SMF", 38.70, -121.59), ("MSY", 29.99, -90.26), ("SJC", 37.36, -121.93), ("SAT", 29.53, -98.47),
+    ("ATL", 33.64, -84.43),
+    ("DFW", 32.90, -97.04),
+    ("DEN", 39.86, -104.67),
+    ("ORD", 41.98, -87.90),
+    ("LAX", 33.94, -118.41),
+    ("JFK", 40.64, -73.78),
+    ("LAS", 36.08, -115.15),
+    ("MCO", 28.43, -81.31),
+    ("MIA", 25.80, -80.29),
+    ("CLT", 35.21, -80.94),
+    ("SEA", 47.45, -122.31),
+    ("PHX", 33.43, -112.01),
+    ("EWR", 40.69, -74.17),
+    ("SFO", 37.62, -122.38),
+    ("IAH", 29.98, -95.34),
+    ("BOS", 42.36, -71.01),
+    ("FLL", 26.07, -80.15),
+    ("MSP", 44.88, -93.22),
+    ("LGA", 40.78, -73.87),
+    ("DTW", 42.21, -83.35),
+    ("PHL", 39.87, -75.24),
+    ("SLC", 40.79, -111.98),
+    ("BWI", 39.18, -76.67),
+    ("DCA", 38.85, -77.04),
+    ("SAN", 32.73, -117.19),
+    ("IAD", 38.95, -77.46),
+    ("TPA", 27.98, -82.53),
+    ("BNA", 36.12, -86.68),
+    ("AUS", 30.19, -97.67),
+    ("MDW", 41.79, -87.75),
+    ("HNL", 21.32, -157.92),
+    ("DAL", 32.85, -96.85),
+    ("PDX", 45.59, -122.60),
+    ("STL", 38.75, -90.37),
+    ("RDU", 35.88, -78.79),
+    ("HOU", 29.65, -95.28),
+    ("SMF", 38.70, -121.59),
+    ("MSY", 29.99, -90.26),
+    ("SJC", 37.36, -121.93),
+    ("SAT", 29.53, -98.47),
 ];
 
 /// Carriers (IATA code) with their share of flights, most common first.
 const CARRIERS: &[(&str, u32)] = &[
-    ("WN", 20), ("AA", 17), ("DL", 16), ("UA", 13), ("B6", 6), ("AS", 5), ("NK", 5), ("F9", 4),
-    ("G4", 3), ("HA", 2), ("SY", 1), ("MQ", 4), ("OO", 4),
+    ("WN", 20),
+    ("AA", 17),
+    ("DL", 16),
+    ("UA", 13),
+    ("B6", 6),
+    ("AS", 5),
+    ("NK", 5),
+    ("F9", 4),
+    ("G4", 3),
+    ("HA", 2),
+    ("SY", 1),
+    ("MQ", 4),
+    ("OO", 4),
 ];
 
 /// First scheduled departure: 2024-01-01T00:00:00Z, in microseconds.
@@ -63,8 +104,14 @@ pub fn schema() -> SchemaRef {
 }
 
 fn great_circle_miles(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (lat1, lon1, lat2, lon2) = (a.0.to_radians(), a.1.to_radians(), b.0.to_radians(), b.1.to_radians());
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    let (lat1, lon1, lat2, lon2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * 3958.8 * h.sqrt().asin()
 }
 
@@ -182,10 +229,18 @@ fn draw(rng: &mut StdRng) -> Draw {
     let diverted = rng.random_bool(0.002);
     // Most flights leave within minutes of schedule; a long tail is very late.
     let base: f64 = rng.random_range(-12.0..18.0);
-    let tail = if rng.random_bool(0.17) { rng.random_range(15.0..240.0) } else { 0.0 };
+    let tail = if rng.random_bool(0.17) {
+        rng.random_range(15.0..240.0)
+    } else {
+        0.0
+    };
     let dep_delay = (base + tail) as i32;
     let arr_delay = dep_delay + rng.random_range(-15..12);
-    let passengers = if rng.random_bool(0.01) { None } else { Some(rng.random_range(40..220)) };
+    let passengers = if rng.random_bool(0.01) {
+        None
+    } else {
+        Some(rng.random_range(40..220))
+    };
     Draw {
         carrier,
         flight_number: rng.random_range(1..=9999),

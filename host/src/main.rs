@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "mallard", version, about = "DuckDB Arrow Flight servers with sandboxed WebAssembly exchangers")]
+#[command(
+    name = "mallard",
+    version,
+    about = "DuckDB Arrow Flight servers with sandboxed WebAssembly exchangers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,12 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
     /// Users as `name:password:role` (role `user` or `admin`), comma-separated.
     /// Default: the development credentials admin:password123.
-    #[arg(long, env = "MALLARD_USERS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MALLARD_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     users: Vec<String>,
     /// Bearer token lifetime in seconds.
     #[arg(long, env = "MALLARD_TOKEN_TTL_SECS", default_value_t = 3600)]
@@ -104,7 +113,9 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
     let users = parse_users(&args.users)?;
     let push_credentials = match &args.push_credentials {
         Some(c) => {
-            let (u, p) = c.split_once(':').context("--push-credentials must be user:password")?;
+            let (u, p) = c
+                .split_once(':')
+                .context("--push-credentials must be user:password")?;
             Some((u.to_owned(), p.to_owned()))
         }
         None => None,
@@ -165,7 +176,11 @@ async fn main() -> anyhow::Result<()> {
             let mut running = Vec::new();
             for config in configs(&args)? {
                 let addr = config.listen;
-                running.push(server::start(config).await.with_context(|| format!("starting {addr}"))?);
+                running.push(
+                    server::start(config)
+                        .await
+                        .with_context(|| format!("starting {addr}"))?,
+                );
             }
             shutdown_signal().await;
             tracing::info!("shutting down");

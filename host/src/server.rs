@@ -67,7 +67,12 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let registry = Arc::new(Registry::open(engine, config.data_dir.as_deref())?);
-    Ok(Arc::new(ServerState { db, auth, registry, config }))
+    Ok(Arc::new(ServerState {
+        db,
+        auth,
+        registry,
+        config,
+    }))
 }
 
 /// Binds `config.listen` and serves in the background.
@@ -75,7 +80,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let state = tokio::task::spawn_blocking(move || build_state(config))
         .await
         .map_err(|e| Error::Internal(format!("startup thread: {e}")))??;
@@ -106,5 +113,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
             .map_err(|e| Error::Internal(format!("server: {e}")))
     });
     tracing::info!(%addr, "mallard listening");
-    Ok(RunningServer { addr, state, shutdown: Some(tx), task })
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
 }

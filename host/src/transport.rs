@@ -21,7 +21,9 @@ pub const CLIENT_MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// A tuned channel to `url` (`grpc://host:port` or `http://host:port`).
 pub async fn connect(url: &str) -> Result<Channel> {
-    let http = url.replacen("grpc://", "http://", 1).replacen("grpc+tcp://", "http://", 1);
+    let http = url
+        .replacen("grpc://", "http://", 1)
+        .replacen("grpc+tcp://", "http://", 1);
     let endpoint = Endpoint::from_shared(http)
         .map_err(|e| Error::InvalidArgument(format!("bad server address {url:?}: {e}")))?
         .tcp_nodelay(true)

@@ -16,19 +16,45 @@ async fn raw_client(url: &str) -> FlightClient {
 async fn calls_without_valid_credentials_are_unauthenticated() {
     let server = start().await;
     let mut anonymous = raw_client(&server.url()).await;
-    let err = anonymous.do_get(Ticket::new("SELECT 42")).await.err().map(to_status).unwrap();
+    let err = anonymous
+        .do_get(Ticket::new("SELECT 42"))
+        .await
+        .err()
+        .map(to_status)
+        .unwrap();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
 
     let mut wrong = raw_client(&server.url()).await;
-    wrong.add_header("authorization", &mallard::auth::basic_header("admin", "nope")).unwrap();
-    let err = wrong.do_get(Ticket::new("SELECT 42")).await.err().map(to_status).unwrap();
+    wrong
+        .add_header(
+            "authorization",
+            &mallard::auth::basic_header("admin", "nope"),
+        )
+        .unwrap();
+    let err = wrong
+        .do_get(Ticket::new("SELECT 42"))
+        .await
+        .err()
+        .map(to_status)
+        .unwrap();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let mut forged = raw_client(&server.url()).await;
-    forged.add_header("authorization", "Bearer not-a-real-token").unwrap();
-    let err = forged.do_get(Ticket::new("SELECT 42")).await.err().map(to_status).unwrap();
+    forged
+        .add_header("authorization", "Bearer not-a-real-token")
+        .unwrap();
+    let err = forged
+        .do_get(Ticket::new("SELECT 42"))
+        .await
+        .err()
+        .map(to_status)
+        .unwrap();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(mallard::client::connect(&server.url(), "admin", "wrong").await.is_err());
+    assert!(
+        mallard::client::connect(&server.url(), "admin", "wrong")
+            .await
+            .is_err()
+    );
     server.stop().await.unwrap();
 }
 
@@ -38,16 +64,29 @@ async fn basic_on_any_call_is_answered_with_a_bearer_token() {
     let mut inner = raw_client(&server.url()).await.into_inner();
     let mut request = tonic::Request::new(Ticket::new("SELECT 42"));
     let basic = mallard::auth::basic_header("admin", "password123");
-    request.metadata_mut().insert("authorization", basic.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", basic.parse().unwrap());
     let response = inner.do_get(request).await.unwrap();
-    let header = response.metadata().get("authorization").expect("bearer header").to_str().unwrap().to_owned();
+    let header = response
+        .metadata()
+        .get("authorization")
+        .expect("bearer header")
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(header.starts_with("Bearer "));
     let token = header.trim_start_matches("Bearer ");
     assert!(token.len() >= 43, "token carries at least 256 bits");
 
     let mut bearer = raw_client(&server.url()).await;
     bearer.add_header("authorization", &header).unwrap();
-    assert_eq!(drain(bearer.do_get(Ticket::new("SELECT 42")).await.unwrap()).await.unwrap(), 1);
+    assert_eq!(
+        drain(bearer.do_get(Ticket::new("SELECT 42")).await.unwrap())
+            .await
+            .unwrap(),
+        1
+    );
     server.stop().await.unwrap();
 }
 
@@ -75,11 +114,21 @@ async fn expired_and_revoked_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_role_cannot_upload_or_drop() {
     let mut config = test_config();
-    config.users.insert("reader".into(), mallard::auth::User::new("pw", mallard::auth::Role::User));
-    config.users.insert("admin".into(), mallard::auth::User::new("password123", mallard::auth::Role::Admin));
+    config.users.insert(
+        "reader".into(),
+        mallard::auth::User::new("pw", mallard::auth::Role::User),
+    );
+    config.users.insert(
+        "admin".into(),
+        mallard::auth::User::new("password123", mallard::auth::Role::Admin),
+    );
     let server = start_with(config).await;
-    let mut reader = mallard::client::connect(&server.url(), "reader", "pw").await.unwrap();
-    let err = action(&mut reader, "upload_exchanger", vec![0u8, 97, 115, 109]).await.unwrap_err();
+    let mut reader = mallard::client::connect(&server.url(), "reader", "pw")
+        .await
+        .unwrap();
+    let err = action(&mut reader, "upload_exchanger", vec![0u8, 97, 115, 109])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("ManageExchangers"), "{err}");
     let err = action(&mut reader, "drop_table", "t").await.unwrap_err();

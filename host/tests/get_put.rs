@@ -3,8 +3,8 @@
 mod common;
 
 use arrow::array::{
-    Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -32,13 +32,34 @@ fn typed_batch(start: i64, n: usize) -> RecordBatch {
         schema,
         vec![
             Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(Float64Array::from_iter(ids.iter().map(|i| null_every(i, 7).map(|v| v as f64 * 0.5)))),
-            Arc::new(StringArray::from_iter(ids.iter().map(|i| null_every(i, 5).map(|v| format!("name-{v}-é"))))),
-            Arc::new(BooleanArray::from_iter(ids.iter().map(|i| null_every(i, 3).map(|v| v % 2 == 0)))),
-            Arc::new(Date32Array::from_iter(ids.iter().map(|i| null_every(i, 11).map(|v| 19_000 + v as i32)))),
-            Arc::new(TimestampMicrosecondArray::from_iter(ids.iter().map(|i| null_every(i, 13).map(|v| 1_700_000_000_000_000 + v * 1_000_003)))),
-            Arc::new(Decimal128Array::from_iter(ids.iter().map(|i| null_every(i, 4).map(|v| v as i128 * 1234 - 99))).with_precision_and_scale(18, 3).unwrap()),
-            Arc::new(Int32Array::from_iter(ids.iter().map(|i| null_every(i, 2).map(|v| v as i32)))),
+            Arc::new(Float64Array::from_iter(
+                ids.iter().map(|i| null_every(i, 7).map(|v| v as f64 * 0.5)),
+            )),
+            Arc::new(StringArray::from_iter(
+                ids.iter()
+                    .map(|i| null_every(i, 5).map(|v| format!("name-{v}-é"))),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                ids.iter().map(|i| null_every(i, 3).map(|v| v % 2 == 0)),
+            )),
+            Arc::new(Date32Array::from_iter(
+                ids.iter()
+                    .map(|i| null_every(i, 11).map(|v| 19_000 + v as i32)),
+            )),
+            Arc::new(TimestampMicrosecondArray::from_iter(ids.iter().map(|i| {
+                null_every(i, 13).map(|v| 1_700_000_000_000_000 + v * 1_000_003)
+            }))),
+            Arc::new(
+                Decimal128Array::from_iter(
+                    ids.iter()
+                        .map(|i| null_every(i, 4).map(|v| v as i128 * 1234 - 99)),
+                )
+                .with_precision_and_scale(18, 3)
+                .unwrap(),
+            ),
+            Arc::new(Int32Array::from_iter(
+                ids.iter().map(|i| null_every(i, 2).map(|v| v as i32)),
+            )),
         ],
     )
     .unwrap()
@@ -50,12 +71,19 @@ async fn select_42_round_trip() {
     let mut client = client(&server).await;
     assert_eq!(scalar_i64(&mut client, "SELECT 42 AS answer").await, 42);
     // Statements without a result set, as the seeds send them through do_get.
-    let batches = query(&mut client, "CREATE TABLE foo (a INT, b VARCHAR); INSERT INTO foo VALUES (1, 'x'), (2, 'y')").await.unwrap();
+    let batches = query(
+        &mut client,
+        "CREATE TABLE foo (a INT, b VARCHAR); INSERT INTO foo VALUES (1, 'x'), (2, 'y')",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows(&batches), 1, "a one-row status");
     assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM foo").await, 2);
     let err = query(&mut client, "SELEKT nonsense").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    let err = query(&mut client, "SELECT * FROM no_such_table").await.unwrap_err();
+    let err = query(&mut client, "SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     server.stop().await.unwrap();
 }
@@ -65,18 +93,41 @@ async fn put_then_get_returns_identical_values_for_every_type() {
     let server = start().await;
     let mut client = client(&server).await;
     let batches = vec![typed_batch(0, 1000), typed_batch(1000, 777)];
-    assert_eq!(put(&mut client, "typed", batches.clone()).await.unwrap(), 1777);
-    let got = query(&mut client, "SELECT * FROM typed ORDER BY id").await.unwrap();
+    assert_eq!(
+        put(&mut client, "typed", batches.clone()).await.unwrap(),
+        1777
+    );
+    let got = query(&mut client, "SELECT * FROM typed ORDER BY id")
+        .await
+        .unwrap();
     let want = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
     assert_eq!(got.num_rows(), want.num_rows());
     for (i, field) in want.schema().fields().iter().enumerate() {
-        assert_eq!(got.schema().field(i).data_type(), field.data_type(), "type of {}", field.name());
-        assert_eq!(got.column(i).to_data(), want.column(i).to_data(), "values of {}", field.name());
+        assert_eq!(
+            got.schema().field(i).data_type(),
+            field.data_type(),
+            "type of {}",
+            field.name()
+        );
+        assert_eq!(
+            got.column(i).to_data(),
+            want.column(i).to_data(),
+            "values of {}",
+            field.name()
+        );
     }
     // A second put appends.
-    assert_eq!(put(&mut client, "typed", vec![typed_batch(5000, 10)]).await.unwrap(), 10);
-    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM typed").await, 1787);
+    assert_eq!(
+        put(&mut client, "typed", vec![typed_batch(5000, 10)])
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM typed").await,
+        1787
+    );
     server.stop().await.unwrap();
 }
 
@@ -86,7 +137,11 @@ async fn two_million_rows_stream_through_put_and_get() {
     let mut client = client(&server).await;
     let n = 2_000_000usize;
     let batch_rows = 100_000usize;
-    let input = futures::stream::iter((0..n).step_by(batch_rows).map(move |s| Ok(typed_batch(s as i64, batch_rows))));
+    let input = futures::stream::iter(
+        (0..n)
+            .step_by(batch_rows)
+            .map(move |s| Ok(typed_batch(s as i64, batch_rows))),
+    );
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd("big")))
         .build(input);
@@ -95,7 +150,10 @@ async fn two_million_rows_stream_through_put_and_get() {
     })
     .await;
     assert!(results.iter().all(|r| r.is_ok()));
-    let stream = client.do_get(arrow_flight::Ticket::new("SELECT * FROM big")).await.unwrap();
+    let stream = client
+        .do_get(arrow_flight::Ticket::new("SELECT * FROM big"))
+        .await
+        .unwrap();
     let mut seen = 0usize;
     let mut batches = 0usize;
     let mut stream = stream;
@@ -106,7 +164,10 @@ async fn two_million_rows_stream_through_put_and_get() {
         batches += 1;
     }
     assert_eq!(seen, n);
-    assert!(batches >= n / mallard::db::query::TARGET_BATCH_ROWS, "streamed in many batches, not one");
+    assert!(
+        batches >= n / mallard::db::query::TARGET_BATCH_ROWS,
+        "streamed in many batches, not one"
+    );
     server.stop().await.unwrap();
 }
 
@@ -117,26 +178,50 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
     // Malformed message after good batches: InvalidArgument and no table.
     let good = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd("half")))
-        .build(futures::stream::iter((0..3).map(|i| Ok(typed_batch(i * 1000, 1000)))));
+        .build(futures::stream::iter(
+            (0..3).map(|i| Ok(typed_batch(i * 1000, 1000))),
+        ));
     let garbage = futures::stream::once(async {
-        Ok(FlightData { data_header: vec![1u8, 2, 3, 4, 5].into(), data_body: vec![9u8; 64].into(), ..Default::default() })
+        Ok(FlightData {
+            data_header: vec![1u8, 2, 3, 4, 5].into(),
+            data_body: vec![9u8; 64].into(),
+            ..Default::default()
+        })
     });
     let err = match client.do_put(good.chain(garbage)).await {
-        Ok(results) => results.collect::<Vec<_>>().await.into_iter().find_map(|r| r.err()).map(to_status),
+        Ok(results) => results
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .find_map(|r| r.err())
+            .map(to_status),
         Err(e) => Some(to_status(e)),
     }
     .expect("the put fails");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let tables = action(&mut client, "list_tables", "").await.unwrap();
-    assert!(tables.as_array().unwrap().iter().all(|t| t["name"] != "half"), "{tables}");
+    assert!(
+        tables
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "half"),
+        "{tables}"
+    );
 
     // A client that vanishes mid-stream (its runtime, sockets and all, torn down
     // like a killed process): rolled back too.
     let url = server.url();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async move {
-            let mut c = mallard::client::connect(&url, "admin", "password123").await.unwrap();
+            let mut c = mallard::client::connect(&url, "admin", "password123")
+                .await
+                .unwrap();
             let (tx, rx) = tokio::sync::mpsc::channel::<arrow::array::RecordBatch>(1);
             tokio::spawn(async move {
                 let input = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
@@ -157,9 +242,21 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tables = action(&mut client, "list_tables", "").await.unwrap();
-    assert!(tables.as_array().unwrap().iter().all(|t| t["name"] != "vanished"), "{tables}");
+    assert!(
+        tables
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "vanished"),
+        "{tables}"
+    );
     // The table name is free again: nothing half-created holds it.
-    assert_eq!(put(&mut client, "vanished", vec![typed_batch(0, 1)]).await.unwrap(), 1);
+    assert_eq!(
+        put(&mut client, "vanished", vec![typed_batch(0, 1)])
+            .await
+            .unwrap(),
+        1
+    );
     // A schema change mid-stream is refused.
     let other = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, false)])),
@@ -174,11 +271,22 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
     let second = FlightDataEncoderBuilder::new().build(futures::stream::iter(vec![Ok(other)]));
     let mixed = first.chain(second);
     let failed = match client.do_put(mixed).await {
-        Ok(results) => results.collect::<Vec<_>>().await.into_iter().any(|r| r.is_err()),
+        Ok(results) => results
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .any(|r| r.is_err()),
         Err(_) => true,
     };
     assert!(failed);
-    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mixed'").await, 0);
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mixed'"
+        )
+        .await,
+        0
+    );
     server.stop().await.unwrap();
 }
 
@@ -186,15 +294,33 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
 async fn hostile_table_names_are_quoted_harmlessly() {
     let server = start().await;
     let mut client = client(&server).await;
-    put(&mut client, "y", vec![typed_batch(0, 5)]).await.unwrap();
+    put(&mut client, "y", vec![typed_batch(0, 5)])
+        .await
+        .unwrap();
     let hostile = "x; DROP TABLE y";
-    assert_eq!(put(&mut client, hostile, vec![typed_batch(0, 3)]).await.unwrap(), 3);
-    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM y").await, 5, "y survived");
-    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM \"x; DROP TABLE y\"").await, 3);
-    let err = action(&mut client, "drop_table", "\"y\"; DROP TABLE y; --").await.unwrap_err();
+    assert_eq!(
+        put(&mut client, hostile, vec![typed_batch(0, 3)])
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM y").await,
+        5,
+        "y survived"
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM \"x; DROP TABLE y\"").await,
+        3
+    );
+    let err = action(&mut client, "drop_table", "\"y\"; DROP TABLE y; --")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM y").await, 5);
-    let err = put(&mut client, "bad\u{0}name", vec![typed_batch(0, 1)]).await.unwrap_err();
+    let err = put(&mut client, "bad\u{0}name", vec![typed_batch(0, 1)])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     server.stop().await.unwrap();
 }
@@ -205,20 +331,41 @@ async fn push_table_moves_a_table_between_servers() {
     let target = start().await;
     let mut a = client(&source).await;
     let mut b = client(&target).await;
-    put(&mut a, "flights", flights(300_000, 65_536)).await.unwrap();
-    let body = serde_json::json!({"table": "flights", "to": target.url(), "target_table": "flights_copy"});
-    let result = action(&mut a, "push_table", body.to_string()).await.unwrap();
+    put(&mut a, "flights", flights(300_000, 65_536))
+        .await
+        .unwrap();
+    let body =
+        serde_json::json!({"table": "flights", "to": target.url(), "target_table": "flights_copy"});
+    let result = action(&mut a, "push_table", body.to_string())
+        .await
+        .unwrap();
     assert_eq!(result["rows"], 300_000);
     let checksum = "SELECT count(*)::BIGINT, sum(flight_id)::BIGINT, sum(hash(carrier, origin, destination, arrival_delay_min, passengers, cancelled) % 1000003)::BIGINT FROM ";
     for part in 0..3 {
         let sql_a = format!("SELECT col{part} FROM ({checksum} flights) t(col0, col1, col2)");
         let sql_b = format!("SELECT col{part} FROM ({checksum} flights_copy) t(col0, col1, col2)");
-        assert_eq!(scalar_i64(&mut a, &sql_a).await, scalar_i64(&mut b, &sql_b).await, "checksum part {part}");
+        assert_eq!(
+            scalar_i64(&mut a, &sql_a).await,
+            scalar_i64(&mut b, &sql_b).await,
+            "checksum part {part}"
+        );
     }
     // Pushing a missing table is NotFound; pushing to a dead server is Unavailable.
-    let err = action(&mut a, "push_table", serde_json::json!({"table": "nope", "to": target.url()}).to_string()).await.unwrap_err();
+    let err = action(
+        &mut a,
+        "push_table",
+        serde_json::json!({"table": "nope", "to": target.url()}).to_string(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = action(&mut a, "push_table", serde_json::json!({"table": "flights", "to": "grpc://127.0.0.1:1"}).to_string()).await.unwrap_err();
+    let err = action(
+        &mut a,
+        "push_table",
+        serde_json::json!({"table": "flights", "to": "grpc://127.0.0.1:1"}).to_string(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     let err = action(&mut a, "push_table", "not json").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -232,28 +379,63 @@ async fn actions_and_flight_metadata() {
     let mut client = client(&server).await;
     let health = action(&mut client, "healthcheck", "").await.unwrap();
     assert_eq!(health["status"], "ok");
-    put(&mut client, "t", vec![typed_batch(0, 42)]).await.unwrap();
+    put(&mut client, "t", vec![typed_batch(0, 42)])
+        .await
+        .unwrap();
     let tables = action(&mut client, "list_tables", "").await.unwrap();
     assert_eq!(tables[0]["name"], "t");
     assert_eq!(tables[0]["rows"], 42);
-    let infos: Vec<_> = client.list_flights(bytes::Bytes::new()).await.unwrap().collect::<Vec<_>>().await;
+    let infos: Vec<_> = client
+        .list_flights(bytes::Bytes::new())
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
     assert_eq!(infos.len(), 1);
     assert_eq!(infos[0].as_ref().unwrap().total_records, 42);
-    let schema = client.get_schema(FlightDescriptor::new_path(vec!["t".into()])).await.unwrap();
+    let schema = client
+        .get_schema(FlightDescriptor::new_path(vec!["t".into()]))
+        .await
+        .unwrap();
     assert_eq!(schema.fields().len(), 8);
-    let info = client.get_flight_info(FlightDescriptor::new_cmd("SELECT 1 AS one")).await.unwrap();
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT 1 AS one"))
+        .await
+        .unwrap();
     assert_eq!(info.try_decode_schema().unwrap().field(0).name(), "one");
-    let err = client.get_flight_info(FlightDescriptor::new_path(vec!["missing".into()])).await.err().map(to_status).unwrap();
+    let err = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["missing".into()]))
+        .await
+        .err()
+        .map(to_status)
+        .unwrap();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(action(&mut client, "sql", "CREATE TABLE u AS SELECT 1 AS a").await.unwrap()["rows_affected"], 1);
-    assert_eq!(action(&mut client, "drop_table", "t").await.unwrap()["dropped"], "t");
+    assert_eq!(
+        action(&mut client, "sql", "CREATE TABLE u AS SELECT 1 AS a")
+            .await
+            .unwrap()["rows_affected"],
+        1
+    );
+    assert_eq!(
+        action(&mut client, "drop_table", "t").await.unwrap()["dropped"],
+        "t"
+    );
     let err = action(&mut client, "no_such_action", "").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let actions: Vec<_> = client.list_actions().await.unwrap().collect::<Vec<_>>().await;
+    let actions: Vec<_> = client
+        .list_actions()
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
     assert!(actions.len() >= 8);
-    let err = query(&mut client, "SELECT * FROM read_csv('/etc/passwd')").await.unwrap_err();
+    let err = query(&mut client, "SELECT * FROM read_csv('/etc/passwd')")
+        .await
+        .unwrap_err();
     assert_ne!(err.code(), Code::Ok);
-    let err = query(&mut client, "SET enable_external_access = true").await.unwrap_err();
+    let err = query(&mut client, "SET enable_external_access = true")
+        .await
+        .unwrap_err();
     assert_ne!(err.code(), Code::Ok);
     server.stop().await.unwrap();
 }

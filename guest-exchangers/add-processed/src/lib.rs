@@ -19,12 +19,16 @@ impl Exchanger for AddProcessed {
 
     fn open(input: SchemaRef, _params: &Params) -> Result<Self, ExchangeError> {
         if input.column_with_name("processed").is_some() {
-            return Err(ExchangeError::InvalidInput("input already has a `processed` column".into()));
+            return Err(ExchangeError::InvalidInput(
+                "input already has a `processed` column".into(),
+            ));
         }
         let mut fields: Vec<_> = input.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new("processed", DataType::Boolean, false)));
         let output = Schema::new(fields).with_metadata(input.metadata().clone());
-        Ok(Self { output: Arc::new(output) })
+        Ok(Self {
+            output: Arc::new(output),
+        })
     }
 
     fn output_schema(&self) -> SchemaRef {

@@ -109,7 +109,11 @@ impl Exchanger for ClassifyDelays {
                 Field::new("cancelled", DataType::Int64, false),
                 Field::new("mean_arrival_delay_min", DataType::Float64, true),
             ]);
-            let summary = Summary { origin, destination, routes: BTreeMap::new() };
+            let summary = Summary {
+                origin,
+                destination,
+                routes: BTreeMap::new(),
+            };
             (schema, Some(summary))
         } else {
             let mut fields: Vec<_> = input.fields().iter().cloned().collect();
@@ -117,7 +121,14 @@ impl Exchanger for ClassifyDelays {
             fields.push(Arc::new(Field::new("delay_class", dict, true)));
             (Schema::new(fields), None)
         };
-        Ok(Self { output: Arc::new(output), delay, cancelled, late_after, severe_after, summary })
+        Ok(Self {
+            output: Arc::new(output),
+            delay,
+            cancelled,
+            late_after,
+            severe_after,
+            summary,
+        })
     }
 
     fn output_schema(&self) -> SchemaRef {
@@ -135,7 +146,9 @@ impl Exchanger for ClassifyDelays {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
-        let Some(summary) = self.summary.take() else { return Ok(Vec::new()) };
+        let Some(summary) = self.summary.take() else {
+            return Ok(Vec::new());
+        };
         let mut origin = StringBuilder::new();
         let mut destination = StringBuilder::new();
         let mut flights = Int64Builder::new();

@@ -31,7 +31,9 @@ fn value_at(column: &dyn Array, row: usize) -> Option<(i64, f64)> {
         DataType::Int16 => column.as_primitive::<Int16Type>().value(row) as i64,
         DataType::Int32 => column.as_primitive::<Int32Type>().value(row) as i64,
         DataType::Int64 => column.as_primitive::<Int64Type>().value(row),
-        DataType::Float32 => return Some((0, column.as_primitive::<Float32Type>().value(row) as f64)),
+        DataType::Float32 => {
+            return Some((0, column.as_primitive::<Float32Type>().value(row) as f64));
+        }
         DataType::Float64 => return Some((0, column.as_primitive::<Float64Type>().value(row))),
         _ => return None,
     };
@@ -66,12 +68,18 @@ impl Exchanger for RunningTotals {
                     .column_with_name(name)
                     .ok_or_else(|| ExchangeError::InvalidParams(format!("no column `{name}`")))?;
                 if !matches!(f.data_type(), DataType::Utf8) {
-                    return Err(ExchangeError::InvalidInput(format!("key `{name}` must be utf8")));
+                    return Err(ExchangeError::InvalidInput(format!(
+                        "key `{name}` must be utf8"
+                    )));
                 }
                 Some(idx)
             }
         };
-        let total_type = if float { DataType::Float64 } else { DataType::Int64 };
+        let total_type = if float {
+            DataType::Float64
+        } else {
+            DataType::Int64
+        };
         let mut fields: Vec<_> = input.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new("running_total", total_type, false)));
         Ok(Self {
@@ -110,7 +118,11 @@ impl Exchanger for RunningTotals {
                     (self.total_int, self.total)
                 }
             };
-            if self.float { floats.push(tf) } else { ints.push(ti) }
+            if self.float {
+                floats.push(tf)
+            } else {
+                ints.push(ti)
+            }
         }
         let total: ArrayRef = if self.float {
             Arc::new(Float64Array::from(floats))

@@ -73,10 +73,18 @@ impl<R: RawExchanger> GuestSession for SessionState<R> {
         body: Vec<u8>,
     ) -> Result<Vec<wit_types::IpcMessage>, wit_types::ExchangeError> {
         let message = Message { header, body };
-        self.0.borrow_mut().push(message).map(to_wit_messages).map_err(to_wit)
+        self.0
+            .borrow_mut()
+            .push(message)
+            .map(to_wit_messages)
+            .map_err(to_wit)
     }
 
     fn finish(&self) -> Result<Vec<wit_types::IpcMessage>, wit_types::ExchangeError> {
-        self.0.borrow_mut().finish().map(to_wit_messages).map_err(to_wit)
+        self.0
+            .borrow_mut()
+            .finish()
+            .map(to_wit_messages)
+            .map_err(to_wit)
     }
 }

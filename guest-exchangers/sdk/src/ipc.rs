@@ -48,7 +48,10 @@ pub struct MessageDecoder {
 impl MessageDecoder {
     /// A decoder for a stream whose schema is `schema`.
     pub fn new(schema: SchemaRef) -> Self {
-        Self { schema, dictionaries: HashMap::new() }
+        Self {
+            schema,
+            dictionaries: HashMap::new(),
+        }
     }
 
     /// The stream's schema.
@@ -59,9 +62,14 @@ impl MessageDecoder {
     /// Decodes one message. Dictionary batches are remembered and yield `None`;
     /// record batches yield `Some`. Anything else, a body that does not match its
     /// header, or data that breaks Arrow's invariants is an error.
-    pub fn decode(&mut self, header: &[u8], body: Buffer) -> Result<Option<RecordBatch>, ArrowError> {
-        let message = root_as_message(header)
-            .map_err(|e| ArrowError::IpcError(format!("message header is not a flatbuffer: {e}")))?;
+    pub fn decode(
+        &mut self,
+        header: &[u8],
+        body: Buffer,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let message = root_as_message(header).map_err(|e| {
+            ArrowError::IpcError(format!("message header is not a flatbuffer: {e}"))
+        })?;
         let declared = message.bodyLength();
         if declared < 0 || declared as usize > body.len() {
             return Err(ArrowError::IpcError(format!(
@@ -107,6 +115,7 @@ impl MessageDecoder {
 /// Encodes record batches of one stream into IPC messages.
 pub struct MessageEncoder {
     schema: SchemaRef,
+    schema_header: Vec<u8>,
     generator: IpcDataGenerator,
     tracker: DictionaryTracker,
     context: IpcWriteContext,
@@ -116,22 +125,35 @@ pub struct MessageEncoder {
 impl MessageEncoder {
     /// An encoder for batches following `schema`.
     pub fn new(schema: SchemaRef) -> Self {
+        let generator = IpcDataGenerator::default();
+        let options = IpcWriteOptions::default();
+        // The schema is encoded with the tracker that later encodes the batches, so
+        // dictionary ids in batches match the ones the schema announced.
+        let mut tracker = DictionaryTracker::new(false);
+        let schema_header = generator
+            .schema_to_bytes_with_dictionary_tracker(&schema, &mut tracker, &options)
+            .ipc_message;
         Self {
             schema,
-            generator: IpcDataGenerator::default(),
-            tracker: DictionaryTracker::new(false),
+            schema_header,
+            generator,
+            tracker,
             context: IpcWriteContext::default(),
-            options: IpcWriteOptions::default(),
+            options,
         }
     }
 
     /// The header of this stream's schema message.
     pub fn schema_header(&self) -> Vec<u8> {
-        schema_to_header(&self.schema)
+        self.schema_header.clone()
     }
 
     /// Appends the messages of `batch` (dictionaries first) to `out`.
-    pub fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<Message>) -> Result<(), ArrowError> {
+    pub fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<(), ArrowError> {
         if batch.schema_ref().fields() != self.schema.fields() {
             return Err(ArrowError::SchemaError(format!(
                 "batch schema {} does not match the declared output schema {}",
@@ -140,9 +162,13 @@ impl MessageEncoder {
             )));
         }
         let (dictionaries, data) =
-            self.generator.encode(batch, &mut self.tracker, &self.options, &mut self.context)?;
+            self.generator
+                .encode(batch, &mut self.tracker, &self.options, &mut self.context)?;
         for d in dictionaries.into_iter().chain(std::iter::once(data)) {
-            out.push(Message { header: d.ipc_message, body: d.arrow_data });
+            out.push(Message {
+                header: d.ipc_message,
+                body: d.arrow_data,
+            });
         }
         Ok(())
     }

@@ -80,9 +80,11 @@ pub trait Exchanger: Sized + 'static {
 
 /// Everything an exchanger source file needs.
 pub mod prelude {
-    pub use crate::{ExchangeError, Exchanger, Info, Params, export_exchanger, export_raw_exchanger};
     pub use crate::ipc::Message;
     pub use crate::raw::RawExchanger;
+    pub use crate::{
+        ExchangeError, Exchanger, Info, Params, export_exchanger, export_raw_exchanger,
+    };
     pub use arrow_array::{Array, ArrayRef, RecordBatch};
     pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
     pub use std::sync::Arc;
@@ -98,7 +100,7 @@ macro_rules! export_exchanger {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type MallardExport = $crate::guest::Adapter<$crate::raw::Typed<$ty>>;
-            $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
+    $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
         };
     };
 }
@@ -110,7 +112,7 @@ macro_rules! export_raw_exchanger {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type MallardExport = $crate::guest::Adapter<$ty>;
-            $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
+    $crate::__export_exchanger_impl!(MallardExport with_types_in $crate::guest::bindings);
         };
     };
 }

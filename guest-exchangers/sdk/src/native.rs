@@ -48,11 +48,18 @@ impl Builtin {
         ) -> Result<Box<dyn Session>, ExchangeError> {
             Ok(Box::new(E::open(input, params)?))
         }
-        Self { info: E::INFO, open: open::<E> }
+        Self {
+            info: E::INFO,
+            open: open::<E>,
+        }
     }
 
     /// Opens a native session.
-    pub fn open(&self, input: SchemaRef, params: &Params) -> Result<Box<dyn Session>, ExchangeError> {
+    pub fn open(
+        &self,
+        input: SchemaRef,
+        params: &Params,
+    ) -> Result<Box<dyn Session>, ExchangeError> {
         (self.open)(input, params)
     }
 }

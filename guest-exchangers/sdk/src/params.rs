@@ -15,7 +15,10 @@ impl Params {
 
     /// The raw value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `key` parsed as `T`, or `default` when absent; a value that does not parse is

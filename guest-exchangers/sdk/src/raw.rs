@@ -33,7 +33,10 @@ pub struct Typed<E> {
 }
 
 impl<E: Exchanger> Typed<E> {
-    fn emit(&mut self, batches: Vec<arrow_array::RecordBatch>) -> Result<Vec<Message>, ExchangeError> {
+    fn emit(
+        &mut self,
+        batches: Vec<arrow_array::RecordBatch>,
+    ) -> Result<Vec<Message>, ExchangeError> {
         let mut messages = Vec::with_capacity(batches.len());
         for batch in &batches {
             self.encoder.encode(batch, &mut messages)?;

@@ -32,8 +32,13 @@ pub fn list_tables(db: &Database) -> Result<Vec<TableInfo>> {
     let mut stmt = conn.prepare(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary ORDER BY table_name",
     )?;
-    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    names.iter().map(|n| describe(db, &TableName::parse(n)?)).collect()
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    names
+        .iter()
+        .map(|n| describe(db, &TableName::parse(n)?))
+        .collect()
 }
 
 /// One table, or NotFound.
@@ -44,13 +49,26 @@ pub fn describe(db: &Database, table: &TableName) -> Result<TableInfo> {
         quote_literal(table.as_str())
     ))?;
     let schema: Vec<ColumnInfo> = stmt
-        .query_map([], |r| Ok(ColumnInfo { name: r.get(0)?, data_type: r.get(1)? }))?
+        .query_map([], |r| {
+            Ok(ColumnInfo {
+                name: r.get(0)?,
+                data_type: r.get(1)?,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     if schema.is_empty() {
         return Err(Error::NotFound(format!("table {table:?} does not exist")));
     }
-    let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", table.quoted()), [], |r| r.get(0))?;
-    Ok(TableInfo { name: table.as_str().to_owned(), rows: rows as u64, schema })
+    let rows: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", table.quoted()),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(TableInfo {
+        name: table.as_str().to_owned(),
+        rows: rows as u64,
+        schema,
+    })
 }
 
 /// Drops a table; NotFound if it does not exist.

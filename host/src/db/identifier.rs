@@ -22,7 +22,9 @@ impl TableName {
             )));
         }
         if raw.chars().any(char::is_control) {
-            return Err(Error::InvalidArgument("table name contains control characters".into()));
+            return Err(Error::InvalidArgument(
+                "table name contains control characters".into(),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -51,9 +51,11 @@ impl Ingest {
             )));
         }
         if self.tx.send(Command::Append(batch)).await.is_err() {
-            return Err(self.outcome().await.err().unwrap_or_else(|| {
-                Error::Internal("ingest ended before the stream did".into())
-            }));
+            return Err(self
+                .outcome()
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Internal("ingest ended before the stream did".into())));
         }
         Ok(())
     }
@@ -74,7 +76,12 @@ impl Ingest {
     }
 }
 
-fn consume(db: &Database, table: &TableName, schema: &SchemaRef, mut rx: mpsc::Receiver<Command>) -> Result<u64> {
+fn consume(
+    db: &Database,
+    table: &TableName,
+    schema: &SchemaRef,
+    mut rx: mpsc::Receiver<Command>,
+) -> Result<u64> {
     let conn = db.connect()?;
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| -> Result<Option<u64>> {
@@ -104,7 +111,9 @@ fn consume(db: &Database, table: &TableName, schema: &SchemaRef, mut rx: mpsc::R
         }
         Ok(None) => {
             let _ = conn.execute_batch("ROLLBACK");
-            Err(Error::Cancelled("put stream ended without completing; nothing was written".into()))
+            Err(Error::Cancelled(
+                "put stream ended without completing; nothing was written".into(),
+            ))
         }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");

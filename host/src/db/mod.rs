@@ -65,13 +65,20 @@ impl Database {
         // lock_configuration keeps clients from turning anything back on.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
             .map_err(|e| Error::Internal(format!("cannot lock DuckDB down: {e}")))?;
-        Ok(Self { root: Mutex::new(conn), options })
+        Ok(Self {
+            root: Mutex::new(conn),
+            options,
+        })
     }
 
     /// A new connection to the database, for one request.
     pub fn connect(&self) -> Result<Connection> {
-        let root = self.root.lock().map_err(|_| Error::Internal("database lock poisoned".into()))?;
-        root.try_clone().map_err(|e| Error::Internal(format!("cannot open a connection: {e}")))
+        let root = self
+            .root
+            .lock()
+            .map_err(|_| Error::Internal("database lock poisoned".into()))?;
+        root.try_clone()
+            .map_err(|e| Error::Internal(format!("cannot open a connection: {e}")))
     }
 
     /// The options the database was opened with.

@@ -48,7 +48,11 @@ impl Drop for QueryStream {
 
 /// The one-row answer to a statement that has no result set.
 fn status_batch() -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("status", DataType::Utf8, false)]));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "status",
+        DataType::Utf8,
+        false,
+    )]));
     RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["OK"]))])
         .expect("static status batch is valid")
 }
@@ -61,7 +65,11 @@ pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
     let (schema, interrupt) = ready_rx
         .await
         .map_err(|_| Error::Internal("query thread ended before answering".into()))??;
-    Ok(QueryStream { schema, batches: rx, interrupt })
+    Ok(QueryStream {
+        schema,
+        batches: rx,
+        interrupt,
+    })
 }
 
 fn produce(
@@ -104,7 +112,9 @@ fn produce(
     }
     let mut coalescer = BatchCoalescer::new(schema, TARGET_BATCH_ROWS);
     for chunk in stream {
-        let pushed = chunk.map_err(Error::from).and_then(|c| Ok(coalescer.push_batch(c)?));
+        let pushed = chunk
+            .map_err(Error::from)
+            .and_then(|c| Ok(coalescer.push_batch(c)?));
         if let Err(e) = pushed {
             let _ = tx.blocking_send(Err(e));
             return;

@@ -32,7 +32,9 @@ pub fn sql_type(data_type: &DataType) -> Result<String> {
         Interval(IntervalUnit::MonthDayNano) | Interval(_) | Duration(_) => "INTERVAL".into(),
         Decimal32(p, s) | Decimal64(p, s) => format!("DECIMAL({p}, {s})"),
         Decimal128(p, s) if *p <= 38 => format!("DECIMAL({p}, {s})"),
-        List(f) | LargeList(f) | ListView(f) | LargeListView(f) => format!("{}[]", sql_type(f.data_type())?),
+        List(f) | LargeList(f) | ListView(f) | LargeListView(f) => {
+            format!("{}[]", sql_type(f.data_type())?)
+        }
         FixedSizeList(f, n) => format!("{}[{n}]", sql_type(f.data_type())?),
         Struct(fields) => {
             let members: Result<Vec<String>> = fields
@@ -43,7 +45,11 @@ pub fn sql_type(data_type: &DataType) -> Result<String> {
         }
         Map(entries, _) => match entries.data_type() {
             Struct(kv) if kv.len() == 2 => {
-                format!("MAP({}, {})", sql_type(kv[0].data_type())?, sql_type(kv[1].data_type())?)
+                format!(
+                    "MAP({}, {})",
+                    sql_type(kv[0].data_type())?,
+                    sql_type(kv[1].data_type())?
+                )
             }
             other => return Err(unsupported(other)),
         },
@@ -59,13 +65,19 @@ fn unsupported(data_type: &DataType) -> Error {
 /// `CREATE TABLE IF NOT EXISTS <table> (<columns>)` for `schema`.
 pub fn create_table_sql(quoted_table: &str, schema: &Schema) -> Result<String> {
     if schema.fields().is_empty() {
-        return Err(Error::InvalidArgument("cannot create a table with no columns".into()));
+        return Err(Error::InvalidArgument(
+            "cannot create a table with no columns".into(),
+        ));
     }
     let columns: Result<Vec<String>> = schema.fields().iter().map(|f| column_sql(f)).collect();
-    Ok(format!("CREATE TABLE IF NOT EXISTS {quoted_table} ({})", columns?.join(", ")))
+    Ok(format!(
+        "CREATE TABLE IF NOT EXISTS {quoted_table} ({})",
+        columns?.join(", ")
+    ))
 }
 
 fn column_sql(field: &Field) -> Result<String> {
-    let ty = sql_type(field.data_type()).map_err(|e| e.context(format!("column {:?}", field.name())))?;
+    let ty =
+        sql_type(field.data_type()).map_err(|e| e.context(format!("column {:?}", field.name())))?;
     Ok(format!("{} {ty}", quote(field.name())))
 }

@@ -40,8 +40,12 @@ pub trait ExchangeSession: Send {
 
 /// Decodes a schema message header, returning the schema and the message to forward.
 pub fn validated_schema_message(header: Bytes) -> Result<(SchemaRef, FlightData)> {
-    let schema = schema_from_header(&header).map_err(|e| Error::InvalidArgument(format!("schema: {e}")))?;
-    let message = FlightData { data_header: header, ..Default::default() };
+    let schema =
+        schema_from_header(&header).map_err(|e| Error::InvalidArgument(format!("schema: {e}")))?;
+    let message = FlightData {
+        data_header: header,
+        ..Default::default()
+    };
     Ok((Arc::new(schema), message))
 }
 

@@ -7,7 +7,7 @@ use arrow::buffer::Buffer;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ExchangeError;
-use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder, schema_to_header};
+use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
 use mallard_exchanger::native::{Builtin, Session};
 use mallard_exchanger::{Params, arrow_schema::SchemaRef};
 
@@ -23,14 +23,20 @@ pub struct NativeSession {
 
 impl NativeSession {
     /// Opens a native session for `input`.
-    pub fn open(builtin: &Builtin, input: SchemaRef, params: Vec<(String, String)>) -> Result<Self> {
+    pub fn open(
+        builtin: &Builtin,
+        input: SchemaRef,
+        params: Vec<(String, String)>,
+    ) -> Result<Self> {
         let name = builtin.info.name;
-        let session = builtin.open(input.clone(), &Params::new(params)).map_err(|e| map(name, "open", e))?;
-        let output = session.output_schema();
+        let session = builtin
+            .open(input.clone(), &Params::new(params))
+            .map_err(|e| map(name, "open", e))?;
+        let encoder = MessageEncoder::new(session.output_schema());
         Ok(Self {
             name,
-            schema_header: Bytes::from(schema_to_header(&output)),
-            encoder: MessageEncoder::new(output),
+            schema_header: Bytes::from(encoder.schema_header()),
+            encoder,
             decoder: MessageDecoder::new(input),
             session,
             batch_index: 0,
@@ -66,7 +72,10 @@ fn map(name: &str, what: &str, e: ExchangeError) -> Error {
 
 impl ExchangeSession for NativeSession {
     fn schema_message(&self) -> FlightData {
-        FlightData { data_header: self.schema_header.clone(), ..Default::default() }
+        FlightData {
+            data_header: self.schema_header.clone(),
+            ..Default::default()
+        }
     }
 
     fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
@@ -76,13 +85,21 @@ impl ExchangeSession for NativeSession {
             .decoder
             .decode(header, Buffer::from(body.clone()))
             .map_err(|e| Error::InvalidArgument(format!("exchange input at {what}: {e}")))?;
-        let Some(batch) = decoded else { return Ok(Vec::new()) };
-        let out = self.session.push(batch).map_err(|e| map(self.name, &what, e))?;
+        let Some(batch) = decoded else {
+            return Ok(Vec::new());
+        };
+        let out = self
+            .session
+            .push(batch)
+            .map_err(|e| map(self.name, &what, e))?;
         self.encode(out)
     }
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
-        let out = self.session.finish().map_err(|e| map(self.name, "finish", e))?;
+        let out = self
+            .session
+            .finish()
+            .map_err(|e| map(self.name, "finish", e))?;
         self.encode(out)
     }
 }

@@ -45,11 +45,16 @@ impl ExchangeRequest {
             .trim();
         if text.is_empty() {
             return Err(Error::InvalidArgument(
-                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}".into(),
+                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}"
+                    .into(),
             ));
         }
         if !text.starts_with('{') {
-            return Ok(Self { exchanger: text.to_owned(), params: Vec::new(), sandbox: Sandbox::On });
+            return Ok(Self {
+                exchanger: text.to_owned(),
+                params: Vec::new(),
+                sandbox: Sandbox::On,
+            });
         }
         let json: JsonRequest = serde_json::from_str(text)
             .map_err(|e| Error::InvalidArgument(format!("exchange descriptor JSON: {e}")))?;
@@ -64,6 +69,10 @@ impl ExchangeRequest {
                 (k, v)
             })
             .collect();
-        Ok(Self { exchanger: json.exchanger, params, sandbox: json.sandbox })
+        Ok(Self {
+            exchanger: json.exchanger,
+            params,
+            sandbox: json.sandbox,
+        })
     }
 }

@@ -13,10 +13,22 @@ use std::sync::Arc;
 
 /// Every action: type and description.
 pub const ACTIONS: &[(&str, &str)] = &[
-    ("healthcheck", "Liveness and versions. Body: empty. Result: {\"status\":\"ok\", ...}"),
-    ("sql", "Run a DDL/DML statement (admin). Body: UTF-8 SQL. Result: {\"rows_affected\": N}"),
-    ("list_tables", "Tables with row counts and columns. Body: empty. Result: [{\"name\",\"rows\",\"schema\"}]"),
-    ("drop_table", "Drop a table (admin). Body: table name. Result: {\"dropped\": NAME}"),
+    (
+        "healthcheck",
+        "Liveness and versions. Body: empty. Result: {\"status\":\"ok\", ...}",
+    ),
+    (
+        "sql",
+        "Run a DDL/DML statement (admin). Body: UTF-8 SQL. Result: {\"rows_affected\": N}",
+    ),
+    (
+        "list_tables",
+        "Tables with row counts and columns. Body: empty. Result: [{\"name\",\"rows\",\"schema\"}]",
+    ),
+    (
+        "drop_table",
+        "Drop a table (admin). Body: table name. Result: {\"dropped\": NAME}",
+    ),
     (
         "push_table",
         "Stream a table to another server's do_put. Body: {\"table\",\"to\":\"grpc://host:port\",\"target_table\"[,\"user\",\"password\"]}. Result: {\"rows\": N}",
@@ -25,16 +37,28 @@ pub const ACTIONS: &[(&str, &str)] = &[
         "upload_exchanger",
         "Upload a WebAssembly exchanger component (admin). Body: component bytes. Result: {\"name\",\"version\",\"sha256\",\"size\",\"compile_ms\"}",
     ),
-    ("list_exchangers", "Uploaded and built-in exchangers. Body: empty. Result: [{\"name\",\"version\",\"sha256\",\"size\",\"builtin\",\"uploaded\"}]"),
-    ("remove_exchanger", "Remove an uploaded exchanger (admin). Body: name. Result: {\"removed\": NAME}"),
-    ("logout", "Revoke the bearer token used for this call. Body: empty. Result: {\"revoked\": true}"),
+    (
+        "list_exchangers",
+        "Uploaded and built-in exchangers. Body: empty. Result: [{\"name\",\"version\",\"sha256\",\"size\",\"builtin\",\"uploaded\"}]",
+    ),
+    (
+        "remove_exchanger",
+        "Remove an uploaded exchanger (admin). Body: name. Result: {\"removed\": NAME}",
+    ),
+    (
+        "logout",
+        "Revoke the bearer token used for this call. Body: empty. Result: {\"revoked\": true}",
+    ),
 ];
 
 /// The `list_actions` answer.
 pub fn action_types() -> Vec<ActionType> {
     ACTIONS
         .iter()
-        .map(|(t, d)| ActionType { r#type: (*t).into(), description: (*d).into() })
+        .map(|(t, d)| ActionType {
+            r#type: (*t).into(),
+            description: (*d).into(),
+        })
         .collect()
 }
 
@@ -74,8 +98,9 @@ pub async fn run(
             Ok(json!({ "dropped": table.as_str() }))
         }
         "push_table" => {
-            let request: PushRequest = serde_json::from_slice(&body)
-                .map_err(|e| Error::InvalidArgument(format!("push_table body must be JSON: {e}")))?;
+            let request: PushRequest = serde_json::from_slice(&body).map_err(|e| {
+                Error::InvalidArgument(format!("push_table body must be JSON: {e}"))
+            })?;
             let rows = push::push(state, request).await?;
             Ok(json!({ "rows": rows }))
         }
@@ -86,7 +111,9 @@ pub async fn run(
             tracing::info!(name = %report.name, version = %report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = %principal.user, "exchanger uploaded");
             Ok(serde_json::to_value(report).expect("report serialises"))
         }
-        "list_exchangers" => Ok(serde_json::to_value(state.registry.list()).expect("listing serialises")),
+        "list_exchangers" => {
+            Ok(serde_json::to_value(state.registry.list()).expect("listing serialises"))
+        }
         "remove_exchanger" => {
             principal.require(Right::ManageExchangers)?;
             let name = utf8(&body, "exchanger name")?.trim().to_owned();
@@ -108,11 +135,18 @@ pub async fn run(
 
 async fn duckdb_version(state: &Arc<ServerState>) -> Result<String> {
     let db = state.db.clone();
-    blocking(move || Ok(db.connect()?.query_row("SELECT version()", [], |r| r.get::<_, String>(0))?)).await
+    blocking(move || {
+        Ok(db
+            .connect()?
+            .query_row("SELECT version()", [], |r| r.get::<_, String>(0))?)
+    })
+    .await
 }
 
 /// Runs blocking work off the async runtime.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?

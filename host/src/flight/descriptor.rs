@@ -18,7 +18,9 @@ pub fn put_table(descriptor: &FlightDescriptor) -> Result<TableName> {
     match DescriptorType::try_from(descriptor.r#type) {
         Ok(DescriptorType::Cmd) => TableName::from_bytes(&descriptor.cmd),
         Ok(DescriptorType::Path) => single_path(descriptor),
-        _ => Err(Error::InvalidArgument("descriptor type must be CMD or PATH".into())),
+        _ => Err(Error::InvalidArgument(
+            "descriptor type must be CMD or PATH".into(),
+        )),
     }
 }
 
@@ -36,14 +38,19 @@ fn single_path(descriptor: &FlightDescriptor) -> Result<TableName> {
 pub fn info_target(descriptor: &FlightDescriptor) -> Result<Target> {
     match DescriptorType::try_from(descriptor.r#type) {
         Ok(DescriptorType::Path) => Ok(Target::Table(single_path(descriptor)?)),
-        Ok(DescriptorType::Cmd) => Ok(Target::Sql(utf8(&descriptor.cmd, "descriptor command")?.to_owned())),
-        _ => Err(Error::InvalidArgument("descriptor type must be CMD or PATH".into())),
+        Ok(DescriptorType::Cmd) => Ok(Target::Sql(
+            utf8(&descriptor.cmd, "descriptor command")?.to_owned(),
+        )),
+        _ => Err(Error::InvalidArgument(
+            "descriptor type must be CMD or PATH".into(),
+        )),
     }
 }
 
 /// Bytes that must be UTF-8 text.
 pub fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidArgument(format!("{what} is not valid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("{what} is not valid UTF-8: {e}")))?;
     if text.trim().is_empty() {
         return Err(Error::InvalidArgument(format!("{what} is empty")));
     }

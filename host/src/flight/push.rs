@@ -34,24 +34,43 @@ pub struct PushRequest {
 pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64> {
     let table = TableName::parse(&request.table)?;
     let target = TableName::parse(request.target_table.as_deref().unwrap_or(&request.table))?;
-    if !(request.to.starts_with("grpc://") || request.to.starts_with("grpc+tcp://") || request.to.starts_with("http://")) {
-        return Err(Error::InvalidArgument(format!("`to` must be grpc://host:port, got {:?}", request.to)));
+    if !(request.to.starts_with("grpc://")
+        || request.to.starts_with("grpc+tcp://")
+        || request.to.starts_with("http://"))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "`to` must be grpc://host:port, got {:?}",
+            request.to
+        )));
     }
     let (user, password) = match (request.user, request.password) {
         (Some(u), Some(p)) => (u, p),
         (None, None) => state.config.push_credentials.clone().unwrap_or_else(|| {
-            (crate::auth::DEFAULT_USER.into(), crate::auth::DEFAULT_PASSWORD.into())
+            (
+                crate::auth::DEFAULT_USER.into(),
+                crate::auth::DEFAULT_PASSWORD.into(),
+            )
         }),
-        _ => return Err(Error::InvalidArgument("give both `user` and `password`, or neither".into())),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give both `user` and `password`, or neither".into(),
+            ));
+        }
     };
     // Check the source first so a missing table is NotFound here, not a remote error.
     crate::db::catalog::describe(&state.db, &table)?;
     let mut remote = client::connect(&request.to, &user, &password)
         .await
         .map_err(|e| e.context(format!("push_table to {}", request.to)))?;
-    let source = query::run(state.db.clone(), format!("SELECT * FROM {}", table.quoted())).await?;
+    let source = query::run(
+        state.db.clone(),
+        format!("SELECT * FROM {}", table.quoted()),
+    )
+    .await?;
     let schema = source.schema.clone();
-    let batches = source.into_stream().map_err(|e: Error| FlightError::Tonic(Box::new(e.into())));
+    let batches = source
+        .into_stream()
+        .map_err(|e: Error| FlightError::Tonic(Box::new(e.into())));
     let flight_data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
@@ -63,7 +82,8 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
         .map_err(|e| Error::from(e).context(format!("push_table to {}", request.to)))?;
     let mut rows = None;
     while let Some(result) = results.next().await {
-        let result = result.map_err(|e| Error::from(e).context(format!("push_table to {}", request.to)))?;
+        let result =
+            result.map_err(|e| Error::from(e).context(format!("push_table to {}", request.to)))?;
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&result.app_metadata) {
             rows = v.get("rows").and_then(|r| r.as_u64());
         }

@@ -4,7 +4,9 @@ use crate::auth::Authenticated;
 use crate::db::ingest::Ingest;
 use crate::db::query;
 use crate::error::{Error, Result};
-use crate::exchange::{self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox};
+use crate::exchange::{
+    self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
+};
 use crate::flight::actions;
 use crate::flight::descriptor::{self, Target};
 use crate::sandbox::registry::Resolved;
@@ -17,8 +19,9 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, BasicAuth, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+    Action, ActionType, BasicAuth, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
+    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc,
+    SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use futures::stream::BoxStream;
@@ -45,14 +48,20 @@ impl MallardService {
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
-        self.state.auth.authenticate(request.metadata()).map_err(Status::from)
+        self.state
+            .auth
+            .authenticate(request.metadata())
+            .map_err(Status::from)
     }
 
     async fn schema_of(&self, target: &Target) -> Result<SchemaRef> {
         let sql = match target {
             Target::Table(t) => format!("SELECT * FROM {} LIMIT 0", t.quoted()),
             // A subquery can only be one query: nothing in `sql` gets executed here.
-            Target::Sql(sql) => format!("SELECT * FROM ({}) LIMIT 0", sql.trim().trim_end_matches(';')),
+            Target::Sql(sql) => format!(
+                "SELECT * FROM ({}) LIMIT 0",
+                sql.trim().trim_end_matches(';')
+            ),
         };
         Ok(query::run(self.state.db.clone(), sql).await?.schema.clone())
     }
@@ -64,7 +73,8 @@ impl MallardService {
             Target::Table(t) => {
                 let db = self.state.db.clone();
                 let table = t.clone();
-                let info = actions::blocking(move || crate::db::catalog::describe(&db, &table)).await?;
+                let info =
+                    actions::blocking(move || crate::db::catalog::describe(&db, &table)).await?;
                 (format!("SELECT * FROM {}", t.quoted()), info.rows as i64)
             }
             Target::Sql(sql) => (sql.clone(), -1),
@@ -118,44 +128,78 @@ impl FlightService for MallardService {
                 .ok_or_else(|| Status::unauthenticated("handshake without credentials"))?;
             let basic = BasicAuth::decode(first.payload.as_ref())
                 .map_err(|_| Status::unauthenticated("handshake payload is not BasicAuth"))?;
-            let principal = self.state.auth.check_password(&basic.username, &basic.password)?;
+            let principal = self
+                .state
+                .auth
+                .check_password(&basic.username, &basic.password)?;
             let token = self.state.auth.issue_token(principal.clone());
-            Authenticated { principal, issued_token: Some(token) }
+            Authenticated {
+                principal,
+                issued_token: Some(token),
+            }
         };
         let token = match &auth.issued_token {
             Some(t) => t.clone(),
             None => self.state.auth.issue_token(auth.principal.clone()),
         };
-        let auth = Authenticated { principal: auth.principal, issued_token: Some(token.clone()) };
-        let reply = HandshakeResponse { protocol_version: 0, payload: token.into_bytes().into() };
-        Ok(respond(futures::stream::once(async { Ok(reply) }).boxed(), &auth))
+        let auth = Authenticated {
+            principal: auth.principal,
+            issued_token: Some(token.clone()),
+        };
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into_bytes().into(),
+        };
+        Ok(respond(
+            futures::stream::once(async { Ok(reply) }).boxed(),
+            &auth,
+        ))
     }
 
-    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let auth = self.authenticate(&request)?;
         let db = self.state.db.clone();
         let tables = actions::blocking(move || crate::db::catalog::list_tables(&db)).await?;
         let mut infos = Vec::with_capacity(tables.len());
         for table in tables {
-            infos.push(self.flight_info(FlightDescriptor::new_path(vec![table.name])).await.map_err(Status::from));
+            infos.push(
+                self.flight_info(FlightDescriptor::new_path(vec![table.name]))
+                    .await
+                    .map_err(Status::from),
+            );
         }
         Ok(respond(futures::stream::iter(infos).boxed(), &auth))
     }
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let auth = self.authenticate(&request)?;
         let info = self.flight_info(request.into_inner()).await?;
         Ok(respond(info, &auth))
     }
 
-    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         let auth = self.authenticate(&request)?;
         let descriptor = request.into_inner();
         let info = self.flight_info(descriptor.clone()).await?;
-        Ok(respond(PollInfo::new().with_info(info).with_descriptor(descriptor), &auth))
+        Ok(respond(
+            PollInfo::new().with_info(info).with_descriptor(descriptor),
+            &auth,
+        ))
     }
 
-    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         let auth = self.authenticate(&request)?;
         let target = descriptor::info_target(request.get_ref())?;
         let schema = self.schema_of(&target).await?;
@@ -165,13 +209,18 @@ impl FlightService for MallardService {
         Ok(respond(result, &auth))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let auth = self.authenticate(&request)?;
         let sql = descriptor::utf8(&request.get_ref().ticket, "ticket")?.to_owned();
         tracing::debug!(user = %auth.principal.user, "do_get");
         let result = query::run(self.state.db.clone(), sql).await?;
         let schema = result.schema.clone();
-        let batches = result.into_stream().map_err(|e| FlightError::Tonic(Box::new(e.into())));
+        let batches = result
+            .into_stream()
+            .map_err(|e| FlightError::Tonic(Box::new(e.into())));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
@@ -180,17 +229,19 @@ impl FlightService for MallardService {
         Ok(respond(stream.boxed(), &auth))
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         let auth = self.authenticate(&request)?;
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("do_put stream is empty"))?;
-        let descriptor = first
-            .flight_descriptor
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("the first do_put message must carry a descriptor"))?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument("the first do_put message must carry a descriptor")
+        })?;
         let table = descriptor::put_table(descriptor)?;
         let all = futures::stream::once(async { Ok(first) })
             .chain(incoming)
@@ -216,8 +267,13 @@ impl FlightService for MallardService {
         };
         let rows = ingest.commit().await?;
         tracing::debug!(user = %auth.principal.user, table = %table, rows, "do_put committed");
-        let result = PutResult { app_metadata: serde_json::json!({ "rows": rows }).to_string().into() };
-        Ok(respond(futures::stream::once(async { Ok(result) }).boxed(), &auth))
+        let result = PutResult {
+            app_metadata: serde_json::json!({ "rows": rows }).to_string().into(),
+        };
+        Ok(respond(
+            futures::stream::once(async { Ok(result) }).boxed(),
+            &auth,
+        ))
     }
 
     async fn do_exchange(
@@ -230,22 +286,24 @@ impl FlightService for MallardService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("do_exchange stream is empty"))?;
-        let descriptor = first
-            .flight_descriptor
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("the first do_exchange message must carry a descriptor"))?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument("the first do_exchange message must carry a descriptor")
+        })?;
         let exchange = ExchangeRequest::parse(&descriptor.cmd)?;
-        let resolved = self.state.registry.resolve(&exchange.exchanger, exchange.sandbox == Sandbox::On)?;
+        let resolved = self
+            .state
+            .registry
+            .resolve(&exchange.exchanger, exchange.sandbox == Sandbox::On)?;
         // The schema message is the first one with a header (pyarrow sends it with
         // the descriptor; others send it next).
         let mut schema_message = first;
         while schema_message.data_header.is_empty() {
-            schema_message = incoming
-                .message()
-                .await?
-                .ok_or_else(|| Status::invalid_argument("do_exchange ended before sending a schema"))?;
+            schema_message = incoming.message().await?.ok_or_else(|| {
+                Status::invalid_argument("do_exchange ended before sending a schema")
+            })?;
         }
-        let (input_schema, _) = exchange::validated_schema_message(schema_message.data_header.clone())?;
+        let (input_schema, _) =
+            exchange::validated_schema_message(schema_message.data_header.clone())?;
 
         let cancelled = Arc::new(AtomicBool::new(false));
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_MESSAGES);
@@ -265,8 +323,10 @@ impl FlightService for MallardService {
                     worker_cancelled,
                 )
                 .map(|s| Box::new(s) as Box<dyn ExchangeSession>),
-                Resolved::Native(builtin) => exchange::native::NativeSession::open(&builtin, input_schema, exchange.params)
-                    .map(|s| Box::new(s) as Box<dyn ExchangeSession>),
+                Resolved::Native(builtin) => {
+                    exchange::native::NativeSession::open(&builtin, input_schema, exchange.params)
+                        .map(|s| Box::new(s) as Box<dyn ExchangeSession>)
+                }
             };
             match session {
                 Ok(session) => {
@@ -303,7 +363,10 @@ impl FlightService for MallardService {
         Ok(respond(stream.boxed(), &auth))
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         let auth = self.authenticate(&request)?;
         let bearer = request
             .metadata()
@@ -312,20 +375,33 @@ impl FlightService for MallardService {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned);
         let action = request.into_inner();
-        let value = actions::run(&self.state, &auth.principal, bearer.as_deref(), &action.r#type, action.body)
-            .await
-            .map_err(|e| {
-                tracing::debug!(action = %action.r#type, error = %e, "action failed");
-                Status::from(e)
-            })?;
-        let result = arrow_flight::Result { body: value.to_string().into() };
-        Ok(respond(futures::stream::once(async { Ok(result) }).boxed(), &auth))
+        let value = actions::run(
+            &self.state,
+            &auth.principal,
+            bearer.as_deref(),
+            &action.r#type,
+            action.body,
+        )
+        .await
+        .map_err(|e| {
+            tracing::debug!(action = %action.r#type, error = %e, "action failed");
+            Status::from(e)
+        })?;
+        let result = arrow_flight::Result {
+            body: value.to_string().into(),
+        };
+        Ok(respond(
+            futures::stream::once(async { Ok(result) }).boxed(),
+            &auth,
+        ))
     }
 
-    async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         let auth = self.authenticate(&request)?;
         let actions = actions::action_types().into_iter().map(Ok);
         Ok(respond(futures::stream::iter(actions).boxed(), &auth))
     }
 }
-

@@ -29,7 +29,8 @@ impl SandboxEngine {
             .epoch_interruption(true)
             .max_wasm_stack(limits.max_stack_bytes)
             .cranelift_opt_level(OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e}")))?;
+        let engine =
+            Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e}")))?;
         let linker = crate::sandbox::wasi::deny_all_linker(&engine)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
@@ -46,7 +47,12 @@ impl SandboxEngine {
                 }
             })
             .map_err(|e| Error::Internal(format!("epoch thread: {e}")))?;
-        Ok(Self { engine, linker, limits, stop })
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            stop,
+        })
     }
 }
 

@@ -112,7 +112,8 @@ impl Registry {
 
     fn load_stored(&self) -> Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
@@ -121,16 +122,22 @@ impl Registry {
             match self.load_one(&path) {
                 Ok(u) => {
                     tracing::info!(name = %u.report.name, "restored exchanger");
-                    self.uploaded.write().expect("registry lock").insert(u.report.name.clone(), Arc::new(u));
+                    self.uploaded
+                        .write()
+                        .expect("registry lock")
+                        .insert(u.report.name.clone(), Arc::new(u));
                 }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping stored exchanger"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping stored exchanger")
+                }
             }
         }
         Ok(())
     }
 
     fn load_one(&self, wasm_path: &Path) -> Result<Uploaded> {
-        let bytes = std::fs::read(wasm_path).map_err(|e| Error::Internal(format!("{}: {e}", wasm_path.display())))?;
+        let bytes = std::fs::read(wasm_path)
+            .map_err(|e| Error::Internal(format!("{}: {e}", wasm_path.display())))?;
         let artifact = wasm_path.with_extension("cwasm");
         // SAFETY: `.cwasm` files in our data directory are written only by `store`.
         let compiled = match unsafe { upload::load_artifact(&self.engine, &artifact) } {
@@ -141,7 +148,12 @@ impl Registry {
     }
 
     fn make_entry(&self, bytes: &[u8], compiled: Compiled) -> Uploaded {
-        let Compiled { info, pre, compile_ms, .. } = compiled;
+        let Compiled {
+            info,
+            pre,
+            compile_ms,
+            ..
+        } = compiled;
         Uploaded {
             report: UploadReport {
                 name: info.name,
@@ -161,7 +173,8 @@ impl Registry {
         let name = compiled.info.name.clone();
         {
             let uploaded = self.uploaded.read().expect("registry lock");
-            if !uploaded.contains_key(&name) && uploaded.len() >= self.engine.limits.max_exchangers {
+            if !uploaded.contains_key(&name) && uploaded.len() >= self.engine.limits.max_exchangers
+            {
                 return Err(Error::ResourceExhausted(format!(
                     "this server already holds {} exchangers (the limit); remove one first",
                     uploaded.len()
@@ -171,7 +184,10 @@ impl Registry {
         self.store(&name, bytes, &compiled)?;
         let entry = self.make_entry(bytes, compiled);
         let report = entry.report.clone();
-        self.uploaded.write().expect("registry lock").insert(name, Arc::new(entry));
+        self.uploaded
+            .write()
+            .expect("registry lock")
+            .insert(name, Arc::new(entry));
         Ok(report)
     }
 
@@ -190,7 +206,9 @@ impl Registry {
     pub fn remove(&self, name: &str) -> Result<()> {
         let removed = self.uploaded.write().expect("registry lock").remove(name);
         if removed.is_none() {
-            return Err(Error::NotFound(format!("no uploaded exchanger named {name:?}")));
+            return Err(Error::NotFound(format!(
+                "no uploaded exchanger named {name:?}"
+            )));
         }
         if let Some(dir) = &self.dir {
             for ext in ["wasm", "cwasm"] {
@@ -253,7 +271,12 @@ impl Registry {
         } else {
             match self.builtins.get(name) {
                 Some(b) => Ok(Resolved::Native(*b)),
-                None if self.uploaded.read().expect("registry lock").contains_key(name) => {
+                None if self
+                    .uploaded
+                    .read()
+                    .expect("registry lock")
+                    .contains_key(name) =>
+                {
                     Err(Error::PermissionDenied(format!(
                         "exchanger {name:?} is uploaded code; it only runs in the sandbox (\"sandbox\": \"on\")"
                     )))

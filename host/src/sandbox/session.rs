@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, validated_schema_message};
 use crate::sandbox::bindings::{ExchangeError, Exchanger, ExchangerPre, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
-use crate::sandbox::store::{StoreState, Stop, new_store};
+use crate::sandbox::store::{Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
 use arrow_flight::FlightData;
 use bytes::Bytes;
@@ -51,14 +51,23 @@ impl WasmSession {
             max_memory_bytes: engine.limits.max_memory_bytes,
         };
         let opened = this.call(&mut store, "open", |store| {
-            instance.mallard_exchanger_exchange().call_open(store, input_schema, params)
+            instance
+                .mallard_exchanger_exchange()
+                .call_open(store, input_schema, params)
         })?;
         let session = opened.map_err(|e| guest_error(name, "open", e))?;
         let header = this.call(&mut store, "output-schema", |store| {
-            instance.mallard_exchanger_exchange().session().call_output_schema(store, session)
+            instance
+                .mallard_exchanger_exchange()
+                .session()
+                .call_output_schema(store, session)
         })?;
-        let (schema, schema_message) = validated_schema_message(Bytes::from(header))
-            .map_err(|e| e.context(format!("exchanger {name:?} declared an invalid output schema")))?;
+        let (schema, schema_message) =
+            validated_schema_message(Bytes::from(header)).map_err(|e| {
+                e.context(format!(
+                    "exchanger {name:?} declared an invalid output schema"
+                ))
+            })?;
         Ok(Self {
             name: this.name,
             store,
@@ -93,7 +102,11 @@ impl WasmSession {
                         self.name
                     ))
                 })?;
-            out.push(FlightData { data_header: header, data_body: body, ..Default::default() });
+            out.push(FlightData {
+                data_header: header,
+                data_body: body,
+                ..Default::default()
+            });
         }
         Ok(out)
     }
@@ -109,7 +122,12 @@ impl ExchangeSession for WasmSession {
         self.batch_index += 1;
         let (instance, session) = (&self.instance, self.session);
         let result = self.partial().call(&mut self.store, &what, |store| {
-            instance.mallard_exchanger_exchange().session().call_push(store, session, &header[..], &body[..])
+            instance.mallard_exchanger_exchange().session().call_push(
+                store,
+                session,
+                &header[..],
+                &body[..],
+            )
         })?;
         let messages = result.map_err(|e| guest_error(&self.name, &what, e))?;
         self.validate(messages, &what)
@@ -118,7 +136,10 @@ impl ExchangeSession for WasmSession {
     fn finish(&mut self) -> Result<Vec<FlightData>> {
         let (instance, session) = (&self.instance, self.session);
         let result = self.partial().call(&mut self.store, "finish", |store| {
-            instance.mallard_exchanger_exchange().session().call_finish(store, session)
+            instance
+                .mallard_exchanger_exchange()
+                .session()
+                .call_finish(store, session)
         })?;
         let messages = result.map_err(|e| guest_error(&self.name, "finish", e))?;
         self.validate(messages, "finish")
@@ -156,7 +177,9 @@ impl PartialSession {
             String::new()
         } else {
             let start = output.len().saturating_sub(512);
-            let start = (start..output.len()).find(|&i| output.is_char_boundary(i)).unwrap_or(0);
+            let start = (start..output.len())
+                .find(|&i| output.is_char_boundary(i))
+                .unwrap_or(0);
             format!("; guest output: {}", output[start..].trim())
         };
         if let Some(stop) = e.downcast_ref::<Stop>() {
@@ -178,7 +201,9 @@ impl PartialSession {
             ));
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::StackOverflow) => Error::ResourceExhausted(format!("{who}: wasm stack exhausted")),
+            Some(Trap::StackOverflow) => {
+                Error::ResourceExhausted(format!("{who}: wasm stack exhausted"))
+            }
             Some(trap) => Error::Aborted(format!("{who}: trapped ({trap}){tail}")),
             None => Error::Aborted(format!("{who}: failed: {e:#}{tail}")),
         }
@@ -187,8 +212,12 @@ impl PartialSession {
 
 fn guest_error(name: &str, what: &str, e: ExchangeError) -> Error {
     match e {
-        ExchangeError::InvalidParams(m) => Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid params: {m}")),
-        ExchangeError::InvalidInput(m) => Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid input: {m}")),
+        ExchangeError::InvalidParams(m) => {
+            Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid params: {m}"))
+        }
+        ExchangeError::InvalidInput(m) => {
+            Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid input: {m}"))
+        }
         ExchangeError::Failed(m) => Error::Aborted(format!("exchanger {name:?} at {what}: {m}")),
     }
 }

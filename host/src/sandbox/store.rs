@@ -40,7 +40,12 @@ pub struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -48,7 +53,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -64,7 +74,10 @@ pub struct CappedOutput {
 impl CappedOutput {
     /// An empty buffer keeping at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
-        Self { buffer: Arc::new(Mutex::new(Vec::new())), cap }
+        Self {
+            buffer: Arc::new(Mutex::new(Vec::new())),
+            cap,
+        }
     }
 
     /// What the guest wrote, lossily decoded.
@@ -103,10 +116,16 @@ impl tokio::io::AsyncWrite for CappedOutput {
         self.keep(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -145,19 +164,32 @@ pub struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 /// A fresh store for one stream: no preopens, no environment, no network, output
 /// captured, memory capped, deadline and cancellation checked every epoch tick.
-pub fn new_store(engine: &wasmtime::Engine, limits: &Limits, cancelled: Arc<AtomicBool>) -> Store<StoreState> {
+pub fn new_store(
+    engine: &wasmtime::Engine,
+    limits: &Limits,
+    cancelled: Arc<AtomicBool>,
+) -> Store<StoreState> {
     let output = CappedOutput::new(limits.max_log_bytes);
-    let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+    let wasi = WasiCtx::builder()
+        .stdout(output.clone())
+        .stderr(output.clone())
+        .build();
     let state = StoreState {
         wasi,
         table: ResourceTable::new(),
-        memory: MemoryCap { max_bytes: limits.max_memory_bytes, denied: false },
+        memory: MemoryCap {
+            max_bytes: limits.max_memory_bytes,
+            denied: false,
+        },
         output,
         call_deadline: Instant::now() + limits.call_timeout,
         cancelled,

@@ -49,7 +49,9 @@ pub fn check_format(bytes: &[u8], max_bytes: usize) -> Result<()> {
         ));
     }
     if bytes[6..8] != COMPONENT_LAYER {
-        return Err(Error::InvalidArgument("unknown WebAssembly binary layer".into()));
+        return Err(Error::InvalidArgument(
+            "unknown WebAssembly binary layer".into(),
+        ));
     }
     Ok(())
 }
@@ -79,14 +81,20 @@ pub unsafe fn load_artifact(engine: &SandboxEngine, path: &Path) -> Result<Compi
 
 fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Result<Compiled> {
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| {
-        Error::InvalidArgument(format!("component needs imports Mallard does not provide: {e:#}"))
+        Error::InvalidArgument(format!(
+            "component needs imports Mallard does not provide: {e:#}"
+        ))
     })?;
     let pre = ExchangerPre::new(instance_pre).map_err(|e| {
         Error::InvalidArgument(format!(
             "component does not implement the world mallard:exchanger/exchanger@0.1.0: {e:#}"
         ))
     })?;
-    let mut store = new_store(&engine.engine, &engine.limits, Arc::new(AtomicBool::new(false)));
+    let mut store = new_store(
+        &engine.engine,
+        &engine.limits,
+        Arc::new(AtomicBool::new(false)),
+    );
     let instance = pre
         .instantiate(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component failed to start: {e:#}")))?;
@@ -95,14 +103,21 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
         .call_describe(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component's describe() failed: {e:#}")))?;
     validate_name(&info.name)?;
-    Ok(Compiled { info, component, pre, compile_ms: started.elapsed().as_secs_f64() * 1e3 })
+    Ok(Compiled {
+        info,
+        component,
+        pre,
+        compile_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
 }
 
 /// Exchanger names: 1 to 64 of `[a-z0-9_]`, so they are safe as file names too.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {

@@ -36,14 +36,24 @@ pub fn deny_all_linker(engine: &Engine) -> Result<Linker<StoreState>> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK).map_err(wasm_err)?;
     clock
-        .func_wrap("subscribe-duration", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::Error::new(CapabilityDenied("timers and sleeping (wasi:clocks subscribe-duration)")))
-        })
+        .func_wrap(
+            "subscribe-duration",
+            |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::Error::new(CapabilityDenied(
+                    "timers and sleeping (wasi:clocks subscribe-duration)",
+                )))
+            },
+        )
         .map_err(wasm_err)?;
     clock
-        .func_wrap("subscribe-instant", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::Error::new(CapabilityDenied("timers and sleeping (wasi:clocks subscribe-instant)")))
-        })
+        .func_wrap(
+            "subscribe-instant",
+            |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::Error::new(CapabilityDenied(
+                    "timers and sleeping (wasi:clocks subscribe-instant)",
+                )))
+            },
+        )
         .map_err(wasm_err)?;
     Ok(linker)
 }

@@ -44,7 +44,10 @@ pub fn init_logging() {
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace.join("target"))
@@ -56,7 +59,13 @@ pub fn guest_dir() -> &'static Path {
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cargo
             .current_dir(&workspace)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target);
         for guest in GUESTS {
             cargo.args(["-p", guest]);
@@ -93,12 +102,20 @@ pub async fn start() -> RunningServer {
 
 /// An authenticated client (admin/password123).
 pub async fn client(server: &RunningServer) -> FlightClient {
-    mallard::client::connect(&server.url(), "admin", "password123").await.expect("client connects")
+    mallard::client::connect(&server.url(), "admin", "password123")
+        .await
+        .expect("client connects")
 }
 
 /// Runs `sql` through do_get and collects the batches.
-pub async fn query(client: &mut FlightClient, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-    let stream = client.do_get(Ticket::new(sql.to_owned())).await.map_err(to_status)?;
+pub async fn query(
+    client: &mut FlightClient,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let stream = client
+        .do_get(Ticket::new(sql.to_owned()))
+        .await
+        .map_err(to_status)?;
     stream.try_collect().await.map_err(to_status)
 }
 
@@ -115,20 +132,35 @@ pub async fn scalar_i64(client: &mut FlightClient, sql: &str) -> i64 {
 }
 
 /// Puts `batches` into `table`; returns the acknowledged row count.
-pub async fn put(client: &mut FlightClient, table: &str, batches: Vec<RecordBatch>) -> Result<u64, tonic::Status> {
+pub async fn put(
+    client: &mut FlightClient,
+    table: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<u64, tonic::Status> {
     let schema = batches[0].schema();
     let input = futures::stream::iter(batches.into_iter().map(Ok));
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(table.to_owned())))
         .build(input);
-    let results: Vec<_> = client.do_put(data).await.map_err(to_status)?.try_collect().await.map_err(to_status)?;
-    let meta: serde_json::Value = serde_json::from_slice(&results.last().expect("a put result").app_metadata).unwrap();
+    let results: Vec<_> = client
+        .do_put(data)
+        .await
+        .map_err(to_status)?
+        .try_collect()
+        .await
+        .map_err(to_status)?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&results.last().expect("a put result").app_metadata).unwrap();
     Ok(meta["rows"].as_u64().unwrap())
 }
 
 /// Runs an action and parses its JSON result.
-pub async fn action(client: &mut FlightClient, kind: &str, body: impl Into<bytes::Bytes>) -> Result<serde_json::Value, tonic::Status> {
+pub async fn action(
+    client: &mut FlightClient,
+    kind: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Result<serde_json::Value, tonic::Status> {
     let results: Vec<_> = client
         .do_action(Action::new(kind, body.into()))
         .await
@@ -141,12 +173,18 @@ pub async fn action(client: &mut FlightClient, kind: &str, body: impl Into<bytes
 
 /// Uploads a built guest; returns its registered name.
 pub async fn upload(client: &mut FlightClient, file_stem: &str) -> String {
-    let report = action(client, "upload_exchanger", component(file_stem)).await.expect("upload succeeds");
+    let report = action(client, "upload_exchanger", component(file_stem))
+        .await
+        .expect("upload succeeds");
     report["name"].as_str().unwrap().to_owned()
 }
 
 /// Exchanges `batches` through the exchanger named by `command`; collects the output.
-pub async fn exchange(client: &mut FlightClient, command: &str, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, tonic::Status> {
+pub async fn exchange(
+    client: &mut FlightClient,
+    command: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
     let schema = batches[0].schema();
     let input = futures::stream::iter(batches.into_iter().map(Ok));
     let data = FlightDataEncoderBuilder::new()
@@ -178,7 +216,10 @@ pub fn rows(batches: &[RecordBatch]) -> usize {
 
 /// Flights rows `0..n` in batches of `batch_rows`.
 pub fn flights(n: usize, batch_rows: usize) -> Vec<RecordBatch> {
-    (0..n).step_by(batch_rows).map(|s| mallard::flights::batch(s as u64, batch_rows.min(n - s))).collect()
+    (0..n)
+        .step_by(batch_rows)
+        .map(|s| mallard::flights::batch(s as u64, batch_rows.min(n - s)))
+        .collect()
 }
 
 /// Consumes a stream, for tests that only care about errors.

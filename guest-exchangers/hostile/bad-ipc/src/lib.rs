@@ -6,7 +6,11 @@ use mallard_exchanger::prelude::*;
 pub struct BadIpc(Vec<u8>);
 
 impl RawExchanger for BadIpc {
-    const INFO: Info = Info { name: "hostile_bad_ipc", version: "0.1.0", description: "emits malformed IPC" };
+    const INFO: Info = Info {
+        name: "hostile_bad_ipc",
+        version: "0.1.0",
+        description: "emits malformed IPC",
+    };
     fn open(input_schema: &[u8], _: &Params) -> Result<Self, ExchangeError> {
         Ok(Self(input_schema.to_vec()))
     }
@@ -14,8 +18,15 @@ impl RawExchanger for BadIpc {
         self.0.clone()
     }
     fn push(&mut self, message: Message) -> Result<Vec<Message>, ExchangeError> {
-        let garbage = message.header.iter().map(|b| b.wrapping_mul(31) ^ 0x5a).collect();
-        Ok(vec![Message { header: garbage, body: message.body }])
+        let garbage = message
+            .header
+            .iter()
+            .map(|b| b.wrapping_mul(31) ^ 0x5a)
+            .collect();
+        Ok(vec![Message {
+            header: garbage,
+            body: message.body,
+        }])
     }
     fn finish(&mut self) -> Result<Vec<Message>, ExchangeError> {
         Ok(Vec::new())

@@ -6,7 +6,11 @@ use mallard_exchanger::prelude::*;
 pub struct EndlessLoop(SchemaRef);
 
 impl Exchanger for EndlessLoop {
-    const INFO: Info = Info { name: "hostile_endless_loop", version: "0.1.0", description: "loops forever" };
+    const INFO: Info = Info {
+        name: "hostile_endless_loop",
+        version: "0.1.0",
+        description: "loops forever",
+    };
     fn open(input: SchemaRef, _: &Params) -> Result<Self, ExchangeError> {
         Ok(Self(input))
     }

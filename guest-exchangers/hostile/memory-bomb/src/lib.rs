@@ -7,7 +7,11 @@ use mallard_exchanger::prelude::*;
 pub struct MemoryBomb(SchemaRef);
 
 impl Exchanger for MemoryBomb {
-    const INFO: Info = Info { name: "hostile_memory_bomb", version: "0.1.0", description: "allocates forever" };
+    const INFO: Info = Info {
+        name: "hostile_memory_bomb",
+        version: "0.1.0",
+        description: "allocates forever",
+    };
     fn open(input: SchemaRef, _: &Params) -> Result<Self, ExchangeError> {
         Ok(Self(input))
     }

@@ -7,7 +7,11 @@ use mallard_exchanger::prelude::*;
 pub struct Panics(SchemaRef);
 
 impl Exchanger for Panics {
-    const INFO: Info = Info { name: "hostile_panic", version: "0.1.0", description: "panics" };
+    const INFO: Info = Info {
+        name: "hostile_panic",
+        version: "0.1.0",
+        description: "panics",
+    };
     fn open(input: SchemaRef, _: &Params) -> Result<Self, ExchangeError> {
         Ok(Self(input))
     }
@@ -15,7 +19,10 @@ impl Exchanger for Panics {
         self.0.clone()
     }
     fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
-        eprintln!("hostile_panic: about to panic on a batch of {} rows", batch.num_rows());
+        eprintln!(
+            "hostile_panic: about to panic on a batch of {} rows",
+            batch.num_rows()
+        );
         panic!("hostile_panic gives up");
     }
 }

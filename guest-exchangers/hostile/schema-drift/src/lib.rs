@@ -12,10 +12,17 @@ pub struct SchemaDrift {
 }
 
 impl RawExchanger for SchemaDrift {
-    const INFO: Info = Info { name: "hostile_schema_drift", version: "0.1.0", description: "breaks its schema" };
+    const INFO: Info = Info {
+        name: "hostile_schema_drift",
+        version: "0.1.0",
+        description: "breaks its schema",
+    };
     fn open(_: &[u8], _: &Params) -> Result<Self, ExchangeError> {
         let drifted = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
-        Ok(Self { encoder: MessageEncoder::new(drifted.clone()), drifted })
+        Ok(Self {
+            encoder: MessageEncoder::new(drifted.clone()),
+            drifted,
+        })
     }
     fn output_schema(&self) -> Vec<u8> {
         schema_to_header(&Schema::new(vec![Field::new("n", DataType::Int64, false)]))

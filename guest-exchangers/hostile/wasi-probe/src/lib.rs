@@ -15,13 +15,23 @@ pub struct WasiProbe {
 
 fn attempt(probe: &str) -> String {
     let result: Result<String, String> = match probe {
-        "read_file" => std::fs::read_to_string("/etc/passwd").map(|s| format!("{} bytes", s.len())).map_err(|e| e.to_string()),
-        "write_file" => std::fs::write("/tmp/mallard-probe", b"x").map(|_| "wrote".into()).map_err(|e| e.to_string()),
+        "read_file" => std::fs::read_to_string("/etc/passwd")
+            .map(|s| format!("{} bytes", s.len()))
+            .map_err(|e| e.to_string()),
+        "write_file" => std::fs::write("/tmp/mallard-probe", b"x")
+            .map(|_| "wrote".into())
+            .map_err(|e| e.to_string()),
         "env" => {
             let vars: Vec<_> = std::env::vars().collect();
-            if vars.is_empty() { Err("no variables".into()) } else { Ok(format!("{} variables", vars.len())) }
+            if vars.is_empty() {
+                Err("no variables".into())
+            } else {
+                Ok(format!("{} variables", vars.len()))
+            }
         }
-        "connect" => std::net::TcpStream::connect("127.0.0.1:8815").map(|_| "connected".into()).map_err(|e| e.to_string()),
+        "connect" => std::net::TcpStream::connect("127.0.0.1:8815")
+            .map(|_| "connected".into())
+            .map_err(|e| e.to_string()),
         "sleep" => {
             std::thread::sleep(Duration::from_secs(3600));
             Ok("slept an hour".into())
@@ -35,14 +45,21 @@ fn attempt(probe: &str) -> String {
 }
 
 impl Exchanger for WasiProbe {
-    const INFO: Info = Info { name: "hostile_wasi_probe", version: "0.1.0", description: "probes WASI capabilities" };
+    const INFO: Info = Info {
+        name: "hostile_wasi_probe",
+        version: "0.1.0",
+        description: "probes WASI capabilities",
+    };
     fn open(_: SchemaRef, params: &Params) -> Result<Self, ExchangeError> {
         let probe = params.get("probe").unwrap_or("read_file").to_owned();
         let output = Schema::new(vec![
             Field::new("probe", DataType::Utf8, false),
             Field::new("outcome", DataType::Utf8, false),
         ]);
-        Ok(Self { probe, output: Arc::new(output) })
+        Ok(Self {
+            probe,
+            output: Arc::new(output),
+        })
     }
     fn output_schema(&self) -> SchemaRef {
         self.output.clone()
