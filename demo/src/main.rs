@@ -1,1 +1,157 @@
-fn main() {}
+//! `mallard-demo`: the walkthrough of the seeds' demo against two Mallard servers
+//! (started here when none answer), the flights data generator and the benchmark.
+
+mod bench;
+mod data;
+mod guest;
+mod ops;
+mod servers;
+mod walkthrough;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mallard-demo",
+    version,
+    about = "Mallard walkthrough, data generator and benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Server 1 address.
+    #[arg(long, global = true, default_value = "127.0.0.1:8815")]
+    server1: String,
+    /// Server 2 address.
+    #[arg(long, global = true, default_value = "127.0.0.1:8816")]
+    server2: String,
+    /// User name.
+    #[arg(long, global = true, env = "MALLARD_USER", default_value = "admin")]
+    user: String,
+    /// Password.
+    #[arg(
+        long,
+        global = true,
+        env = "MALLARD_PASSWORD",
+        default_value = "password123",
+        hide_default_value = true
+    )]
+    password: String,
+    /// Fail instead of starting servers when none answer.
+    #[arg(long, global = true)]
+    no_start: bool,
+    /// Rows of data/flights.parquet when the demo creates it.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Rows for the walkthrough's closing benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    bench_rows: u64,
+    /// Upload this component (.wasm) instead of building add_processed.
+    #[arg(long)]
+    exchanger: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write data/flights.parquet (or --out) with N deterministic flights rows.
+    GenData {
+        /// Rows to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Output file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Time PUT, GET, TRANSFER, PUSH and EXCHANGE (wasm and native).
+    Bench {
+        /// Rows per operation.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Exchange with the sandbox on, off, or both.
+        #[arg(long, value_enum, default_value_t = bench::SandboxMode::Both)]
+        sandbox: bench::SandboxMode,
+        /// Timed runs per operation after one warm-up; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Print one JSON line last on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one Mallard server in this process (used to start the demo's servers).
+    #[command(hide = true)]
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            walkthrough::run(walkthrough::WalkthroughOptions {
+                server1: cli.server1,
+                server2: cli.server2,
+                user: cli.user,
+                password: cli.password,
+                rows: cli.rows,
+                bench_rows: cli.bench_rows,
+                exchanger: cli.exchanger,
+                no_start: cli.no_start,
+            })
+            .await
+        }
+        Some(Command::GenData { rows, out }) => {
+            let path = out.unwrap_or_else(|| guest::workspace().join("data/flights.parquet"));
+            let bar = indicatif::ProgressBar::new(rows);
+            data::write_parquet(&path, rows, &bar)?;
+            bar.finish_and_clear();
+            println!("wrote {rows} rows to {}", path.display());
+            Ok(())
+        }
+        Some(Command::Bench {
+            rows,
+            sandbox,
+            repeat,
+            json,
+        }) => {
+            let s1 = servers::ensure(&cli.server1, !cli.no_start).await?;
+            let s2 = servers::ensure(&cli.server2, !cli.no_start).await?;
+            let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
+            let mut c2 = servers::connect(&s2.url, &cli.user, &cli.password).await?;
+            let options = bench::BenchOptions {
+                rows,
+                sandbox,
+                repeat: repeat.max(1),
+                json,
+            };
+            let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
+            bench::print_table(&results);
+            if json {
+                println!("{}", serde_json::to_string(&results)?);
+            }
+            Ok(())
+        }
+        Some(Command::Serve { listen }) => {
+            let server = mallard::start(mallard::ServerConfig::new(listen)).await?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            server.stop().await?;
+            Ok(())
+        }
+    }
+}

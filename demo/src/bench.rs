@@ -1,0 +1,225 @@
+//! `mallard-demo bench`: times PUT, GET, TRANSFER, PUSH and EXCHANGE (wasm and
+//! native), each the median of K runs after a warm-up, with rows/s, MB/s and the
+//! servers' peak RSS. Data is generated as it is sent: memory stays flat at any N.
+
+use crate::data::{BATCH_ROWS, peer_batch, peer_row_bytes, peer_schema};
+use crate::ops;
+use crate::servers::{self, Server};
+use anyhow::{Result, ensure};
+use arrow_flight::FlightClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Which exchange modes to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// WebAssembly only.
+    On,
+    /// Native only.
+    Off,
+    /// Both, side by side.
+    Both,
+}
+
+/// What to run.
+pub struct BenchOptions {
+    /// Rows per operation.
+    pub rows: u64,
+    /// Exchange modes.
+    pub sandbox: SandboxMode,
+    /// Timed runs per operation (median reported).
+    pub repeat: usize,
+    /// Print a JSON line last.
+    pub json: bool,
+}
+
+const TABLE: &str = "bench_flights";
+
+fn generated(
+    rows: u64,
+) -> impl futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send + 'static {
+    futures::stream::iter((0..rows).step_by(BATCH_ROWS).map(move |start| {
+        Ok(peer_batch(
+            start,
+            (rows - start).min(BATCH_ROWS as u64) as usize,
+        ))
+    }))
+}
+
+fn bar(rows: u64, label: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(rows).with_message(label.to_owned());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>22} [{bar:30}] {human_pos}/{human_len} rows ({per_sec})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark against two servers and returns `(name, seconds)` medians.
+pub async fn run(
+    s1: &Server,
+    c1: &mut FlightClient,
+    s2: &Server,
+    c2: &mut FlightClient,
+    options: &BenchOptions,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let n = options.rows;
+    let quiet = options.json;
+    let mut ops: Vec<&str> = vec!["put", "get", "transfer", "push"];
+    if options.sandbox != SandboxMode::Off {
+        ops.push("exchange_wasm");
+    }
+    if options.sandbox != SandboxMode::On {
+        ops.push("exchange_native");
+    }
+    if options.sandbox != SandboxMode::Off {
+        let component = crate::guest::build("add-processed")?;
+        ops::action(c1, "upload_exchanger", std::fs::read(component)?).await?;
+    }
+    let mut seconds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Run 0 is the warm-up and is not counted.
+    for run in 0..=options.repeat {
+        for &op in &ops {
+            let label = if run == 0 {
+                format!("{op} (warm-up)")
+            } else {
+                format!("{op} {run}/{}", options.repeat)
+            };
+            let progress = bar(n, &label, quiet);
+            if op == "put" {
+                ops::action(c1, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
+            }
+            if op == "transfer" {
+                ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
+            }
+            if op == "push" {
+                ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}_pushed")).await?;
+            }
+            let started = Instant::now();
+            let moved = match op {
+                "put" => ops::put(c1, TABLE, peer_schema(), generated(n), &progress).await?,
+                "get" => ops::get_count(c1, &format!("SELECT * FROM {TABLE}"), &progress).await?,
+                "transfer" => {
+                    ops::transfer(c1, &format!("SELECT * FROM {TABLE}"), c2, TABLE, &progress)
+                        .await?
+                }
+                "push" => ops::push(c1, TABLE, &s2.url, &format!("{TABLE}_pushed")).await?,
+                "exchange_wasm" | "exchange_native" => {
+                    let command = if op == "exchange_wasm" {
+                        r#"{"exchanger": "add_processed", "sandbox": "on"}"#
+                    } else {
+                        r#"{"exchanger": "add_processed", "sandbox": "off"}"#
+                    };
+                    let out =
+                        ops::exchange(c1, command, peer_schema(), generated(n), &progress).await?;
+                    ensure!(out.processed_true == n, "{op}: processed is not all true");
+                    out.rows
+                }
+                _ => unreachable!(),
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            progress.finish_and_clear();
+            ensure!(moved == n, "{op}: moved {moved} rows, expected {n}");
+            if run > 0 {
+                seconds.entry(op).or_default().push(elapsed);
+            }
+        }
+    }
+    let row_bytes = peer_row_bytes();
+    let mut out = BTreeMap::new();
+    out.insert("rows".to_owned(), serde_json::json!(n));
+    out.insert("repeat".to_owned(), serde_json::json!(options.repeat));
+    out.insert("batch_rows".to_owned(), serde_json::json!(BATCH_ROWS));
+    for (op, runs) in seconds {
+        let s = median(runs);
+        out.insert(
+            format!("{op}_s"),
+            serde_json::json!((s * 1e6).round() / 1e6),
+        );
+        out.insert(
+            format!("{op}_rows_per_s"),
+            serde_json::json!((n as f64 / s).round()),
+        );
+        out.insert(
+            format!("{op}_mb_per_s"),
+            serde_json::json!((n as f64 * row_bytes / s / 1e6 * 10.0).round() / 10.0),
+        );
+    }
+    if let (Some(w), Some(nat)) = (
+        out.get("exchange_wasm_rows_per_s"),
+        out.get("exchange_native_rows_per_s"),
+    ) {
+        let ratio = w.as_f64().unwrap_or(0.0) / nat.as_f64().unwrap_or(1.0);
+        out.insert(
+            "wasm_over_native".to_owned(),
+            serde_json::json!((ratio * 1000.0).round() / 1000.0),
+        );
+    }
+    for (key, server) in [("server1_peak_rss_mib", s1), ("server2_peak_rss_mib", s2)] {
+        if let Some(rss) = server.pid().and_then(servers::peak_rss_mib) {
+            out.insert(key.to_owned(), serde_json::json!(rss.round()));
+        }
+    }
+    if let Some(rss) = servers::peak_rss_mib(std::process::id()) {
+        out.insert(
+            "client_peak_rss_mib".to_owned(),
+            serde_json::json!(rss.round()),
+        );
+    }
+    Ok(out)
+}
+
+/// Prints the results as a table on stderr.
+pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
+    let n = results["rows"].as_u64().unwrap_or(0);
+    eprintln!(
+        "\nMallard benchmark: {n} rows, median of {} runs",
+        results["repeat"]
+    );
+    eprintln!(
+        "{:<18} {:>10} {:>16} {:>10}",
+        "operation", "seconds", "rows/s", "MB/s"
+    );
+    for op in [
+        "put",
+        "get",
+        "transfer",
+        "push",
+        "exchange_wasm",
+        "exchange_native",
+    ] {
+        if let Some(s) = results.get(&format!("{op}_s")) {
+            eprintln!(
+                "{:<18} {:>10.3} {:>16} {:>10}",
+                op.to_uppercase(),
+                s.as_f64().unwrap_or(0.0),
+                results[&format!("{op}_rows_per_s")],
+                results[&format!("{op}_mb_per_s")]
+            );
+        }
+    }
+    if let Some(r) = results.get("wasm_over_native") {
+        eprintln!("sandbox cost: wasm/native exchange throughput = {r}");
+    }
+    for key in [
+        "server1_peak_rss_mib",
+        "server2_peak_rss_mib",
+        "client_peak_rss_mib",
+    ] {
+        if let Some(v) = results.get(key) {
+            eprintln!("{key}: {v}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The six-step walkthrough of the seeds' demo, with wasm in place of pickled Python.
+
+use crate::bench::{self, BenchOptions, SandboxMode};
+use crate::data;
+use crate::ops;
+use crate::servers::{self, Server};
+use anyhow::{Context, Result, ensure};
+use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::FlightClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Options of the walkthrough.
+pub struct WalkthroughOptions {
+    /// Server 1 address.
+    pub server1: String,
+    /// Server 2 address.
+    pub server2: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Rows of `data/flights.parquet` when it has to be created.
+    pub rows: u64,
+    /// Rows for the closing benchmark.
+    pub bench_rows: u64,
+    /// Upload this component instead of the built-in `add_processed`.
+    pub exchanger: Option<PathBuf>,
+    /// Do not start servers; fail if none answer.
+    pub no_start: bool,
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n== {n}) {title}");
+}
+
+fn rows_bar(len: u64, msg: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len).with_message(msg.to_owned());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>24} [{bar:30}] {human_pos}/{human_len} rows ({per_sec}, {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+async fn count(client: &mut FlightClient, table: &str) -> Result<i64> {
+    let batches = ops::query(client, &format!("SELECT count(*)::BIGINT FROM \"{table}\"")).await?;
+    let column = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .context("count")?;
+    Ok(column.value(0))
+}
+
+/// Runs the walkthrough.
+pub async fn run(options: WalkthroughOptions) -> Result<()> {
+    let s1: Server = servers::ensure(&options.server1, !options.no_start).await?;
+    let s2: Server = servers::ensure(&options.server2, !options.no_start).await?;
+    for s in [&s1, &s2] {
+        let how = if s.child.is_some() {
+            "started by the demo"
+        } else {
+            "already running"
+        };
+        println!("server {} ({how})", s.url);
+    }
+    let mut c1 = servers::connect(&s1.url, &options.user, &options.password).await?;
+    let mut c2 = servers::connect(&s2.url, &options.user, &options.password).await?;
+
+    step(1, "Both servers answer SELECT 42");
+    for (url, client) in [(&s1.url, &mut c1), (&s2.url, &mut c2)] {
+        let batches = ops::query(client, "SELECT 42 AS answer").await?;
+        println!("{url}:\n{}", pretty_format_batches(&batches)?);
+    }
+
+    step(2, "Create table foo on server 1 and move it to server 2");
+    ops::query(&mut c1, "CREATE OR REPLACE TABLE foo (id INTEGER, name VARCHAR); INSERT INTO foo VALUES (1, 'duck'), (2, 'goose'), (3, 'swan')").await?;
+    ops::action(&mut c2, "sql", "DROP TABLE IF EXISTS foo").await?;
+    let moved = ops::transfer(
+        &mut c1,
+        "SELECT * FROM foo",
+        &mut c2,
+        "foo",
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    println!("moved {moved} rows");
+    println!(
+        "server 1:\n{}",
+        pretty_format_batches(&ops::query(&mut c1, "SELECT * FROM foo ORDER BY id").await?)?
+    );
+    println!(
+        "server 2:\n{}",
+        pretty_format_batches(&ops::query(&mut c2, "SELECT * FROM foo ORDER BY id").await?)?
+    );
+
+    step(3, "Load data/flights.parquet");
+    let path = crate::guest::workspace().join("data/flights.parquet");
+    if !path.exists() {
+        println!(
+            "{} is missing; generating {} rows",
+            path.display(),
+            options.rows
+        );
+        let bar = rows_bar(options.rows, "generating");
+        data::write_parquet(&path, options.rows, &bar)?;
+        bar.finish_and_clear();
+    }
+    let (schema, rows, _) = data::read_parquet(&path)?;
+    println!(
+        "{}: {rows} rows, {} columns",
+        path.display(),
+        schema.fields().len()
+    );
+
+    step(
+        4,
+        "Upload flights to server 1, then move it to server 2 (client transfer and push_table)",
+    );
+    ops::action(&mut c1, "sql", "DROP TABLE IF EXISTS flights").await?;
+    ops::action(
+        &mut c2,
+        "sql",
+        "DROP TABLE IF EXISTS flights; DROP TABLE IF EXISTS flights_pushed",
+    )
+    .await?;
+    let (schema, _, batches) = data::read_parquet(&path)?;
+    let bar = rows_bar(rows, "PUT server 1");
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        for batch in batches {
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let put = ops::put(
+        &mut c1,
+        "flights",
+        schema,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        &bar,
+    )
+    .await?;
+    reader.await?;
+    bar.finish_and_clear();
+    ensure!(
+        put == rows,
+        "server 1 acknowledged {put} rows, expected {rows}"
+    );
+    let bar = rows_bar(rows, "TRANSFER via client");
+    let moved = ops::transfer(&mut c1, "SELECT * FROM flights", &mut c2, "flights", &bar).await?;
+    bar.finish_and_clear();
+    let pushed = ops::push(&mut c1, "flights", &s2.url, "flights_pushed").await?;
+    let counts = (
+        count(&mut c1, "flights").await?,
+        count(&mut c2, "flights").await?,
+        count(&mut c2, "flights_pushed").await?,
+    );
+    println!(
+        "server 1 flights: {}, server 2 flights (client transfer {moved}): {}, server 2 flights_pushed (push_table {pushed}): {}",
+        counts.0, counts.1, counts.2
+    );
+    ensure!(
+        counts.0 == rows as i64 && counts.1 == rows as i64 && counts.2 == rows as i64,
+        "row counts differ"
+    );
+
+    step(
+        5,
+        "Upload a WebAssembly exchanger and exchange flights through it",
+    );
+    let component = match &options.exchanger {
+        Some(p) => p.clone(),
+        None => {
+            println!(
+                "building guest-exchangers/add-processed for wasm32-wasip2 (cached after the first time)"
+            );
+            crate::guest::build("add-processed")?
+        }
+    };
+    let bytes =
+        std::fs::read(&component).with_context(|| format!("reading {}", component.display()))?;
+    let report = ops::action(&mut c1, "upload_exchanger", bytes).await?;
+    println!("uploaded {}: {report}", component.display());
+    let name = report["name"]
+        .as_str()
+        .context("upload result has a name")?
+        .to_owned();
+    let (schema, _, batches) = data::read_parquet(&path)?;
+    let bar = rows_bar(rows, "EXCHANGE (wasm)");
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        for batch in batches {
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let out = ops::exchange(
+        &mut c1,
+        &name,
+        schema,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        &bar,
+    )
+    .await?;
+    reader.await?;
+    bar.finish_and_clear();
+    ensure!(
+        out.rows == rows,
+        "exchange returned {} rows, expected {rows}",
+        out.rows
+    );
+    if name == "add_processed" {
+        ensure!(
+            out.processed_true == rows,
+            "processed is not true on every row"
+        );
+        println!(
+            "{} rows came back with processed = true on every row",
+            out.rows
+        );
+    }
+    if let Some(sample) = out.sample {
+        println!("{}", pretty_format_batches(&[sample])?);
+    }
+
+    step(6, "Benchmark, sandbox on and off");
+    let options = BenchOptions {
+        rows: options.bench_rows,
+        sandbox: SandboxMode::Both,
+        repeat: 3,
+        json: false,
+    };
+    let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
+    bench::print_table(&results);
+    println!("\ndone");
+    Ok(())
+}
