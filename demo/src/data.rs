@@ -117,7 +117,8 @@ pub fn peer_batch(start: u64, rows: usize) -> RecordBatch {
                 .map(|&i| 100.0 + (mix(i as u64 ^ 3) % 490_000) as f64 / 100.0),
         )),
         Arc::new(BooleanArray::from_iter(
-            ids.iter().map(|&i| Some(mix(i as u64 ^ 4) % 5 == 0)),
+            ids.iter()
+                .map(|&i| Some(mix(i as u64 ^ 4).is_multiple_of(5))),
         )),
     ];
     RecordBatch::try_new(peer_schema(), columns).expect("peer batch matches its schema")

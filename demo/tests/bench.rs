@@ -1,0 +1,53 @@
+//! The benchmark at small N against real servers the demo starts itself: every key
+//! of INTERFACE.md is in the JSON line and the row counts match.
+
+use std::process::Command;
+
+#[test]
+fn bench_json_has_every_key_and_the_row_count() {
+    // Ports of our own so a developer's running servers are not disturbed.
+    let output = Command::new(env!("CARGO_BIN_EXE_mallard-demo"))
+        .args([
+            "bench",
+            "--rows",
+            "50000",
+            "--repeat",
+            "1",
+            "--sandbox",
+            "both",
+            "--json",
+        ])
+        .args([
+            "--server1",
+            "127.0.0.1:18815",
+            "--server2",
+            "127.0.0.1:18816",
+        ])
+        .output()
+        .expect("run mallard-demo bench");
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let last = stdout.lines().last().expect("a JSON line");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(json["rows"], 50000);
+    for key in [
+        "put_rows_per_s",
+        "get_rows_per_s",
+        "transfer_rows_per_s",
+        "push_rows_per_s",
+        "exchange_wasm_rows_per_s",
+        "exchange_native_rows_per_s",
+        "put_mb_per_s",
+        "wasm_over_native",
+        "server1_peak_rss_mib",
+    ] {
+        assert!(
+            json[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} missing or zero in {json}"
+        );
+    }
+}
