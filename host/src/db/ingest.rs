@@ -1,17 +1,22 @@
 //! Streaming ingest of Arrow batches into a DuckDB table, all or nothing.
 //!
 //! A blocking thread opens a transaction, creates the table from the stream's schema
-//! if it is missing, and appends each batch as it arrives through a bounded channel.
+//! if it is missing, and runs one `INSERT ... SELECT` over DuckDB's own Arrow scan of
+//! a stream that yields each batch as it arrives through a bounded channel.
 //! Only an explicit [`Ingest::commit`] commits; a dropped sender (client gone,
 //! stream failed) rolls everything back, the table creation included.
 
 use crate::db::Database;
 use crate::db::identifier::TableName;
+use crate::db::identifier::quote;
 use crate::db::types::create_table_sql;
 use crate::error::{Error, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ffi_stream::FFI_ArrowArrayStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches buffered between the network and DuckDB.
@@ -76,47 +81,91 @@ impl Ingest {
     }
 }
 
+/// Feeds the batches a put receives to DuckDB's Arrow scan, ending at `Commit`
+/// (clean end of stream) or with an error if the sender goes away first.
+struct ChannelReader {
+    schema: SchemaRef,
+    rx: mpsc::Receiver<Command>,
+    committed: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Iterator for ChannelReader {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.rx.blocking_recv() {
+            Some(Command::Append(batch)) => Some(Ok(batch)),
+            Some(Command::Commit) => {
+                self.committed.store(true, Ordering::SeqCst);
+                self.done = true;
+                None
+            }
+            None => {
+                self.done = true;
+                Some(Err(ArrowError::ExternalError(CANCELLED.into())))
+            }
+        }
+    }
+}
+
+impl RecordBatchReader for ChannelReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+const CANCELLED: &str = "put stream ended without completing; nothing was written";
+
+/// Names the per-ingest temporary views apart.
+static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
+
 fn consume(
     db: &Database,
     table: &TableName,
     schema: &SchemaRef,
-    mut rx: mpsc::Receiver<Command>,
+    rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
-    let conn = db.connect()?;
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = (|| -> Result<Option<u64>> {
-        conn.execute_batch(&create_table_sql(&table.quoted(), schema)?)?;
-        let mut appender = conn.appender(table.as_str())?;
-        let mut rows = 0u64;
-        while let Some(command) = rx.blocking_recv() {
-            match command {
-                Command::Append(batch) => {
-                    rows += batch.num_rows() as u64;
-                    appender
-                        .append_record_batch(batch)
-                        .map_err(|e| Error::from(e).context(format!("appending to {table:?}")))?;
-                }
-                Command::Commit => {
-                    appender.flush()?;
-                    return Ok(Some(rows));
-                }
-            }
+    let con = db.connect_raw()?;
+    con.execute("BEGIN TRANSACTION")?;
+    let committed = Arc::new(AtomicBool::new(false));
+    let result = (|| -> Result<u64> {
+        con.execute(&create_table_sql(&table.quoted(), schema)?)?;
+        let reader = ChannelReader {
+            schema: schema.clone(),
+            rx,
+            committed: committed.clone(),
+            done: false,
+        };
+        let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        let view_name = format!(
+            "mallard_ingest_{}",
+            NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
+        );
+        con.register_arrow_stream(&view_name, &mut stream)?;
+        let view = quote(&view_name);
+        let inserted = con.execute(&format!(
+            "INSERT INTO {} SELECT * FROM {view}",
+            table.quoted()
+        ));
+        let _ = con.execute(&format!("DROP VIEW IF EXISTS {view}"));
+        drop(stream);
+        let inserted = inserted.map_err(|e| e.context(format!("appending to {table:?}")))?;
+        if !committed.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled(CANCELLED.into()));
         }
-        Ok(None) // sender dropped without commit: cancelled
+        Ok(inserted)
     })();
     match result {
-        Ok(Some(rows)) => {
-            conn.execute_batch("COMMIT")?;
+        Ok(rows) => {
+            con.execute("COMMIT")?;
             Ok(rows)
         }
-        Ok(None) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(Error::Cancelled(
-                "put stream ended without completing; nothing was written".into(),
-            ))
-        }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = con.execute("ROLLBACK");
             Err(e)
         }
     }

@@ -9,10 +9,12 @@ pub mod errors;
 pub mod identifier;
 pub mod ingest;
 pub mod query;
+pub mod raw;
 pub mod types;
 
 use crate::error::{Error, Result};
-use duckdb::{Config, Connection};
+use duckdb::Connection;
+use raw::{RawConnection, RawDatabase};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -33,20 +35,22 @@ pub struct DbOptions {
 pub struct Database {
     root: Mutex<Connection>,
     options: DbOptions,
+    raw: RawDatabase,
 }
 
 impl Database {
     /// Opens (or creates) the database with file and network access, extension
     /// installs and configuration changes disabled unless `options` allow them.
     pub fn open(options: DbOptions) -> Result<Self> {
-        let mut config = Config::default()
-            .enable_autoload_extension(false)?
-            .with("autoinstall_known_extensions", "false")?;
+        let mut settings: Vec<(&str, String)> = vec![
+            ("autoload_known_extensions", "false".into()),
+            ("autoinstall_known_extensions", "false".into()),
+        ];
         if let Some(limit) = &options.memory_limit {
-            config = config.max_memory(limit)?;
+            settings.push(("memory_limit", limit.clone()));
         }
         if let Some(threads) = options.threads {
-            config = config.threads(i64::from(threads))?;
+            settings.push(("threads", threads.to_string()));
         }
         if !options.allowed_dirs.is_empty() {
             let dirs: Vec<String> = options
@@ -54,13 +58,13 @@ impl Database {
                 .iter()
                 .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
                 .collect();
-            config = config.with("allowed_directories", format!("[{}]", dirs.join(", ")))?;
+            settings.push(("allowed_directories", format!("[{}]", dirs.join(", "))));
         }
-        let conn = match &options.path {
-            Some(path) => Connection::open_with_flags(path, config),
-            None => Connection::open_in_memory_with_flags(config),
-        }
-        .map_err(|e| Error::Internal(format!("cannot open DuckDB: {e}")))?;
+        let raw = RawDatabase::open(options.path.as_deref(), &settings)?;
+        // SAFETY: `raw` is a valid open database and outlives `conn` (field order
+        // in `Database` drops connections first; raw close is reference-counted).
+        let conn = unsafe { Connection::open_from_raw(raw.handle()) }
+            .map_err(|e| Error::Internal(format!("cannot open DuckDB: {e}")))?;
         // External access goes off after opening, so a --db file can still be opened;
         // lock_configuration keeps clients from turning anything back on.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
@@ -68,7 +72,13 @@ impl Database {
         Ok(Self {
             root: Mutex::new(conn),
             options,
+            raw,
         })
+    }
+
+    /// A raw connection (for DuckDB's Arrow stream scan).
+    pub fn connect_raw(&self) -> Result<RawConnection> {
+        self.raw.connect()
     }
 
     /// A new connection to the database, for one request.

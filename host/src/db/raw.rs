@@ -1,0 +1,160 @@
+//! The few DuckDB C API calls duckdb-rs does not expose: opening the database so we
+//! keep its raw handle, and registering an Arrow C stream as a view so ingest runs
+//! through DuckDB's own (C++) Arrow scan instead of a row-slice appender.
+
+use crate::error::{Error, Result};
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use duckdb::ffi;
+use std::ffi::{CStr, CString};
+use std::path::Path;
+use std::ptr;
+
+/// A DuckDB database handle owned by Mallard; closed on drop (connections opened
+/// from it keep the underlying instance alive until they close).
+pub struct RawDatabase(ffi::duckdb_database);
+
+// SAFETY: a duckdb_database is a thread-safe handle to a shared DatabaseInstance.
+unsafe impl Send for RawDatabase {}
+// SAFETY: see above; DuckDB synchronises access internally.
+unsafe impl Sync for RawDatabase {}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::InvalidArgument(format!("{s:?} contains a NUL byte")))
+}
+
+impl RawDatabase {
+    /// Opens `path` (or an in-memory database) with `options` set at startup.
+    pub fn open(path: Option<&Path>, options: &[(&str, String)]) -> Result<Self> {
+        let path = match path {
+            Some(p) => Some(cstring(&p.display().to_string())?),
+            None => None,
+        };
+        let mut config: ffi::duckdb_config = ptr::null_mut();
+        // SAFETY: out-pointer to a fresh config, destroyed below.
+        if unsafe { ffi::duckdb_create_config(&mut config) } != ffi::DuckDBSuccess {
+            return Err(Error::Internal("duckdb_create_config failed".into()));
+        }
+        let mut failure = None;
+        for (name, value) in options {
+            let (n, v) = (cstring(name)?, cstring(value)?);
+            // SAFETY: valid config and NUL-terminated strings.
+            if unsafe { ffi::duckdb_set_config(config, n.as_ptr(), v.as_ptr()) }
+                != ffi::DuckDBSuccess
+            {
+                failure = Some(format!("invalid DuckDB option {name} = {value}"));
+                break;
+            }
+        }
+        let mut db: ffi::duckdb_database = ptr::null_mut();
+        let mut err: *mut std::os::raw::c_char = ptr::null_mut();
+        let state = if failure.is_none() {
+            let path_ptr = path.as_ref().map_or(ptr::null(), |p| p.as_ptr());
+            // SAFETY: valid out-pointers; path is NUL-terminated or null (in memory).
+            unsafe { ffi::duckdb_open_ext(path_ptr, &mut db, config, &mut err) }
+        } else {
+            ffi::DuckDBError
+        };
+        // SAFETY: config was created above and is no longer needed.
+        unsafe { ffi::duckdb_destroy_config(&mut config) };
+        if let Some(message) = failure {
+            return Err(Error::InvalidArgument(message));
+        }
+        if state != ffi::DuckDBSuccess {
+            let message = if err.is_null() {
+                "unknown error".to_owned()
+            } else {
+                // SAFETY: DuckDB returned a NUL-terminated message we must free.
+                let m = unsafe { CStr::from_ptr(err) }
+                    .to_string_lossy()
+                    .into_owned();
+                unsafe { ffi::duckdb_free(err.cast()) };
+                m
+            };
+            return Err(Error::Internal(format!("cannot open DuckDB: {message}")));
+        }
+        Ok(Self(db))
+    }
+
+    /// The raw handle, for `duckdb::Connection::open_from_raw`.
+    pub fn handle(&self) -> ffi::duckdb_database {
+        self.0
+    }
+
+    /// A new raw connection.
+    pub fn connect(&self) -> Result<RawConnection> {
+        let mut con: ffi::duckdb_connection = ptr::null_mut();
+        // SAFETY: valid database, out-pointer to a fresh connection.
+        if unsafe { ffi::duckdb_connect(self.0, &mut con) } != ffi::DuckDBSuccess {
+            return Err(Error::Internal("duckdb_connect failed".into()));
+        }
+        Ok(RawConnection(con))
+    }
+}
+
+impl Drop for RawDatabase {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle; open connections keep the instance alive.
+        unsafe { ffi::duckdb_close(&mut self.0) };
+    }
+}
+
+/// A raw DuckDB connection, disconnected on drop.
+pub struct RawConnection(ffi::duckdb_connection);
+
+// SAFETY: a connection may move between threads; it is used by one at a time.
+unsafe impl Send for RawConnection {}
+
+impl RawConnection {
+    /// Runs SQL; returns the number of changed rows.
+    pub fn execute(&self, sql: &str) -> Result<u64> {
+        let sql = cstring(sql)?;
+        // SAFETY: zeroed result struct is the documented initial state.
+        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+        // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
+        let state = unsafe { ffi::duckdb_query(self.0, sql.as_ptr(), &mut result) };
+        let outcome = if state == ffi::DuckDBSuccess {
+            // SAFETY: result holds a successful query result.
+            Ok(unsafe { ffi::duckdb_rows_changed(&mut result) })
+        } else {
+            // SAFETY: the error string lives as long as the result.
+            let message = unsafe { ffi::duckdb_result_error(&mut result) };
+            let message = if message.is_null() {
+                "unknown DuckDB error".to_owned()
+            } else {
+                unsafe { CStr::from_ptr(message) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Err(super::errors::classify_message(message))
+        };
+        // SAFETY: result was filled by duckdb_query.
+        unsafe { ffi::duckdb_destroy_result(&mut result) };
+        outcome
+    }
+
+    /// Registers `stream` as the temporary view `view`. The stream must outlive
+    /// every query that reads the view; the caller keeps ownership.
+    pub fn register_arrow_stream(
+        &self,
+        view: &str,
+        stream: &mut FFI_ArrowArrayStream,
+    ) -> Result<()> {
+        let name = cstring(view)?;
+        let arrow = (stream as *mut FFI_ArrowArrayStream).cast();
+        // SAFETY: valid connection; DuckDB borrows the stream (restores its release
+        // callback) and reads it only during queries on `view`.
+        if unsafe { ffi::duckdb_arrow_scan(self.0, name.as_ptr(), arrow) } != ffi::DuckDBSuccess {
+            return Err(Error::Internal(format!(
+                "registering Arrow stream {view} failed"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        // SAFETY: we own the connection.
+        unsafe { ffi::duckdb_disconnect(&mut self.0) };
+    }
+}
