@@ -33,6 +33,8 @@ pub struct BenchOptions {
     pub repeat: usize,
     /// Print a JSON line last.
     pub json: bool,
+    /// Operations to run (empty: all).
+    pub ops: Vec<String>,
 }
 
 const TABLE: &str = "bench_flights";
@@ -105,6 +107,24 @@ pub async fn run(
     }
     if options.sandbox != SandboxMode::On {
         ops.push("exchange_native");
+    }
+    if !options.ops.is_empty() {
+        ops.retain(|op| {
+            options
+                .ops
+                .iter()
+                .any(|wanted| op.starts_with(wanted.as_str()))
+        });
+        ensure!(
+            !ops.is_empty(),
+            "--ops selected nothing; use put,get,transfer,push,exchange"
+        );
+        ensure!(
+            !ops.iter()
+                .any(|op| matches!(*op, "get" | "transfer" | "push"))
+                || ops.contains(&"put"),
+            "get, transfer and push read the table put creates; include put in --ops"
+        );
     }
     if options.sandbox != SandboxMode::Off {
         let component = crate::guest::build("add-processed")?;

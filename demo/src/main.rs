@@ -78,6 +78,9 @@ enum Command {
         /// Print one JSON line last on stdout.
         #[arg(long)]
         json: bool,
+        /// Only these operations (comma-separated: put,get,transfer,push,exchange).
+        #[arg(long, value_delimiter = ',')]
+        ops: Vec<String>,
     },
     /// Run one Mallard server in this process (used to start the demo's servers).
     #[command(hide = true)]
@@ -124,6 +127,7 @@ async fn main() -> Result<()> {
             sandbox,
             repeat,
             json,
+            ops,
         }) => {
             let s1 = servers::ensure(&cli.server1, !cli.no_start).await?;
             let s2 = servers::ensure(&cli.server2, !cli.no_start).await?;
@@ -134,6 +138,7 @@ async fn main() -> Result<()> {
                 sandbox,
                 repeat: repeat.max(1),
                 json,
+                ops,
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);

@@ -129,43 +129,107 @@ fn consume(
     schema: &SchemaRef,
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
+    // DuckDB cannot write a view over a process-local Arrow stream to a database
+    // file's WAL, so durable databases take the (slower) appender path.
+    if db.options().path.is_some() {
+        consume_with_appender(db, table, schema, rx)
+    } else {
+        consume_with_arrow_scan(db, table, schema, rx)
+    }
+}
+
+/// Ingest through DuckDB's C++ Arrow scan: one `INSERT ... SELECT` over the stream.
+fn consume_with_arrow_scan(
+    db: &Database,
+    table: &TableName,
+    schema: &SchemaRef,
+    rx: mpsc::Receiver<Command>,
+) -> Result<u64> {
     let con = db.connect_raw()?;
-    con.execute("BEGIN TRANSACTION")?;
     let committed = Arc::new(AtomicBool::new(false));
+    let reader = ChannelReader {
+        schema: schema.clone(),
+        rx,
+        committed: committed.clone(),
+        done: false,
+    };
+    let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
+    // The view is registered (and later dropped) outside the transaction: a view over
+    // a process-local stream cannot be written to a file database's WAL.
+    let view_name = format!(
+        "mallard_ingest_{}",
+        NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
+    );
+    con.register_arrow_stream(&view_name, &mut stream)?;
+    let view = quote(&view_name);
+    con.execute("BEGIN TRANSACTION")?;
     let result = (|| -> Result<u64> {
         con.execute(&create_table_sql(&table.quoted(), schema)?)?;
-        let reader = ChannelReader {
-            schema: schema.clone(),
-            rx,
-            committed: committed.clone(),
-            done: false,
-        };
-        let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
-        let view_name = format!(
-            "mallard_ingest_{}",
-            NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
-        );
-        con.register_arrow_stream(&view_name, &mut stream)?;
-        let view = quote(&view_name);
-        let inserted = con.execute(&format!(
-            "INSERT INTO {} SELECT * FROM {view}",
-            table.quoted()
-        ));
-        let _ = con.execute(&format!("DROP VIEW IF EXISTS {view}"));
-        drop(stream);
-        let inserted = inserted.map_err(|e| e.context(format!("appending to {table:?}")))?;
+        let inserted = con
+            .execute(&format!(
+                "INSERT INTO {} SELECT * FROM {view}",
+                table.quoted()
+            ))
+            .map_err(|e| e.context(format!("appending to {table:?}")))?;
         if !committed.load(Ordering::SeqCst) {
             return Err(Error::Cancelled(CANCELLED.into()));
         }
         Ok(inserted)
     })();
-    match result {
-        Ok(rows) => {
-            con.execute("COMMIT")?;
-            Ok(rows)
-        }
+    let outcome = match result {
+        Ok(rows) => con.execute("COMMIT").map(|_| rows),
         Err(e) => {
             let _ = con.execute("ROLLBACK");
+            Err(e)
+        }
+    };
+    let _ = con.execute(&format!("DROP VIEW IF EXISTS {view}"));
+    drop(stream);
+    outcome
+}
+
+/// Ingest through duckdb-rs's Arrow appender (2,048-row slices), for file databases.
+fn consume_with_appender(
+    db: &Database,
+    table: &TableName,
+    schema: &SchemaRef,
+    mut rx: mpsc::Receiver<Command>,
+) -> Result<u64> {
+    let conn = db.connect()?;
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| -> Result<Option<u64>> {
+        conn.execute_batch(&create_table_sql(&table.quoted(), schema)?)?;
+        let mut appender = conn.appender(table.as_str())?;
+        let mut rows = 0u64;
+        while let Some(command) = rx.blocking_recv() {
+            match command {
+                Command::Append(batch) => {
+                    rows += batch.num_rows() as u64;
+                    appender
+                        .append_record_batch(batch)
+                        .map_err(|e| Error::from(e).context(format!("appending to {table:?}")))?;
+                }
+                Command::Commit => {
+                    appender.flush()?;
+                    return Ok(Some(rows));
+                }
+            }
+        }
+        Ok(None) // sender dropped without commit: cancelled
+    })();
+    match result {
+        Ok(Some(rows)) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(rows)
+        }
+        Ok(None) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(Error::Cancelled(
+                "put stream ended without completing; nothing was written".into(),
+            ))
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
     }

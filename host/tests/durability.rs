@@ -1,0 +1,104 @@
+//! Durability with a real `mallard serve` child process: data acknowledged by
+//! do_put and exchangers acknowledged by upload_exchanger survive `kill -9`; SIGTERM
+//! shuts down gracefully and promptly.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the server if the test fails before it does.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Guard {
+    let child = Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(dir.join("mallard.duckdb"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mallard serve");
+    Guard(child)
+}
+
+async fn connect_when_up(url: &str) -> arrow_flight::FlightClient {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match mallard::client::connect(url, "admin", "password123").await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("server at {url} never came up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_data_and_exchangers_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("grpc://127.0.0.1:{port}");
+    let mut child = spawn(port, dir.path());
+    let mut client = connect_when_up(&url).await;
+    assert_eq!(
+        put(&mut client, "flights", flights(200_000, 50_000))
+            .await
+            .unwrap(),
+        200_000
+    );
+    upload(&mut client, "add_processed").await;
+    child.0.kill().unwrap(); // SIGKILL: no shutdown path runs
+    child.0.wait().unwrap();
+
+    let mut child = spawn(port, dir.path());
+    let mut client = connect_when_up(&url).await;
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM flights").await,
+        200_000
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT sum(flight_id) FROM flights").await,
+        199_999 * 200_000 / 2
+    );
+    let out = exchange(&mut client, "add_processed", flights(1000, 1000))
+        .await
+        .unwrap();
+    assert_eq!(rows(&out), 1000);
+
+    // SIGTERM: graceful, bounded.
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "graceful exit, got {status}");
+}
