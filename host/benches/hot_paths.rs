@@ -1,0 +1,165 @@
+//! Hot-path micro-benchmarks (`cargo bench -p mallard`), so regressions show:
+//! DuckDB → Arrow batches, Arrow → DuckDB ingest, a wasm session's instantiation,
+//! and one 122,880-row batch through `add_processed` in wasm and natively
+//! (IPC into the guest, transform, IPC out, host validation).
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use arrow::array::RecordBatch;
+use arrow_flight::FlightData;
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mallard::db::identifier::TableName;
+use mallard::db::ingest::Ingest;
+use mallard::db::{Database, DbOptions, query};
+use mallard::exchange::ExchangeSession;
+use mallard::exchange::native::NativeSession;
+use mallard::sandbox::Limits;
+use mallard::sandbox::engine::SandboxEngine;
+use mallard::sandbox::registry::{Registry, Resolved, builtins};
+use mallard::sandbox::session::WasmSession;
+use mallard_exchanger::ipc::MessageEncoder;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+const BATCH_ROWS: usize = 122_880;
+
+fn add_processed_wasm() -> Vec<u8> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "add-processed",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .status()
+        .expect("cargo builds the guest");
+    assert!(status.success());
+    std::fs::read(target.join("wasm32-wasip2/release/add_processed.wasm")).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn duckdb_paths(c: &mut Criterion) {
+    let rt = runtime();
+    let db = Arc::new(Database::open(DbOptions::default()).unwrap());
+    let rows = 1_000_000u64;
+    let batches: Vec<RecordBatch> = (0..rows)
+        .step_by(BATCH_ROWS)
+        .map(|s| mallard::flights::batch(s, BATCH_ROWS.min((rows - s) as usize)))
+        .collect();
+    let mut group = c.benchmark_group("duckdb");
+    group.sample_size(10).throughput(Throughput::Elements(rows));
+    let mut n = 0;
+    group.bench_function("ingest_1m_flights_rows", |b| {
+        b.iter(|| {
+            n += 1;
+            let table = TableName::parse(&format!("t{n}")).unwrap();
+            rt.block_on(async {
+                let mut ingest = Ingest::start(db.clone(), table, batches[0].schema());
+                for batch in &batches {
+                    ingest.append(batch.clone()).await.unwrap();
+                }
+                assert_eq!(ingest.commit().await.unwrap(), rows);
+            });
+        })
+    });
+    group.bench_function("query_1m_flights_rows", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut result = query::run(db.clone(), "SELECT * FROM t1".into())
+                    .await
+                    .unwrap();
+                let mut seen = 0;
+                while let Some(batch) = result.batches.recv().await {
+                    seen += batch.unwrap().num_rows() as u64;
+                }
+                assert_eq!(seen, rows);
+            });
+        })
+    });
+    group.finish();
+}
+
+fn exchange_paths(c: &mut Criterion) {
+    let engine = Arc::new(SandboxEngine::new(Limits::default()).unwrap());
+    let registry = Registry::open(engine.clone(), None).unwrap();
+    registry.upload(&add_processed_wasm()).unwrap();
+    let Ok(Resolved::Wasm(uploaded)) = registry.resolve("add_processed", true) else {
+        panic!("uploaded")
+    };
+    let batch = mallard::flights::batch(0, BATCH_ROWS);
+    let mut encoder = MessageEncoder::new(batch.schema());
+    let schema_header = encoder.schema_header();
+    let mut messages = Vec::new();
+    encoder.encode(&batch, &mut messages).unwrap();
+    let message = messages.pop().unwrap();
+    let data = FlightData {
+        data_header: Bytes::from(message.header),
+        data_body: Bytes::from(message.body),
+        ..Default::default()
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+
+    let mut group = c.benchmark_group("exchange");
+    group.bench_function("wasm_instantiate_and_open", |b| {
+        b.iter(|| {
+            WasmSession::open(
+                &engine,
+                &uploaded.pre,
+                "add_processed",
+                &schema_header,
+                &[],
+                cancelled.clone(),
+            )
+            .unwrap()
+        })
+    });
+    group.throughput(Throughput::Elements(BATCH_ROWS as u64));
+    let mut wasm = WasmSession::open(
+        &engine,
+        &uploaded.pre,
+        "add_processed",
+        &schema_header,
+        &[],
+        cancelled.clone(),
+    )
+    .unwrap();
+    group.bench_function("add_processed_wasm_batch", |b| {
+        b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
+    });
+    let builtin = builtins()
+        .into_iter()
+        .find(|b| b.info.name == "add_processed")
+        .unwrap();
+    let mut native = NativeSession::open(&builtin, batch.schema(), Vec::new()).unwrap();
+    group.bench_function("add_processed_native_batch", |b| {
+        b.iter(|| native.push(&data.data_header, &data.data_body).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, duckdb_paths, exchange_paths);
+criterion_main!(benches);
