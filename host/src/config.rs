@@ -34,7 +34,16 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Grace period for in-flight calls at shutdown.
     pub shutdown_grace: Duration,
+    /// Serve the development credentials on a non-loopback address anyway.
+    pub allow_default_credentials: bool,
+    /// Most exchanges one user may run at once.
+    pub max_exchanges_per_user: usize,
 }
+
+pub use crate::db::DEFAULT_QUERY_TIMEOUT;
+/// Default concurrent exchanges per user: a few streams each, so one user cannot
+/// take every core.
+pub const DEFAULT_MAX_EXCHANGES_PER_USER: usize = 8;
 
 impl ServerConfig {
     /// Defaults for a server on `listen` with an in-memory database.
@@ -49,6 +58,8 @@ impl ServerConfig {
             push_credentials: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            allow_default_credentials: false,
+            max_exchanges_per_user: DEFAULT_MAX_EXCHANGES_PER_USER,
         }
     }
 }

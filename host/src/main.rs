@@ -81,6 +81,15 @@ struct ServeArgs {
     /// Directory SQL may read and write files in (repeatable); default none.
     #[arg(long, env = "MALLARD_ALLOW_DIR", value_delimiter = ',')]
     allow_dir: Vec<PathBuf>,
+    /// Serve the development credentials on a non-loopback address anyway.
+    #[arg(long, env = "MALLARD_ALLOW_DEFAULT_CREDENTIALS")]
+    allow_default_credentials: bool,
+    /// Seconds a query may run before it is interrupted.
+    #[arg(long, env = "MALLARD_QUERY_TIMEOUT_SECS", default_value_t = mallard::config::DEFAULT_QUERY_TIMEOUT.as_secs())]
+    query_timeout_secs: u64,
+    /// Most exchanges one user may run at once.
+    #[arg(long, env = "MALLARD_MAX_EXCHANGES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
+    max_exchanges_per_user: usize,
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, env = "MALLARD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -143,6 +152,9 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.token_ttl = Duration::from_secs(args.token_ttl_secs);
             config.push_credentials = push_credentials.clone();
             config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+            config.allow_default_credentials = args.allow_default_credentials;
+            config.db.query_timeout = Duration::from_secs(args.query_timeout_secs);
+            config.max_exchanges_per_user = args.max_exchanges_per_user;
             config
         })
         .collect())

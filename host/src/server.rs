@@ -67,10 +67,12 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let registry = Arc::new(Registry::open(engine, config.data_dir.as_deref())?);
+    let exchange_slots = crate::exchange::ExchangeSlots::new(config.max_exchanges_per_user);
     Ok(Arc::new(ServerState {
         db,
         auth,
         registry,
+        exchange_slots,
         config,
     }))
 }
@@ -89,8 +91,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     if state.auth.uses_default_credentials() {
         if addr.ip().is_loopback() {
             tracing::warn!(%addr, "using the development credentials admin/password123");
-        } else {
+        } else if state.config.allow_default_credentials {
             tracing::error!(%addr, "DEVELOPMENT CREDENTIALS admin/password123 ON A NON-LOOPBACK ADDRESS: configure users");
+        } else {
+            return Err(Error::PermissionDenied(format!(
+                "refusing to serve {addr} with the development credentials admin/password123; \
+                 configure --users, or pass --allow-default-credentials"
+            )));
         }
     }
     let max_message = state.config.max_message_bytes;

@@ -14,6 +14,8 @@ pub struct ServerState {
     pub auth: Authenticator,
     /// Known exchangers.
     pub registry: Arc<Registry>,
+    /// Concurrent exchanges per user.
+    pub exchange_slots: Arc<crate::exchange::ExchangeSlots>,
     /// The configuration the server started with.
     pub config: ServerConfig,
 }

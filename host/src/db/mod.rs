@@ -17,9 +17,10 @@ use duckdb::Connection;
 use raw::{RawConnection, RawDatabase};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// How to open the database and what SQL may reach.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DbOptions {
     /// A DuckDB file for durable tables; `None` keeps everything in memory.
     pub path: Option<PathBuf>,
@@ -29,6 +30,24 @@ pub struct DbOptions {
     pub memory_limit: Option<String>,
     /// DuckDB worker threads; `None` keeps DuckDB's default (one per core).
     pub threads: Option<u32>,
+    /// Longest a query may run before it is interrupted (DeadlineExceeded).
+    pub query_timeout: Duration,
+}
+
+/// Default query timeout: long enough for big exports, short enough to free a
+/// server from a runaway query.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            path: None,
+            allowed_dirs: Vec::new(),
+            memory_limit: None,
+            threads: None,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
 }
 
 /// One DuckDB database shared by all requests of a server.

@@ -12,6 +12,7 @@ use arrow::compute::BatchCoalescer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use duckdb::InterruptHandle;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows per batch sent to clients: large enough to amortise per-message costs,
@@ -27,6 +28,7 @@ pub struct QueryStream {
     /// The batches, then end of stream (or one error).
     pub batches: mpsc::Receiver<Result<RecordBatch>>,
     interrupt: Arc<InterruptHandle>,
+    timer: tokio::task::AbortHandle,
 }
 
 impl QueryStream {
@@ -43,6 +45,7 @@ impl Drop for QueryStream {
     fn drop(&mut self) {
         // If the consumer leaves early, stop DuckDB instead of finishing the query.
         self.interrupt.interrupt();
+        self.timer.abort();
     }
 }
 
@@ -60,8 +63,25 @@ fn status_batch() -> RecordBatch {
 /// Runs `sql` (the last of possibly several statements) and streams its result.
 pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<InterruptHandle>)>>();
+    let (handle_tx, handle_rx) = oneshot::channel::<Arc<InterruptHandle>>();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    tokio::task::spawn_blocking(move || produce(&db, &sql, ready_tx, tx));
+    let timeout = db.options().query_timeout;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    // The timeout covers everything from connecting on, including the time DuckDB
+    // needs before the first row (a long aggregation, say).
+    let timer = tokio::spawn(async move {
+        if let Ok(handle) = handle_rx.await {
+            tokio::time::sleep(timeout).await;
+            flag.store(true, Ordering::SeqCst);
+            handle.interrupt();
+        }
+    })
+    .abort_handle();
+    tokio::task::spawn_blocking(move || {
+        let limit = Limit { timeout, timed_out };
+        produce(&db, &sql, handle_tx, ready_tx, tx, &limit)
+    });
     let (schema, interrupt) = ready_rx
         .await
         .map_err(|_| Error::Internal("query thread ended before answering".into()))??;
@@ -69,14 +89,37 @@ pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
         schema,
         batches: rx,
         interrupt,
+        timer,
     })
+}
+
+/// The query timeout and whether it fired, to tell a timeout from other interrupts.
+struct Limit {
+    timeout: std::time::Duration,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl Limit {
+    fn explain(&self, e: impl Into<Error>) -> Error {
+        let e = e.into();
+        if self.timed_out.load(Ordering::SeqCst) {
+            Error::DeadlineExceeded(format!(
+                "query exceeded the server's query timeout of {:?}",
+                self.timeout
+            ))
+        } else {
+            e
+        }
+    }
 }
 
 fn produce(
     db: &Database,
     sql: &str,
+    handle: oneshot::Sender<Arc<InterruptHandle>>,
     ready: oneshot::Sender<Result<(SchemaRef, Arc<InterruptHandle>)>>,
     tx: mpsc::Sender<Result<RecordBatch>>,
+    limit: &Limit,
 ) {
     let conn = match db.connect() {
         Ok(c) => c,
@@ -86,17 +129,18 @@ fn produce(
         }
     };
     let interrupt = conn.interrupt_handle();
+    let _ = handle.send(interrupt.clone());
     let mut stmt = match conn.prepare(sql) {
         Ok(s) => s,
         Err(e) => {
-            let _ = ready.send(Err(e.into()));
+            let _ = ready.send(Err(limit.explain(e)));
             return;
         }
     };
     let stream = match stmt.stream_arrow([]) {
         Ok(s) => s,
         Err(e) => {
-            let _ = ready.send(Err(e.into()));
+            let _ = ready.send(Err(limit.explain(e)));
             return;
         }
     };
@@ -116,7 +160,7 @@ fn produce(
             .map_err(Error::from)
             .and_then(|c| Ok(coalescer.push_batch(c)?));
         if let Err(e) = pushed {
-            let _ = tx.blocking_send(Err(e));
+            let _ = tx.blocking_send(Err(limit.explain(e)));
             return;
         }
         while let Some(batch) = coalescer.next_completed_batch() {
@@ -126,7 +170,7 @@ fn produce(
         }
     }
     if let Err(e) = coalescer.finish_buffered_batch() {
-        let _ = tx.blocking_send(Err(e.into()));
+        let _ = tx.blocking_send(Err(limit.explain(e)));
         return;
     }
     while let Some(batch) = coalescer.next_completed_batch() {

@@ -14,8 +14,9 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::schema_from_header;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -47,6 +48,57 @@ pub fn validated_schema_message(header: Bytes) -> Result<(SchemaRef, FlightData)
         ..Default::default()
     };
     Ok((Arc::new(schema), message))
+}
+
+/// Counts running exchanges per user against a cap.
+pub struct ExchangeSlots {
+    max_per_user: usize,
+    in_use: Mutex<HashMap<String, usize>>,
+}
+
+/// One running exchange; frees its slot when dropped.
+pub struct Slot {
+    slots: Arc<ExchangeSlots>,
+    user: String,
+}
+
+impl ExchangeSlots {
+    /// At most `max_per_user` concurrent exchanges per user.
+    pub fn new(max_per_user: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_per_user,
+            in_use: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `user`, or ResourceExhausted at the cap.
+    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<Slot> {
+        let mut in_use = self.in_use.lock().expect("slot lock");
+        let count = in_use.entry(user.to_owned()).or_default();
+        if *count >= self.max_per_user {
+            return Err(Error::ResourceExhausted(format!(
+                "user {user:?} already runs {} exchanges, the most allowed at once",
+                self.max_per_user
+            )));
+        }
+        *count += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut in_use = self.slots.in_use.lock().expect("slot lock");
+        if let Some(count) = in_use.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_use.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Sets a flag when dropped: tells a running guest its client is gone.

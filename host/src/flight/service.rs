@@ -290,6 +290,7 @@ impl FlightService for MallardService {
             Status::invalid_argument("the first do_exchange message must carry a descriptor")
         })?;
         let exchange = ExchangeRequest::parse(&descriptor.cmd)?;
+        let slot = self.state.exchange_slots.acquire(&auth.principal.user)?;
         let resolved = self
             .state
             .registry
@@ -313,6 +314,7 @@ impl FlightService for MallardService {
         let label = format!("{}#{}", exchange.exchanger, auth.principal.user);
         let worker_cancelled = cancelled.clone();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot; // held until the stream ends
             let session: Result<Box<dyn ExchangeSession>> = match resolved {
                 Resolved::Wasm(uploaded) => WasmSession::open(
                     &engine,
