@@ -4,6 +4,7 @@
 mod bench;
 mod data;
 mod guest;
+mod load;
 mod ops;
 mod servers;
 mod walkthrough;
@@ -82,12 +83,30 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
     },
+    /// Concurrent clients doing get, put, exchange and push for a fixed time.
+    Load {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Also run hostile exchangers (endless loop, memory bomb) all along.
+        #[arg(long)]
+        hostile: bool,
+        /// Print one JSON line last on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one Mallard server in this process (used to start the demo's servers).
     #[command(hide = true)]
     Serve {
         /// Address to listen on.
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// Concurrent exchanges per user (the load tool runs 32 clients as one user).
+        #[arg(long, default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
+        max_exchanges_per_user: usize,
     },
 }
 
@@ -147,8 +166,38 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Serve { listen }) => {
-            let server = mallard::start(mallard::ServerConfig::new(listen)).await?;
+        Some(Command::Load {
+            clients,
+            seconds,
+            hostile,
+            json,
+        }) => {
+            let s1 = servers::ensure(&cli.server1, !cli.no_start).await?;
+            let s2 = servers::ensure(&cli.server2, !cli.no_start).await?;
+            let options = load::LoadOptions {
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                hostile,
+                user: cli.user.clone(),
+                password: cli.password.clone(),
+            };
+            let report = load::run(&s1, &s2, &options).await?;
+            if json {
+                println!("{report}");
+            }
+            anyhow::ensure!(
+                report["errors"] == 0 && report["stuck"] == 0,
+                "the load saw errors or stuck calls"
+            );
+            Ok(())
+        }
+        Some(Command::Serve {
+            listen,
+            max_exchanges_per_user,
+        }) => {
+            let mut config = mallard::ServerConfig::new(listen);
+            config.max_exchanges_per_user = max_exchanges_per_user;
+            let server = mallard::start(config).await?;
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {

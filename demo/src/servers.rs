@@ -68,7 +68,7 @@ pub async fn ensure(addr: &str, start_if_missing: bool) -> Result<Server> {
     }
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let child = Command::new(exe)
-        .args(["serve", "--listen", addr])
+        .args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"])
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting a server on {addr}"))?;

@@ -1,0 +1,339 @@
+//! `mallard-demo load`: N concurrent clients doing a mix of get, put, exchange
+//! (wasm) and push for a fixed time, optionally alongside hostile exchangers, and a
+//! report of operations, errors, stuck calls, latency percentiles and server RSS.
+
+use crate::data::{peer_batch, peer_schema};
+use crate::ops;
+use crate::servers::{self, Server};
+use anyhow::{Result, ensure};
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// What to run.
+pub struct LoadOptions {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// How long.
+    pub duration: Duration,
+    /// Also hammer the server with hostile exchangers (endless loop, memory bomb).
+    pub hostile: bool,
+    /// Credentials.
+    pub user: String,
+    /// Credentials.
+    pub password: String,
+}
+
+/// A call taking longer than this counts as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+const OP_ROWS: usize = 20_000;
+const OPS: [&str; 4] = ["get", "put", "exchange", "push"];
+
+#[derive(Default)]
+struct Tally {
+    latencies: BTreeMap<&'static str, Vec<f64>>,
+    errors: BTreeMap<&'static str, u64>,
+    first_errors: Vec<String>,
+    stuck: u64,
+    hostile_calls: u64,
+    hostile_expected_errors: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One operation. Put and push replace their per-client table first, so the
+/// servers' data stays the same size and memory growth means a leak.
+async fn one_op(
+    op: &str,
+    client: &mut arrow_flight::FlightClient,
+    target: &mut arrow_flight::FlightClient,
+    id: usize,
+    s2: &str,
+) -> Result<()> {
+    match op {
+        "get" => {
+            let rows = ops::get_count(
+                client,
+                "SELECT * FROM load_src LIMIT 50000",
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            ensure!(rows == 50_000, "get returned {rows} rows");
+        }
+        "put" => {
+            ops::action(client, "sql", format!("DROP TABLE IF EXISTS load_put_{id}")).await?;
+            let batch = peer_batch(id as u64 * 1_000_000, OP_ROWS);
+            let stream = futures::stream::iter(vec![Ok(batch)]);
+            let rows = ops::put(
+                client,
+                &format!("load_put_{id}"),
+                peer_schema(),
+                stream,
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            ensure!(rows == OP_ROWS as u64, "put acknowledged {rows} rows");
+        }
+        "exchange" => {
+            let stream = futures::stream::iter(vec![Ok(peer_batch(0, OP_ROWS))]);
+            let out = ops::exchange(
+                client,
+                "add_processed",
+                peer_schema(),
+                stream,
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            ensure!(
+                out.processed_true == OP_ROWS as u64,
+                "exchange returned {} processed rows",
+                out.processed_true
+            );
+        }
+        "push" => {
+            ops::action(
+                target,
+                "sql",
+                format!("DROP TABLE IF EXISTS load_push_{id}"),
+            )
+            .await?;
+            let rows = ops::push(client, "load_small", s2, &format!("load_push_{id}")).await?;
+            ensure!(rows == 10_000, "push moved {rows} rows");
+        }
+        _ => unreachable!(),
+    }
+    Ok(())
+}
+
+/// Runs the load and prints (and returns) the report.
+pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serde_json::Value> {
+    let mut setup = servers::connect(&s1.url, &options.user, &options.password).await?;
+    ops::action(
+        &mut setup,
+        "sql",
+        "DROP TABLE IF EXISTS load_src; DROP TABLE IF EXISTS load_small",
+    )
+    .await?;
+    let batches = (0..4u64).map(|i| Ok(peer_batch(i * 50_000, 50_000)));
+    ops::put(
+        &mut setup,
+        "load_src",
+        peer_schema(),
+        futures::stream::iter(batches.collect::<Vec<_>>()),
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    ops::put(
+        &mut setup,
+        "load_small",
+        peer_schema(),
+        futures::stream::iter(vec![Ok(peer_batch(0, 10_000))]),
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    ops::action(
+        &mut setup,
+        "upload_exchanger",
+        std::fs::read(crate::guest::build("add-processed")?)?,
+    )
+    .await?;
+    if options.hostile {
+        for guest in ["hostile-endless-loop", "hostile-memory-bomb"] {
+            ops::action(
+                &mut setup,
+                "upload_exchanger",
+                std::fs::read(crate::guest::build(guest)?)?,
+            )
+            .await?;
+        }
+    }
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + options.duration;
+    let mut tasks = Vec::new();
+    for id in 0..options.clients {
+        let (tally, url, s2, user, password) = (
+            tally.clone(),
+            s1.url.clone(),
+            s2.url.clone(),
+            options.user.clone(),
+            options.password.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = servers::connect(&url, &user, &password).await?;
+            let mut target = servers::connect(&s2, &user, &password).await?;
+            let mut i = id;
+            while Instant::now() < deadline {
+                let op = OPS[i % OPS.len()];
+                i += 1;
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    STUCK_AFTER,
+                    one_op(op, &mut client, &mut target, id, &s2),
+                )
+                .await;
+                let elapsed = started.elapsed().as_secs_f64() * 1e3;
+                let mut t = tally.lock().await;
+                match outcome {
+                    Ok(Ok(())) => t.latencies.entry(op).or_default().push(elapsed),
+                    Ok(Err(e)) => {
+                        *t.errors.entry(op).or_default() += 1;
+                        if t.first_errors.len() < 5 {
+                            t.first_errors.push(format!("{op}: {e:#}"));
+                        }
+                    }
+                    Err(_) => t.stuck += 1,
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    if options.hostile {
+        for name in ["hostile_endless_loop", "hostile_memory_bomb"] {
+            let (tally, url, user, password) = (
+                tally.clone(),
+                s1.url.clone(),
+                options.user.clone(),
+                options.password.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut client = servers::connect(&url, &user, &password).await?;
+                while Instant::now() < deadline {
+                    let stream = futures::stream::iter(vec![Ok(peer_batch(0, 1000))]);
+                    let outcome = ops::exchange(
+                        &mut client,
+                        name,
+                        peer_schema(),
+                        stream,
+                        &ProgressBar::hidden(),
+                    )
+                    .await;
+                    let mut t = tally.lock().await;
+                    t.hostile_calls += 1;
+                    if outcome.is_err() {
+                        t.hostile_expected_errors += 1;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+    }
+    // Sample the servers' RSS once a second while the load runs.
+    let pid = s1.pid();
+    let sampler_stop = stop.clone();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while !sampler_stop.load(Ordering::Relaxed) {
+            if let Some(kib) = pid.and_then(current_rss_mib) {
+                samples.push(kib);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        samples
+    });
+    let bar = ProgressBar::new(options.duration.as_secs()).with_message("load");
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for task in tasks {
+        task.await??;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rss = sampler.await?;
+
+    let t = tally.lock().await;
+    let mut report = serde_json::Map::new();
+    report.insert("clients".into(), options.clients.into());
+    report.insert("seconds".into(), options.duration.as_secs().into());
+    let mut total_ops = 0;
+    eprintln!(
+        "\nMallard load: {} clients for {:?}",
+        options.clients, options.duration
+    );
+    eprintln!(
+        "{:<10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "op", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
+    for op in OPS {
+        let mut lat = t.latencies.get(op).cloned().unwrap_or_default();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let errors = t.errors.get(op).copied().unwrap_or(0);
+        total_ops += lat.len();
+        let (p50, p95, p99, max) = (
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.95),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0.0),
+        );
+        eprintln!(
+            "{op:<10} {:>8} {errors:>7} {p50:>9.1} {p95:>9.1} {p99:>9.1} {max:>9.1}",
+            lat.len()
+        );
+        report.insert(format!("{op}_ok"), lat.len().into());
+        report.insert(format!("{op}_errors"), errors.into());
+        report.insert(
+            format!("{op}_p50_ms"),
+            serde_json::json!((p50 * 10.0).round() / 10.0),
+        );
+        report.insert(
+            format!("{op}_p99_ms"),
+            serde_json::json!((p99 * 10.0).round() / 10.0),
+        );
+    }
+    let errors: u64 = t.errors.values().sum();
+    eprintln!(
+        "operations: {total_ops} ({:.0}/s), errors: {errors}, stuck (> {STUCK_AFTER:?}): {}",
+        total_ops as f64 / options.duration.as_secs_f64(),
+        t.stuck
+    );
+    for e in &t.first_errors {
+        eprintln!("  error: {e}");
+    }
+    if options.hostile {
+        eprintln!(
+            "hostile exchanges: {} calls, {} ended with their expected error",
+            t.hostile_calls, t.hostile_expected_errors
+        );
+        report.insert("hostile_calls".into(), t.hostile_calls.into());
+        report.insert("hostile_errors".into(), t.hostile_expected_errors.into());
+    }
+    if let (Some(first), Some(max), Some(last)) = (
+        rss.first(),
+        rss.iter().copied().reduce(f64::max),
+        rss.last(),
+    ) {
+        eprintln!("server 1 RSS: first {first:.0} MiB, max {max:.0} MiB, last {last:.0} MiB");
+        report.insert(
+            "server_rss_first_mib".into(),
+            serde_json::json!(first.round()),
+        );
+        report.insert("server_rss_max_mib".into(), serde_json::json!(max.round()));
+        report.insert(
+            "server_rss_last_mib".into(),
+            serde_json::json!(last.round()),
+        );
+    }
+    report.insert("operations".into(), total_ops.into());
+    report.insert("errors".into(), errors.into());
+    report.insert("stuck".into(), t.stuck.into());
+    Ok(serde_json::Value::Object(report))
+}
+
+/// Current resident memory of a process in MiB (Linux `VmRSS`).
+fn current_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
