@@ -6,15 +6,35 @@ use std::process::Command;
 #[test]
 fn a_short_load_run_has_no_errors_and_no_stuck_calls() {
     let output = Command::new(env!("CARGO_BIN_EXE_mallard-demo"))
-        .args(["load", "--clients", "6", "--seconds", "4", "--hostile", "--json"])
-        .args(["--server1", "127.0.0.1:18825", "--server2", "127.0.0.1:18826"])
+        .args([
+            "load",
+            "--clients",
+            "6",
+            "--seconds",
+            "4",
+            "--hostile",
+            "--json",
+        ])
+        .args([
+            "--server1",
+            "127.0.0.1:18825",
+            "--server2",
+            "127.0.0.1:18826",
+        ])
         .output()
         .expect("run mallard-demo load");
-    assert!(output.status.success(), "load failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["stuck"], 0, "{report}");
     assert!(report["operations"].as_u64().unwrap() > 10, "{report}");
-    assert_eq!(report["hostile_calls"], report["hostile_errors"], "{report}");
+    assert_eq!(
+        report["hostile_calls"], report["hostile_errors"],
+        "{report}"
+    );
 }
