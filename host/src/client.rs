@@ -11,7 +11,17 @@ use tonic::metadata::MetadataValue;
 /// Connects to `url` and authenticates with a Basic handshake; the returned client
 /// sends the issued bearer token on every call.
 pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClient> {
-    let channel = transport::connect(url).await?;
+    connect_with(url, user, password, None).await
+}
+
+/// [`connect`], with TLS settings for `grpc+tls://` servers.
+pub async fn connect_with(
+    url: &str,
+    user: &str,
+    password: &str,
+    tls: Option<&transport::ClientTls>,
+) -> Result<FlightClient> {
+    let channel = transport::connect_with(url, tls).await?;
     let inner = FlightServiceClient::new(channel)
         .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);

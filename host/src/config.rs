@@ -13,6 +13,17 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// How long a graceful shutdown waits for in-flight calls before cancelling them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// TLS material for a server, PEM-encoded.
+#[derive(Clone, Default)]
+pub struct ServerTls {
+    /// Certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Private key.
+    pub key_pem: Vec<u8>,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
 /// Everything one server needs.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -38,6 +49,10 @@ pub struct ServerConfig {
     pub allow_default_credentials: bool,
     /// Most exchanges one user may run at once.
     pub max_exchanges_per_user: usize,
+    /// Serve TLS (`grpc+tls://`) instead of plain HTTP/2.
+    pub tls: Option<ServerTls>,
+    /// How `push_table` connects to `grpc+tls://` targets (CA, client identity).
+    pub push_tls: Option<crate::transport::ClientTls>,
 }
 
 pub use crate::db::DEFAULT_QUERY_TIMEOUT;
@@ -60,6 +75,8 @@ impl ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             allow_default_credentials: false,
             max_exchanges_per_user: DEFAULT_MAX_EXCHANGES_PER_USER,
+            tls: None,
+            push_tls: None,
         }
     }
 }

@@ -90,6 +90,18 @@ struct ServeArgs {
     /// Most exchanges one user may run at once.
     #[arg(long, env = "MALLARD_MAX_EXCHANGES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
     max_exchanges_per_user: usize,
+    /// TLS certificate chain (PEM); with --tls-key, serve grpc+tls://.
+    #[arg(long, env = "MALLARD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MALLARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates are required (mTLS).
+    #[arg(long, env = "MALLARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// CA (PEM) that push_table trusts for grpc+tls:// targets.
+    #[arg(long, env = "MALLARD_PUSH_CA")]
+    push_ca: Option<PathBuf>,
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, env = "MALLARD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -129,6 +141,22 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         }
         None => None,
     };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(mallard::config::ServerTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: args.tls_client_ca.as_ref().map(read).transpose()?,
+        }),
+        _ => None,
+    };
+    let push_tls = match &args.push_ca {
+        Some(ca) => Some(mallard::transport::ClientTls {
+            ca_pem: Some(read(ca)?),
+            identity: None,
+        }),
+        None => None,
+    };
     let limits = Limits {
         max_memory_bytes: (args.exchanger_memory_mb as usize) << 20,
         call_timeout: Duration::from_millis(args.exchanger_timeout_ms),
@@ -155,6 +183,8 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.allow_default_credentials = args.allow_default_credentials;
             config.db.query_timeout = Duration::from_secs(args.query_timeout_secs);
             config.max_exchanges_per_user = args.max_exchanges_per_user;
+            config.tls = tls.clone();
+            config.push_tls = push_tls.clone();
             config
         })
         .collect())

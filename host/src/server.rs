@@ -30,7 +30,12 @@ pub struct RunningServer {
 impl RunningServer {
     /// `grpc://addr`, for clients.
     pub fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
+        let scheme = if self.state.config.tls.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The server's shared state (tests peek at it).
@@ -106,8 +111,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .max_encoding_message_size(max_message);
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &state.config.tls {
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+    }
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
             .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)

@@ -6,7 +6,16 @@
 
 use crate::error::{Error, Result};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How a client verifies a `grpc+tls://` server and, for mTLS, proves itself.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// CA certificate (PEM) that signed the server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM), for servers that require mTLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
 
 /// HTTP/2 per-stream flow-control window.
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
@@ -19,18 +28,42 @@ pub const MAX_FLIGHT_DATA_BYTES: usize = 16 << 20;
 /// Largest message a client accepts.
 pub const CLIENT_MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// A tuned channel to `url` (`grpc://host:port` or `http://host:port`).
+/// A tuned channel to `url` (`grpc://host:port`; `grpc+tls://` needs [`connect_with`]).
 pub async fn connect(url: &str) -> Result<Channel> {
+    connect_with(url, None).await
+}
+
+/// A tuned channel to `url`: `grpc://`/`grpc+tcp://` plain, `grpc+tls://` with `tls`.
+pub async fn connect_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
+    let secure = url.starts_with("grpc+tls://") || url.starts_with("https://");
     let http = url
-        .replacen("grpc://", "http://", 1)
-        .replacen("grpc+tcp://", "http://", 1);
-    let endpoint = Endpoint::from_shared(http)
+        .replacen("grpc+tls://", "https://", 1)
+        .replacen("grpc+tcp://", "http://", 1)
+        .replacen("grpc://", "http://", 1);
+    let mut endpoint = Endpoint::from_shared(http)
         .map_err(|e| Error::InvalidArgument(format!("bad server address {url:?}: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(30));
+    if secure {
+        let tls = tls.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{url} uses TLS; give the CA certificate that signed its certificate"
+            ))
+        })?;
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| Error::InvalidArgument(format!("TLS settings for {url}: {e}")))?;
+    }
     endpoint
         .connect()
         .await

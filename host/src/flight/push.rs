@@ -59,9 +59,14 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
     };
     // Check the source first so a missing table is NotFound here, not a remote error.
     crate::db::catalog::describe(&state.db, &table)?;
-    let mut remote = client::connect(&request.to, &user, &password)
-        .await
-        .map_err(|e| e.context(format!("push_table to {}", request.to)))?;
+    let mut remote = client::connect_with(
+        &request.to,
+        &user,
+        &password,
+        state.config.push_tls.as_ref(),
+    )
+    .await
+    .map_err(|e| e.context(format!("push_table to {}", request.to)))?;
     let source = query::run(
         state.db.clone(),
         format!("SELECT * FROM {}", table.quoted()),
