@@ -56,6 +56,24 @@ async fn count(client: &mut FlightClient, table: &str) -> Result<i64> {
     Ok(column.value(0))
 }
 
+/// Reads `batches` (a Parquet reader) on a blocking thread into a bounded stream.
+fn stream_batches(
+    batches: impl Iterator<Item = Result<arrow::array::RecordBatch>> + Send + 'static,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<Result<arrow::array::RecordBatch>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        for batch in batches {
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), reader)
+}
+
 /// Runs the walkthrough.
 pub async fn run(options: WalkthroughOptions) -> Result<()> {
     let s1: Server = servers::ensure(&options.server1, !options.no_start).await?;
@@ -130,22 +148,8 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
     .await?;
     let (schema, _, batches) = data::read_parquet(&path)?;
     let bar = rows_bar(rows, "PUT server 1");
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let reader = tokio::task::spawn_blocking(move || {
-        for batch in batches {
-            if tx.blocking_send(batch).is_err() {
-                break;
-            }
-        }
-    });
-    let put = ops::put(
-        &mut c1,
-        "flights",
-        schema,
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-        &bar,
-    )
-    .await?;
+    let (stream, reader) = stream_batches(batches);
+    let put = ops::put(&mut c1, "flights", schema, stream, &bar).await?;
     reader.await?;
     bar.finish_and_clear();
     ensure!(
@@ -193,22 +197,8 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         .to_owned();
     let (schema, _, batches) = data::read_parquet(&path)?;
     let bar = rows_bar(rows, "EXCHANGE (wasm)");
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let reader = tokio::task::spawn_blocking(move || {
-        for batch in batches {
-            if tx.blocking_send(batch).is_err() {
-                break;
-            }
-        }
-    });
-    let out = ops::exchange(
-        &mut c1,
-        &name,
-        schema,
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-        &bar,
-    )
-    .await?;
+    let (stream, reader) = stream_batches(batches);
+    let out = ops::exchange(&mut c1, &name, schema, stream, &bar).await?;
     reader.await?;
     bar.finish_and_clear();
     ensure!(

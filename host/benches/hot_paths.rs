@@ -19,39 +19,16 @@ use mallard::sandbox::engine::SandboxEngine;
 use mallard::sandbox::registry::{Registry, Resolved, builtins};
 use mallard::sandbox::session::WasmSession;
 use mallard_exchanger::ipc::MessageEncoder;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 const BATCH_ROWS: usize = 122_880;
 
 fn add_processed_wasm() -> Vec<u8> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&workspace)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "add-processed",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .status()
-        .expect("cargo builds the guest");
-    assert!(status.success());
-    std::fs::read(target.join("wasm32-wasip2/release/add_processed.wasm")).unwrap()
+    let path =
+        mallard::components::build_one("add-processed", mallard::components::Profile::Optimized)
+            .unwrap();
+    std::fs::read(path).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

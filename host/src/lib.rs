@@ -8,10 +8,12 @@
 //! - [`exchange`] streams `do_exchange` batches through a sandboxed or native session.
 //! - [`auth`] checks credentials and issues expiring bearer tokens.
 //! - [`flights`] generates the deterministic flights data set.
+//! - [`components`] builds the workspace's guest components (tests, demo).
 //! - [`client`] connects to a Mallard server the way `push_table` and the demo do.
 
 pub mod auth;
 pub mod client;
+pub mod components;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -9,7 +9,6 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use mallard::{RunningServer, ServerConfig};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -39,40 +38,12 @@ pub fn init_logging() {
 }
 
 /// Builds every guest for wasm32-wasip2 (once per test binary) and returns the
-/// directory holding the `.wasm` files. Uses its own target directory so it never
-/// waits on the lock of the `cargo test` that runs us.
+/// directory holding the `.wasm` files.
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"))
-            .join("guests");
-        let _ = Command::new("rustup")
-            .args(["target", "add", "wasm32-wasip2"])
-            .current_dir(&workspace)
-            .output();
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target);
-        for guest in GUESTS {
-            cargo.args(["-p", guest]);
-        }
-        let status = cargo.status().expect("run cargo to build the guests");
-        assert!(status.success(), "building the guest components failed");
-        target.join("wasm32-wasip2").join("release")
+        mallard::components::build(GUESTS, mallard::components::Profile::Release)
+            .expect("guests build")
     })
 }
 
