@@ -102,3 +102,38 @@ async fn acknowledged_data_and_exchangers_survive_kill_9() {
     };
     assert!(status.success(), "graceful exit, got {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_a_server_that_dies_midway_fails_and_leaves_no_partial_table() {
+    let source = start().await;
+    let mut a = client(&source).await;
+    put(&mut a, "flights", flights(3_000_000, 131_072))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("grpc://127.0.0.1:{port}");
+    let mut target = spawn(port, dir.path());
+    connect_when_up(&url).await;
+
+    let body =
+        serde_json::json!({"table": "flights", "to": url, "target_table": "landed"}).to_string();
+    let push = tokio::spawn(async move { action(&mut a, "push_table", body).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    target.0.kill().unwrap();
+    target.0.wait().unwrap();
+    let outcome = within(Duration::from_secs(60), push).await.unwrap();
+    let err = outcome.expect_err("the push must fail when its target dies");
+    assert_ne!(err.code(), tonic::Code::Ok);
+
+    let _target = spawn(port, dir.path());
+    let mut b = connect_when_up(&url).await;
+    let landed = scalar_i64(
+        &mut b,
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'landed'",
+    )
+    .await;
+    assert_eq!(landed, 0, "no partial table on the target");
+    source.stop().await.unwrap();
+}
