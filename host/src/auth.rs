@@ -1,10 +1,15 @@
 //! Authentication: Basic credentials, random expiring bearer tokens, roles.
 //!
-//! Tokens are 256 random bits, handed out by `Handshake` or in answer to any call
-//! carrying Basic credentials. The server keeps only their SHA-256 digests and
-//! compares digests in constant time. Neither tokens nor passwords are ever logged.
+//! Passwords are kept only as argon2id hashes (PHC strings, as `mallard
+//! hash-password` prints them). Tokens are 256 random bits, handed out by `Handshake`
+//! or in answer to any call carrying Basic credentials; the server keeps only their
+//! SHA-256 digests and compares digests in constant time. Neither tokens nor
+//! passwords are ever logged.
 
 use crate::error::{Error, Result};
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
@@ -65,21 +70,88 @@ impl Principal {
     }
 }
 
-/// A configured user. `password_sha256` is compared in constant time.
+/// A configured user: an argon2id password hash and a role.
 #[derive(Clone)]
 pub struct User {
-    password_sha256: [u8; 32],
+    password_hash: String,
     role: Role,
 }
 
 impl User {
-    /// A user with a plain-text password (hashed on the spot).
+    /// A user with a plain-text password (hashed with argon2id on the spot).
     pub fn new(password: &str, role: Role) -> Self {
         Self {
-            password_sha256: Sha256::digest(password.as_bytes()).into(),
+            password_hash: hash_password(password),
             role,
         }
     }
+
+    /// A user from a stored PHC hash (`$argon2id$...`); InvalidArgument if malformed.
+    pub fn from_hash(password_hash: &str, role: Role) -> Result<Self> {
+        PasswordHash::new(password_hash)
+            .map_err(|e| Error::InvalidArgument(format!("not an argon2 password hash: {e}")))?;
+        Ok(Self {
+            password_hash: password_hash.to_owned(),
+            role,
+        })
+    }
+
+    fn verify(&self, password: &str) -> bool {
+        PasswordHash::new(&self.password_hash).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+    }
+}
+
+/// Hashes a password with argon2id and a random salt, as a PHC string.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters hashes any password")
+        .to_string()
+}
+
+/// Verified against when the user name is unknown, so timing does not tell.
+static DUMMY_USER: std::sync::LazyLock<User> =
+    std::sync::LazyLock::new(|| User::new("mallard-dummy-password", Role::User));
+
+/// One entry of a users file (TOML, `[[user]]` tables).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+    role: Role,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<UserEntry>,
+}
+
+/// Parses a users file:
+/// ```toml
+/// [[user]]
+/// name = "alice"
+/// password_hash = "$argon2id$v=19$..."   # from `mallard hash-password`
+/// role = "admin"                          # or "user"
+/// ```
+pub fn parse_users_file(text: &str) -> Result<HashMap<String, User>> {
+    let file: UsersFile =
+        toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("users file: {e}")))?;
+    file.user
+        .into_iter()
+        .map(|u| {
+            let user = User::from_hash(&u.password_hash, u.role)
+                .map_err(|e| e.context(format!("user {:?}", u.name)))?;
+            Ok((u.name, user))
+        })
+        .collect()
 }
 
 struct Session {
@@ -123,25 +195,23 @@ impl Authenticator {
     /// Whether the development default credentials are in effect.
     pub fn uses_default_credentials(&self) -> bool {
         self.users.len() == 1
-            && self.users.get(DEFAULT_USER).is_some_and(|u| {
-                let default: [u8; 32] = Sha256::digest(DEFAULT_PASSWORD.as_bytes()).into();
-                bool::from(u.password_sha256.ct_eq(&default))
-            })
+            && self
+                .users
+                .get(DEFAULT_USER)
+                .is_some_and(|u| u.verify(DEFAULT_PASSWORD))
     }
 
     /// Checks a user name and password.
     pub fn check_password(&self, user: &str, password: &str) -> Result<Principal> {
-        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        // Compare against a dummy when the user is unknown so timing does not tell.
-        let (known, expected) = match self.users.get(user) {
-            Some(u) => (true, u.password_sha256),
-            None => (false, [0u8; 32]),
+        // Verify against a dummy when the user is unknown so timing does not tell.
+        let (known, entry) = match self.users.get(user) {
+            Some(u) => (true, u),
+            None => (false, &*DUMMY_USER),
         };
-        if known && bool::from(expected.ct_eq(&digest)) {
-            let role = self.users[user].role;
+        if entry.verify(password) && known {
             Ok(Principal {
                 user: user.to_owned(),
-                role,
+                role: entry.role,
             })
         } else {
             Err(Error::Unauthenticated(

@@ -28,7 +28,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one or more servers until Ctrl-C / SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Read a password from stdin and print its argon2id hash for a users file.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -51,6 +53,10 @@ struct ServeArgs {
         hide_env_values = true
     )]
     users: Vec<String>,
+    /// Users file (TOML `[[user]]` tables with name, password_hash, role); combined
+    /// with --users.
+    #[arg(long, env = "MALLARD_USERS_FILE")]
+    users_file: Option<PathBuf>,
     /// Bearer token lifetime in seconds.
     #[arg(long, env = "MALLARD_TOKEN_TTL_SECS", default_value_t = 3600)]
     token_ttl_secs: u64,
@@ -131,7 +137,15 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
     if args.data_dir.is_some() && args.listen.len() != 1 {
         bail!("--data-dir needs exactly one --listen");
     }
-    let users = parse_users(&args.users)?;
+    let mut users = parse_users(&args.users)?;
+    if let Some(path) = &args.users_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        users.extend(
+            mallard::auth::parse_users_file(&text)
+                .with_context(|| format!("in {}", path.display()))?,
+        );
+    }
     let push_credentials = match &args.push_credentials {
         Some(c) => {
             let (u, p) = c
@@ -214,6 +228,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                bail!("empty password; pipe it in: echo -n 'secret' | mallard hash-password");
+            }
+            println!("{}", mallard::auth::hash_password(password));
+        }
         Command::Serve(args) => {
             let mut running = Vec::new();
             for config in configs(&args)? {

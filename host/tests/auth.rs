@@ -136,3 +136,36 @@ async fn user_role_cannot_upload_or_drop() {
     assert_eq!(scalar_i64(&mut reader, "SELECT 7").await, 7);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_from_a_file_with_argon2_hashes() {
+    let hash = mallard::auth::hash_password("s3cret-pass");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let file =
+        format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n");
+    let mut config = test_config();
+    config.users = mallard::auth::parse_users_file(&file).unwrap();
+    let server = start_with(config).await;
+    let mut alice = mallard::client::connect(&server.url(), "alice", "s3cret-pass")
+        .await
+        .unwrap();
+    assert_eq!(scalar_i64(&mut alice, "SELECT 5").await, 5);
+    assert!(
+        mallard::client::connect(&server.url(), "alice", "wrong")
+            .await
+            .is_err()
+    );
+    assert!(
+        mallard::client::connect(&server.url(), "admin", "password123")
+            .await
+            .is_err(),
+        "no default user"
+    );
+    assert!(
+        mallard::auth::parse_users_file(
+            "[[user]]\nname = \"x\"\npassword_hash = \"plain\"\nrole = \"user\"\n"
+        )
+        .is_err()
+    );
+    server.stop().await.unwrap();
+}
