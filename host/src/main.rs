@@ -78,6 +78,9 @@ struct ServeArgs {
     /// Most uploaded exchangers kept.
     #[arg(long, env = "MALLARD_MAX_EXCHANGERS", default_value_t = Limits::default().max_exchangers)]
     max_exchangers: usize,
+    /// Total MiB of uploaded components kept.
+    #[arg(long, env = "MALLARD_MAX_STORED_MB", default_value_t = (Limits::default().max_stored_bytes >> 20) as u64)]
+    max_stored_mb: u64,
     /// DuckDB memory limit (e.g. `4GB`).
     #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
     duckdb_memory_limit: Option<String>,
@@ -177,6 +180,7 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         max_stack_bytes: (args.exchanger_stack_kb as usize) << 10,
         max_component_bytes: (args.max_upload_mb as usize) << 20,
         max_exchangers: args.max_exchangers,
+        max_stored_bytes: (args.max_stored_mb as usize) << 20,
         ..Limits::default()
     };
     Ok(args

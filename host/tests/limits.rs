@@ -89,3 +89,23 @@ async fn development_credentials_are_refused_off_loopback() {
     let server = mallard::start(config).await.expect("explicitly allowed");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_exchanger_bytes_are_capped() {
+    let mut config = test_config();
+    config.limits.max_stored_bytes = 3 << 20;
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    upload(&mut client, "add_processed").await;
+    // Replacing the same exchanger does not count twice.
+    upload(&mut client, "add_processed").await;
+    let err = action(&mut client, "upload_exchanger", component("running_totals"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    action(&mut client, "remove_exchanger", "add_processed")
+        .await
+        .unwrap();
+    upload(&mut client, "running_totals").await;
+    server.stop().await.unwrap();
+}

@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 << 20;
 pub const DEFAULT_MAX_LOG_BYTES: usize = 64 << 10;
 /// Default most exchangers stored at once.
 pub const DEFAULT_MAX_EXCHANGERS: usize = 64;
+/// Default total bytes of uploaded components kept (originals; artifacts add ~2×).
+pub const DEFAULT_MAX_STORED_BYTES: usize = 512 << 20;
 /// How often the epoch ticks; deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -35,6 +37,8 @@ pub struct Limits {
     pub max_log_bytes: usize,
     /// Most uploaded exchangers kept.
     pub max_exchangers: usize,
+    /// Most bytes of uploaded components kept, all exchangers together.
+    pub max_stored_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +50,7 @@ impl Default for Limits {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             max_exchangers: DEFAULT_MAX_EXCHANGERS,
+            max_stored_bytes: DEFAULT_MAX_STORED_BYTES,
         }
     }
 }

@@ -173,11 +173,24 @@ impl Registry {
         let name = compiled.info.name.clone();
         {
             let uploaded = self.uploaded.read().expect("registry lock");
-            if !uploaded.contains_key(&name) && uploaded.len() >= self.engine.limits.max_exchangers
-            {
+            let limits = &self.engine.limits;
+            if !uploaded.contains_key(&name) && uploaded.len() >= limits.max_exchangers {
                 return Err(Error::ResourceExhausted(format!(
                     "this server already holds {} exchangers (the limit); remove one first",
                     uploaded.len()
+                )));
+            }
+            let others: usize = uploaded
+                .values()
+                .filter(|u| u.report.name != name)
+                .map(|u| u.report.size)
+                .sum();
+            if others + bytes.len() > limits.max_stored_bytes {
+                return Err(Error::ResourceExhausted(format!(
+                    "storing {} more bytes would exceed the {} bytes kept for exchangers ({others} in use); \
+                     remove one first",
+                    bytes.len(),
+                    limits.max_stored_bytes
                 )));
             }
         }
