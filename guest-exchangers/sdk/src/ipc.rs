@@ -178,3 +178,31 @@ impl MessageEncoder {
 pub fn shared(schema: Schema) -> SchemaRef {
     Arc::new(schema)
 }
+
+/// Feeds arbitrary bytes through the schema and message decoders, as the fuzz target
+/// and its corpus regression test do. Must never panic.
+#[doc(hidden)]
+pub fn exercise_decoders(data: &[u8]) {
+    let _ = schema_from_header(data);
+    if data.len() < 2 {
+        return;
+    }
+    // The first byte picks where the header ends; the rest is the body.
+    let split = 1 + (data[0] as usize * data.len() / 256).min(data.len() - 1);
+    let (header, body) = data[1..].split_at(split - 1);
+    let schema = Arc::new(Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+        arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("ok", arrow_schema::DataType::Boolean, false),
+        arrow_schema::Field::new(
+            "tag",
+            arrow_schema::DataType::Dictionary(
+                Box::new(arrow_schema::DataType::Int8),
+                Box::new(arrow_schema::DataType::Utf8),
+            ),
+            true,
+        ),
+    ]));
+    let mut decoder = MessageDecoder::new(schema);
+    let _ = decoder.decode(header, Buffer::from(body.to_vec()));
+}
