@@ -19,14 +19,12 @@ use wasmtime::{Store, Trap};
 
 /// A guest session for one stream. Dropped (never reused) after any trap.
 pub struct WasmSession {
-    name: String,
+    info: CallInfo,
     store: Store<StoreState>,
     instance: Exchanger,
     session: ResourceAny,
     validator: MessageDecoder,
     schema_message: FlightData,
-    call_timeout: Duration,
-    max_memory_bytes: usize,
     batch_index: u64,
 }
 
@@ -45,7 +43,7 @@ impl WasmSession {
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;
-        let mut this = PartialSession {
+        let mut this = CallInfo {
             name: name.to_owned(),
             call_timeout: engine.limits.call_timeout,
             max_memory_bytes: engine.limits.max_memory_bytes,
@@ -69,24 +67,14 @@ impl WasmSession {
                 ))
             })?;
         Ok(Self {
-            name: this.name,
+            info: this,
             store,
             instance,
             session,
             validator: MessageDecoder::new(schema),
             schema_message,
-            call_timeout: this.call_timeout,
-            max_memory_bytes: this.max_memory_bytes,
             batch_index: 0,
         })
-    }
-
-    fn partial(&self) -> PartialSession {
-        PartialSession {
-            name: self.name.clone(),
-            call_timeout: self.call_timeout,
-            max_memory_bytes: self.max_memory_bytes,
-        }
     }
 
     fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
@@ -99,7 +87,7 @@ impl WasmSession {
                 .map_err(|e| {
                     Error::InvalidArgument(format!(
                         "exchanger {:?} emitted invalid output at {what}: {e}",
-                        self.name
+                        self.info.name
                     ))
                 })?;
             out.push(FlightData {
@@ -121,7 +109,7 @@ impl ExchangeSession for WasmSession {
         let what = format!("batch {}", self.batch_index);
         self.batch_index += 1;
         let (instance, session) = (&self.instance, self.session);
-        let result = self.partial().call(&mut self.store, &what, |store| {
+        let result = self.info.call(&mut self.store, &what, |store| {
             instance.mallard_exchanger_exchange().session().call_push(
                 store,
                 session,
@@ -129,19 +117,19 @@ impl ExchangeSession for WasmSession {
                 &body[..],
             )
         })?;
-        let messages = result.map_err(|e| guest_error(&self.name, &what, e))?;
+        let messages = result.map_err(|e| guest_error(&self.info.name, &what, e))?;
         self.validate(messages, &what)
     }
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
         let (instance, session) = (&self.instance, self.session);
-        let result = self.partial().call(&mut self.store, "finish", |store| {
+        let result = self.info.call(&mut self.store, "finish", |store| {
             instance
                 .mallard_exchanger_exchange()
                 .session()
                 .call_finish(store, session)
         })?;
-        let messages = result.map_err(|e| guest_error(&self.name, "finish", e))?;
+        let messages = result.map_err(|e| guest_error(&self.info.name, "finish", e))?;
         self.validate(messages, "finish")
     }
 
@@ -150,15 +138,15 @@ impl ExchangeSession for WasmSession {
     }
 }
 
-/// What a call needs to know to report a failure; split out so it can be used
-/// while the store is borrowed.
-struct PartialSession {
+/// What a call needs to know to report a failure; a field of its own so it can be
+/// borrowed beside the store.
+struct CallInfo {
     name: String,
     call_timeout: Duration,
     max_memory_bytes: usize,
 }
 
-impl PartialSession {
+impl CallInfo {
     fn call<R>(
         &mut self,
         store: &mut Store<StoreState>,
