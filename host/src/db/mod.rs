@@ -4,6 +4,7 @@
 //! DuckDB calls block, so everything in here runs on blocking threads; results
 //! reach the async world through bounded channels (see [`query`] and [`ingest`]).
 
+pub mod arrow_result;
 pub mod catalog;
 pub mod errors;
 pub mod identifier;

@@ -1,16 +1,18 @@
 //! Streaming a query's result out of DuckDB, batch by batch, as DuckDB produces it.
 //!
-//! A blocking thread drives DuckDB's streaming result, coalesces its small chunks
-//! (2048 rows) into batches of [`TARGET_BATCH_ROWS`] and hands them to the async side
-//! through a channel of [`CHANNEL_BATCHES`] slots, so memory stays bounded by a few
-//! batches however large the result.
+//! DuckDB's worker threads build Arrow batches of up to [`TARGET_BATCH_ROWS`] rows
+//! (see [`arrow_result`]); a blocking thread hands them to the async side through a
+//! channel of [`CHANNEL_BATCHES`] slots, so memory stays bounded by a few batches
+//! however large the result.
 
 use crate::db::Database;
+use crate::db::arrow_result::{self, Outcome};
+use crate::db::errors::classify_message;
+use crate::db::raw::Interrupt;
 use crate::error::{Error, Result};
+use arrow::array::RecordBatchReader;
 use arrow::array::{RecordBatch, StringArray};
-use arrow::compute::BatchCoalescer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use duckdb::InterruptHandle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +29,7 @@ pub struct QueryStream {
     pub schema: SchemaRef,
     /// The batches, then end of stream (or one error).
     pub batches: mpsc::Receiver<Result<RecordBatch>>,
-    interrupt: Arc<InterruptHandle>,
+    interrupt: Arc<Interrupt>,
     timer: tokio::task::AbortHandle,
 }
 
@@ -62,8 +64,8 @@ fn status_batch() -> RecordBatch {
 
 /// Runs `sql` (the last of possibly several statements) and streams its result.
 pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
-    let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<InterruptHandle>)>>();
-    let (handle_tx, handle_rx) = oneshot::channel::<Arc<InterruptHandle>>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<Interrupt>)>>();
+    let (handle_tx, handle_rx) = oneshot::channel::<Arc<Interrupt>>();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let timeout = db.options().query_timeout;
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -116,12 +118,12 @@ impl Limit {
 fn produce(
     db: &Database,
     sql: &str,
-    handle: oneshot::Sender<Arc<InterruptHandle>>,
-    ready: oneshot::Sender<Result<(SchemaRef, Arc<InterruptHandle>)>>,
+    handle: oneshot::Sender<Arc<Interrupt>>,
+    ready: oneshot::Sender<Result<(SchemaRef, Arc<Interrupt>)>>,
     tx: mpsc::Sender<Result<RecordBatch>>,
     limit: &Limit,
 ) {
-    let conn = match db.connect() {
+    let conn = match db.connect_raw() {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -130,52 +132,27 @@ fn produce(
     };
     let interrupt = conn.interrupt_handle();
     let _ = handle.send(interrupt.clone());
-    let mut stmt = match conn.prepare(sql) {
-        Ok(s) => s,
+    let reader = match arrow_result::run(&conn, sql, TARGET_BATCH_ROWS) {
+        Ok(Outcome::Rows(reader)) => reader,
+        Ok(Outcome::Done) => {
+            let status = status_batch();
+            let _ = ready.send(Ok((status.schema(), interrupt)));
+            let _ = tx.blocking_send(Ok(status));
+            return;
+        }
         Err(e) => {
             let _ = ready.send(Err(limit.explain(e)));
             return;
         }
     };
-    let stream = match stmt.stream_arrow([]) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(limit.explain(e)));
-            return;
-        }
-    };
-    let schema = stream.get_schema();
-    if schema.fields().is_empty() {
-        let status = status_batch();
-        let _ = ready.send(Ok((status.schema(), interrupt)));
-        let _ = tx.blocking_send(Ok(status));
+    if ready.send(Ok((reader.schema(), interrupt))).is_err() {
         return;
     }
-    if ready.send(Ok((schema.clone(), interrupt))).is_err() {
-        return;
-    }
-    let mut coalescer = BatchCoalescer::new(schema, TARGET_BATCH_ROWS);
-    for chunk in stream {
-        let pushed = chunk
-            .map_err(Error::from)
-            .and_then(|c| Ok(coalescer.push_batch(c)?));
-        if let Err(e) = pushed {
-            let _ = tx.blocking_send(Err(limit.explain(e)));
-            return;
-        }
-        while let Some(batch) = coalescer.next_completed_batch() {
-            if tx.blocking_send(Ok(batch)).is_err() {
-                return; // consumer gone
-            }
-        }
-    }
-    if let Err(e) = coalescer.finish_buffered_batch() {
-        let _ = tx.blocking_send(Err(limit.explain(e)));
-        return;
-    }
-    while let Some(batch) = coalescer.next_completed_batch() {
-        if tx.blocking_send(Ok(batch)).is_err() {
-            return;
+    for batch in reader {
+        let batch = batch.map_err(|e| limit.explain(classify_message(e.to_string())));
+        let failed = batch.is_err();
+        if tx.blocking_send(batch).is_err() || failed {
+            return; // consumer gone, or the error was the last message
         }
     }
 }

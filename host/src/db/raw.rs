@@ -8,6 +8,7 @@ use duckdb::ffi;
 use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::ptr;
+use std::sync::{Arc, Mutex};
 
 /// A DuckDB database handle owned by Mallard; closed on drop (connections opened
 /// from it keep the underlying instance alive until they close).
@@ -87,7 +88,10 @@ impl RawDatabase {
         if unsafe { ffi::duckdb_connect(self.0, &mut con) } != ffi::DuckDBSuccess {
             return Err(Error::Internal("duckdb_connect failed".into()));
         }
-        Ok(RawConnection(con))
+        Ok(RawConnection {
+            handle: con,
+            interrupt: Arc::new(Interrupt(Mutex::new(con))),
+        })
     }
 }
 
@@ -99,19 +103,53 @@ impl Drop for RawDatabase {
 }
 
 /// A raw DuckDB connection, disconnected on drop.
-pub struct RawConnection(ffi::duckdb_connection);
+pub struct RawConnection {
+    handle: ffi::duckdb_connection,
+    interrupt: Arc<Interrupt>,
+}
 
 // SAFETY: a connection may move between threads; it is used by one at a time.
 unsafe impl Send for RawConnection {}
 
+/// Interrupts whatever a connection is running, from any thread, for as long as
+/// the connection lives (afterwards it does nothing).
+pub struct Interrupt(Mutex<ffi::duckdb_connection>);
+
+// SAFETY: the handle is only used under the mutex, and only for duckdb_interrupt,
+// which DuckDB documents as callable from another thread.
+unsafe impl Send for Interrupt {}
+// SAFETY: see above.
+unsafe impl Sync for Interrupt {}
+
+impl Interrupt {
+    /// Asks DuckDB to stop the connection's running query.
+    pub fn interrupt(&self) {
+        let handle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !handle.is_null() {
+            // SAFETY: the connection is open while the handle is non-null.
+            unsafe { ffi::duckdb_interrupt(*handle) };
+        }
+    }
+}
+
 impl RawConnection {
+    /// The raw handle, valid while `self` lives.
+    pub fn handle(&self) -> ffi::duckdb_connection {
+        self.handle
+    }
+
+    /// A handle that interrupts this connection's running query.
+    pub fn interrupt_handle(&self) -> Arc<Interrupt> {
+        self.interrupt.clone()
+    }
+
     /// Runs SQL; returns the number of changed rows.
     pub fn execute(&self, sql: &str) -> Result<u64> {
         let sql = cstring(sql)?;
         // SAFETY: zeroed result struct is the documented initial state.
         let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
         // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
-        let state = unsafe { ffi::duckdb_query(self.0, sql.as_ptr(), &mut result) };
+        let state = unsafe { ffi::duckdb_query(self.handle, sql.as_ptr(), &mut result) };
         let outcome = if state == ffi::DuckDBSuccess {
             // SAFETY: result holds a successful query result.
             Ok(unsafe { ffi::duckdb_rows_changed(&mut result) })
@@ -143,7 +181,9 @@ impl RawConnection {
         let arrow = (stream as *mut FFI_ArrowArrayStream).cast();
         // SAFETY: valid connection; DuckDB borrows the stream (restores its release
         // callback) and reads it only during queries on `view`.
-        if unsafe { ffi::duckdb_arrow_scan(self.0, name.as_ptr(), arrow) } != ffi::DuckDBSuccess {
+        if unsafe { ffi::duckdb_arrow_scan(self.handle, name.as_ptr(), arrow) }
+            != ffi::DuckDBSuccess
+        {
             return Err(Error::Internal(format!(
                 "registering Arrow stream {view} failed"
             )));
@@ -154,7 +194,8 @@ impl RawConnection {
 
 impl Drop for RawConnection {
     fn drop(&mut self) {
-        // SAFETY: we own the connection.
-        unsafe { ffi::duckdb_disconnect(&mut self.0) };
+        *self.interrupt.0.lock().unwrap_or_else(|p| p.into_inner()) = std::ptr::null_mut();
+        // SAFETY: we own the connection and no interrupt can reach it any more.
+        unsafe { ffi::duckdb_disconnect(&mut self.handle) };
     }
 }

@@ -1,0 +1,226 @@
+//! Query results as Arrow arrays built by DuckDB's own worker threads.
+//!
+//! duckdb-rs converts a streaming result one 2,048-row chunk at a time on the
+//! calling thread. DuckDB's C API v2 instead has the engine's producers append
+//! rows straight into Arrow arrays of up to `batch_rows` rows, in parallel, and
+//! hands them out as an `ArrowArrayStream` that still streams (bounded buffering,
+//! no materialised result). That path is the one Python's `fetch_record_batch`
+//! takes, and it saves a conversion and a coalescing copy per row.
+//!
+//! The v2 functions take a `duckdb_v2_connection_handle`, whose implementation is
+//! a subclass of the same `duckdb::Connection` a v1 `duckdb_connection` points to,
+//! adding only members after the base. The functions used here read nothing but
+//! the base's client context, so a v1 connection is passed as is.
+
+use super::errors::classify_message;
+use super::raw::RawConnection;
+use crate::error::{Error, Result};
+use arrow::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
+use std::ffi::{CString, c_char, c_void};
+use std::ptr;
+
+type Handle = *mut c_void;
+type V2Error = u32;
+const V2_OK: V2Error = 0;
+const RESULT_TYPE_QUERY_RESULT: u32 = 0;
+
+#[repr(C)]
+struct V2Str {
+    ptr: *const c_char,
+    len: u64,
+}
+
+unsafe extern "C" {
+    fn duckdb_v2_parse_sql(
+        conn: Handle,
+        sql: *const c_char,
+        out_iterator: *mut Handle,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_statement_iterator_next(
+        iterator: Handle,
+        out_statement: *mut Handle,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_statement_iterator_destroy(iterator: *mut Handle) -> V2Error;
+    fn duckdb_v2_sql_statement_destroy(statement: *mut Handle) -> V2Error;
+    fn duckdb_v2_statement_execute_arrow(
+        conn: Handle,
+        statement: Handle,
+        parameter_names: *const c_void,
+        parameter_values: *const Handle,
+        parameter_count: u64,
+        batch_size: u64,
+        out_result: *mut Handle,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_arrow_result_destroy(result: *mut Handle) -> V2Error;
+    fn duckdb_v2_arrow_result_drain(
+        result: Handle,
+        out_rows_changed: *mut u64,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_arrow_result_get_result_type(
+        result: Handle,
+        out_type: *mut u32,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_arrow_result_to_arrow_c_stream(
+        result: *mut Handle,
+        out_stream: *mut FFI_ArrowArrayStream,
+        err: *mut Handle,
+    ) -> V2Error;
+    fn duckdb_v2_error_info_get_text(info: Handle, out_text: *mut V2Str) -> V2Error;
+    fn duckdb_v2_error_info_destroy(info: *mut Handle) -> V2Error;
+}
+
+/// What the last statement of a request produced.
+pub enum Outcome {
+    /// Rows, streamed as DuckDB produces them.
+    Rows(RecordBatchStreamReader),
+    /// A statement without a result set (DDL, DML) ran to completion.
+    Done,
+}
+
+/// Turns a v2 call's status and error info into a classified [`Error`].
+fn check(code: V2Error, mut info: Handle, what: &str) -> Result<()> {
+    if code == V2_OK {
+        return Ok(());
+    }
+    let message = if info.is_null() {
+        format!("DuckDB {what} failed (code {code})")
+    } else {
+        let mut text = V2Str {
+            ptr: ptr::null(),
+            len: 0,
+        };
+        // SAFETY: `info` is a live error info; the text is borrowed until it is destroyed.
+        let read = unsafe { duckdb_v2_error_info_get_text(info, &mut text) };
+        let message = if read == V2_OK && !text.ptr.is_null() {
+            // SAFETY: DuckDB reports `len` valid bytes at `ptr`.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(text.ptr.cast::<u8>(), text.len as usize) };
+            String::from_utf8_lossy(bytes).into_owned()
+        } else {
+            format!("DuckDB {what} failed (code {code})")
+        };
+        // SAFETY: we own the info and no longer borrow its text.
+        unsafe { duckdb_v2_error_info_destroy(&mut info) };
+        message
+    };
+    Err(classify_message(message))
+}
+
+/// An owned statement from the parser, destroyed on drop.
+struct Statement(Handle);
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        // SAFETY: we own the statement.
+        unsafe { duckdb_v2_sql_statement_destroy(&mut self.0) };
+    }
+}
+
+/// An owned Arrow result, destroyed on drop unless handed to a stream.
+struct ArrowResult(Handle);
+
+impl Drop for ArrowResult {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: we own the result (null once moved into a stream).
+            unsafe { duckdb_v2_arrow_result_destroy(&mut self.0) };
+        }
+    }
+}
+
+fn parse(conn: Handle, sql: &str) -> Result<Vec<Statement>> {
+    let sql = CString::new(sql)
+        .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
+    let mut iterator: Handle = ptr::null_mut();
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: valid connection and NUL-terminated SQL (copied by DuckDB).
+    let code = unsafe { duckdb_v2_parse_sql(conn, sql.as_ptr(), &mut iterator, &mut err) };
+    check(code, err, "parsing")?;
+    let mut statements = Vec::new();
+    let outcome = loop {
+        let mut statement: Handle = ptr::null_mut();
+        let mut err: Handle = ptr::null_mut();
+        // SAFETY: live iterator; the statement we receive is ours.
+        let code = unsafe { duckdb_v2_statement_iterator_next(iterator, &mut statement, &mut err) };
+        if let Err(e) = check(code, err, "parsing") {
+            break Err(e);
+        }
+        if statement.is_null() {
+            break Ok(());
+        }
+        statements.push(Statement(statement));
+    };
+    // SAFETY: we own the iterator; statements it yielded are independent of it.
+    unsafe { duckdb_v2_statement_iterator_destroy(&mut iterator) };
+    outcome.map(|()| statements)
+}
+
+fn execute(conn: Handle, statement: &Statement, batch_rows: usize) -> Result<ArrowResult> {
+    let mut result: Handle = ptr::null_mut();
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: valid connection and statement; no parameters.
+    let code = unsafe {
+        duckdb_v2_statement_execute_arrow(
+            conn,
+            statement.0,
+            ptr::null(),
+            ptr::null(),
+            0,
+            batch_rows as u64,
+            &mut result,
+            &mut err,
+        )
+    };
+    check(code, err, "execution")?;
+    Ok(ArrowResult(result))
+}
+
+fn drain(result: &ArrowResult) -> Result<()> {
+    let mut changed = 0u64;
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: live result.
+    let code = unsafe { duckdb_v2_arrow_result_drain(result.0, &mut changed, &mut err) };
+    check(code, err, "execution")
+}
+
+fn returns_rows(result: &ArrowResult) -> bool {
+    let mut kind = RESULT_TYPE_QUERY_RESULT;
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: live result.
+    let code = unsafe { duckdb_v2_arrow_result_get_result_type(result.0, &mut kind, &mut err) };
+    // A statement that expands into several (PIVOT) knows its shape only once it
+    // runs: treat it as returning rows, which its stream's schema call settles.
+    check(code, err, "metadata").is_err() || kind == RESULT_TYPE_QUERY_RESULT
+}
+
+/// Runs `sql` on `conn`: every statement but the last to completion, the last as
+/// a stream of Arrow batches of at most `batch_rows` rows (or [`Outcome::Done`]).
+pub fn run(conn: &RawConnection, sql: &str, batch_rows: usize) -> Result<Outcome> {
+    let handle = conn.handle().cast::<c_void>();
+    let statements = parse(handle, sql)?;
+    let Some((last, before)) = statements.split_last() else {
+        return Err(Error::InvalidArgument("the query has no statement".into()));
+    };
+    for statement in before {
+        drain(&execute(handle, statement, batch_rows)?)?;
+    }
+    let mut result = execute(handle, last, batch_rows)?;
+    if !returns_rows(&result) {
+        drain(&result)?;
+        return Ok(Outcome::Done);
+    }
+    let mut stream = FFI_ArrowArrayStream::empty();
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: live result; on success the stream owns it and nulls our handle.
+    let code =
+        unsafe { duckdb_v2_arrow_result_to_arrow_c_stream(&mut result.0, &mut stream, &mut err) };
+    check(code, err, "streaming")?;
+    let reader =
+        RecordBatchStreamReader::try_new(stream).map_err(|e| classify_message(e.to_string()))?;
+    Ok(Outcome::Rows(reader))
+}
