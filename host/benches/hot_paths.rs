@@ -9,7 +9,6 @@ use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mallard::db::identifier::TableName;
 use mallard::db::ingest::Ingest;
 use mallard::db::{Database, DbOptions, query};
 use mallard::exchange::ExchangeSession;
@@ -19,6 +18,7 @@ use mallard::sandbox::engine::SandboxEngine;
 use mallard::sandbox::registry::{Registry, Resolved, builtins};
 use mallard::sandbox::session::WasmSession;
 use mallard_exchanger::ipc::MessageEncoder;
+use mallard_protocol::TableName;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

@@ -11,7 +11,7 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -20,24 +20,16 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
+pub use mallard_protocol::credentials::basic_header;
+use mallard_protocol::credentials::{Credentials, parse_authorization};
+pub use mallard_protocol::users::Role;
+
 /// The seeds' development credentials, used when no users are configured.
 pub const DEFAULT_USER: &str = "admin";
 /// See [`DEFAULT_USER`].
 pub const DEFAULT_PASSWORD: &str = "password123";
 /// How long a bearer token stays valid unless configured otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// What a user may do.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Query, put, exchange and push.
-    User,
-    /// Everything, including uploading/removing exchangers, dropping tables and `sql`.
-    Admin,
-}
 
 /// A named right, reported in PermissionDenied messages.
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +80,7 @@ impl User {
 
     /// A user from a stored PHC hash (`$argon2id$...`); InvalidArgument if malformed.
     pub fn from_hash(password_hash: &str, role: Role) -> Result<Self> {
-        PasswordHash::new(password_hash)
-            .map_err(|e| Error::InvalidArgument(format!("not an argon2 password hash: {e}")))?;
+        mallard_protocol::users::check_password_hash(password_hash)?;
         Ok(Self {
             password_hash: password_hash.to_owned(),
             role,
@@ -118,39 +109,11 @@ pub fn hash_password(password: &str) -> String {
 static DUMMY_USER: std::sync::LazyLock<User> =
     std::sync::LazyLock::new(|| User::new("mallard-dummy-password", Role::User));
 
-/// One entry of a users file (TOML, `[[user]]` tables).
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserEntry {
-    name: String,
-    password_hash: String,
-    role: Role,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    #[serde(default)]
-    user: Vec<UserEntry>,
-}
-
-/// Parses a users file:
-/// ```toml
-/// [[user]]
-/// name = "alice"
-/// password_hash = "$argon2id$v=19$..."   # from `mallard hash-password`
-/// role = "admin"                          # or "user"
-/// ```
+/// Parses a users file (see [`mallard_protocol::users`]) into users by name.
 pub fn parse_users_file(text: &str) -> Result<HashMap<String, User>> {
-    let file: UsersFile =
-        toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("users file: {e}")))?;
-    file.user
+    mallard_protocol::users::parse_users_file(text)?
         .into_iter()
-        .map(|u| {
-            let user = User::from_hash(&u.password_hash, u.role)
-                .map_err(|e| e.context(format!("user {:?}", u.name)))?;
-            Ok((u.name, user))
-        })
+        .map(|u| Ok((u.name, User::from_hash(&u.password_hash, u.role)?)))
         .collect()
 }
 
@@ -271,43 +234,19 @@ impl Authenticator {
             })?
             .to_str()
             .map_err(|_| Error::Unauthenticated("authorization header is not ASCII".into()))?;
-        if let Some(token) = strip_scheme(header, "bearer") {
-            let principal = self.check_token(token.trim())?;
-            Ok(Authenticated {
-                principal,
+        match parse_authorization(header)? {
+            Credentials::Bearer(token) => Ok(Authenticated {
+                principal: self.check_token(token)?,
                 issued_token: None,
-            })
-        } else if let Some(encoded) = strip_scheme(header, "basic") {
-            let (user, password) = decode_basic(encoded.trim())?;
-            let principal = self.check_password(&user, &password)?;
-            let token = self.issue_token(principal.clone());
-            Ok(Authenticated {
-                principal,
-                issued_token: Some(token),
-            })
-        } else {
-            Err(Error::Unauthenticated(
-                "authorization scheme must be Basic or Bearer".into(),
-            ))
+            }),
+            Credentials::Basic { user, password } => {
+                let principal = self.check_password(&user, &password)?;
+                let token = self.issue_token(principal.clone());
+                Ok(Authenticated {
+                    principal,
+                    issued_token: Some(token),
+                })
+            }
         }
     }
-}
-
-fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
-    let (s, rest) = header.split_once(' ')?;
-    s.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
-/// Decodes `base64(user:password)`.
-pub fn decode_basic(encoded: &str) -> Result<(String, String)> {
-    let bad = || Error::Unauthenticated("malformed Basic credentials".into());
-    let raw = STANDARD.decode(encoded).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (user, password) = text.split_once(':').ok_or_else(bad)?;
-    Ok((user.to_owned(), password.to_owned()))
-}
-
-/// `Basic base64(user:password)`, for clients (push_table, the demo).
-pub fn basic_header(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }

@@ -43,6 +43,17 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<mallard_protocol::ProtocolError> for Error {
+    fn from(e: mallard_protocol::ProtocolError) -> Self {
+        use mallard_protocol::ProtocolError as P;
+        match e {
+            P::Invalid(m) => Self::InvalidArgument(m),
+            P::UnknownAction(m) => Self::NotFound(m),
+            P::BadCredentials(m) => Self::Unauthenticated(m),
+        }
+    }
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -1,8 +1,8 @@
 //! What tables exist, how many rows and which columns they have.
 
 use crate::db::Database;
-use crate::db::identifier::{TableName, quote_literal};
 use crate::error::{Error, Result};
+use mallard_protocol::{TableName, quote_literal};
 use serde::Serialize;
 
 /// One table as `list_tables` reports it.

@@ -7,14 +7,14 @@
 //! stream failed) rolls everything back, the table creation included.
 
 use crate::db::Database;
-use crate::db::identifier::TableName;
-use crate::db::identifier::quote;
 use crate::db::types::create_table_sql;
 use crate::error::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
+use mallard_protocol::TableName;
+use mallard_protocol::quote;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};

@@ -7,7 +7,6 @@
 pub mod arrow_result;
 pub mod catalog;
 pub mod errors;
-pub mod identifier;
 pub mod ingest;
 pub mod query;
 pub mod raw;

@@ -1,8 +1,8 @@
 //! Arrow data types to DuckDB column types, for creating a table from a stream's schema.
 
-use crate::db::identifier::quote;
 use crate::error::{Error, Result};
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
+use mallard_protocol::quote;
 
 /// DuckDB's SQL type for an Arrow type, or InvalidArgument if DuckDB has none.
 pub fn sql_type(data_type: &DataType) -> Result<String> {

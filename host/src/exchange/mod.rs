@@ -7,7 +7,6 @@
 //! more than a few batches.
 
 pub mod native;
-pub mod request;
 
 use crate::error::{Error, Result};
 use arrow::datatypes::SchemaRef;
@@ -20,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-pub use request::{ExchangeRequest, Sandbox};
+pub use mallard_protocol::{ExchangeRequest, Sandbox};
 
 /// Messages buffered in each direction between the network and a session.
 pub const CHANNEL_MESSAGES: usize = 4;

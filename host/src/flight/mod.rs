@@ -2,7 +2,6 @@
 //! (`do_get`, `do_put`), exchangers (`do_exchange`) and actions (`do_action`).
 
 pub mod actions;
-pub mod descriptor;
 pub mod push;
 pub mod service;
 

@@ -2,7 +2,6 @@
 //! `do_put`, without the data passing through the requesting client.
 
 use crate::client;
-use crate::db::identifier::TableName;
 use crate::db::query;
 use crate::error::{Error, Result};
 use crate::state::ServerState;
@@ -11,62 +10,30 @@ use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use mallard_protocol::PushRequest;
 use std::sync::Arc;
-
-/// The JSON body of `push_table`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushRequest {
-    /// Source table on this server.
-    pub table: String,
-    /// Target server, `grpc://host:port`.
-    pub to: String,
-    /// Table on the target (defaults to `table`).
-    pub target_table: Option<String>,
-    /// User on the target (defaults to the server's push credentials).
-    pub user: Option<String>,
-    /// Password on the target.
-    pub password: Option<String>,
-}
 
 /// Runs a push; returns the row count the target acknowledged.
 pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64> {
-    let table = TableName::parse(&request.table)?;
-    let target = TableName::parse(request.target_table.as_deref().unwrap_or(&request.table))?;
-    if !(request.to.starts_with("grpc://")
-        || request.to.starts_with("grpc+tcp://")
-        || request.to.starts_with("http://"))
-    {
-        return Err(Error::InvalidArgument(format!(
-            "`to` must be grpc://host:port, got {:?}",
-            request.to
-        )));
-    }
-    let (user, password) = match (request.user, request.password) {
-        (Some(u), Some(p)) => (u, p),
-        (None, None) => state.config.push_credentials.clone().unwrap_or_else(|| {
+    let PushRequest {
+        table,
+        to,
+        target_table: target,
+        credentials,
+    } = request;
+    let (user, password) = credentials.unwrap_or_else(|| {
+        state.config.push_credentials.clone().unwrap_or_else(|| {
             (
                 crate::auth::DEFAULT_USER.into(),
                 crate::auth::DEFAULT_PASSWORD.into(),
             )
-        }),
-        _ => {
-            return Err(Error::InvalidArgument(
-                "give both `user` and `password`, or neither".into(),
-            ));
-        }
-    };
+        })
+    });
     // Check the source first so a missing table is NotFound here, not a remote error.
     crate::db::catalog::describe(&state.db, &table)?;
-    let mut remote = client::connect_with(
-        &request.to,
-        &user,
-        &password,
-        state.config.push_tls.as_ref(),
-    )
-    .await
-    .map_err(|e| e.context(format!("push_table to {}", request.to)))?;
+    let mut remote = client::connect_with(&to, &user, &password, state.config.push_tls.as_ref())
+        .await
+        .map_err(|e| e.context(format!("push_table to {}", to)))?;
     let source = query::run(
         state.db.clone(),
         format!("SELECT * FROM {}", table.quoted()),
@@ -84,14 +51,13 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
     let mut results = remote
         .do_put(flight_data)
         .await
-        .map_err(|e| Error::from(e).context(format!("push_table to {}", request.to)))?;
+        .map_err(|e| Error::from(e).context(format!("push_table to {}", to)))?;
     let mut rows = None;
     while let Some(result) = results.next().await {
-        let result =
-            result.map_err(|e| Error::from(e).context(format!("push_table to {}", request.to)))?;
+        let result = result.map_err(|e| Error::from(e).context(format!("push_table to {}", to)))?;
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&result.app_metadata) {
             rows = v.get("rows").and_then(|r| r.as_u64());
         }
     }
-    rows.ok_or_else(|| Error::Unavailable(format!("{} did not acknowledge the put", request.to)))
+    rows.ok_or_else(|| Error::Unavailable(format!("{} did not acknowledge the put", to)))
 }

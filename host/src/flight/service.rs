@@ -8,7 +8,6 @@ use crate::exchange::{
     self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
 };
 use crate::flight::actions;
-use crate::flight::descriptor::{self, Target};
 use crate::sandbox::registry::Resolved;
 use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
@@ -26,6 +25,7 @@ use arrow_flight::{
 use arrow_ipc::writer::IpcWriteOptions;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -67,7 +67,7 @@ impl MallardService {
     }
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo> {
-        let target = descriptor::info_target(&descriptor)?;
+        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)?;
         let schema = self.schema_of(&target).await?;
         let (ticket, rows) = match &target {
             Target::Table(t) => {
@@ -201,7 +201,8 @@ impl FlightService for MallardService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let auth = self.authenticate(&request)?;
-        let target = descriptor::info_target(request.get_ref())?;
+        let d = request.get_ref();
+        let target = descriptor::info_target(d.r#type, &d.cmd, &d.path).map_err(Error::from)?;
         let schema = self.schema_of(&target).await?;
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
@@ -214,7 +215,9 @@ impl FlightService for MallardService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let auth = self.authenticate(&request)?;
-        let sql = descriptor::utf8(&request.get_ref().ticket, "ticket")?.to_owned();
+        let sql = descriptor::ticket_sql(&request.get_ref().ticket)
+            .map_err(Error::from)?
+            .to_owned();
         tracing::debug!(user = %auth.principal.user, "do_get");
         let result = query::run(self.state.db.clone(), sql).await?;
         let schema = result.schema.clone();
@@ -242,7 +245,8 @@ impl FlightService for MallardService {
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
             Status::invalid_argument("the first do_put message must carry a descriptor")
         })?;
-        let table = descriptor::put_table(descriptor)?;
+        let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+            .map_err(Error::from)?;
         let all = futures::stream::once(async { Ok(first) })
             .chain(incoming)
             .map_err(|s| FlightError::Tonic(Box::new(s)));
@@ -289,7 +293,7 @@ impl FlightService for MallardService {
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
             Status::invalid_argument("the first do_exchange message must carry a descriptor")
         })?;
-        let exchange = ExchangeRequest::parse(&descriptor.cmd)?;
+        let exchange = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
         let slot = self.state.exchange_slots.acquire(&auth.principal.user)?;
         let resolved = self
             .state

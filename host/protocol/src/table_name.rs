@@ -1,6 +1,6 @@
 //! Table names from clients: validated, then always quoted, never spliced raw.
 
-use crate::error::{Error, Result};
+use crate::{Result, invalid};
 
 /// Longest table name accepted, in bytes.
 pub const MAX_TABLE_NAME_BYTES: usize = 255;
@@ -14,25 +14,23 @@ impl TableName {
     /// Validates a client-supplied name.
     pub fn parse(raw: &str) -> Result<Self> {
         if raw.is_empty() {
-            return Err(Error::InvalidArgument("table name is empty".into()));
+            return Err(invalid("table name is empty"));
         }
         if raw.len() > MAX_TABLE_NAME_BYTES {
-            return Err(Error::InvalidArgument(format!(
+            return Err(invalid(format!(
                 "table name is longer than {MAX_TABLE_NAME_BYTES} bytes"
             )));
         }
         if raw.chars().any(char::is_control) {
-            return Err(Error::InvalidArgument(
-                "table name contains control characters".into(),
-            ));
+            return Err(invalid("table name contains control characters"));
         }
         Ok(Self(raw.to_owned()))
     }
 
     /// Validates a UTF-8 byte string.
     pub fn from_bytes(raw: &[u8]) -> Result<Self> {
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| Error::InvalidArgument("table name is not valid UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(raw).map_err(|_| invalid("table name is not valid UTF-8"))?;
         Self::parse(text)
     }
 

@@ -1,7 +1,7 @@
 //! Parsing the `do_exchange` descriptor: a bare exchanger name, or JSON
 //! `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`.
 
-use crate::error::{Error, Result};
+use crate::{Result, invalid};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -41,12 +41,11 @@ impl ExchangeRequest {
     /// Parses the descriptor command.
     pub fn parse(command: &[u8]) -> Result<Self> {
         let text = std::str::from_utf8(command)
-            .map_err(|_| Error::InvalidArgument("exchange descriptor is not valid UTF-8".into()))?
+            .map_err(|_| invalid("exchange descriptor is not valid UTF-8"))?
             .trim();
         if text.is_empty() {
-            return Err(Error::InvalidArgument(
-                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}"
-                    .into(),
+            return Err(invalid(
+                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}",
             ));
         }
         if !text.starts_with('{') {
@@ -57,7 +56,7 @@ impl ExchangeRequest {
             });
         }
         let json: JsonRequest = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidArgument(format!("exchange descriptor JSON: {e}")))?;
+            .map_err(|e| invalid(format!("exchange descriptor JSON: {e}")))?;
         let params = json
             .params
             .into_iter()

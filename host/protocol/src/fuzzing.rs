@@ -1,0 +1,77 @@
+//! One entry point over every parser, shared by the fuzz target (`fuzz/`) and the
+//! test that replays its corpus. The first byte picks the parser, the rest is its
+//! input; besides "never panics", a few round-trip properties are asserted.
+
+use crate::action::{ACTIONS, ActionRequest};
+use crate::credentials::{Credentials, basic_header, parse_authorization};
+use crate::descriptor;
+use crate::exchange::ExchangeRequest;
+use crate::push::PushRequest;
+use crate::table_name::TableName;
+use crate::users::parse_users_file;
+use bytes::Bytes;
+
+/// Runs the parser `data[0]` selects on `data[1..]`; panics only on a bug.
+pub fn exercise_parsers(data: &[u8]) {
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    match selector % 8 {
+        0 => {
+            // An action: the next byte picks the kind (or an unknown one).
+            let Some((&kind, body)) = input.split_first() else {
+                return;
+            };
+            let kind = ACTIONS.get(kind as usize).map_or("no_such_action", |a| a.0);
+            let _ = ActionRequest::parse(kind, Bytes::copy_from_slice(body));
+        }
+        1 => {
+            let _ = PushRequest::parse(input);
+        }
+        2 => {
+            let _ = ExchangeRequest::parse(input);
+        }
+        3 => {
+            // A descriptor: type byte, then cmd and path elements split on 0xff.
+            let Some((&kind, rest)) = input.split_first() else {
+                return;
+            };
+            let mut parts = rest.split(|b| *b == 0xff);
+            let cmd = parts.next().unwrap_or_default();
+            let path: Vec<String> = parts.map(|p| String::from_utf8_lossy(p).into()).collect();
+            let _ = descriptor::put_table(i32::from(kind % 4), cmd, &path);
+            let _ = descriptor::info_target(i32::from(kind % 4), cmd, &path);
+            let _ = descriptor::ticket_sql(cmd);
+        }
+        4 => {
+            if let Ok(name) = TableName::from_bytes(input) {
+                let quoted = name.quoted();
+                let inner = &quoted[1..quoted.len() - 1];
+                assert_eq!(inner.replace("\"\"", "\""), name.as_str());
+            }
+        }
+        5 => {
+            if let Ok(header) = std::str::from_utf8(input) {
+                let _ = parse_authorization(header);
+            }
+        }
+        6 => {
+            // Any user without ':' and any password survive Basic encoding.
+            let text = String::from_utf8_lossy(input);
+            let (user, password) = text.split_once('\u{1}').unwrap_or((&text, ""));
+            if !user.contains(':') {
+                let header = basic_header(user, password);
+                let expected = Credentials::Basic {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                };
+                assert_eq!(parse_authorization(&header), Ok(expected));
+            }
+        }
+        _ => {
+            if let Ok(text) = std::str::from_utf8(input) {
+                let _ = parse_users_file(text);
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! What Mallard clients send, parsed and validated: table names, tickets and
+//! descriptors, `do_exchange` requests, `do_action` bodies, Basic credentials and
+//! users files.
+//!
+//! Everything here runs on untrusted bytes before the server does any work, so it
+//! is kept free of DuckDB, wasmtime and I/O: `fuzz/` runs it under libFuzzer on
+//! its own, and the server maps [`ProtocolError`] to gRPC statuses.
+
+pub mod action;
+pub mod credentials;
+pub mod descriptor;
+pub mod exchange;
+pub mod fuzzing;
+pub mod push;
+pub mod table_name;
+pub mod users;
+
+pub use action::{ACTIONS, ActionRequest};
+pub use exchange::{ExchangeRequest, Sandbox};
+pub use push::PushRequest;
+pub use table_name::{TableName, quote, quote_literal};
+
+/// Why a request was refused before it reached the database or a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The request is malformed; the message says how (InvalidArgument).
+    #[error("{0}")]
+    Invalid(String),
+    /// The action does not exist (NotFound).
+    #[error("{0}")]
+    UnknownAction(String),
+    /// Credentials that cannot be decoded (Unauthenticated).
+    #[error("{0}")]
+    BadCredentials(String),
+}
+
+/// Results of parsing.
+pub type Result<T> = std::result::Result<T, ProtocolError>;
+
+pub(crate) fn invalid(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::Invalid(message.into())
+}

@@ -1,0 +1,171 @@
+//! Each parser on good input, and on each kind of bad input the server must refuse
+//! with a precise error (the server maps these to InvalidArgument, NotFound and
+//! Unauthenticated).
+
+use bytes::Bytes;
+use mallard_protocol::credentials::{Credentials, basic_header, parse_authorization};
+use mallard_protocol::descriptor::{self, CMD, PATH, Target};
+use mallard_protocol::users::{Role, parse_users_file};
+use mallard_protocol::{ActionRequest, ExchangeRequest, ProtocolError, PushRequest, Sandbox};
+
+fn invalid<T: std::fmt::Debug>(r: Result<T, ProtocolError>, needle: &str) {
+    match r {
+        Err(ProtocolError::Invalid(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
+        other => panic!("expected Invalid({needle:?}), got {other:?}"),
+    }
+}
+
+#[test]
+fn actions_parse_their_bodies() {
+    let drop = ActionRequest::parse("drop_table", Bytes::from_static(b"  x; DROP TABLE y\n"));
+    match drop.unwrap() {
+        ActionRequest::DropTable(t) => assert_eq!(t.quoted(), "\"x; DROP TABLE y\""),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ActionRequest::parse("bogus", Bytes::new()),
+        Err(ProtocolError::UnknownAction(m)) if m.contains("bogus")
+    ));
+    invalid(
+        ActionRequest::parse("sql", Bytes::from_static(b"\xff\xfe")),
+        "UTF-8",
+    );
+    invalid(
+        ActionRequest::parse("sql", Bytes::from_static(b"  ")),
+        "empty",
+    );
+    invalid(
+        ActionRequest::parse("drop_table", Bytes::from_static(b"a\0b")),
+        "control",
+    );
+    invalid(
+        ActionRequest::parse("drop_table", Bytes::from(vec![b'a'; 256])),
+        "longer",
+    );
+    invalid(
+        ActionRequest::parse("push_table", Bytes::from_static(b"[1")),
+        "JSON",
+    );
+}
+
+#[test]
+fn push_requests_are_validated() {
+    let ok = PushRequest::parse(br#"{"table":"t","to":"grpc+tls://h:1"}"#).unwrap();
+    assert_eq!(ok.target_table.as_str(), "t");
+    assert_eq!(ok.credentials, None);
+    let named = PushRequest::parse(
+        br#"{"table":"t","to":"grpc://h:1","target_table":"u","user":"a","password":"b"}"#,
+    )
+    .unwrap();
+    assert_eq!(named.target_table.as_str(), "u");
+    assert_eq!(named.credentials, Some(("a".into(), "b".into())));
+    invalid(
+        PushRequest::parse(br#"{"table":"t","to":"file:///etc"}"#),
+        "`to`",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"t","to":"grpc://h:1","user":"a"}"#),
+        "both",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"","to":"grpc://h:1"}"#),
+        "empty",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"t","to":"grpc://h","extra":1}"#),
+        "unknown field",
+    );
+}
+
+#[test]
+fn descriptors_and_tickets() {
+    assert_eq!(descriptor::put_table(CMD, b"t", &[]).unwrap().as_str(), "t");
+    assert_eq!(
+        descriptor::put_table(PATH, b"", &["p".into()])
+            .unwrap()
+            .as_str(),
+        "p"
+    );
+    invalid(descriptor::put_table(0, b"t", &[]), "CMD or PATH");
+    invalid(
+        descriptor::put_table(PATH, b"", &["a".into(), "b".into()]),
+        "2 elements",
+    );
+    assert_eq!(
+        descriptor::info_target(CMD, b"SELECT 1", &[]).unwrap(),
+        Target::Sql("SELECT 1".into())
+    );
+    invalid(descriptor::ticket_sql(b"\xc3\x28"), "UTF-8");
+    invalid(descriptor::ticket_sql(b""), "empty");
+}
+
+#[test]
+fn exchange_requests() {
+    let bare = ExchangeRequest::parse(b" add_processed ").unwrap();
+    assert_eq!(
+        (bare.exchanger.as_str(), bare.sandbox),
+        ("add_processed", Sandbox::On)
+    );
+    let json = ExchangeRequest::parse(
+        br#"{"exchanger":"running_totals","params":{"value":"passengers","n":3},"sandbox":"off"}"#,
+    )
+    .unwrap();
+    assert_eq!(json.sandbox, Sandbox::Off);
+    assert_eq!(
+        json.params,
+        vec![
+            ("n".into(), "3".into()),
+            ("value".into(), "passengers".into())
+        ]
+    );
+    invalid(
+        ExchangeRequest::parse(br#"{"exchanger":"x","sandbox":"maybe"}"#),
+        "JSON",
+    );
+    invalid(ExchangeRequest::parse(b"\n"), "empty");
+}
+
+#[test]
+fn authorization_headers() {
+    let header = basic_header("alice", "pa:ss");
+    assert_eq!(
+        parse_authorization(&header).unwrap(),
+        Credentials::Basic {
+            user: "alice".into(),
+            password: "pa:ss".into()
+        }
+    );
+    assert_eq!(
+        parse_authorization("bearer  tok ").unwrap(),
+        Credentials::Bearer("tok")
+    );
+    for bad in ["Basic !!!", "Basic bm9jb2xvbg==", "Digest x", "Bearer"] {
+        assert!(
+            matches!(
+                parse_authorization(bad),
+                Err(ProtocolError::BadCredentials(_))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn users_files() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
+    let users = parse_users_file(&format!(
+        "[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"
+    ))
+    .unwrap();
+    assert_eq!((users[0].name.as_str(), users[0].role), ("a", Role::Admin));
+    invalid(
+        parse_users_file("[[user]]\nname = \"a\"\npassword_hash = \"plain\"\nrole = \"user\"\n"),
+        "argon2",
+    );
+    let twice = format!(
+        "[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\nrole = \"user\"\n\
+         [[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"
+    );
+    invalid(parse_users_file(&twice), "twice");
+    invalid(parse_users_file("[[user]]\nname = 1\n"), "users file");
+}
