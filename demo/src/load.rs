@@ -40,6 +40,13 @@ struct Tally {
     stuck: u64,
     hostile_calls: u64,
     hostile_expected_errors: u64,
+    hostile_busy: Duration,
+}
+
+impl Tally {
+    fn bystander_ops(&self) -> usize {
+        self.latencies.values().map(Vec::len).sum()
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -113,6 +120,143 @@ async fn one_op(
     Ok(())
 }
 
+/// One timed phase: the clients' mix, plus the hostile exchangers if `hostile`;
+/// returns the tally and server 1's RSS samples (MiB, one a second).
+async fn phase(
+    s1: &Server,
+    s2: &Server,
+    options: &LoadOptions,
+    hostile: bool,
+) -> Result<(Tally, Vec<f64>)> {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + options.duration;
+    let mut tasks = Vec::new();
+    for id in 0..options.clients {
+        let (tally, url, s2, user, password) = (
+            tally.clone(),
+            s1.url.clone(),
+            s2.url.clone(),
+            options.user.clone(),
+            options.password.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = servers::connect(&url, &user, &password).await?;
+            let mut target = servers::connect(&s2, &user, &password).await?;
+            let mut i = id;
+            while Instant::now() < deadline {
+                let op = OPS[i % OPS.len()];
+                i += 1;
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    STUCK_AFTER,
+                    one_op(op, &mut client, &mut target, id, &s2),
+                )
+                .await;
+                let elapsed = started.elapsed().as_secs_f64() * 1e3;
+                let mut t = tally.lock().await;
+                match outcome {
+                    Ok(Ok(())) => t.latencies.entry(op).or_default().push(elapsed),
+                    Ok(Err(e)) => {
+                        *t.errors.entry(op).or_default() += 1;
+                        if t.first_errors.len() < 5 {
+                            t.first_errors.push(format!("{op}: {e:#}"));
+                        }
+                    }
+                    Err(_) => t.stuck += 1,
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    if hostile {
+        for name in ["hostile_endless_loop", "hostile_memory_bomb"] {
+            let (tally, url, user, password) = (
+                tally.clone(),
+                s1.url.clone(),
+                options.user.clone(),
+                options.password.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut client = servers::connect(&url, &user, &password).await?;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let stream = futures::stream::iter(vec![Ok(peer_batch(0, 1000))]);
+                    let outcome = ops::exchange(
+                        &mut client,
+                        name,
+                        peer_schema(),
+                        stream,
+                        &ProgressBar::hidden(),
+                    )
+                    .await;
+                    let mut t = tally.lock().await;
+                    t.hostile_calls += 1;
+                    t.hostile_busy += started.elapsed();
+                    if outcome.is_err() {
+                        t.hostile_expected_errors += 1;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+    }
+    // Sample the servers' RSS once a second while the load runs.
+    let pid = s1.pid();
+    let sampler_stop = stop.clone();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while !sampler_stop.load(Ordering::Relaxed) {
+            if let Some(kib) = pid.and_then(current_rss_mib) {
+                samples.push(kib);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        samples
+    });
+    let bar = ProgressBar::new(options.duration.as_secs()).with_message("load");
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for task in tasks {
+        task.await??;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rss = sampler.await?;
+
+    let tally = Arc::try_unwrap(tally)
+        .map_err(|_| anyhow::anyhow!("load tasks still hold the tally"))?
+        .into_inner();
+    Ok((tally, rss))
+}
+
+/// The server's healthcheck answer.
+async fn health(client: &mut arrow_flight::FlightClient) -> Result<serde_json::Value> {
+    ops::action(client, "healthcheck", "").await
+}
+
+/// Waits up to 10 s for server 1 to hold no query, ingest, exchange or wasm
+/// instance; returns what is still live (empty when nothing leaked).
+async fn leaks(
+    client: &mut arrow_flight::FlightClient,
+) -> Result<(serde_json::Value, Vec<String>)> {
+    let started = Instant::now();
+    loop {
+        let live = health(client).await?["live"].clone();
+        let busy: Vec<String> = ["queries", "ingests", "exchanges", "wasm_instances"]
+            .into_iter()
+            .filter(|k| live[*k].as_u64() != Some(0))
+            .map(|k| format!("{k}={}", live[k]))
+            .collect();
+        if busy.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            return Ok((live, busy));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the load and prints (and returns) the report.
 pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serde_json::Value> {
     let mut setup = servers::connect(&s1.url, &options.user, &options.password).await?;
@@ -156,103 +300,18 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         }
     }
 
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + options.duration;
-    let mut tasks = Vec::new();
-    for id in 0..options.clients {
-        let (tally, url, s2, user, password) = (
-            tally.clone(),
-            s1.url.clone(),
-            s2.url.clone(),
-            options.user.clone(),
-            options.password.clone(),
+    let threads_before = health(&mut setup).await?["live"]["threads"].as_u64();
+    // With hostile guests, a clean phase first gives the bystanders' baseline.
+    let baseline = if options.hostile {
+        eprintln!(
+            "baseline phase: {:?} without hostile exchangers",
+            options.duration
         );
-        tasks.push(tokio::spawn(async move {
-            let mut client = servers::connect(&url, &user, &password).await?;
-            let mut target = servers::connect(&s2, &user, &password).await?;
-            let mut i = id;
-            while Instant::now() < deadline {
-                let op = OPS[i % OPS.len()];
-                i += 1;
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
-                    STUCK_AFTER,
-                    one_op(op, &mut client, &mut target, id, &s2),
-                )
-                .await;
-                let elapsed = started.elapsed().as_secs_f64() * 1e3;
-                let mut t = tally.lock().await;
-                match outcome {
-                    Ok(Ok(())) => t.latencies.entry(op).or_default().push(elapsed),
-                    Ok(Err(e)) => {
-                        *t.errors.entry(op).or_default() += 1;
-                        if t.first_errors.len() < 5 {
-                            t.first_errors.push(format!("{op}: {e:#}"));
-                        }
-                    }
-                    Err(_) => t.stuck += 1,
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
-    if options.hostile {
-        for name in ["hostile_endless_loop", "hostile_memory_bomb"] {
-            let (tally, url, user, password) = (
-                tally.clone(),
-                s1.url.clone(),
-                options.user.clone(),
-                options.password.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut client = servers::connect(&url, &user, &password).await?;
-                while Instant::now() < deadline {
-                    let stream = futures::stream::iter(vec![Ok(peer_batch(0, 1000))]);
-                    let outcome = ops::exchange(
-                        &mut client,
-                        name,
-                        peer_schema(),
-                        stream,
-                        &ProgressBar::hidden(),
-                    )
-                    .await;
-                    let mut t = tally.lock().await;
-                    t.hostile_calls += 1;
-                    if outcome.is_err() {
-                        t.hostile_expected_errors += 1;
-                    }
-                }
-                anyhow::Ok(())
-            }));
-        }
-    }
-    // Sample the servers' RSS once a second while the load runs.
-    let pid = s1.pid();
-    let sampler_stop = stop.clone();
-    let sampler = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        while !sampler_stop.load(Ordering::Relaxed) {
-            if let Some(kib) = pid.and_then(current_rss_mib) {
-                samples.push(kib);
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        samples
-    });
-    let bar = ProgressBar::new(options.duration.as_secs()).with_message("load");
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    for task in tasks {
-        task.await??;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let rss = sampler.await?;
-
-    let t = tally.lock().await;
+        Some(phase(s1, s2, options, false).await?.0)
+    } else {
+        None
+    };
+    let (t, rss) = phase(s1, s2, options, options.hostile).await?;
     let mut report = serde_json::Map::new();
     report.insert("clients".into(), options.clients.into());
     report.insert("seconds".into(), options.duration.as_secs().into());
@@ -324,6 +383,59 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
             serde_json::json!(last.round()),
         );
     }
+    if let Some(baseline) = baseline {
+        let seconds = options.duration.as_secs_f64();
+        let clean = baseline.bystander_ops() as f64 / seconds;
+        let under_attack = t.bystander_ops() as f64 / seconds;
+        let drop = (1.0 - under_attack / clean).max(0.0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // The most CPU the hostile guests can take: their calls' wall time, each
+        // capped by the deadline, over the machine's CPU time.
+        let share = t.hostile_busy.as_secs_f64() / (seconds * cores);
+        eprintln!(
+            "bystanders: {clean:.1} ops/s without hostile guests, {under_attack:.1} with: \
+             drop {:.1}% vs hostile CPU share {:.1}% ({cores} cores)",
+            drop * 100.0,
+            share * 100.0
+        );
+        report.insert(
+            "bystander_ops_per_s_clean".into(),
+            serde_json::json!((clean * 10.0).round() / 10.0),
+        );
+        report.insert(
+            "bystander_ops_per_s_hostile".into(),
+            serde_json::json!((under_attack * 10.0).round() / 10.0),
+        );
+        report.insert(
+            "bystander_drop".into(),
+            serde_json::json!((drop * 1000.0).round() / 1000.0),
+        );
+        report.insert(
+            "hostile_cpu_share".into(),
+            serde_json::json!((share * 1000.0).round() / 1000.0),
+        );
+        report.insert(
+            "baseline_errors".into(),
+            baseline.errors.values().sum::<u64>().into(),
+        );
+    }
+    let mut checker = servers::connect(&s1.url, &options.user, &options.password).await?;
+    let (live, leaked) = leaks(&mut checker).await?;
+    let threads_after = live["threads"].as_u64();
+    eprintln!(
+        "after the load: live {live}, server threads {} before, {} after",
+        threads_before.map_or("?".into(), |n| n.to_string()),
+        threads_after.map_or("?".into(), |n| n.to_string())
+    );
+    report.insert("leaked".into(), serde_json::json!(leaked));
+    report.insert(
+        "server_threads_before".into(),
+        serde_json::json!(threads_before),
+    );
+    report.insert(
+        "server_threads_after".into(),
+        serde_json::json!(threads_after),
+    );
     report.insert("operations".into(), total_ops.into());
     report.insert("errors".into(), errors.into());
     report.insert("stuck".into(), t.stuck.into());

@@ -186,8 +186,15 @@ async fn main() -> Result<()> {
                 println!("{report}");
             }
             anyhow::ensure!(
-                report["errors"] == 0 && report["stuck"] == 0,
+                report["errors"] == 0
+                    && report["stuck"] == 0
+                    && report.get("baseline_errors").is_none_or(|e| e == 0),
                 "the load saw errors or stuck calls"
+            );
+            anyhow::ensure!(
+                report["leaked"].as_array().is_some_and(Vec::is_empty),
+                "server 1 still holds resources after the load: {}",
+                report["leaked"]
             );
             Ok(())
         }

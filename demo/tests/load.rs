@@ -37,4 +37,11 @@ fn a_short_load_run_has_no_errors_and_no_stuck_calls() {
         report["hostile_calls"], report["hostile_errors"],
         "{report}"
     );
+    // The clean baseline phase ran too, and nothing outlived the load.
+    assert_eq!(report["baseline_errors"], 0, "{report}");
+    assert!(
+        report["bystander_ops_per_s_clean"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["leaked"], serde_json::json!([]), "{report}");
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod exchange;
 pub mod flight;
 pub mod flights;
+pub mod gauges;
 pub mod sandbox;
 pub mod server;
 pub mod state;

@@ -255,6 +255,8 @@ async fn hostile_guests_end_with_precise_statuses_and_the_server_keeps_serving()
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
+    // Every trapped or refused guest released its instance and its slot.
+    assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
 

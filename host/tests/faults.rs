@@ -1,5 +1,6 @@
 //! Clients that vanish mid-stream: a cancelled exchange interrupts its guest and
-//! frees its slot at once; an abandoned do_get stops its query; the server serves on.
+//! frees its slot at once; an abandoned do_get stops its query; the server serves
+//! on, and afterwards holds no query, exchange or wasm instance.
 
 mod common;
 
@@ -58,6 +59,7 @@ async fn a_cancelled_exchange_interrupts_its_guest() {
             Err(e) => panic!("slot not freed after {:?}: {e}", started.elapsed()),
         }
     }
+    assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
 
@@ -82,5 +84,6 @@ async fn an_abandoned_get_stops_and_the_server_serves_on() {
         started.elapsed() < Duration::from_secs(2),
         "abandoned queries slowed the server"
     );
+    assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }

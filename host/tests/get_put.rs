@@ -240,7 +240,8 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
     })
     .join()
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its ingest and DuckDB connection are gone, and no table was left.
+    assert_idle(&mut client).await;
     let tables = action(&mut client, "list_tables", "").await.unwrap();
     assert!(
         tables

@@ -17,5 +17,9 @@ fn fuzz_corpus_never_panics() {
             replayed += 1;
         }
     }
-    assert!(replayed > 0, "the committed corpus is missing");
+    assert!(
+        replayed > 0,
+        "the committed corpus is missing under {}",
+        root.display()
+    );
 }

@@ -40,7 +40,9 @@ impl Ingest {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (done_tx, done) = oneshot::channel();
         let thread_schema = schema.clone();
+        let live = db.live_ingests.enter();
         tokio::task::spawn_blocking(move || {
+            let _live = live;
             let _ = done_tx.send(consume(&db, &table, &thread_schema, rx));
         });
         Self { tx, done, schema }

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod types;
 
 use crate::error::{Error, Result};
+use crate::gauges::Gauge;
 use duckdb::Connection;
 use raw::{RawConnection, RawDatabase};
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ impl Default for DbOptions {
 
 /// One DuckDB database shared by all requests of a server.
 pub struct Database {
+    /// Queries whose DuckDB connection is open (result still streaming).
+    pub live_queries: Gauge,
+    /// Ingests whose DuckDB connection is open.
+    pub live_ingests: Gauge,
     root: Mutex<Connection>,
     options: DbOptions,
     raw: RawDatabase,
@@ -89,6 +94,8 @@ impl Database {
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
             .map_err(|e| Error::Internal(format!("cannot lock DuckDB down: {e}")))?;
         Ok(Self {
+            live_queries: Gauge::default(),
+            live_ingests: Gauge::default(),
             root: Mutex::new(conn),
             options,
             raw,

@@ -80,7 +80,9 @@ pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
         }
     })
     .abort_handle();
+    let live = db.live_queries.enter();
     tokio::task::spawn_blocking(move || {
+        let _live = live;
         let limit = Limit { timeout, timed_out };
         produce(&db, &sql, handle_tx, ready_tx, tx, &limit)
     });

@@ -70,6 +70,11 @@ impl ExchangeSlots {
         })
     }
 
+    /// Exchanges running now, all users together.
+    pub fn total(&self) -> usize {
+        self.in_use.lock().expect("slot lock").values().sum()
+    }
+
     /// Takes a slot for `user`, or ResourceExhausted at the cap.
     pub fn acquire(self: &Arc<Self>, user: &str) -> Result<Slot> {
         let mut in_use = self.in_use.lock().expect("slot lock");

@@ -84,6 +84,13 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "duckdb": duckdb_version(state).await.unwrap_or_default(),
         "wit": "mallard:exchanger@0.1.0",
+        "live": {
+            "queries": state.db.live_queries.get(),
+            "ingests": state.db.live_ingests.get(),
+            "exchanges": state.exchange_slots.total(),
+            "wasm_instances": state.registry.engine().live_instances.get(),
+            "threads": crate::gauges::process_threads(),
+        },
     })
 }
 

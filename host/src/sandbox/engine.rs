@@ -17,6 +17,8 @@ pub struct SandboxEngine {
     pub linker: Linker<StoreState>,
     /// The limits instances run under.
     pub limits: Limits,
+    /// Stores (guest instances) alive right now.
+    pub live_instances: crate::gauges::Gauge,
     stop: Arc<AtomicBool>,
 }
 
@@ -51,6 +53,7 @@ impl SandboxEngine {
             engine,
             linker,
             limits,
+            live_instances: crate::gauges::Gauge::default(),
             stop,
         })
     }

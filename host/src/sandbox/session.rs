@@ -39,7 +39,7 @@ impl WasmSession {
         params: &[(String, String)],
         cancelled: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let mut store = new_store(&engine.engine, &engine.limits, cancelled);
+        let mut store = new_store(engine, cancelled);
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;

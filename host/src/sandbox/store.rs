@@ -1,7 +1,8 @@
 //! Per-stream store state: deny-all WASI context, memory cap, captured output,
 //! and the deadline/cancellation checked at every epoch tick.
 
-use crate::sandbox::Limits;
+use crate::gauges::GaugeGuard;
+use crate::sandbox::engine::SandboxEngine;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,6 +161,7 @@ pub struct StoreState {
     pub call_deadline: Instant,
     /// Set from outside to interrupt the guest (client gone, shutdown).
     pub cancelled: Arc<AtomicBool>,
+    _live: GaugeGuard,
 }
 
 impl WasiView for StoreState {
@@ -173,11 +175,8 @@ impl WasiView for StoreState {
 
 /// A fresh store for one stream: no preopens, no environment, no network, output
 /// captured, memory capped, deadline and cancellation checked every epoch tick.
-pub fn new_store(
-    engine: &wasmtime::Engine,
-    limits: &Limits,
-    cancelled: Arc<AtomicBool>,
-) -> Store<StoreState> {
+pub fn new_store(engine: &SandboxEngine, cancelled: Arc<AtomicBool>) -> Store<StoreState> {
+    let limits = &engine.limits;
     let output = CappedOutput::new(limits.max_log_bytes);
     let wasi = WasiCtx::builder()
         .stdout(output.clone())
@@ -193,8 +192,9 @@ pub fn new_store(
         output,
         call_deadline: Instant::now() + limits.call_timeout,
         cancelled,
+        _live: engine.live_instances.enter(),
     };
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(&engine.engine, state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {

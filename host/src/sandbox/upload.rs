@@ -90,11 +90,7 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
             "component does not implement the world mallard:exchanger/exchanger@0.1.0: {e:#}"
         ))
     })?;
-    let mut store = new_store(
-        &engine.engine,
-        &engine.limits,
-        Arc::new(AtomicBool::new(false)),
-    );
+    let mut store = new_store(engine, Arc::new(AtomicBool::new(false)));
     let instance = pre
         .instantiate(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component failed to start: {e:#}")))?;

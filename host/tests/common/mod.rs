@@ -202,3 +202,25 @@ pub async fn drain(stream: FlightRecordBatchStream) -> Result<usize, tonic::Stat
     }
     Ok(n)
 }
+
+/// Waits (up to 5 s) until the server holds no query, ingest, exchange or wasm
+/// instance, as its healthcheck reports; fails the test with what is still live.
+pub async fn assert_idle(client: &mut FlightClient) {
+    let started = std::time::Instant::now();
+    loop {
+        let health = action(client, "healthcheck", "").await.unwrap();
+        let live = &health["live"];
+        let busy: Vec<_> = ["queries", "ingests", "exchanges", "wasm_instances"]
+            .into_iter()
+            .filter(|k| live[*k].as_u64() != Some(0))
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still live after 5 s: {busy:?} in {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
