@@ -30,6 +30,8 @@ pub struct LoadOptions {
 /// A call taking longer than this counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
 const OP_ROWS: usize = 20_000;
+/// How long tokio keeps an idle blocking thread.
+const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(10);
 const OPS: [&str; 4] = ["get", "put", "exchange", "push"];
 
 #[derive(Default)]
@@ -40,7 +42,7 @@ struct Tally {
     stuck: u64,
     hostile_calls: u64,
     hostile_expected_errors: u64,
-    hostile_busy: Duration,
+    hostile_cpu: Duration,
 }
 
 impl Tally {
@@ -128,6 +130,8 @@ async fn phase(
     options: &LoadOptions,
     hostile: bool,
 ) -> Result<(Tally, Vec<f64>)> {
+    let mut observer = servers::connect(&s1.url, &options.user, &options.password).await?;
+    let hostile_cpu_before = hostile_cpu(&mut observer).await?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + options.duration;
@@ -180,7 +184,6 @@ async fn phase(
             tasks.push(tokio::spawn(async move {
                 let mut client = servers::connect(&url, &user, &password).await?;
                 while Instant::now() < deadline {
-                    let started = Instant::now();
                     let stream = futures::stream::iter(vec![Ok(peer_batch(0, 1000))]);
                     let outcome = ops::exchange(
                         &mut client,
@@ -192,7 +195,6 @@ async fn phase(
                     .await;
                     let mut t = tally.lock().await;
                     t.hostile_calls += 1;
-                    t.hostile_busy += started.elapsed();
                     if outcome.is_err() {
                         t.hostile_expected_errors += 1;
                     }
@@ -226,10 +228,30 @@ async fn phase(
     stop.store(true, Ordering::Relaxed);
     let rss = sampler.await?;
 
-    let tally = Arc::try_unwrap(tally)
+    let mut tally = Arc::try_unwrap(tally)
         .map_err(|_| anyhow::anyhow!("load tasks still hold the tally"))?
         .into_inner();
+    tally.hostile_cpu = hostile_cpu(&mut observer)
+        .await?
+        .saturating_sub(hostile_cpu_before);
     Ok((tally, rss))
+}
+
+/// CPU time the hostile guests have used on server 1 so far (`list_exchangers`).
+async fn hostile_cpu(client: &mut arrow_flight::FlightClient) -> Result<Duration> {
+    let listing = ops::action(client, "list_exchangers", "").await?;
+    let ms: f64 = listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("hostile_"))
+        })
+        .filter_map(|e| e["cpu_ms"].as_f64())
+        .sum();
+    Ok(Duration::from_secs_f64(ms / 1e3))
 }
 
 /// The server's healthcheck answer.
@@ -389,9 +411,9 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         let under_attack = t.bystander_ops() as f64 / seconds;
         let drop = (1.0 - under_attack / clean).max(0.0);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        // The most CPU the hostile guests can take: their calls' wall time, each
-        // capped by the deadline, over the machine's CPU time.
-        let share = t.hostile_busy.as_secs_f64() / (seconds * cores);
+        // The CPU the hostile guests took (the server meters guest calls), over
+        // the machine's CPU time: the most the bystanders should lose.
+        let share = t.hostile_cpu.as_secs_f64() / (seconds * cores);
         eprintln!(
             "bystanders: {clean:.1} ops/s without hostile guests, {under_attack:.1} with: \
              drop {:.1}% vs hostile CPU share {:.1}% ({cores} cores)",
@@ -422,10 +444,21 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
     let mut checker = servers::connect(&s1.url, &options.user, &options.password).await?;
     let (live, leaked) = leaks(&mut checker).await?;
     let threads_after = live["threads"].as_u64();
+    // Idle blocking-pool threads exit after tokio's 10 s keep-alive; what is still
+    // there after that is what the server keeps (or leaks).
+    tokio::time::sleep(THREAD_KEEP_ALIVE + Duration::from_secs(2)).await;
+    let threads_settled = health(&mut checker).await?["live"]["threads"].as_u64();
+    let show = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
     eprintln!(
-        "after the load: live {live}, server threads {} before, {} after",
-        threads_before.map_or("?".into(), |n| n.to_string()),
-        threads_after.map_or("?".into(), |n| n.to_string())
+        "after the load: live {live}; server threads {} before, {} right after, {} after {:?} idle",
+        show(threads_before),
+        show(threads_after),
+        show(threads_settled),
+        THREAD_KEEP_ALIVE + Duration::from_secs(2)
+    );
+    report.insert(
+        "server_threads_settled".into(),
+        serde_json::json!(threads_settled),
     );
     report.insert("leaked".into(), serde_json::json!(leaked));
     report.insert(

@@ -44,4 +44,8 @@ fn a_short_load_run_has_no_errors_and_no_stuck_calls() {
         "{report}"
     );
     assert_eq!(report["leaked"], serde_json::json!([]), "{report}");
+    // Threads started for the load are gone once idle (a few may come and go).
+    let before = report["server_threads_before"].as_u64().unwrap();
+    let settled = report["server_threads_settled"].as_u64().unwrap();
+    assert!(settled <= before + 4, "{report}");
 }

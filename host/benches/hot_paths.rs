@@ -103,27 +103,12 @@ fn exchange_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("exchange");
     group.bench_function("wasm_instantiate_and_open", |b| {
         b.iter(|| {
-            WasmSession::open(
-                &engine,
-                &uploaded.pre,
-                "add_processed",
-                &schema_header,
-                &[],
-                cancelled.clone(),
-            )
-            .unwrap()
+            WasmSession::open(&engine, &uploaded, &schema_header, &[], cancelled.clone()).unwrap()
         })
     });
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
-    let mut wasm = WasmSession::open(
-        &engine,
-        &uploaded.pre,
-        "add_processed",
-        &schema_header,
-        &[],
-        cancelled.clone(),
-    )
-    .unwrap();
+    let mut wasm =
+        WasmSession::open(&engine, &uploaded, &schema_header, &[], cancelled.clone()).unwrap();
     group.bench_function("add_processed_wasm_batch", |b| {
         b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
     });

@@ -255,6 +255,17 @@ async fn hostile_guests_end_with_precise_statuses_and_the_server_keeps_serving()
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
+    // The spinning guest's CPU time was metered (it ran until its deadline).
+    let listing = action(&mut client, "list_exchangers", "").await.unwrap();
+    let spun = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "hostile_endless_loop")
+        .unwrap()["cpu_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(spun >= 100.0, "endless loop metered at {spun} ms");
     // Every trapped or refused guest released its instance and its slot.
     assert_idle(&mut client).await;
     server.stop().await.unwrap();

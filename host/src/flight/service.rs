@@ -322,8 +322,7 @@ impl FlightService for MallardService {
             let session: Result<Box<dyn ExchangeSession>> = match resolved {
                 Resolved::Wasm(uploaded) => WasmSession::open(
                     &engine,
-                    &uploaded.pre,
-                    &exchange.exchanger,
+                    &uploaded,
                     &schema_message.data_header,
                     &exchange.params,
                     worker_cancelled,

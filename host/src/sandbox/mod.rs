@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod limits;
+pub mod meter;
 pub mod registry;
 pub mod session;
 pub mod store;

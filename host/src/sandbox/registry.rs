@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::sandbox::bindings::ExchangerPre;
 use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::meter::CpuMeter;
 use crate::sandbox::store::StoreState;
 use crate::sandbox::upload::{self, Compiled};
 use mallard_exchanger::native::Builtin;
@@ -24,6 +25,8 @@ pub struct Uploaded {
     pub report: UploadReport,
     /// Ready to instantiate.
     pub pre: ExchangerPre<StoreState>,
+    /// CPU time its guest calls have used since it was loaded.
+    pub cpu: Arc<CpuMeter>,
 }
 
 /// The JSON answer of `upload_exchanger`, also a row of `list_exchangers`.
@@ -60,6 +63,8 @@ pub struct Listing {
     pub builtin: bool,
     /// Whether a wasm component is uploaded (`sandbox: on` possible).
     pub uploaded: bool,
+    /// CPU time its wasm calls have used since the server loaded it, milliseconds.
+    pub cpu_ms: f64,
 }
 
 /// How an exchange should run.
@@ -164,6 +169,7 @@ impl Registry {
                 compile_ms,
             },
             pre,
+            cpu: Arc::new(CpuMeter::default()),
         }
     }
 
@@ -246,6 +252,7 @@ impl Registry {
                     size: None,
                     builtin: true,
                     uploaded: false,
+                    cpu_ms: 0.0,
                 },
             );
         }
@@ -259,12 +266,14 @@ impl Registry {
                 size: None,
                 builtin: false,
                 uploaded: false,
+                cpu_ms: 0.0,
             });
             row.version = r.version.clone();
             row.description = r.description.clone();
             row.sha256 = Some(r.sha256.clone());
             row.size = Some(r.size);
             row.uploaded = true;
+            row.cpu_ms = u.cpu.total().as_secs_f64() * 1e3;
         }
         rows.into_values().collect()
     }

@@ -4,8 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, validated_schema_message};
-use crate::sandbox::bindings::{ExchangeError, Exchanger, ExchangerPre, IpcMessage};
+use crate::sandbox::bindings::{ExchangeError, Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::meter::CpuMeter;
+use crate::sandbox::registry::Uploaded;
 use crate::sandbox::store::{Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
 use arrow_flight::FlightData;
@@ -33,20 +35,22 @@ impl WasmSession {
     /// message header as the client sent it).
     pub fn open(
         engine: &SandboxEngine,
-        pre: &ExchangerPre<StoreState>,
-        name: &str,
+        uploaded: &Uploaded,
         input_schema: &[u8],
         params: &[(String, String)],
         cancelled: Arc<AtomicBool>,
     ) -> Result<Self> {
+        let name = uploaded.report.name.as_str();
         let mut store = new_store(engine, cancelled);
-        let instance = pre
+        let instance = uploaded
+            .pre
             .instantiate(&mut store)
             .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;
         let mut this = CallInfo {
             name: name.to_owned(),
             call_timeout: engine.limits.call_timeout,
             max_memory_bytes: engine.limits.max_memory_bytes,
+            cpu: uploaded.cpu.clone(),
         };
         let opened = this.call(&mut store, "open", |store| {
             instance
@@ -144,6 +148,7 @@ struct CallInfo {
     name: String,
     call_timeout: Duration,
     max_memory_bytes: usize,
+    cpu: Arc<CpuMeter>,
 }
 
 impl CallInfo {
@@ -155,7 +160,8 @@ impl CallInfo {
     ) -> Result<R> {
         store.data_mut().call_deadline = Instant::now() + self.call_timeout;
         store.set_epoch_deadline(1);
-        f(store).map_err(|e| self.classify(store, what, e))
+        let result = self.cpu.measure(|| f(store));
+        result.map_err(|e| self.classify(store, what, e))
     }
 
     fn classify(&self, store: &Store<StoreState>, what: &str, e: wasmtime::Error) -> Error {
