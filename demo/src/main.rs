@@ -7,6 +7,7 @@ mod guest;
 mod load;
 mod ops;
 mod servers;
+mod tls;
 mod walkthrough;
 
 use anyhow::Result;
@@ -43,6 +44,12 @@ struct Cli {
     /// Fail instead of starting servers when none answer.
     #[arg(long, global = true)]
     no_start: bool,
+    /// Speak grpc+tls:// (servers the demo starts get a freshly minted certificate).
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trust this CA certificate (PEM) for TLS servers started elsewhere; implies --tls.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
     /// Rows of data/flights.parquet when the demo creates it.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -107,6 +114,15 @@ enum Command {
         /// Concurrent exchanges per user (the load tool runs 32 clients as one user).
         #[arg(long, default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
         max_exchanges_per_user: usize,
+        /// Serve TLS with this certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA (PEM) push_table trusts for grpc+tls:// targets.
+        #[arg(long)]
+        push_ca: Option<PathBuf>,
     },
 }
 
@@ -119,6 +135,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(ca) = &cli.tls_ca {
+        servers::use_tls(tls::DemoTls::trusting(ca)?);
+    } else if cli.tls {
+        servers::use_tls(tls::DemoTls::minted()?);
+    }
     match cli.command {
         None => {
             walkthrough::run(walkthrough::WalkthroughOptions {
@@ -201,9 +222,25 @@ async fn main() -> Result<()> {
         Some(Command::Serve {
             listen,
             max_exchanges_per_user,
+            tls_cert,
+            tls_key,
+            push_ca,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
             config.max_exchanges_per_user = max_exchanges_per_user;
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                config.tls = Some(mallard::config::ServerTls {
+                    cert_pem: std::fs::read(cert)?,
+                    key_pem: std::fs::read(key)?,
+                    client_ca_pem: None,
+                });
+            }
+            if let Some(ca) = push_ca {
+                config.push_tls = Some(mallard::transport::ClientTls {
+                    ca_pem: Some(std::fs::read(ca)?),
+                    identity: None,
+                });
+            }
             let server = mallard::start(config).await?;
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -1,9 +1,11 @@
 //! Finding the two servers, or starting them as child processes (this binary re-run
 //! with the hidden `serve` subcommand) when nothing answers.
 
+use crate::tls::DemoTls;
 use anyhow::{Context, Result, bail};
 use arrow_flight::FlightClient;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A server the demo talks to, and the child process if the demo started it.
@@ -40,9 +42,20 @@ impl Drop for Server {
     }
 }
 
+static TLS: OnceLock<DemoTls> = OnceLock::new();
+
+/// Makes every connection (and every server the demo starts) use TLS.
+pub fn use_tls(tls: DemoTls) {
+    let _ = TLS.set(tls);
+}
+
+fn client_tls() -> Option<&'static mallard::transport::ClientTls> {
+    TLS.get().map(|t| &t.client)
+}
+
 /// Connects with the given credentials, with an actionable error.
 pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClient> {
-    match mallard::client::connect(url, user, password).await {
+    match mallard::client::connect_with(url, user, password, client_tls()).await {
         Ok(c) => Ok(c),
         Err(mallard::Error::Unauthenticated(m)) => {
             bail!("{url} refused the credentials ({m}); pass --user and --password")
@@ -52,12 +65,19 @@ pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClie
 }
 
 async fn answers(url: &str) -> bool {
-    mallard::transport::connect(url).await.is_ok()
+    mallard::transport::connect_with(url, client_tls())
+        .await
+        .is_ok()
 }
 
 /// Uses the server at `addr` if one answers, else starts one as a child process.
 pub async fn ensure(addr: &str, start_if_missing: bool) -> Result<Server> {
-    let url = format!("grpc://{addr}");
+    let scheme = if TLS.get().is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    let url = format!("{scheme}://{addr}");
     if answers(&url).await {
         return Ok(Server { url, child: None });
     }
@@ -67,8 +87,23 @@ pub async fn ensure(addr: &str, start_if_missing: bool) -> Result<Server> {
         );
     }
     let exe = std::env::current_exe().context("locating mallard-demo")?;
-    let child = Command::new(exe)
-        .args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"])
+    let mut command = Command::new(exe);
+    command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
+    match TLS.get() {
+        Some(DemoTls {
+            server_files: Some(files),
+            ..
+        }) => {
+            command.arg("--tls-cert").arg(&files.cert);
+            command.arg("--tls-key").arg(&files.key);
+            command.arg("--push-ca").arg(&files.ca);
+        }
+        Some(_) => bail!(
+            "no TLS server answers at {url}; the demo starts TLS servers only with --tls (no --tls-ca)"
+        ),
+        None => {}
+    }
+    let child = command
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting a server on {addr}"))?;
