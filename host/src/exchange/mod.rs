@@ -49,6 +49,18 @@ pub fn validated_schema_message(header: Bytes) -> Result<(SchemaRef, FlightData)
     Ok((Arc::new(schema), message))
 }
 
+/// The status for an exchanger's own refusal, wasm or native: bad parameters or
+/// input are the client's fault (InvalidArgument), anything else ends the stream
+/// (Aborted). `what` says where (`open`, `batch 3`, `finish`).
+pub fn exchanger_error(name: &str, what: &str, e: mallard_exchanger::ExchangeError) -> Error {
+    use mallard_exchanger::ExchangeError as E;
+    let message = format!("exchanger {name:?} at {what}: {e}");
+    match e {
+        E::InvalidParams(_) | E::InvalidInput(_) => Error::InvalidArgument(message),
+        E::Failed(_) => Error::Aborted(message),
+    }
+}
+
 /// Counts running exchanges per user against a cap.
 pub struct ExchangeSlots {
     max_per_user: usize,

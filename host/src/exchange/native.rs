@@ -2,11 +2,10 @@
 //! same IPC messages as the wasm path so the two differ only in the sandbox.
 
 use crate::error::{Error, Result};
-use crate::exchange::ExchangeSession;
+use crate::exchange::{ExchangeSession, exchanger_error};
 use arrow::buffer::Buffer;
 use arrow_flight::FlightData;
 use bytes::Bytes;
-use mallard_exchanger::ExchangeError;
 use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
 use mallard_exchanger::native::{Builtin, Session};
 use mallard_exchanger::{Params, arrow_schema::SchemaRef};
@@ -31,7 +30,7 @@ impl NativeSession {
         let name = builtin.info.name;
         let session = builtin
             .open(input.clone(), &Params::new(params))
-            .map_err(|e| map(name, "open", e))?;
+            .map_err(|e| exchanger_error(name, "open", e))?;
         let encoder = MessageEncoder::new(session.output_schema());
         Ok(Self {
             name,
@@ -61,15 +60,6 @@ impl NativeSession {
     }
 }
 
-fn map(name: &str, what: &str, e: ExchangeError) -> Error {
-    match e {
-        ExchangeError::InvalidParams(m) | ExchangeError::InvalidInput(m) => {
-            Error::InvalidArgument(format!("exchanger {name:?} at {what}: {m}"))
-        }
-        ExchangeError::Failed(m) => Error::Aborted(format!("exchanger {name:?} at {what}: {m}")),
-    }
-}
-
 impl ExchangeSession for NativeSession {
     fn schema_message(&self) -> FlightData {
         FlightData {
@@ -91,7 +81,7 @@ impl ExchangeSession for NativeSession {
         let out = self
             .session
             .push(batch)
-            .map_err(|e| map(self.name, &what, e))?;
+            .map_err(|e| exchanger_error(self.name, &what, e))?;
         self.encode(out)
     }
 
@@ -99,7 +89,7 @@ impl ExchangeSession for NativeSession {
         let out = self
             .session
             .finish()
-            .map_err(|e| map(self.name, "finish", e))?;
+            .map_err(|e| exchanger_error(self.name, "finish", e))?;
         self.encode(out)
     }
 }

@@ -7,3 +7,13 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::mallard::exchanger::exchange::{ExchangeError, Info, IpcMessage};
+
+impl From<ExchangeError> for mallard_exchanger::ExchangeError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::InvalidParams(m) => Self::InvalidParams(m),
+            ExchangeError::InvalidInput(m) => Self::InvalidInput(m),
+            ExchangeError::Failed(m) => Self::Failed(m),
+        }
+    }
+}

@@ -3,8 +3,8 @@
 //! declared schema before it is forwarded, untouched, to the client.
 
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeSession, validated_schema_message};
-use crate::sandbox::bindings::{ExchangeError, Exchanger, IpcMessage};
+use crate::exchange::{ExchangeSession, exchanger_error, validated_schema_message};
+use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
 use crate::sandbox::meter::CpuMeter;
 use crate::sandbox::registry::Uploaded;
@@ -57,7 +57,7 @@ impl WasmSession {
                 .mallard_exchanger_exchange()
                 .call_open(store, input_schema, params)
         })?;
-        let session = opened.map_err(|e| guest_error(name, "open", e))?;
+        let session = opened.map_err(|e| exchanger_error(name, "open", e.into()))?;
         let header = this.call(&mut store, "output-schema", |store| {
             instance
                 .mallard_exchanger_exchange()
@@ -121,7 +121,7 @@ impl ExchangeSession for WasmSession {
                 &body[..],
             )
         })?;
-        let messages = result.map_err(|e| guest_error(&self.info.name, &what, e))?;
+        let messages = result.map_err(|e| exchanger_error(&self.info.name, &what, e.into()))?;
         self.validate(messages, &what)
     }
 
@@ -133,7 +133,7 @@ impl ExchangeSession for WasmSession {
                 .session()
                 .call_finish(store, session)
         })?;
-        let messages = result.map_err(|e| guest_error(&self.info.name, "finish", e))?;
+        let messages = result.map_err(|e| exchanger_error(&self.info.name, "finish", e.into()))?;
         self.validate(messages, "finish")
     }
 
@@ -201,17 +201,5 @@ impl CallInfo {
             Some(trap) => Error::Aborted(format!("{who}: trapped ({trap}){tail}")),
             None => Error::Aborted(format!("{who}: failed: {e:#}{tail}")),
         }
-    }
-}
-
-fn guest_error(name: &str, what: &str, e: ExchangeError) -> Error {
-    match e {
-        ExchangeError::InvalidParams(m) => {
-            Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid params: {m}"))
-        }
-        ExchangeError::InvalidInput(m) => {
-            Error::InvalidArgument(format!("exchanger {name:?} at {what}: invalid input: {m}"))
-        }
-        ExchangeError::Failed(m) => Error::Aborted(format!("exchanger {name:?} at {what}: {m}")),
     }
 }
