@@ -317,7 +317,11 @@ impl FlightService for MallardService {
         let engine = self.state.registry.engine().clone();
         let label = format!("{}#{}", exchange.exchanger, auth.principal.user);
         let worker_cancelled = cancelled.clone();
-        tokio::task::spawn_blocking(move || {
+        let meter = match &resolved {
+            Resolved::Wasm(uploaded) => Some(uploaded.cpu.clone()),
+            Resolved::Native(_) => None,
+        };
+        let work = move || {
             let _slot = slot; // held until the stream ends
             let session: Result<Box<dyn ExchangeSession>> = match resolved {
                 Resolved::Wasm(uploaded) => WasmSession::open(
@@ -342,6 +346,12 @@ impl FlightService for MallardService {
                     let _ = opened_tx.send(Err(e));
                 }
             }
+        };
+        // Everything the worker thread does is the exchanger's cost: instantiating,
+        // guest calls, validating output, tearing the instance down.
+        tokio::task::spawn_blocking(move || match meter {
+            Some(meter) => meter.measure(work),
+            None => work(),
         });
         opened_rx
             .await

@@ -1,6 +1,7 @@
-//! Guest CPU accounting: the thread CPU time spent inside guest calls, summed per
-//! exchanger and reported by `list_exchangers`, so an operator (or the load tool)
-//! can see what share of the machine each exchanger takes.
+//! Exchanger CPU accounting: the thread CPU time of each exchange's worker
+//! (instantiation, guest calls, output validation, teardown), summed per exchanger
+//! and reported by `list_exchangers`, so an operator (or the load tool) can see what
+//! share of the machine each exchanger takes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 pub struct CpuMeter(AtomicU64);
 
 impl CpuMeter {
-    /// Runs `f` (a guest call, on this thread) and adds the CPU time it used.
+    /// Runs `f` on this thread and adds the CPU time it used.
     pub fn measure<R>(&self, f: impl FnOnce() -> R) -> R {
         let before = thread_cpu_time();
         let result = f();

@@ -25,7 +25,7 @@ pub struct Uploaded {
     pub report: UploadReport,
     /// Ready to instantiate.
     pub pre: ExchangerPre<StoreState>,
-    /// CPU time its guest calls have used since it was loaded.
+    /// CPU time its exchanges' workers have used since it was loaded.
     pub cpu: Arc<CpuMeter>,
 }
 

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, exchanger_error, validated_schema_message};
 use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
-use crate::sandbox::meter::CpuMeter;
 use crate::sandbox::registry::Uploaded;
 use crate::sandbox::store::{Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
@@ -50,7 +49,6 @@ impl WasmSession {
             name: name.to_owned(),
             call_timeout: engine.limits.call_timeout,
             max_memory_bytes: engine.limits.max_memory_bytes,
-            cpu: uploaded.cpu.clone(),
         };
         let opened = this.call(&mut store, "open", |store| {
             instance
@@ -148,7 +146,6 @@ struct CallInfo {
     name: String,
     call_timeout: Duration,
     max_memory_bytes: usize,
-    cpu: Arc<CpuMeter>,
 }
 
 impl CallInfo {
@@ -160,8 +157,7 @@ impl CallInfo {
     ) -> Result<R> {
         store.data_mut().call_deadline = Instant::now() + self.call_timeout;
         store.set_epoch_deadline(1);
-        let result = self.cpu.measure(|| f(store));
-        result.map_err(|e| self.classify(store, what, e))
+        f(store).map_err(|e| self.classify(store, what, e))
     }
 
     fn classify(&self, store: &Store<StoreState>, what: &str, e: wasmtime::Error) -> Error {
