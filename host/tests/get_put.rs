@@ -85,6 +85,27 @@ async fn select_42_round_trip() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
+    // Several statements: all run, the last one's rows stream back.
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "CREATE TABLE bar AS SELECT 5 AS v; INSERT INTO bar VALUES (7); SELECT sum(v) FROM bar"
+        )
+        .await,
+        12
+    );
+    // A failing statement before the last stops the request with its error.
+    let err = query(&mut client, "SELECT 1; SELEKT 2; SELECT 3")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let err = query(&mut client, " ; ").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    // Dynamic PIVOT expands into several statements; its schema is known only as it runs.
+    let pivoted = query(&mut client, "PIVOT foo ON b USING sum(a)")
+        .await
+        .unwrap();
+    assert_eq!(pivoted[0].num_columns(), 2, "{:?}", pivoted[0].schema());
     server.stop().await.unwrap();
 }
 
