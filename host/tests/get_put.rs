@@ -461,3 +461,98 @@ async fn actions_and_flight_metadata() {
     assert_ne!(err.code(), Code::Ok);
     server.stop().await.unwrap();
 }
+
+/// Each kind of malformed request gets its precise status, and the server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_precise_statuses() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    fn invalid<T>(r: Result<T, tonic::Status>, what: &str) {
+        let err = r.err().unwrap_or_else(|| panic!("{what} was accepted"));
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err}");
+    }
+
+    let ticket = client
+        .do_get(arrow_flight::Ticket::new(vec![0xffu8, 0xfe, b'S']))
+        .await
+        .map(|_| ())
+        .map_err(to_status);
+    invalid(ticket, "an invalid UTF-8 ticket");
+
+    let batch = typed_batch(0, 10);
+    for (what, descriptor) in [
+        (
+            "an UNKNOWN descriptor",
+            FlightDescriptor {
+                r#type: 0,
+                ..Default::default()
+            },
+        ),
+        (
+            "a two-element path",
+            FlightDescriptor::new_path(vec!["a".into(), "b".into()]),
+        ),
+        ("an empty table name", FlightDescriptor::new_cmd("")),
+    ] {
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter(vec![Ok(batch.clone())]));
+        let outcome = match client.do_put(data).await {
+            Ok(results) => results
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .find_map(|r| r.err())
+                .map_or(Ok(()), |e| Err(to_status(e))),
+            Err(e) => Err(to_status(e)),
+        };
+        invalid(outcome, what);
+    }
+
+    // Wrong types for an existing table: refused, and the table keeps its rows.
+    action(
+        &mut client,
+        "sql",
+        "CREATE TABLE typed (id BIGINT, score DOUBLE)",
+    )
+    .await
+    .unwrap();
+    invalid(
+        put(&mut client, "typed", vec![typed_batch(0, 3)]).await,
+        "eight columns into a two-column table",
+    );
+    action(&mut client, "sql", "INSERT INTO typed VALUES (1, 1.5)")
+        .await
+        .unwrap();
+    let text = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("score", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["not a number"])),
+            Arc::new(StringArray::from(vec!["nor this"])),
+        ],
+    )
+    .unwrap();
+    invalid(
+        put(&mut client, "typed", vec![text]).await,
+        "text into BIGINT/DOUBLE columns",
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM typed").await,
+        1
+    );
+
+    invalid(
+        action(&mut client, "push_table", "{not json").await,
+        "a non-JSON push_table body",
+    );
+    invalid(
+        exchange(&mut client, r#"{"exchanger": 3}"#, flights(10, 10)).await,
+        "a malformed exchange descriptor",
+    );
+    assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
+    assert_idle(&mut client).await;
+    server.stop().await.unwrap();
+}
