@@ -131,8 +131,8 @@ fn consume(
     schema: &SchemaRef,
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
-    // DuckDB cannot write a view over a process-local Arrow stream to a database
-    // file's WAL, so durable databases take the (slower) appender path.
+    // DuckDB refuses to register a view over a process-local Arrow stream in a
+    // file database, so durable databases take the (slower) appender path.
     if db.options().path.is_some() {
         consume_with_appender(db, table, schema, rx)
     } else {
@@ -156,8 +156,8 @@ fn consume_with_arrow_scan(
         done: false,
     };
     let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
-    // The view is registered (and later dropped) outside the transaction: a view over
-    // a process-local stream cannot be written to a file database's WAL.
+    // The view is registered (and later dropped) outside the transaction, which
+    // then holds only the table's own changes.
     let view_name = format!(
         "mallard_ingest_{}",
         NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
