@@ -229,17 +229,10 @@ async fn main() -> Result<()> {
             let mut config = mallard::ServerConfig::new(listen);
             config.max_exchanges_per_user = max_exchanges_per_user;
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
-                config.tls = Some(mallard::config::ServerTls {
-                    cert_pem: std::fs::read(cert)?,
-                    key_pem: std::fs::read(key)?,
-                    client_ca_pem: None,
-                });
+                config.tls = Some(mallard::config::ServerTls::read(&cert, &key, None)?);
             }
             if let Some(ca) = push_ca {
-                config.push_tls = Some(mallard::transport::ClientTls {
-                    ca_pem: Some(std::fs::read(ca)?),
-                    identity: None,
-                });
+                config.push_tls = Some(mallard::transport::ClientTls::trusting_file(&ca)?);
             }
             let server = mallard::start(config).await?;
             let mut term =

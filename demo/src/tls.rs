@@ -29,13 +29,8 @@ pub struct ServerFiles {
 impl DemoTls {
     /// Trusts the CA in `ca_file` (for servers someone else started).
     pub fn trusting(ca_file: &Path) -> Result<Self> {
-        let ca_pem = std::fs::read(ca_file)
-            .with_context(|| format!("reading the CA certificate {}", ca_file.display()))?;
         Ok(Self {
-            client: ClientTls {
-                ca_pem: Some(ca_pem),
-                identity: None,
-            },
+            client: ClientTls::trusting_file(ca_file).context("the CA certificate for --tls-ca")?,
             server_files: None,
         })
     }
@@ -61,10 +56,7 @@ impl DemoTls {
             _dir: dir,
         };
         Ok(Self {
-            client: ClientTls {
-                ca_pem: Some(ca.pem().into_bytes()),
-                identity: None,
-            },
+            client: ClientTls::trusting(ca.pem().into_bytes()),
             server_files: Some(files),
         })
     }

@@ -5,7 +5,7 @@ use crate::db::DbOptions;
 use crate::sandbox::Limits;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Largest gRPC message accepted or sent: a coalesced batch of wide rows fits.
@@ -22,6 +22,23 @@ pub struct ServerTls {
     pub key_pem: Vec<u8>,
     /// When set, clients must present a certificate signed by this CA (mTLS).
     pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl ServerTls {
+    /// Reads the certificate chain, key and optional client CA from PEM files.
+    pub fn read(cert: &Path, key: &Path, client_ca: Option<&Path>) -> std::io::Result<Self> {
+        Ok(Self {
+            cert_pem: read_pem(cert)?,
+            key_pem: read_pem(key)?,
+            client_ca_pem: client_ca.map(read_pem).transpose()?,
+        })
+    }
+}
+
+/// Reads a PEM file; the error names the file.
+pub fn read_pem(path: &Path) -> std::io::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
 }
 
 /// Everything one server needs.

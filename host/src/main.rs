@@ -158,22 +158,19 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         }
         None => None,
     };
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(mallard::config::ServerTls {
-            cert_pem: read(cert)?,
-            key_pem: read(key)?,
-            client_ca_pem: args.tls_client_ca.as_ref().map(read).transpose()?,
-        }),
+        (Some(cert), Some(key)) => Some(mallard::config::ServerTls::read(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?),
         _ => None,
     };
-    let push_tls = match &args.push_ca {
-        Some(ca) => Some(mallard::transport::ClientTls {
-            ca_pem: Some(read(ca)?),
-            identity: None,
-        }),
-        None => None,
-    };
+    let push_tls = args
+        .push_ca
+        .as_deref()
+        .map(mallard::transport::ClientTls::trusting_file)
+        .transpose()?;
     let limits = Limits {
         max_memory_bytes: (args.exchanger_memory_mb as usize) << 20,
         call_timeout: Duration::from_millis(args.exchanger_timeout_ms),

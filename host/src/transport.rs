@@ -17,6 +17,21 @@ pub struct ClientTls {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl ClientTls {
+    /// Trusts servers whose certificates `ca_pem` signed; no client certificate.
+    pub fn trusting(ca_pem: Vec<u8>) -> Self {
+        Self {
+            ca_pem: Some(ca_pem),
+            identity: None,
+        }
+    }
+
+    /// [`ClientTls::trusting`] the CA in a PEM file.
+    pub fn trusting_file(ca: &std::path::Path) -> std::io::Result<Self> {
+        crate::config::read_pem(ca).map(Self::trusting)
+    }
+}
+
 /// HTTP/2 per-stream flow-control window.
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 /// HTTP/2 per-connection flow-control window.

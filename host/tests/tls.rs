@@ -49,10 +49,7 @@ async fn a_tls_server_accepts_tls_clients_and_refuses_plain_ones() {
     let server = tls_server(&pki, false).await;
     let url = server.url();
     assert!(url.starts_with("grpc+tls://"));
-    let tls = ClientTls {
-        ca_pem: Some(pki.ca_pem.clone()),
-        identity: None,
-    };
+    let tls = ClientTls::trusting(pki.ca_pem.clone());
     let mut client = mallard::client::connect_with(&url, "admin", "password123", Some(&tls))
         .await
         .unwrap();
@@ -64,10 +61,7 @@ async fn a_tls_server_accepts_tls_clients_and_refuses_plain_ones() {
             .is_err(),
         "plain client refused"
     );
-    let untrusting = ClientTls {
-        ca_pem: None,
-        identity: None,
-    };
+    let untrusting = ClientTls::default();
     assert!(
         mallard::client::connect_with(&url, "admin", "password123", Some(&untrusting))
             .await
@@ -81,10 +75,7 @@ async fn mtls_requires_a_client_certificate() {
     let pki = pki();
     let server = tls_server(&pki, true).await;
     let url = server.url();
-    let anonymous = ClientTls {
-        ca_pem: Some(pki.ca_pem.clone()),
-        identity: None,
-    };
+    let anonymous = ClientTls::trusting(pki.ca_pem.clone());
     let refused =
         match mallard::client::connect_with(&url, "admin", "password123", Some(&anonymous)).await {
             Err(_) => true,
@@ -92,8 +83,8 @@ async fn mtls_requires_a_client_certificate() {
         };
     assert!(refused, "a client without a certificate is refused");
     let known = ClientTls {
-        ca_pem: Some(pki.ca_pem.clone()),
         identity: Some(pki.client.clone()),
+        ..ClientTls::trusting(pki.ca_pem.clone())
     };
     let mut client = mallard::client::connect_with(&url, "admin", "password123", Some(&known))
         .await
