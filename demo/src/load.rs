@@ -129,9 +129,9 @@ async fn phase(
     s2: &Server,
     options: &LoadOptions,
     hostile: bool,
+    observer: &mut arrow_flight::FlightClient,
 ) -> Result<(Tally, Vec<f64>)> {
-    let mut observer = servers::connect(&s1.url, &options.user, &options.password).await?;
-    let hostile_cpu_before = hostile_cpu(&mut observer).await?;
+    let hostile_cpu_before = hostile_cpu(observer).await?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + options.duration;
@@ -231,7 +231,7 @@ async fn phase(
     let mut tally = Arc::try_unwrap(tally)
         .map_err(|_| anyhow::anyhow!("load tasks still hold the tally"))?
         .into_inner();
-    tally.hostile_cpu = hostile_cpu(&mut observer)
+    tally.hostile_cpu = hostile_cpu(observer)
         .await?
         .saturating_sub(hostile_cpu_before);
     Ok((tally, rss))
@@ -267,7 +267,7 @@ async fn leaks(
     let started = Instant::now();
     loop {
         let live = health(client).await?["live"].clone();
-        let busy: Vec<String> = ["queries", "ingests", "exchanges", "wasm_instances"]
+        let busy: Vec<String> = mallard::gauges::IDLE_AT_ZERO
             .into_iter()
             .filter(|k| live[*k].as_u64() != Some(0))
             .map(|k| format!("{k}={}", live[k]))
@@ -281,16 +281,17 @@ async fn leaks(
 
 /// Runs the load and prints (and returns) the report.
 pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serde_json::Value> {
-    let mut setup = servers::connect(&s1.url, &options.user, &options.password).await?;
+    // The tool's own connection: sets the tables up, then watches server 1.
+    let mut control = servers::connect(&s1.url, &options.user, &options.password).await?;
     ops::action(
-        &mut setup,
+        &mut control,
         "sql",
         "DROP TABLE IF EXISTS load_src; DROP TABLE IF EXISTS load_small",
     )
     .await?;
     let batches = (0..4u64).map(|i| Ok(peer_batch(i * 50_000, 50_000)));
     ops::put(
-        &mut setup,
+        &mut control,
         "load_src",
         peer_schema(),
         futures::stream::iter(batches.collect::<Vec<_>>()),
@@ -298,7 +299,7 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
     )
     .await?;
     ops::put(
-        &mut setup,
+        &mut control,
         "load_small",
         peer_schema(),
         futures::stream::iter(vec![Ok(peer_batch(0, 10_000))]),
@@ -306,7 +307,7 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
     )
     .await?;
     ops::action(
-        &mut setup,
+        &mut control,
         "upload_exchanger",
         std::fs::read(crate::guest::build("add-processed")?)?,
     )
@@ -314,7 +315,7 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
     if options.hostile {
         for guest in ["hostile-endless-loop", "hostile-memory-bomb"] {
             ops::action(
-                &mut setup,
+                &mut control,
                 "upload_exchanger",
                 std::fs::read(crate::guest::build(guest)?)?,
             )
@@ -322,18 +323,18 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         }
     }
 
-    let threads_before = health(&mut setup).await?["live"]["threads"].as_u64();
+    let threads_before = health(&mut control).await?["live"]["threads"].as_u64();
     // With hostile guests, a clean phase first gives the bystanders' baseline.
     let baseline = if options.hostile {
         eprintln!(
             "baseline phase: {:?} without hostile exchangers",
             options.duration
         );
-        Some(phase(s1, s2, options, false).await?.0)
+        Some(phase(s1, s2, options, false, &mut control).await?.0)
     } else {
         None
     };
-    let (t, rss) = phase(s1, s2, options, options.hostile).await?;
+    let (t, rss) = phase(s1, s2, options, options.hostile, &mut control).await?;
     let mut report = serde_json::Map::new();
     report.insert("clients".into(), options.clients.into());
     report.insert("seconds".into(), options.duration.as_secs().into());
@@ -411,8 +412,8 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         let under_attack = t.bystander_ops() as f64 / seconds;
         let drop = (1.0 - under_attack / clean).max(0.0);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        // The CPU the hostile guests took (the server meters guest calls), over
-        // the machine's CPU time: the most the bystanders should lose.
+        // The CPU the hostile exchangers took (the server meters each exchange's
+        // worker), over the machine's CPU time: the most the bystanders should lose.
         let share = t.hostile_cpu.as_secs_f64() / (seconds * cores);
         eprintln!(
             "bystanders: {clean:.1} ops/s without hostile guests, {under_attack:.1} with: \
@@ -441,20 +442,20 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
             baseline.errors.values().sum::<u64>().into(),
         );
     }
-    let mut checker = servers::connect(&s1.url, &options.user, &options.password).await?;
-    let (live, leaked) = leaks(&mut checker).await?;
+    let (live, leaked) = leaks(&mut control).await?;
     let threads_after = live["threads"].as_u64();
     // Idle blocking-pool threads exit after tokio's 10 s keep-alive; what is still
     // there after that is what the server keeps (or leaks).
-    tokio::time::sleep(THREAD_KEEP_ALIVE + Duration::from_secs(2)).await;
-    let threads_settled = health(&mut checker).await?["live"]["threads"].as_u64();
+    let idle = THREAD_KEEP_ALIVE + Duration::from_secs(2);
+    tokio::time::sleep(idle).await;
+    let threads_settled = health(&mut control).await?["live"]["threads"].as_u64();
     let show = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
     eprintln!(
         "after the load: live {live}; server threads {} before, {} right after, {} after {:?} idle",
         show(threads_before),
         show(threads_after),
         show(threads_settled),
-        THREAD_KEEP_ALIVE + Duration::from_secs(2)
+        idle
     );
     report.insert(
         "server_threads_settled".into(),

@@ -256,13 +256,7 @@ async fn hostile_guests_end_with_precise_statuses_and_the_server_keeps_serving()
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
     // The spinning guest's CPU time was metered (it ran until its deadline).
-    let listing = action(&mut client, "list_exchangers", "").await.unwrap();
-    let spun = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "hostile_endless_loop")
-        .unwrap()["cpu_ms"]
+    let spun = listed_exchanger(&mut client, "hostile_endless_loop").await["cpu_ms"]
         .as_f64()
         .unwrap();
     assert!(spun >= 100.0, "endless loop metered at {spun} ms");
@@ -355,14 +349,7 @@ async fn exchangers_survive_a_restart() {
 
     let server = start_with(config).await;
     let mut client = common::client(&server).await;
-    let listed = action(&mut client, "list_exchangers", "").await.unwrap();
-    let entry = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "add_processed")
-        .unwrap()
-        .clone();
+    let entry = listed_exchanger(&mut client, "add_processed").await;
     assert_eq!(entry["uploaded"], true);
     assert_eq!(entry["sha256"], uploaded["sha256"]);
     let out = exchange(&mut client, "add_processed", flights(1000, 500))

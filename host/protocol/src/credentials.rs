@@ -18,6 +18,8 @@ pub enum Credentials<'a> {
     Bearer(&'a str),
 }
 
+const SCHEMES: &str = "authorization must be `Basic ...` or `Bearer ...`";
+
 fn malformed(message: &str) -> ProtocolError {
     ProtocolError::BadCredentials(message.to_owned())
 }
@@ -27,16 +29,14 @@ pub fn parse_authorization(header: &str) -> Result<Credentials<'_>> {
     let (scheme, rest) = header
         .trim()
         .split_once(' ')
-        .ok_or_else(|| malformed("authorization must be `Basic ...` or `Bearer ...`"))?;
+        .ok_or_else(|| malformed(SCHEMES))?;
     if scheme.eq_ignore_ascii_case("basic") {
         let (user, password) = decode_basic(rest.trim())?;
         Ok(Credentials::Basic { user, password })
     } else if scheme.eq_ignore_ascii_case("bearer") {
         Ok(Credentials::Bearer(rest.trim()))
     } else {
-        Err(malformed(
-            "authorization must be `Basic ...` or `Bearer ...`",
-        ))
+        Err(malformed(SCHEMES))
     }
 }
 

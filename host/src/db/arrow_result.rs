@@ -87,27 +87,23 @@ fn check(code: V2Error, mut info: Handle, what: &str) -> Result<()> {
     if code == V2_OK {
         return Ok(());
     }
-    let message = if info.is_null() {
-        format!("DuckDB {what} failed (code {code})")
-    } else {
-        let mut text = V2Str {
+    let mut text = None;
+    if !info.is_null() {
+        let mut raw = V2Str {
             ptr: ptr::null(),
             len: 0,
         };
         // SAFETY: `info` is a live error info; the text is borrowed until it is destroyed.
-        let read = unsafe { duckdb_v2_error_info_get_text(info, &mut text) };
-        let message = if read == V2_OK && !text.ptr.is_null() {
+        if unsafe { duckdb_v2_error_info_get_text(info, &mut raw) } == V2_OK && !raw.ptr.is_null() {
             // SAFETY: DuckDB reports `len` valid bytes at `ptr`.
             let bytes =
-                unsafe { std::slice::from_raw_parts(text.ptr.cast::<u8>(), text.len as usize) };
-            String::from_utf8_lossy(bytes).into_owned()
-        } else {
-            format!("DuckDB {what} failed (code {code})")
-        };
+                unsafe { std::slice::from_raw_parts(raw.ptr.cast::<u8>(), raw.len as usize) };
+            text = Some(String::from_utf8_lossy(bytes).into_owned());
+        }
         // SAFETY: we own the info and no longer borrow its text.
         unsafe { duckdb_v2_error_info_destroy(&mut info) };
-        message
-    };
+    }
+    let message = text.unwrap_or_else(|| format!("DuckDB {what} failed (code {code})"));
     Err(classify_message(message))
 }
 

@@ -29,11 +29,12 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
             )
         })
     });
+    let failed_push = format!("push_table to {to}");
     // Check the source first so a missing table is NotFound here, not a remote error.
     crate::db::catalog::describe(&state.db, &table)?;
     let mut remote = client::connect_with(&to, &user, &password, state.config.push_tls.as_ref())
         .await
-        .map_err(|e| e.context(format!("push_table to {}", to)))?;
+        .map_err(|e| e.context(&failed_push))?;
     let source = query::run(
         state.db.clone(),
         format!("SELECT * FROM {}", table.quoted()),
@@ -51,13 +52,13 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
     let mut results = remote
         .do_put(flight_data)
         .await
-        .map_err(|e| Error::from(e).context(format!("push_table to {}", to)))?;
+        .map_err(|e| Error::from(e).context(&failed_push))?;
     let mut rows = None;
     while let Some(result) = results.next().await {
-        let result = result.map_err(|e| Error::from(e).context(format!("push_table to {}", to)))?;
+        let result = result.map_err(|e| Error::from(e).context(&failed_push))?;
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&result.app_metadata) {
             rows = v.get("rows").and_then(|r| r.as_u64());
         }
     }
-    rows.ok_or_else(|| Error::Unavailable(format!("{} did not acknowledge the put", to)))
+    rows.ok_or_else(|| Error::Unavailable(format!("{to} did not acknowledge the put")))
 }

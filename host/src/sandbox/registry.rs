@@ -63,7 +63,8 @@ pub struct Listing {
     pub builtin: bool,
     /// Whether a wasm component is uploaded (`sandbox: on` possible).
     pub uploaded: bool,
-    /// CPU time its wasm calls have used since the server loaded it, milliseconds.
+    /// CPU time its wasm exchanges' workers have used since the server loaded it,
+    /// milliseconds.
     pub cpu_ms: f64,
 }
 

@@ -203,6 +203,18 @@ pub async fn drain(stream: FlightRecordBatchStream) -> Result<usize, tonic::Stat
     Ok(n)
 }
 
+/// The `list_exchangers` entry of `name`.
+pub async fn listed_exchanger(client: &mut FlightClient, name: &str) -> serde_json::Value {
+    let listing = action(client, "list_exchangers", "").await.unwrap();
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not listed in {listing}"))
+        .clone()
+}
+
 /// Waits (up to 5 s) until the server holds no query, ingest, exchange or wasm
 /// instance, as its healthcheck reports; fails the test with what is still live.
 pub async fn assert_idle(client: &mut FlightClient) {
@@ -210,7 +222,7 @@ pub async fn assert_idle(client: &mut FlightClient) {
     loop {
         let health = action(client, "healthcheck", "").await.unwrap();
         let live = &health["live"];
-        let busy: Vec<_> = ["queries", "ingests", "exchanges", "wasm_instances"]
+        let busy: Vec<_> = mallard::gauges::IDLE_AT_ZERO
             .into_iter()
             .filter(|k| live[*k].as_u64() != Some(0))
             .collect();
