@@ -90,6 +90,7 @@ fn exchange_paths(c: &mut Criterion) {
     let batch = mallard::flights::batch(0, BATCH_ROWS);
     let mut encoder = MessageEncoder::new(batch.schema());
     let schema_header = encoder.schema_header();
+    let input = (&schema_header[..], batch.schema());
     let mut messages = Vec::new();
     encoder.encode(&batch, &mut messages).unwrap();
     let message = messages.pop().unwrap();
@@ -103,12 +104,12 @@ fn exchange_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("exchange");
     group.bench_function("wasm_instantiate_and_open", |b| {
         b.iter(|| {
-            WasmSession::open(&engine, &uploaded, &schema_header, &[], cancelled.clone()).unwrap()
+            WasmSession::open(&engine, &uploaded, input.clone(), &[], cancelled.clone()).unwrap()
         })
     });
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
     let mut wasm =
-        WasmSession::open(&engine, &uploaded, &schema_header, &[], cancelled.clone()).unwrap();
+        WasmSession::open(&engine, &uploaded, input.clone(), &[], cancelled.clone()).unwrap();
     group.bench_function("add_processed_wasm_batch", |b| {
         b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
     });

@@ -3,10 +3,13 @@
 
 mod common;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
+use arrow_flight::FlightDescriptor;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use common::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -366,5 +369,87 @@ async fn exchangers_survive_a_restart() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    server.stop().await.unwrap();
+}
+
+/// One string column of `rows` copies of "abcd", encoded for do_exchange, with
+/// `corrupt` applied to the record batch's IPC body.
+async fn corrupted_exchange_input(
+    command: &str,
+    rows: usize,
+    corrupt: impl Fn(&mut Vec<u8>),
+) -> Vec<arrow_flight::FlightData> {
+    use arrow::array::StringArray;
+    use futures::TryStreamExt;
+    let names: ArrayRef = Arc::new(StringArray::from(vec!["abcd"; rows]));
+    let batch = RecordBatch::try_from_iter([("name", names)]).unwrap();
+    let mut messages: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(futures::stream::iter([Ok(batch)]))
+        .try_collect()
+        .await
+        .unwrap();
+    let data = messages
+        .iter_mut()
+        .find(|m| !m.data_body.is_empty())
+        .unwrap();
+    let mut body = data.data_body.to_vec();
+    corrupt(&mut body);
+    data.data_body = body.into();
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox() {
+    let server = sandboxed_server().await;
+    let mut client = client(&server).await;
+    upload(&mut client, "add_processed").await;
+    let rows = 1000;
+    let invalid_utf8 = |body: &mut Vec<u8>| {
+        let at = body.windows(4).position(|w| w == b"abcd").unwrap();
+        body[at + 1] = 0xFF;
+    };
+    // Offsets come first in the body (no validity buffer): make the second one
+    // point far past the values.
+    let wild_offset = |body: &mut Vec<u8>| {
+        assert_eq!(body[4..8], 4i32.to_le_bytes());
+        body[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
+    };
+    let corruptions = [
+        ("invalid UTF-8", invalid_utf8 as fn(&mut Vec<u8>)),
+        ("an offset past the values", wild_offset),
+    ];
+    for (what, corrupt) in corruptions {
+        for command in [
+            "add_processed",
+            r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
+        ] {
+            let input = corrupted_exchange_input(command, rows, corrupt).await;
+            let result = match client
+                .do_exchange(futures::stream::iter(input.into_iter().map(Ok)))
+                .await
+            {
+                Ok(output) => drain(output).await,
+                Err(e) => Err(to_status(e)),
+            };
+            let err = result.expect_err(what);
+            assert_eq!(
+                err.code(),
+                Code::InvalidArgument,
+                "{what} via {command}: {err}"
+            );
+            assert!(
+                err.message().contains("exchange input at batch 0"),
+                "{what} via {command}: {err}"
+            );
+        }
+    }
+    let intact = corrupted_exchange_input("add_processed", rows, |_| {}).await;
+    let output = client
+        .do_exchange(futures::stream::iter(intact.into_iter().map(Ok)))
+        .await
+        .unwrap();
+    assert_eq!(drain(output).await.unwrap(), rows);
+    assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }

@@ -6,6 +6,7 @@
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
+use arrow_data::UnsafeFlag;
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_ipc::{MessageHeader, convert, reader, root_as_message};
 use arrow_schema::{ArrowError, Schema, SchemaRef};
@@ -39,18 +40,41 @@ pub fn schema_from_header(header: &[u8]) -> Result<Schema, ArrowError> {
     convert::try_fb_to_schema(ipc_schema)
 }
 
-/// Decodes record-batch and dictionary messages of one stream, with full validation.
+/// Decodes record-batch and dictionary messages of one stream.
 pub struct MessageDecoder {
     schema: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
+    skip_validation: UnsafeFlag,
 }
 
 impl MessageDecoder {
-    /// A decoder for a stream whose schema is `schema`.
+    /// A decoder for a stream whose schema is `schema`, with Arrow's full validation
+    /// of every array (offsets, UTF-8, null counts, lengths).
     pub fn new(schema: SchemaRef) -> Self {
         Self {
             schema,
             dictionaries: HashMap::new(),
+            skip_validation: UnsafeFlag::new(),
+        }
+    }
+
+    /// A decoder that checks the message structure (headers, buffer bounds, lengths
+    /// against the schema) but not the array contents.
+    ///
+    /// # Safety
+    ///
+    /// Arrays decoded from invalid data (offsets past their values, invalid UTF-8)
+    /// are undefined behaviour when read. Only use this where that cannot reach
+    /// anything but the sender of the data: inside a wasm sandbox that holds one
+    /// client's stream and whose every output is validated by the host.
+    pub unsafe fn new_unvalidated(schema: SchemaRef) -> Self {
+        let mut skip_validation = UnsafeFlag::new();
+        // SAFETY: forwarded to the caller.
+        unsafe { skip_validation.set(true) };
+        Self {
+            schema,
+            dictionaries: HashMap::new(),
+            skip_validation,
         }
     }
 
@@ -82,26 +106,29 @@ impl MessageDecoder {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| ArrowError::IpcError("unreadable record batch header".into()))?;
-                reader::read_record_batch(
+                reader::RecordBatchDecoder::try_new(
                     &body,
                     batch,
                     self.schema.clone(),
                     &self.dictionaries,
-                    None,
                     &message.version(),
-                )
+                )?
+                .with_skip_validation(self.skip_validation.clone())
+                .read_record_batch()
                 .map(Some)
             }
             MessageHeader::DictionaryBatch => {
                 let batch = message
                     .header_as_dictionary_batch()
                     .ok_or_else(|| ArrowError::IpcError("unreadable dictionary header".into()))?;
-                reader::read_dictionary(
+                reader::read_dictionary_impl(
                     &body,
                     batch,
                     &self.schema,
                     &mut self.dictionaries,
                     &message.version(),
+                    false,
+                    self.skip_validation.clone(),
                 )?;
                 Ok(None)
             }

@@ -327,7 +327,7 @@ impl FlightService for MallardService {
                 Resolved::Wasm(uploaded) => WasmSession::open(
                     &engine,
                     &uploaded,
-                    &schema_message.data_header,
+                    (&schema_message.data_header, input_schema),
                     &exchange.params,
                     worker_cancelled,
                 )

@@ -7,7 +7,10 @@ use crate::sandbox::store::StoreState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine, OptLevel, ProfilingStrategy};
+
+/// Set to `1` to name guest functions in `perf` profiles.
+pub const PERFMAP_ENV: &str = "MALLARD_WASM_PERFMAP";
 
 /// Compiler, linker and epoch ticker, shared by every exchanger of a server.
 pub struct SandboxEngine {
@@ -31,6 +34,10 @@ impl SandboxEngine {
             .epoch_interruption(true)
             .max_wasm_stack(limits.max_stack_bytes)
             .cranelift_opt_level(OptLevel::Speed);
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            // Names guest functions in `perf` profiles (writes /tmp/perf-<pid>.map).
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e}")))?;
         let linker = crate::sandbox::wasi::deny_all_linker(&engine)?;

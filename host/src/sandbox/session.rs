@@ -1,6 +1,11 @@
 //! One exchange stream through a sandboxed guest: a fresh instance, one guest call
 //! per message under the call deadline, every output message validated against the
 //! declared schema before it is forwarded, untouched, to the client.
+//!
+//! The client's record batches go into the guest as they came, unvalidated: the
+//! guest holds only this stream, and its output is validated. They are validated
+//! here only when the guest fails on one, so a malformed batch is reported as the
+//! client's (InvalidArgument) rather than as the exchanger's failure.
 
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, exchanger_error, validated_schema_message};
@@ -9,6 +14,8 @@ use crate::sandbox::engine::SandboxEngine;
 use crate::sandbox::registry::Uploaded;
 use crate::sandbox::store::{Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::MessageDecoder;
@@ -24,18 +31,19 @@ pub struct WasmSession {
     store: Store<StoreState>,
     instance: Exchanger,
     session: ResourceAny,
+    input: MessageDecoder,
     validator: MessageDecoder,
     schema_message: FlightData,
     batch_index: u64,
 }
 
 impl WasmSession {
-    /// Instantiates the guest and opens a session for `input_schema` (a schema
-    /// message header as the client sent it).
+    /// Instantiates the guest and opens a session for `input` (the client's schema
+    /// message header, and the schema decoded from it).
     pub fn open(
         engine: &SandboxEngine,
         uploaded: &Uploaded,
-        input_schema: &[u8],
+        (input_schema, input): (&[u8], SchemaRef),
         params: &[(String, String)],
         cancelled: Arc<AtomicBool>,
     ) -> Result<Self> {
@@ -73,10 +81,19 @@ impl WasmSession {
             store,
             instance,
             session,
+            input: MessageDecoder::new(input),
             validator: MessageDecoder::new(schema),
             schema_message,
             batch_index: 0,
         })
+    }
+
+    /// Decodes one input message with full validation; a failure is the client's.
+    fn check_input(&mut self, header: &Bytes, body: &Bytes, what: &str) -> Result<()> {
+        self.input
+            .decode(header, arrow::buffer::Buffer::from(body.clone()))
+            .map(|_| ())
+            .map_err(|e| Error::InvalidArgument(format!("exchange input at {what}: {e}")))
     }
 
     fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
@@ -110,17 +127,31 @@ impl ExchangeSession for WasmSession {
     fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
         let what = format!("batch {}", self.batch_index);
         self.batch_index += 1;
+        // Dictionaries are small and later batches need them to be checked.
+        let is_dictionary = root_as_message(header)
+            .is_ok_and(|m| m.header_type() == MessageHeader::DictionaryBatch);
+        if is_dictionary {
+            self.check_input(header, body, &what)?;
+        }
         let (instance, session) = (&self.instance, self.session);
-        let result = self.info.call(&mut self.store, &what, |store| {
-            instance.mallard_exchanger_exchange().session().call_push(
-                store,
-                session,
-                &header[..],
-                &body[..],
-            )
-        })?;
-        let messages = result.map_err(|e| exchanger_error(&self.info.name, &what, e.into()))?;
-        self.validate(messages, &what)
+        let outcome = self
+            .info
+            .call(&mut self.store, &what, |store| {
+                instance.mallard_exchanger_exchange().session().call_push(
+                    store,
+                    session,
+                    &header[..],
+                    &body[..],
+                )
+            })
+            .and_then(|result| {
+                result.map_err(|e| exchanger_error(&self.info.name, &what, e.into()))
+            })
+            .and_then(|messages| self.validate(messages, &what));
+        if outcome.is_err() && !is_dictionary {
+            self.check_input(header, body, &what)?;
+        }
+        outcome
     }
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
