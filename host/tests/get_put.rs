@@ -556,3 +556,61 @@ async fn malformed_requests_get_precise_statuses() {
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
+
+/// While a put streams, its Arrow scan must be invisible to every other connection:
+/// another query that could bind it would steal batches and outlive the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_flight_puts_are_invisible_to_other_queries() {
+    let server = start().await;
+    let mut writer = client(&server).await;
+    let mut reader = client(&server).await;
+    let (more, rest) = tokio::sync::oneshot::channel::<()>();
+    let first = futures::stream::iter([Ok(typed_batch(0, 1000))]);
+    let second = futures::stream::once(async move {
+        let _ = rest.await;
+        Ok(typed_batch(1000, 1000))
+    });
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("streaming")))
+        .build(first.chain(second));
+    let put = tokio::spawn(async move {
+        let results: Vec<_> = writer
+            .do_put(data)
+            .await
+            .map_err(to_status)?
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .map(|r| r.map_err(to_status))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    // Wait until the ingest is running, then look for anything it registered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = action(&mut reader, "healthcheck", "").await.unwrap();
+        if live["live"]["ingests"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{live}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let visible = scalar_i64(
+        &mut reader,
+        "SELECT count(*) FROM duckdb_views() WHERE NOT internal AND view_name LIKE 'mallard%'",
+    )
+    .await;
+    assert_eq!(
+        visible, 0,
+        "the ingest's Arrow scan is visible to other queries"
+    );
+    let _ = more.send(());
+    put.await.unwrap().unwrap();
+    assert_eq!(
+        scalar_i64(&mut reader, "SELECT count(*) FROM streaming").await,
+        2000
+    );
+    assert_idle(&mut reader).await;
+    server.stop().await.unwrap();
+}

@@ -122,7 +122,7 @@ impl RecordBatchReader for ChannelReader {
 
 const CANCELLED: &str = "put stream ended without completing; nothing was written";
 
-/// Names the per-ingest temporary views apart.
+/// Names the per-ingest views apart.
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
 
 fn consume(
@@ -131,8 +131,9 @@ fn consume(
     schema: &SchemaRef,
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
-    // DuckDB refuses to register a view over a process-local Arrow stream in a
-    // file database, so durable databases take the (slower) appender path.
+    // A file database writes every catalog change of a transaction to its WAL,
+    // even a view created and dropped inside it, and cannot serialize a view over a
+    // process-local Arrow stream; durable databases take the (slower) appender.
     if db.options().path.is_some() {
         consume_with_appender(db, table, schema, rx)
     } else {
@@ -156,16 +157,16 @@ fn consume_with_arrow_scan(
         done: false,
     };
     let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
-    // The view is registered (and later dropped) outside the transaction, which
-    // then holds only the table's own changes.
+    // The view lives and dies inside the transaction, so no other connection ever
+    // sees it: a query that bound it could steal batches and outlive the stream.
     let view_name = format!(
         "mallard_ingest_{}",
         NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
     );
-    con.register_arrow_stream(&view_name, &mut stream)?;
     let view = quote(&view_name);
     con.execute("BEGIN TRANSACTION")?;
     let result = (|| -> Result<u64> {
+        con.register_arrow_stream(&view_name, &mut stream)?;
         con.execute(&create_table_sql(&table.quoted(), schema)?)?;
         let inserted = con
             .execute(&format!(
@@ -179,13 +180,15 @@ fn consume_with_arrow_scan(
         Ok(inserted)
     })();
     let outcome = match result {
-        Ok(rows) => con.execute("COMMIT").map(|_| rows),
-        Err(e) => {
-            let _ = con.execute("ROLLBACK");
-            Err(e)
-        }
+        Ok(rows) => con
+            .execute(&format!("DROP VIEW {view}"))
+            .and_then(|_| con.execute("COMMIT"))
+            .map(|_| rows),
+        Err(e) => Err(e),
     };
-    let _ = con.execute(&format!("DROP VIEW IF EXISTS {view}"));
+    if outcome.is_err() {
+        let _ = con.execute("ROLLBACK");
+    }
     drop(stream);
     outcome
 }

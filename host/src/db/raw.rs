@@ -170,8 +170,10 @@ impl RawConnection {
         outcome
     }
 
-    /// Registers `stream` as the temporary view `view`. The stream must outlive
-    /// every query that reads the view; the caller keeps ownership.
+    /// Registers `stream` as the view `view`. DuckDB makes it an ordinary catalog
+    /// view, visible to every connection once committed: register it inside a
+    /// transaction that drops it again. The stream must outlive every query that
+    /// reads the view; the caller keeps ownership.
     pub fn register_arrow_stream(
         &self,
         view: &str,
