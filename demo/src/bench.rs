@@ -126,9 +126,12 @@ pub async fn run(
             "get, transfer and push read the table put creates; include put in --ops"
         );
     }
+    let mut upload = None;
     if options.sandbox != SandboxMode::Off {
-        let component = crate::guest::build("add-processed")?;
-        ops::action(c1, "upload_exchanger", std::fs::read(component)?).await?;
+        let component = std::fs::read(crate::guest::build("add-processed")?)?;
+        let started = Instant::now();
+        ops::action(c1, "upload_exchanger", component.clone()).await?;
+        upload = Some((component.len(), started.elapsed().as_secs_f64()));
     }
     let pool = pool(n);
     let mut seconds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -201,6 +204,14 @@ pub async fn run(
             serde_json::json!((n as f64 * row_bytes / s / 1e6 * 10.0).round() / 10.0),
         );
     }
+    if let Some((bytes, seconds)) = upload {
+        out.insert("component_bytes".to_owned(), serde_json::json!(bytes));
+        // Upload to ready: sent, compiled by the server, stored, acknowledged.
+        out.insert(
+            "upload_ms".to_owned(),
+            serde_json::json!((seconds * 1e4).round() / 10.0),
+        );
+    }
     if let (Some(w), Some(nat)) = (
         out.get("exchange_wasm_rows_per_s"),
         out.get("exchange_native_rows_per_s"),
@@ -253,6 +264,9 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
                 results[&format!("{op}_mb_per_s")].as_f64().unwrap_or(0.0)
             );
         }
+    }
+    if let (Some(ms), Some(bytes)) = (results.get("upload_ms"), results.get("component_bytes")) {
+        eprintln!("upload to ready: {ms} ms for a {bytes}-byte component");
     }
     if let Some(r) = results.get("wasm_over_native") {
         eprintln!("sandbox cost: wasm/native exchange throughput = {r}");

@@ -44,6 +44,8 @@ fn bench_json_has_every_key_and_the_row_count() {
         "put_mb_per_s",
         "wasm_over_native",
         "server1_peak_rss_mib",
+        "upload_ms",
+        "component_bytes",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),
