@@ -9,10 +9,12 @@
 pub mod native;
 
 use crate::error::{Error, Result};
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
-use mallard_exchanger::ipc::schema_from_header;
+use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,19 @@ pub fn validated_schema_message(header: Bytes) -> Result<(SchemaRef, FlightData)
         ..Default::default()
     };
     Ok((Arc::new(schema), message))
+}
+
+/// Decodes one client message with Arrow's full validation; a failure is the
+/// client's (InvalidArgument). `what` says where (`batch 3`).
+pub fn decode_input(
+    decoder: &mut MessageDecoder,
+    header: &Bytes,
+    body: &Bytes,
+    what: &str,
+) -> Result<Option<RecordBatch>> {
+    decoder
+        .decode(header, Buffer::from(body.clone()))
+        .map_err(|e| Error::InvalidArgument(format!("exchange input at {what}: {e}")))
 }
 
 /// The status for an exchanger's own refusal, wasm or native: bad parameters or

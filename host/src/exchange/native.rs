@@ -2,8 +2,7 @@
 //! same IPC messages as the wasm path so the two differ only in the sandbox.
 
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeSession, exchanger_error};
-use arrow::buffer::Buffer;
+use crate::exchange::{ExchangeSession, decode_input, exchanger_error};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
@@ -71,11 +70,7 @@ impl ExchangeSession for NativeSession {
     fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
         let what = format!("batch {}", self.batch_index);
         self.batch_index += 1;
-        let decoded = self
-            .decoder
-            .decode(header, Buffer::from(body.clone()))
-            .map_err(|e| Error::InvalidArgument(format!("exchange input at {what}: {e}")))?;
-        let Some(batch) = decoded else {
+        let Some(batch) = decode_input(&mut self.decoder, header, body, &what)? else {
             return Ok(Vec::new());
         };
         let out = self

@@ -8,7 +8,7 @@
 //! client's (InvalidArgument) rather than as the exchanger's failure.
 
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeSession, exchanger_error, validated_schema_message};
+use crate::exchange::{ExchangeSession, decode_input, exchanger_error, validated_schema_message};
 use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
 use crate::sandbox::registry::Uploaded;
@@ -88,14 +88,6 @@ impl WasmSession {
         })
     }
 
-    /// Decodes one input message with full validation; a failure is the client's.
-    fn check_input(&mut self, header: &Bytes, body: &Bytes, what: &str) -> Result<()> {
-        self.input
-            .decode(header, arrow::buffer::Buffer::from(body.clone()))
-            .map(|_| ())
-            .map_err(|e| Error::InvalidArgument(format!("exchange input at {what}: {e}")))
-    }
-
     fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
         let mut out = Vec::with_capacity(messages.len());
         for message in messages {
@@ -131,7 +123,7 @@ impl ExchangeSession for WasmSession {
         let is_dictionary = root_as_message(header)
             .is_ok_and(|m| m.header_type() == MessageHeader::DictionaryBatch);
         if is_dictionary {
-            self.check_input(header, body, &what)?;
+            decode_input(&mut self.input, header, body, &what)?;
         }
         let (instance, session) = (&self.instance, self.session);
         let outcome = self
@@ -149,7 +141,7 @@ impl ExchangeSession for WasmSession {
             })
             .and_then(|messages| self.validate(messages, &what));
         if outcome.is_err() && !is_dictionary {
-            self.check_input(header, body, &what)?;
+            decode_input(&mut self.input, header, body, &what)?;
         }
         outcome
     }
