@@ -3,6 +3,7 @@
 //! servers' peak RSS. Data is generated as it is sent: memory stays flat at any N.
 
 use crate::data::{BATCH_ROWS, peer_batch, peer_row_bytes, peer_schema};
+use crate::figures::figure;
 use crate::ops;
 use crate::servers::{self, Server};
 use anyhow::{Result, ensure};
@@ -191,47 +192,32 @@ pub async fn run(
     out.insert("batch_rows".to_owned(), serde_json::json!(BATCH_ROWS));
     for (op, runs) in seconds {
         let s = median(runs);
-        out.insert(
-            format!("{op}_s"),
-            serde_json::json!((s * 1e6).round() / 1e6),
-        );
-        out.insert(
-            format!("{op}_rows_per_s"),
-            serde_json::json!((n as f64 / s).round()),
-        );
+        out.insert(format!("{op}_s"), figure(s, 6));
+        out.insert(format!("{op}_rows_per_s"), figure(n as f64 / s, 0));
         out.insert(
             format!("{op}_mb_per_s"),
-            serde_json::json!((n as f64 * row_bytes / s / 1e6 * 10.0).round() / 10.0),
+            figure(n as f64 * row_bytes / s / 1e6, 1),
         );
     }
     if let Some((bytes, seconds)) = upload {
         out.insert("component_bytes".to_owned(), serde_json::json!(bytes));
         // Upload to ready: sent, compiled by the server, stored, acknowledged.
-        out.insert(
-            "upload_ms".to_owned(),
-            serde_json::json!((seconds * 1e4).round() / 10.0),
-        );
+        out.insert("upload_ms".to_owned(), figure(seconds * 1e3, 1));
     }
     if let (Some(w), Some(nat)) = (
         out.get("exchange_wasm_rows_per_s"),
         out.get("exchange_native_rows_per_s"),
     ) {
         let ratio = w.as_f64().unwrap_or(0.0) / nat.as_f64().unwrap_or(1.0);
-        out.insert(
-            "wasm_over_native".to_owned(),
-            serde_json::json!((ratio * 1000.0).round() / 1000.0),
-        );
+        out.insert("wasm_over_native".to_owned(), figure(ratio, 3));
     }
     for (key, server) in [("server1_peak_rss_mib", s1), ("server2_peak_rss_mib", s2)] {
         if let Some(rss) = server.pid().and_then(servers::peak_rss_mib) {
-            out.insert(key.to_owned(), serde_json::json!(rss.round()));
+            out.insert(key.to_owned(), figure(rss, 0));
         }
     }
     if let Some(rss) = servers::peak_rss_mib(std::process::id()) {
-        out.insert(
-            "client_peak_rss_mib".to_owned(),
-            serde_json::json!(rss.round()),
-        );
+        out.insert("client_peak_rss_mib".to_owned(), figure(rss, 0));
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 //! report of operations, errors, stuck calls, latency percentiles and server RSS.
 
 use crate::data::{peer_batch, peer_schema};
+use crate::figures::figure;
 use crate::ops;
 use crate::servers::{self, Server};
 use anyhow::{Result, ensure};
@@ -364,14 +365,8 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         );
         report.insert(format!("{op}_ok"), lat.len().into());
         report.insert(format!("{op}_errors"), errors.into());
-        report.insert(
-            format!("{op}_p50_ms"),
-            serde_json::json!((p50 * 10.0).round() / 10.0),
-        );
-        report.insert(
-            format!("{op}_p99_ms"),
-            serde_json::json!((p99 * 10.0).round() / 10.0),
-        );
+        report.insert(format!("{op}_p50_ms"), figure(p50, 1));
+        report.insert(format!("{op}_p99_ms"), figure(p99, 1));
     }
     let errors: u64 = t.errors.values().sum();
     eprintln!(
@@ -396,15 +391,9 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         rss.last(),
     ) {
         eprintln!("server 1 RSS: first {first:.0} MiB, max {max:.0} MiB, last {last:.0} MiB");
-        report.insert(
-            "server_rss_first_mib".into(),
-            serde_json::json!(first.round()),
-        );
-        report.insert("server_rss_max_mib".into(), serde_json::json!(max.round()));
-        report.insert(
-            "server_rss_last_mib".into(),
-            serde_json::json!(last.round()),
-        );
+        report.insert("server_rss_first_mib".into(), figure(*first, 0));
+        report.insert("server_rss_max_mib".into(), figure(max, 0));
+        report.insert("server_rss_last_mib".into(), figure(*last, 0));
     }
     if let Some(baseline) = baseline {
         let seconds = options.duration.as_secs_f64();
@@ -421,22 +410,13 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
             drop * 100.0,
             share * 100.0
         );
-        report.insert(
-            "bystander_ops_per_s_clean".into(),
-            serde_json::json!((clean * 10.0).round() / 10.0),
-        );
+        report.insert("bystander_ops_per_s_clean".into(), figure(clean, 1));
         report.insert(
             "bystander_ops_per_s_hostile".into(),
-            serde_json::json!((under_attack * 10.0).round() / 10.0),
+            figure(under_attack, 1),
         );
-        report.insert(
-            "bystander_drop".into(),
-            serde_json::json!((drop * 1000.0).round() / 1000.0),
-        );
-        report.insert(
-            "hostile_cpu_share".into(),
-            serde_json::json!((share * 1000.0).round() / 1000.0),
-        );
+        report.insert("bystander_drop".into(), figure(drop, 3));
+        report.insert("hostile_cpu_share".into(), figure(share, 3));
         report.insert(
             "baseline_errors".into(),
             baseline.errors.values().sum::<u64>().into(),

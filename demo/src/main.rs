@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod figures;
 mod guest;
 mod load;
 mod ops;
