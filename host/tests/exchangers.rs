@@ -372,13 +372,14 @@ async fn exchangers_survive_a_restart() {
     server.stop().await.unwrap();
 }
 
-/// One string column of `rows` copies of "abcd", encoded for do_exchange, with
-/// `corrupt` applied to the record batch's IPC body.
-async fn corrupted_exchange_input(
+/// Exchanges one string column of `rows` copies of "abcd" through `command`, with
+/// `corrupt` applied to the record batch's IPC body; returns the rows that came back.
+async fn exchange_corrupted(
+    client: &mut arrow_flight::FlightClient,
     command: &str,
     rows: usize,
     corrupt: impl Fn(&mut Vec<u8>),
-) -> Vec<arrow_flight::FlightData> {
+) -> Result<usize, tonic::Status> {
     use arrow::array::StringArray;
     use futures::TryStreamExt;
     let names: ArrayRef = Arc::new(StringArray::from(vec!["abcd"; rows]));
@@ -396,7 +397,13 @@ async fn corrupted_exchange_input(
     let mut body = data.data_body.to_vec();
     corrupt(&mut body);
     data.data_body = body.into();
-    messages
+    match client
+        .do_exchange(futures::stream::iter(messages.into_iter().map(Ok)))
+        .await
+    {
+        Ok(output) => drain(output).await,
+        Err(e) => Err(to_status(e)),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -424,14 +431,7 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
             "add_processed",
             r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
         ] {
-            let input = corrupted_exchange_input(command, rows, corrupt).await;
-            let result = match client
-                .do_exchange(futures::stream::iter(input.into_iter().map(Ok)))
-                .await
-            {
-                Ok(output) => drain(output).await,
-                Err(e) => Err(to_status(e)),
-            };
+            let result = exchange_corrupted(&mut client, command, rows, corrupt).await;
             let err = result.expect_err(what);
             assert_eq!(
                 err.code(),
@@ -444,12 +444,8 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
             );
         }
     }
-    let intact = corrupted_exchange_input("add_processed", rows, |_| {}).await;
-    let output = client
-        .do_exchange(futures::stream::iter(intact.into_iter().map(Ok)))
-        .await
-        .unwrap();
-    assert_eq!(drain(output).await.unwrap(), rows);
+    let intact = exchange_corrupted(&mut client, "add_processed", rows, |_| {}).await;
+    assert_eq!(intact.unwrap(), rows);
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
