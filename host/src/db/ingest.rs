@@ -179,13 +179,11 @@ fn consume_with_arrow_scan(
         }
         Ok(inserted)
     })();
-    let outcome = match result {
-        Ok(rows) => con
-            .execute(&format!("DROP VIEW {view}"))
-            .and_then(|_| con.execute("COMMIT"))
-            .map(|_| rows),
-        Err(e) => Err(e),
-    };
+    let outcome = result.and_then(|rows| {
+        con.execute(&format!("DROP VIEW {view}"))?;
+        con.execute("COMMIT")?;
+        Ok(rows)
+    });
     if outcome.is_err() {
         let _ = con.execute("ROLLBACK");
     }
