@@ -19,12 +19,28 @@ pub enum Profile {
     Optimized,
 }
 
-/// The workspace root (this crate's parent directory).
+/// The workspace root: looked up from the running package's directory when cargo
+/// runs us, else this crate's parent at build time. The lookup matters with a
+/// target directory shared between checkouts: cargo reuses an artifact built in
+/// another checkout, whose build-time path may be gone.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| {
+            dir.ancestors()
+                .find(|d| is_workspace_root(d))
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("host/ has a parent")
+                .to_path_buf()
+        })
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|toml| toml.contains("[workspace]"))
 }
 
 /// Builds `crates` (package names, e.g. `add-processed`) for `wasm32-wasip2` and
