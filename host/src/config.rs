@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub allow_default_credentials: bool,
     /// Most exchanges one user may run at once.
     pub max_exchanges_per_user: usize,
+    /// Output an exchange may hold for a client that writes before it reads.
+    pub exchange_output: crate::exchange::output::OutputBudget,
     /// Serve TLS (`grpc+tls://`) instead of plain HTTP/2.
     pub tls: Option<ServerTls>,
     /// How `push_table` connects to `grpc+tls://` targets (CA, client identity).
@@ -76,6 +78,12 @@ pub use crate::db::DEFAULT_QUERY_TIMEOUT;
 /// Default concurrent exchanges per user: a few streams each, so one user cannot
 /// take every core.
 pub const DEFAULT_MAX_EXCHANGES_PER_USER: usize = 8;
+/// Default output one exchange may queue for a client that is not reading yet:
+/// pyarrow's write-everything-then-read pattern fits about 4M rows of the
+/// benchmark's shape.
+pub const DEFAULT_EXCHANGE_OUTPUT_BUFFER_MIB: usize = 256;
+/// Default time a full exchange output queue waits for its client to read.
+pub const DEFAULT_EXCHANGE_OUTPUT_STALL: Duration = Duration::from_secs(30);
 
 impl ServerConfig {
     /// Defaults for a server on `listen` with an in-memory database.
@@ -92,6 +100,10 @@ impl ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             allow_default_credentials: false,
             max_exchanges_per_user: DEFAULT_MAX_EXCHANGES_PER_USER,
+            exchange_output: crate::exchange::output::OutputBudget {
+                bytes: DEFAULT_EXCHANGE_OUTPUT_BUFFER_MIB << 20,
+                stall: DEFAULT_EXCHANGE_OUTPUT_STALL,
+            },
             tls: None,
             push_tls: None,
         }

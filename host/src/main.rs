@@ -99,6 +99,12 @@ struct ServeArgs {
     /// Most exchanges one user may run at once.
     #[arg(long, env = "MALLARD_MAX_EXCHANGES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
     max_exchanges_per_user: usize,
+    /// MiB of output one exchange may hold while its client writes before reading.
+    #[arg(long, env = "MALLARD_EXCHANGE_OUTPUT_BUFFER_MIB", default_value_t = mallard::config::DEFAULT_EXCHANGE_OUTPUT_BUFFER_MIB)]
+    exchange_output_buffer_mib: usize,
+    /// Seconds a full exchange output buffer waits for the client to read before failing.
+    #[arg(long, env = "MALLARD_EXCHANGE_OUTPUT_STALL_SECS", default_value_t = mallard::config::DEFAULT_EXCHANGE_OUTPUT_STALL.as_secs())]
+    exchange_output_stall_secs: u64,
     /// TLS certificate chain (PEM); with --tls-key, serve grpc+tls://.
     #[arg(long, env = "MALLARD_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -198,6 +204,10 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.allow_default_credentials = args.allow_default_credentials;
             config.db.query_timeout = Duration::from_secs(args.query_timeout_secs);
             config.max_exchanges_per_user = args.max_exchanges_per_user;
+            config.exchange_output = mallard::exchange::output::OutputBudget {
+                bytes: args.exchange_output_buffer_mib << 20,
+                stall: Duration::from_secs(args.exchange_output_stall_secs),
+            };
             config.tls = tls.clone();
             config.push_tls = push_tls.clone();
             config

@@ -8,6 +8,7 @@ use arrow::datatypes::Int64Type;
 use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use common::*;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -448,4 +449,92 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
     assert_eq!(intact.unwrap(), rows);
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
+}
+
+/// pyarrow's pattern: writes the whole input, and only then reads the output.
+/// Returns whether all input left the client within `wait`, then the output rows
+/// (or the status the stream ended with).
+async fn exchange_writing_first(
+    client: &mut arrow_flight::FlightClient,
+    command: &str,
+    input: Vec<RecordBatch>,
+    wait: Duration,
+) -> (bool, Result<usize, tonic::Status>) {
+    let schema = input[0].schema();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let mut sent_tx = Some(sent_tx);
+    let end = futures::stream::poll_fn(move |_| {
+        if let Some(tx) = sent_tx.take() {
+            let _ = tx.send(());
+        }
+        std::task::Poll::Ready(None)
+    });
+    let batches = futures::stream::iter(input.into_iter().map(Ok)).chain(end);
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(batches);
+    let output = client.do_exchange(data).await.map_err(to_status).unwrap();
+    let all_sent = tokio::time::timeout(wait, sent_rx).await.is_ok();
+    (all_sent, drain(output).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_writes_everything_before_reading_is_served_from_the_output_buffer() {
+    let server = sandboxed_server().await;
+    let mut client = client(&server).await;
+    upload(&mut client, "add_processed").await;
+    // ~100 MB each way: far past the HTTP/2 windows and the input channel.
+    let (all_sent, output) = within(
+        Duration::from_secs(120),
+        exchange_writing_first(
+            &mut client,
+            "add_processed",
+            flights(1_000_000, 131_072),
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
+    assert!(
+        all_sent,
+        "the server stopped taking input it could not answer yet"
+    );
+    assert_eq!(output.unwrap(), 1_000_000);
+    assert_idle(&mut client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exchange_whose_output_is_never_read_fails_with_resource_exhausted_instead_of_hanging() {
+    let mut config = test_config();
+    config.exchange_output = mallard::exchange::output::OutputBudget {
+        bytes: 1 << 20,
+        stall: Duration::from_secs(1),
+    };
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    upload(&mut client, "add_processed").await;
+    let started = Instant::now();
+    let (_, output) = within(
+        Duration::from_secs(60),
+        exchange_writing_first(
+            &mut client,
+            "add_processed",
+            flights(1_000_000, 131_072),
+            Duration::from_secs(5),
+        ),
+    )
+    .await;
+    let status = output.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--exchange-output-buffer-mib"),
+        "{status:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_idle(&mut client).await;
+    // The server keeps serving, and a reading client is unaffected by the small buffer.
+    let out = exchange(&mut client, "add_processed", flights(300_000, 65_536))
+        .await
+        .unwrap();
+    assert_eq!(rows(&out), 300_000);
 }

@@ -2,11 +2,13 @@
 //! and native paths, and the worker that streams batches through a session.
 //!
 //! A session runs on a blocking thread. Client messages arrive through a bounded
-//! channel and are handed to the session one by one; output goes back through
-//! another bounded channel as soon as it is produced, so neither side ever holds
-//! more than a few batches.
+//! channel and are handed to the session one by one; output goes back through an
+//! [`output`] queue as soon as it is produced. A client that reads while it writes
+//! keeps both sides at a few batches; one that writes everything first is served
+//! from the queue's byte budget.
 
 pub mod native;
+pub mod output;
 
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
@@ -15,15 +17,15 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
+use output::{OutputSender, SendError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 pub use mallard_protocol::{ExchangeRequest, Sandbox};
 
-/// Messages buffered in each direction between the network and a session.
+/// Input messages buffered between the network and a session.
 pub const CHANNEL_MESSAGES: usize = 4;
 
 /// One exchange stream's transform, sandboxed or native.
@@ -146,11 +148,16 @@ impl Drop for CancelOnDrop {
 pub fn run(
     mut session: Box<dyn ExchangeSession>,
     mut input: mpsc::Receiver<Result<FlightData>>,
-    output: mpsc::Sender<Result<FlightData, Status>>,
+    output: OutputSender,
     label: &str,
 ) {
     let outcome = (|| -> Result<bool> {
-        if output.blocking_send(Ok(session.schema_message())).is_err() {
+        let send = |data| match output.send(data) {
+            Ok(()) => Ok(true),
+            Err(SendError::Gone) => Ok(false),
+            Err(SendError::Stalled(e)) => Err(e),
+        };
+        if !send(session.schema_message())? {
             return Ok(false);
         }
         while let Some(message) = input.blocking_recv() {
@@ -159,13 +166,13 @@ pub fn run(
                 continue; // metadata-only message
             }
             for data in session.push(&message.data_header, &message.data_body)? {
-                if output.blocking_send(Ok(data)).is_err() {
+                if !send(data)? {
                     return Ok(false);
                 }
             }
         }
         for data in session.finish()? {
-            if output.blocking_send(Ok(data)).is_err() {
+            if !send(data)? {
                 return Ok(false);
             }
         }
@@ -180,7 +187,7 @@ pub fn run(
         Ok(false) => tracing::info!(exchange = label, "client left during exchange"),
         Err(e) => {
             tracing::warn!(exchange = label, error = %e, "exchange failed");
-            let _ = output.blocking_send(Err(e.into()));
+            output.fail(e.into());
         }
     }
 }

@@ -30,7 +30,6 @@ use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// One Mallard Flight server.
@@ -312,7 +311,7 @@ impl FlightService for MallardService {
 
         let cancelled = Arc::new(AtomicBool::new(false));
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_MESSAGES);
-        let (out_tx, out_rx) = mpsc::channel(CHANNEL_MESSAGES);
+        let (out_tx, out_rx) = exchange::output::channel(self.state.config.exchange_output);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<()>>();
         let engine = self.state.registry.engine().clone();
         let label = format!("{}#{}", exchange.exchanger, auth.principal.user);
@@ -371,7 +370,7 @@ impl FlightService for MallardService {
             }
         });
         let guard = CancelOnDrop(cancelled);
-        let stream = ReceiverStream::new(out_rx).map(move |item| {
+        let stream = out_rx.map(move |item| {
             let _keep = &guard;
             item
         });
