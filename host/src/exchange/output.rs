@@ -4,18 +4,23 @@
 //! pyarrow's natural pattern (and the seeds' benchmark) writes the whole input,
 //! calls `done_writing`, and only then reads. A session whose output could not
 //! get past a few buffered messages would stop reading input, the client's writes
-//! would stop at the HTTP/2 window, and both sides would wait forever. The queue
-//! holds output up to a byte budget instead; a client that reads while it writes
-//! never has more than a few messages queued. When the budget is spent and the
-//! client reads nothing for the stall timeout, the exchange fails with
+//! would stop at the HTTP/2 window, and both sides would wait forever.
+//!
+//! So the queue has two limits. While the client reads, at most [`SLOTS`] messages
+//! wait, as with a plain bounded channel. When the slots stay full for
+//! [`PATIENCE`] without the client taking anything, the session goes on past them
+//! until the client reads again, up to a byte budget. When that budget is spent
+//! too and the client reads nothing for the stall timeout, the exchange fails with
 //! ResourceExhausted, delivered ahead of the queued output, rather than hang.
 
 use crate::error::Error;
 use arrow_flight::FlightData;
 use futures::Stream;
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -40,17 +45,31 @@ pub enum SendError {
     Stalled(Error),
 }
 
+/// Messages that may wait for a client that is reading.
+pub const SLOTS: usize = 4;
+/// How long full slots wait for the client to take a message before the session
+/// assumes it writes everything first and goes on into the byte budget.
+pub const PATIENCE: Duration = Duration::from_millis(50);
+
 struct Queued {
     data: FlightData,
+    /// Returns the message's slot, if it took one, once the network takes it.
+    _slot: Option<OwnedSemaphorePermit>,
     /// Returns the message's bytes to the budget once the network takes it.
-    _permit: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
-/// The session's end: queues output, blocking (on a blocking thread) while the budget is spent.
+/// The session's end: queues output, blocking (on a blocking thread) while the limits say wait.
 pub struct OutputSender {
     queue: mpsc::UnboundedSender<Queued>,
     failure: oneshot::Sender<Status>,
+    slots: Arc<Semaphore>,
     budget: Arc<Semaphore>,
+    /// Messages the network has taken so far.
+    taken: Arc<AtomicU64>,
+    /// `taken` when the slots last ran out of patience: while it is unchanged the
+    /// client is still not reading, and waiting on the slots again is pointless.
+    impatient_at: Cell<Option<u64>>,
     limits: OutputBudget,
     runtime: Handle,
 }
@@ -59,6 +78,7 @@ pub struct OutputSender {
 pub struct OutputStream {
     queue: mpsc::UnboundedReceiver<Queued>,
     failure: Option<oneshot::Receiver<Status>>,
+    taken: Arc<AtomicU64>,
     failed: bool,
 }
 
@@ -67,24 +87,56 @@ pub fn channel(limits: OutputBudget) -> (OutputSender, OutputStream) {
     let (queue_tx, queue_rx) = mpsc::unbounded_channel();
     let (failure_tx, failure_rx) = oneshot::channel();
     let permits = limits.bytes.clamp(1, Semaphore::MAX_PERMITS);
+    let taken = Arc::new(AtomicU64::new(0));
     let sender = OutputSender {
         queue: queue_tx,
         failure: failure_tx,
+        slots: Arc::new(Semaphore::new(SLOTS)),
         budget: Arc::new(Semaphore::new(permits)),
+        taken: taken.clone(),
+        impatient_at: Cell::new(None),
         limits,
         runtime: Handle::current(),
     };
     let stream = OutputStream {
         queue: queue_rx,
         failure: Some(failure_rx),
+        taken,
         failed: false,
     };
     (sender, stream)
 }
 
 impl OutputSender {
-    /// Queues one message, waiting while the queue holds the whole budget.
+    /// A slot for the next message, after waiting up to [`PATIENCE`] for one;
+    /// `None` while the client is not reading.
+    fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, SendError> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(Some(slot));
+        }
+        let taken = self.taken.load(Ordering::Relaxed);
+        if self.impatient_at.get() == Some(taken) {
+            return Ok(None);
+        }
+        let acquire = self.slots.clone().acquire_owned();
+        match self
+            .runtime
+            .block_on(tokio::time::timeout(PATIENCE, acquire))
+        {
+            Ok(Ok(slot)) => Ok(Some(slot)),
+            Ok(Err(_closed)) => Err(SendError::Gone),
+            Err(_elapsed) => {
+                self.impatient_at
+                    .set(Some(self.taken.load(Ordering::Relaxed)));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Queues one message, waiting while the client reads and the slots are full,
+    /// or while the queue holds the whole byte budget.
     pub fn send(&self, data: FlightData) -> Result<(), SendError> {
+        let slot = self.slot()?;
         let size = data.data_header.len() + data.data_body.len() + data.app_metadata.len();
         // A message larger than the whole budget waits for an empty queue.
         let permits = size
@@ -113,7 +165,8 @@ impl OutputSender {
         self.queue
             .send(Queued {
                 data,
-                _permit: permit,
+                _slot: slot,
+                _bytes: permit,
             })
             .map_err(|_| SendError::Gone)
     }
@@ -143,8 +196,12 @@ impl Stream for OutputStream {
                 Poll::Pending => {}
             }
         }
-        self.queue
-            .poll_recv(cx)
-            .map(|queued| queued.map(|q| Ok(q.data)))
+        let taken = self.taken.clone();
+        self.queue.poll_recv(cx).map(|queued| {
+            queued.map(|q| {
+                taken.fetch_add(1, Ordering::Relaxed);
+                Ok(q.data)
+            })
+        })
     }
 }
