@@ -1,0 +1,39 @@
+"""DuckDB alone, in one process, on the peer's data: the ceiling for PUT and GET.
+
+No network, no Flight: how fast DuckDB itself ingests a stream of Arrow batches
+and scans a table back out as Arrow batches. Run with the peer's environment:
+
+    ../shared/peers/seed_python/run.sh --rows 1000   # once, creates its .venv
+    ../shared/peers/seed_python/.venv/bin/python demo/scripts/duckdb_ceiling.py 10000000
+"""
+import os
+import statistics
+import sys
+import time
+
+PEER = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "peers", "seed_python")
+sys.path.insert(0, os.path.abspath(PEER))
+
+import duckdb  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from bench import make_flights  # noqa: E402  (the peer's own data generator)
+
+BATCH_ROWS = 122_880
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+table = make_flights(n)
+batches = table.to_batches(max_chunksize=BATCH_ROWS)
+con = duckdb.connect()
+ingest, scan = [], []
+for _ in range(4):  # the first run is a warm-up
+    con.execute("DROP TABLE IF EXISTS t")
+    source = pa.RecordBatchReader.from_batches(table.schema, batches)
+    started = time.perf_counter()
+    con.execute("CREATE TABLE t AS SELECT * FROM source")
+    ingest.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    rows = sum(b.num_rows for b in con.sql("SELECT * FROM t").to_arrow_reader(BATCH_ROWS))
+    scan.append(time.perf_counter() - started)
+    assert rows == n
+print(f"duckdb {duckdb.__version__}, {n:,} rows, median of {len(ingest) - 1} after a warm-up")
+print(f"ingest (Arrow batches -> table): {n / statistics.median(ingest[1:]) / 1e6:.2f}M rows/s")
+print(f"scan (table -> Arrow batches):   {n / statistics.median(scan[1:]) / 1e6:.2f}M rows/s")
