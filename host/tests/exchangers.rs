@@ -451,15 +451,15 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
     server.stop().await.unwrap();
 }
 
-/// pyarrow's pattern: writes the whole input, and only then reads the output.
-/// Returns whether all input left the client within `wait`, then the output rows
-/// (or the status the stream ended with).
-async fn exchange_writing_first(
+/// pyarrow's pattern: writes the whole input (1M flights rows, ~100 MB each way:
+/// far past the HTTP/2 windows and the input channel) through `add_processed`, and
+/// only then reads the output. Returns whether all input left the client within
+/// `wait`, then the output rows (or the status the stream ended with).
+async fn add_processed_writing_first(
     client: &mut arrow_flight::FlightClient,
-    command: &str,
-    input: Vec<RecordBatch>,
     wait: Duration,
 ) -> (bool, Result<usize, tonic::Status>) {
+    let input = flights(1_000_000, 131_072);
     let schema = input[0].schema();
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let mut sent_tx = Some(sent_tx);
@@ -472,7 +472,7 @@ async fn exchange_writing_first(
     let batches = futures::stream::iter(input.into_iter().map(Ok)).chain(end);
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("add_processed")))
         .build(batches);
     let output = client.do_exchange(data).await.map_err(to_status).unwrap();
     let all_sent = tokio::time::timeout(wait, sent_rx).await.is_ok();
@@ -484,15 +484,9 @@ async fn a_client_that_writes_everything_before_reading_is_served_from_the_outpu
     let server = sandboxed_server().await;
     let mut client = client(&server).await;
     upload(&mut client, "add_processed").await;
-    // ~100 MB each way: far past the HTTP/2 windows and the input channel.
     let (all_sent, output) = within(
         Duration::from_secs(120),
-        exchange_writing_first(
-            &mut client,
-            "add_processed",
-            flights(1_000_000, 131_072),
-            Duration::from_secs(60),
-        ),
+        add_processed_writing_first(&mut client, Duration::from_secs(60)),
     )
     .await;
     assert!(
@@ -516,12 +510,7 @@ async fn an_exchange_whose_output_is_never_read_fails_with_resource_exhausted_in
     let started = Instant::now();
     let (_, output) = within(
         Duration::from_secs(60),
-        exchange_writing_first(
-            &mut client,
-            "add_processed",
-            flights(1_000_000, 131_072),
-            Duration::from_secs(5),
-        ),
+        add_processed_writing_first(&mut client, Duration::from_secs(5)),
     )
     .await;
     let status = output.unwrap_err();
