@@ -196,10 +196,10 @@ impl Stream for OutputStream {
                 Poll::Pending => {}
             }
         }
-        let taken = self.taken.clone();
-        self.queue.poll_recv(cx).map(|queued| {
+        let this = &mut *self;
+        this.queue.poll_recv(cx).map(|queued| {
             queued.map(|q| {
-                taken.fetch_add(1, Ordering::Relaxed);
+                this.taken.fetch_add(1, Ordering::Relaxed);
                 Ok(q.data)
             })
         })
