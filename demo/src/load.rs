@@ -22,11 +22,18 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Also hammer the server with hostile exchangers (endless loop, memory bomb).
     pub hostile: bool,
+    /// With `hostile`: do_get streams one other user opens and never reads.
+    pub unread_streams: usize,
     /// Credentials.
     pub user: String,
     /// Credentials.
     pub password: String,
 }
+
+/// The user (role `user`) that opens unread streams: `name:password:role`.
+pub const UNREAD_USER_SPEC: &str = "mallory:mallory-pw:user";
+/// A result far larger than any buffer: 200,000 rows × 100.
+const UNREAD_QUERY: &str = "SELECT * FROM load_src, range(100)";
 
 /// A call taking longer than this counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -43,6 +50,8 @@ struct Tally {
     stuck: u64,
     hostile_calls: u64,
     hostile_expected_errors: u64,
+    unread_accepted: u64,
+    unread_refused: u64,
     hostile_cpu: Duration,
 }
 
@@ -203,6 +212,36 @@ async fn phase(
                 anyhow::Ok(())
             }));
         }
+    }
+    if hostile && options.unread_streams > 0 {
+        let (tally, url, n) = (tally.clone(), s1.url.clone(), options.unread_streams);
+        tasks.push(tokio::spawn(async move {
+            let mut parts = UNREAD_USER_SPEC.split(':');
+            let (user, password) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let mut client = servers::connect(&url, user, password).await?;
+            let mut open = Vec::new();
+            let (mut accepted, mut refused) = (0, 0);
+            for _ in 0..n {
+                match client
+                    .do_get(arrow_flight::Ticket::new(UNREAD_QUERY))
+                    .await
+                {
+                    Ok(stream) => {
+                        accepted += 1;
+                        open.push(stream);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            drop(open);
+            let mut t = tally.lock().await;
+            t.unread_accepted = accepted;
+            t.unread_refused = refused;
+            anyhow::Ok(())
+        }));
     }
     // Sample the servers' RSS once a second while the load runs.
     let pid = s1.pid();
@@ -384,6 +423,15 @@ pub async fn run(s1: &Server, s2: &Server, options: &LoadOptions) -> Result<serd
         );
         report.insert("hostile_calls".into(), t.hostile_calls.into());
         report.insert("hostile_errors".into(), t.hostile_expected_errors.into());
+        if options.unread_streams > 0 {
+            eprintln!(
+                "unread streams: {} asked, {} opened, {} refused by the per-user cap",
+                options.unread_streams, t.unread_accepted, t.unread_refused
+            );
+            report.insert("unread_asked".into(), options.unread_streams.into());
+            report.insert("unread_accepted".into(), t.unread_accepted.into());
+            report.insert("unread_refused".into(), t.unread_refused.into());
+        }
     }
     if let (Some(first), Some(max), Some(last)) = (
         rss.first(),

@@ -102,6 +102,10 @@ enum Command {
         /// Also run hostile exchangers (endless loop, memory bomb) all along.
         #[arg(long)]
         hostile: bool,
+        /// With --hostile: one more user (role user) opens this many do_get
+        /// streams of a large result and never reads them.
+        #[arg(long, default_value_t = 0)]
+        unread_streams: usize,
         /// Print one JSON line last on stdout.
         #[arg(long)]
         json: bool,
@@ -112,7 +116,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long)]
         listen: std::net::SocketAddr,
-        /// Concurrent exchanges per user (the load tool runs 32 clients as one user).
+        /// Concurrent exchanges, do_get and do_put streams per user (the load tool
+        /// runs 32 clients as one user).
         #[arg(long, default_value_t = mallard::config::DEFAULT_MAX_EXCHANGES_PER_USER)]
         max_exchanges_per_user: usize,
         /// Serve TLS with this certificate chain (PEM).
@@ -124,6 +129,12 @@ enum Command {
         /// CA (PEM) push_table trusts for grpc+tls:// targets.
         #[arg(long)]
         push_ca: Option<PathBuf>,
+        /// A target push_table may connect to (repeatable).
+        #[arg(long)]
+        push_allow: Vec<String>,
+        /// Another user, `name:password:role`, besides admin/password123 (repeatable).
+        #[arg(long)]
+        user: Vec<String>,
     },
 }
 
@@ -170,8 +181,7 @@ async fn main() -> Result<()> {
             json,
             ops,
         }) => {
-            let s1 = servers::ensure(&cli.server1, !cli.no_start).await?;
-            let s2 = servers::ensure(&cli.server2, !cli.no_start).await?;
+            let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
             let mut c2 = servers::connect(&s2.url, &cli.user, &cli.password).await?;
             let options = bench::BenchOptions {
@@ -192,14 +202,18 @@ async fn main() -> Result<()> {
             clients,
             seconds,
             hostile,
+            unread_streams,
             json,
         }) => {
-            let s1 = servers::ensure(&cli.server1, !cli.no_start).await?;
-            let s2 = servers::ensure(&cli.server2, !cli.no_start).await?;
+            if unread_streams > 0 {
+                servers::add_users(vec![load::UNREAD_USER_SPEC.to_owned()]);
+            }
+            let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let options = load::LoadOptions {
                 clients,
                 duration: std::time::Duration::from_secs(seconds),
                 hostile,
+                unread_streams,
                 user: cli.user.clone(),
                 password: cli.password.clone(),
             };
@@ -226,9 +240,41 @@ async fn main() -> Result<()> {
             tls_cert,
             tls_key,
             push_ca,
+            push_allow,
+            user,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
             config.max_exchanges_per_user = max_exchanges_per_user;
+            config.max_queries_per_user = max_exchanges_per_user;
+            config.max_puts_per_user = max_exchanges_per_user;
+            for target in &push_allow {
+                config
+                    .push_allow
+                    .push(mallard_protocol::PushTarget::parse(target)?);
+            }
+            if !user.is_empty() {
+                config.users.insert(
+                    mallard::auth::DEFAULT_USER.into(),
+                    mallard::auth::User::new(mallard::auth::DEFAULT_PASSWORD, mallard::auth::Role::Admin),
+                );
+                for spec in &user {
+                    let mut parts = spec.splitn(3, ':');
+                    let (Some(name), Some(password), Some(role)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        anyhow::bail!("--user takes name:password:role");
+                    };
+                    let role = match role {
+                        "admin" => mallard::auth::Role::Admin,
+                        "user" => mallard::auth::Role::User,
+                        "reader" => mallard::auth::Role::Reader,
+                        other => anyhow::bail!("unknown role {other:?}"),
+                    };
+                    config
+                        .users
+                        .insert(name.to_owned(), mallard::auth::User::new(password, role));
+                }
+            }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 config.tls = Some(mallard::config::ServerTls::read(&cert, &key, None)?);
             }

@@ -43,6 +43,13 @@ impl Drop for Server {
 }
 
 static TLS: OnceLock<DemoTls> = OnceLock::new();
+static EXTRA_USERS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Servers the demo starts also know these users (`name:password:role`),
+/// besides the development admin.
+pub fn add_users(users: Vec<String>) {
+    let _ = EXTRA_USERS.set(users);
+}
 
 /// Makes every connection (and every server the demo starts) use TLS.
 pub fn use_tls(tls: DemoTls) {
@@ -70,8 +77,17 @@ async fn answers(url: &str) -> bool {
         .is_ok()
 }
 
-/// Uses the server at `addr` if one answers, else starts one as a child process.
-pub async fn ensure(addr: &str, start_if_missing: bool) -> Result<Server> {
+/// The demo's two servers: each used if it answers, else started as a child
+/// process allowed to push to the other.
+pub async fn ensure_pair(addr1: &str, addr2: &str, start_if_missing: bool) -> Result<(Server, Server)> {
+    let s1 = ensure(addr1, addr2, start_if_missing).await?;
+    let s2 = ensure(addr2, addr1, start_if_missing).await?;
+    Ok((s1, s2))
+}
+
+/// Uses the server at `addr` if one answers, else starts one as a child process
+/// that may push to `peer`.
+async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server> {
     let scheme = if TLS.get().is_some() {
         "grpc+tls"
     } else {
@@ -89,6 +105,10 @@ pub async fn ensure(addr: &str, start_if_missing: bool) -> Result<Server> {
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
+    command.arg("--push-allow").arg(format!("{scheme}://{peer}"));
+    for user in EXTRA_USERS.get().into_iter().flatten() {
+        command.arg("--user").arg(user);
+    }
     match TLS.get() {
         Some(DemoTls {
             server_files: Some(files),

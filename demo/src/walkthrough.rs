@@ -76,8 +76,8 @@ fn stream_batches(
 
 /// Runs the walkthrough.
 pub async fn run(options: WalkthroughOptions) -> Result<()> {
-    let s1: Server = servers::ensure(&options.server1, !options.no_start).await?;
-    let s2: Server = servers::ensure(&options.server2, !options.no_start).await?;
+    let (s1, s2): (Server, Server) =
+        servers::ensure_pair(&options.server1, &options.server2, !options.no_start).await?;
     for s in [&s1, &s2] {
         let how = if s.child.is_some() {
             "started by the demo"

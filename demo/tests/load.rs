@@ -1,5 +1,5 @@
-//! The load tool, short: concurrent clients with hostile exchangers alongside finish
-//! with zero errors and zero stuck calls.
+//! The load tool, short: concurrent clients with hostile exchangers and another
+//! user's unread streams alongside finish with zero errors and zero stuck calls.
 
 use std::process::Command;
 
@@ -13,6 +13,8 @@ fn a_short_load_run_has_no_errors_and_no_stuck_calls() {
             "--seconds",
             "4",
             "--hostile",
+            "--unread-streams",
+            "40",
             "--json",
         ])
         .args([
@@ -37,6 +39,12 @@ fn a_short_load_run_has_no_errors_and_no_stuck_calls() {
         report["hostile_calls"], report["hostile_errors"],
         "{report}"
     );
+    // Another user's 40 unread streams were answered (opened up to the demo
+    // servers' per-user cap of 64), while the bystanders above saw no error.
+    let accepted = report["unread_accepted"].as_u64().unwrap();
+    let refused = report["unread_refused"].as_u64().unwrap();
+    assert_eq!(accepted + refused, 40, "{report}");
+    assert!(accepted <= 64, "{report}");
     // The clean baseline phase ran too, and nothing outlived the load.
     assert_eq!(report["baseline_errors"], 0, "{report}");
     assert!(

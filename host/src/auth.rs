@@ -3,8 +3,9 @@
 //! Passwords are kept only as argon2id hashes (PHC strings, as `mallard
 //! hash-password` prints them). Tokens are 256 random bits, handed out by `Handshake`
 //! or in answer to any call carrying Basic credentials; the server keeps only their
-//! SHA-256 digests and compares digests in constant time. Neither tokens nor
-//! passwords are ever logged.
+//! SHA-256 digests, looked up by digest. Password checks run off the async
+//! runtime, a few at a time, and an address that keeps failing is refused
+//! unverified for a while. Neither tokens nor passwords are ever logged.
 
 use crate::error::{Error, Result};
 use argon2::Argon2;
@@ -14,10 +15,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
 
 pub use mallard_protocol::credentials::basic_header;
@@ -31,15 +33,6 @@ pub const DEFAULT_PASSWORD: &str = "password123";
 /// How long a bearer token stays valid unless configured otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// A named right, reported in PermissionDenied messages.
-#[derive(Debug, Clone, Copy)]
-pub enum Right {
-    /// Upload or remove exchangers.
-    ManageExchangers,
-    /// DDL/DML through the `sql` and `drop_table` actions.
-    ManageTables,
-}
-
 /// The caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -47,19 +40,6 @@ pub struct Principal {
     pub user: String,
     /// The user's role.
     pub role: Role,
-}
-
-impl Principal {
-    /// PermissionDenied unless this principal holds `right`.
-    pub fn require(&self, right: Right) -> Result<()> {
-        match (self.role, right) {
-            (Role::Admin, _) => Ok(()),
-            (Role::User, right) => Err(Error::PermissionDenied(format!(
-                "user {:?} (role user) lacks the right {right:?}; it needs role admin",
-                self.user
-            ))),
-        }
-    }
 }
 
 /// A configured user: an argon2id password hash and a role.
@@ -122,11 +102,100 @@ struct Session {
     expires: Instant,
 }
 
+/// Most live bearer tokens one user holds; issuing one more retires the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 64;
+/// Concurrent argon2 verifications (each takes ~20 ms of one core and 19 MiB).
+pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
+/// Failed password checks one client address may make per [`FAILURE_WINDOW`];
+/// beyond it Basic credentials from that address are refused unverified.
+pub const MAX_FAILURES_PER_WINDOW: u32 = 20;
+/// The window of [`MAX_FAILURES_PER_WINDOW`].
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at once (the oldest window is
+/// forgotten first beyond this, so the table stays bounded under a spray).
+pub const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+#[derive(Default)]
+struct Sessions {
+    by_digest: HashMap<[u8; 32], Session>,
+    /// Each user's token digests, oldest first (tokens of one server share a TTL,
+    /// so this is also expiry order).
+    by_user: HashMap<String, VecDeque<[u8; 32]>>,
+}
+
+impl Sessions {
+    fn remove(&mut self, key: &[u8; 32]) -> bool {
+        let Some(session) = self.by_digest.remove(key) else {
+            return false;
+        };
+        if let Some(keys) = self.by_user.get_mut(&session.principal.user) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_user.remove(&session.principal.user);
+            }
+        }
+        true
+    }
+
+    fn insert(&mut self, key: [u8; 32], session: Session, now: Instant) {
+        let user = session.principal.user.clone();
+        let keys = self.by_user.entry(user).or_default();
+        let mut retired = Vec::new();
+        while let Some(oldest) = keys.front() {
+            let expired = self
+                .by_digest
+                .get(oldest)
+                .is_none_or(|s| s.expires <= now);
+            if expired || keys.len() >= MAX_SESSIONS_PER_USER {
+                retired.push(keys.pop_front().expect("front exists"));
+            } else {
+                break;
+            }
+        }
+        keys.push_back(key);
+        for k in retired {
+            self.by_digest.remove(&k);
+        }
+        self.by_digest.insert(key, session);
+    }
+}
+
+/// Failed password checks per client address, in fixed windows.
+#[derive(Default)]
+struct Failures {
+    by_address: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl Failures {
+    fn blocked(&self, address: IpAddr, now: Instant) -> bool {
+        self.by_address
+            .get(&address)
+            .is_some_and(|(start, n)| now.duration_since(*start) < FAILURE_WINDOW && *n >= MAX_FAILURES_PER_WINDOW)
+    }
+
+    fn record(&mut self, address: IpAddr, now: Instant) {
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES && !self.by_address.contains_key(&address) {
+            self.by_address
+                .retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+            if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+                self.by_address.clear();
+            }
+        }
+        let entry = self.by_address.entry(address).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
 /// Checks credentials and issues tokens.
 pub struct Authenticator {
     users: HashMap<String, User>,
     token_ttl: Duration,
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    sessions: Mutex<Sessions>,
+    failures: Mutex<Failures>,
+    password_checks: Arc<Semaphore>,
 }
 
 /// The outcome of authenticating one call.
@@ -137,6 +206,12 @@ pub struct Authenticated {
     /// A token issued because the call carried Basic credentials; sent back as
     /// `authorization: Bearer <token>`.
     pub issued_token: Option<String>,
+    /// The bearer token the call presented, if it presented one.
+    pub presented_token: Option<String>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Authenticator {
@@ -151,7 +226,9 @@ impl Authenticator {
         Self {
             users,
             token_ttl,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
+            failures: Mutex::new(Failures::default()),
+            password_checks: Arc::new(Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS)),
         }
     }
 
@@ -164,69 +241,117 @@ impl Authenticator {
                 .is_some_and(|u| u.verify(DEFAULT_PASSWORD))
     }
 
-    /// Checks a user name and password.
-    pub fn check_password(&self, user: &str, password: &str) -> Result<Principal> {
+    /// Checks a user name and password on a blocking thread, at most
+    /// [`MAX_CONCURRENT_PASSWORD_CHECKS`] at once, and refuses unverified an
+    /// address that failed [`MAX_FAILURES_PER_WINDOW`] times in the window.
+    pub async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal> {
+        if let Some(address) = peer
+            && self
+                .failures
+                .lock()
+                .expect("failure table lock")
+                .blocked(address, Instant::now())
+        {
+            return Err(Error::Unauthenticated(format!(
+                "too many failed logins from {address}; wait up to {} s",
+                FAILURE_WINDOW.as_secs()
+            )));
+        }
         // Verify against a dummy when the user is unknown so timing does not tell.
         let (known, entry) = match self.users.get(user) {
-            Some(u) => (true, u),
-            None => (false, &*DUMMY_USER),
+            Some(u) => (true, u.clone()),
+            None => (false, DUMMY_USER.clone()),
         };
-        if entry.verify(password) && known {
+        let _permit = self
+            .password_checks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
+        let password = password.to_owned();
+        let verified = tokio::task::spawn_blocking(move || entry.verify(&password))
+            .await
+            .map_err(|e| Error::Internal(format!("password check failed: {e}")))?;
+        if verified && known {
             Ok(Principal {
                 user: user.to_owned(),
-                role: entry.role,
+                role: self.users[user].role,
             })
         } else {
+            if let Some(address) = peer {
+                self.failures
+                    .lock()
+                    .expect("failure table lock")
+                    .record(address, Instant::now());
+            }
             Err(Error::Unauthenticated(
                 "invalid user name or password".into(),
             ))
         }
     }
 
-    /// Issues a new bearer token for `principal`.
+    /// Issues a new bearer token for `principal`, retiring the user's oldest
+    /// beyond [`MAX_SESSIONS_PER_USER`].
     pub fn issue_token(&self, principal: Principal) -> String {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let token = URL_SAFE_NO_PAD.encode(raw);
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut sessions = self.sessions.lock().expect("session table lock");
         let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            key,
+        self.sessions.lock().expect("session table lock").insert(
+            digest(&token),
             Session {
                 principal,
                 expires: now + self.token_ttl,
             },
+            now,
         );
         token
     }
 
-    /// Revokes a token (logout). Unknown tokens are ignored.
-    pub fn revoke(&self, token: &str) {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// Revokes a token (logout); whether it was live.
+    pub fn revoke(&self, token: &str) -> bool {
         self.sessions
             .lock()
             .expect("session table lock")
-            .remove(&key);
+            .remove(&digest(token))
     }
 
-    /// Checks a bearer token.
+    /// Live tokens, all users together.
+    pub fn live_sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .expect("session table lock")
+            .by_digest
+            .len()
+    }
+
+    /// Checks a bearer token (one hash-map lookup by the token's SHA-256 digest).
     pub fn check_token(&self, token: &str) -> Result<Principal> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let sessions = self.sessions.lock().expect("session table lock");
-        // Lookup is by digest; a digest prefix says nothing about the token.
-        match sessions.iter().find(|(k, _)| bool::from(k.ct_eq(&key))) {
-            Some((_, s)) if s.expires > Instant::now() => Ok(s.principal.clone()),
-            Some(_) => Err(Error::Unauthenticated(
-                "bearer token expired; authenticate again".into(),
-            )),
+        let key = digest(token);
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        match sessions.by_digest.get(&key) {
+            Some(s) if s.expires > Instant::now() => Ok(s.principal.clone()),
+            Some(_) => {
+                sessions.remove(&key);
+                Err(Error::Unauthenticated(
+                    "bearer token expired; authenticate again".into(),
+                ))
+            }
             None => Err(Error::Unauthenticated("invalid bearer token".into())),
         }
     }
 
     /// Authenticates a call from its `authorization` header (Basic or Bearer).
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Authenticated> {
+    pub async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Authenticated> {
         let header = metadata
             .get("authorization")
             .ok_or_else(|| {
@@ -238,15 +363,78 @@ impl Authenticator {
             Credentials::Bearer(token) => Ok(Authenticated {
                 principal: self.check_token(token)?,
                 issued_token: None,
+                presented_token: Some(token.to_owned()),
             }),
             Credentials::Basic { user, password } => {
-                let principal = self.check_password(&user, &password)?;
+                let principal = self.check_password(&user, &password, peer).await?;
                 let token = self.issue_token(principal.clone());
                 Ok(Authenticated {
                     principal,
                     issued_token: Some(token),
+                    presented_token: None,
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Principal {
+        Principal {
+            user: "alice".into(),
+            role: Role::User,
+        }
+    }
+
+    #[test]
+    fn a_user_holds_at_most_the_session_cap_and_loses_the_oldest() {
+        let auth = Authenticator::new(HashMap::new(), Duration::from_secs(60));
+        let first = auth.issue_token(alice());
+        let mut last = String::new();
+        for _ in 0..MAX_SESSIONS_PER_USER {
+            last = auth.issue_token(alice());
+        }
+        assert_eq!(auth.live_sessions(), MAX_SESSIONS_PER_USER);
+        assert!(auth.check_token(&first).is_err(), "oldest retired");
+        assert!(auth.check_token(&last).is_ok());
+        assert!(auth.revoke(&last));
+        assert!(!auth.revoke(&last));
+        assert_eq!(auth.live_sessions(), MAX_SESSIONS_PER_USER - 1);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_forgotten() {
+        let auth = Authenticator::new(HashMap::new(), Duration::ZERO);
+        let token = auth.issue_token(alice());
+        let err = auth.check_token(&token).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert_eq!(auth.live_sessions(), 0);
+    }
+
+    #[test]
+    fn failures_block_an_address_for_the_window_only() {
+        let mut failures = Failures::default();
+        let address: IpAddr = "10.0.0.1".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..MAX_FAILURES_PER_WINDOW {
+            assert!(!failures.blocked(address, now));
+            failures.record(address, now);
+        }
+        assert!(failures.blocked(address, now));
+        assert!(!failures.blocked("10.0.0.2".parse().unwrap(), now));
+        assert!(!failures.blocked(address, now + FAILURE_WINDOW));
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded() {
+        let mut failures = Failures::default();
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 + 10) {
+            failures.record(IpAddr::from(i.to_be_bytes()), now);
+        }
+        assert!(failures.by_address.len() <= MAX_TRACKED_ADDRESSES);
     }
 }

@@ -72,6 +72,18 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// How `push_table` connects to `grpc+tls://` targets (CA, client identity).
     pub push_tls: Option<crate::transport::ClientTls>,
+    /// Targets `push_table` may connect to; empty: the servers of this process.
+    pub push_allow: Vec<mallard_protocol::PushTarget>,
+    /// How long a client may leave a `do_get` unread, a `do_put` or exchange
+    /// without input, or a push target may read nothing, before the stream is
+    /// stopped and its thread and DuckDB connection freed.
+    pub stall_timeout: Duration,
+    /// Most `do_get` streams one user may have open at once.
+    pub max_queries_per_user: usize,
+    /// Most `do_put` streams one user may have open at once.
+    pub max_puts_per_user: usize,
+    /// Most concurrent HTTP/2 streams (calls) per client connection.
+    pub max_streams_per_connection: u32,
 }
 
 pub use crate::db::DEFAULT_QUERY_TIMEOUT;
@@ -82,6 +94,16 @@ pub const DEFAULT_MAX_EXCHANGES_PER_USER: usize = 8;
 /// pyarrow's write-everything-then-read pattern fits about 4M rows of the
 /// benchmark's shape.
 pub const DEFAULT_EXCHANGE_OUTPUT_BUFFER_MIB: usize = 256;
+/// Default stall timeout: a client that reads or sends nothing for this long
+/// loses the stream (see [`ServerConfig::stall_timeout`]).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default open `do_get` streams per user: enough for parallel readers, few
+/// enough that one user's unread streams (each up to 4 batches queued) stay small.
+pub const DEFAULT_MAX_QUERIES_PER_USER: usize = 16;
+/// Default open `do_put` streams per user.
+pub const DEFAULT_MAX_PUTS_PER_USER: usize = 8;
+/// Default concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// Default time a full exchange output queue waits for its client to read.
 pub const DEFAULT_EXCHANGE_OUTPUT_STALL: Duration = Duration::from_secs(30);
 
@@ -106,6 +128,11 @@ impl ServerConfig {
             },
             tls: None,
             push_tls: None,
+            push_allow: Vec::new(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_queries_per_user: DEFAULT_MAX_QUERIES_PER_USER,
+            max_puts_per_user: DEFAULT_MAX_PUTS_PER_USER,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }

@@ -7,11 +7,14 @@
 //! - [`sandbox`] validates, compiles and runs exchanger components under hard limits.
 //! - [`exchange`] streams `do_exchange` batches through a sandboxed or native session.
 //! - [`auth`] checks credentials and issues expiring bearer tokens.
+//! - [`authz`] decides once per request whether its caller may do what it does.
+//! - [`slots`] caps each user's concurrent streams.
 //! - [`flights`] generates the deterministic flights data set.
 //! - [`components`] builds the workspace's guest components (tests, demo).
 //! - [`client`] connects to a Mallard server the way `push_table` and the demo do.
 
 pub mod auth;
+pub mod authz;
 pub mod client;
 pub mod components;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod flights;
 pub mod gauges;
 pub mod sandbox;
 pub mod server;
+pub mod slots;
 pub mod state;
 pub mod transport;
 

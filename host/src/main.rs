@@ -120,6 +120,23 @@ struct ServeArgs {
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, env = "MALLARD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// A target `push_table` may connect to, as grpc://host:port or
+    /// grpc+tls://host:port (repeatable). Default: only this process's own servers.
+    #[arg(long, env = "MALLARD_PUSH_ALLOW", value_delimiter = ',')]
+    push_allow: Vec<String>,
+    /// Seconds a client may leave a do_get unread, or a do_put or exchange without
+    /// input, or a push target may read nothing, before the stream is stopped.
+    #[arg(long, env = "MALLARD_STALL_TIMEOUT_SECS", default_value_t = mallard::config::DEFAULT_STALL_TIMEOUT.as_secs())]
+    stall_timeout_secs: u64,
+    /// Most do_get streams one user may have open at once.
+    #[arg(long, env = "MALLARD_MAX_QUERIES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_QUERIES_PER_USER)]
+    max_queries_per_user: usize,
+    /// Most do_put streams one user may have open at once.
+    #[arg(long, env = "MALLARD_MAX_PUTS_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_PUTS_PER_USER)]
+    max_puts_per_user: usize,
+    /// Most concurrent calls on one client connection.
+    #[arg(long, env = "MALLARD_MAX_STREAMS_PER_CONNECTION", default_value_t = mallard::config::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    max_streams_per_connection: u32,
 }
 
 fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
@@ -132,7 +149,8 @@ fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
         let role = match parts.next().unwrap_or("user") {
             "admin" => Role::Admin,
             "user" => Role::User,
-            other => bail!("unknown role {other:?} for user {name:?} (use user or admin)"),
+            "reader" => Role::Reader,
+            other => bail!("unknown role {other:?} for user {name:?} (use reader, user or admin)"),
         };
         users.insert(name.to_owned(), User::new(password, role));
     }
@@ -177,6 +195,13 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         .as_deref()
         .map(mallard::transport::ClientTls::trusting_file)
         .transpose()?;
+    let push_allow = args
+        .push_allow
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("--push-allow")?;
     let limits = Limits {
         max_memory_bytes: (args.exchanger_memory_mb as usize) << 20,
         call_timeout: Duration::from_millis(args.exchanger_timeout_ms),
@@ -210,6 +235,11 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             };
             config.tls = tls.clone();
             config.push_tls = push_tls.clone();
+            config.push_allow = push_allow.clone();
+            config.stall_timeout = Duration::from_secs(args.stall_timeout_secs);
+            config.max_queries_per_user = args.max_queries_per_user;
+            config.max_puts_per_user = args.max_puts_per_user;
+            config.max_streams_per_connection = args.max_streams_per_connection;
             config
         })
         .collect())

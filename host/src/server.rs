@@ -2,10 +2,13 @@
 //! shut down gracefully within a bounded time.
 
 use crate::auth::Authenticator;
+use crate::authz::Authorizer;
+use crate::slots::UserSlots;
 use crate::config::ServerConfig;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::flight::MallardService;
+use crate::flight::auth_layer::AuthenticateLayer;
 use crate::sandbox::engine::SandboxEngine;
 use crate::sandbox::registry::Registry;
 use crate::state::ServerState;
@@ -57,6 +60,7 @@ impl RunningServer {
                 self.task.abort();
             }
         }
+        crate::flight::push::unserve(self.addr, self.state.config.tls.is_some());
         let db = self.state.db.clone();
         tokio::task::spawn_blocking(move || db.checkpoint())
             .await
@@ -72,12 +76,24 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let registry = Arc::new(Registry::open(engine, config.data_dir.as_deref())?);
-    let exchange_slots = crate::exchange::ExchangeSlots::new(config.max_exchanges_per_user);
+    let slots = |what, flag, max| UserSlots::new(what, flag, max);
     Ok(Arc::new(ServerState {
         db,
         auth,
-        registry,
-        exchange_slots,
+        authz: Authorizer {
+            files_allowed: !config.db.allowed_dirs.is_empty(),
+        },
+        query_slots: slots(
+            "do_get streams",
+            "--max-queries-per-user",
+            config.max_queries_per_user,
+        ),
+        put_slots: slots("do_put streams", "--max-puts-per-user", config.max_puts_per_user),
+        exchange_slots: slots(
+            "exchanges",
+            "--max-exchanges-per-user",
+            config.max_exchanges_per_user,
+        ),
         config,
     }))
 }
@@ -123,12 +139,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
             .tls_config(config)
             .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
     }
+    let max_streams = state.config.max_streams_per_connection;
+    let layer_state = state.clone();
+    crate::flight::push::serve(addr, state.config.tls.is_some());
     let task = tokio::spawn(async move {
         builder
             .tcp_nodelay(true)
             .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
             .max_frame_size(transport::MAX_FRAME_BYTES)
+            .max_concurrent_streams(Some(max_streams))
+            .layer(AuthenticateLayer::new(layer_state))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;

@@ -1,6 +1,8 @@
 //! What every request handler of one server shares.
 
 use crate::auth::Authenticator;
+use crate::authz::Authorizer;
+use crate::slots::UserSlots;
 use crate::config::ServerConfig;
 use crate::db::Database;
 use crate::sandbox::registry::Registry;
@@ -14,8 +16,14 @@ pub struct ServerState {
     pub auth: Authenticator,
     /// Known exchangers.
     pub registry: Arc<Registry>,
+    /// Who may do what.
+    pub authz: Authorizer,
+    /// Open `do_get` streams per user.
+    pub query_slots: Arc<UserSlots>,
+    /// Open `do_put` streams per user.
+    pub put_slots: Arc<UserSlots>,
     /// Concurrent exchanges per user.
-    pub exchange_slots: Arc<crate::exchange::ExchangeSlots>,
+    pub exchange_slots: Arc<UserSlots>,
     /// The configuration the server started with.
     pub config: ServerConfig,
 }

@@ -349,7 +349,16 @@ async fn hostile_table_names_are_quoted_harmlessly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_table_moves_a_table_between_servers() {
-    let source = start().await;
+    let mut config = test_config();
+    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let source = start_with(config.clone()).await;
+    let target = start().await;
+    // A source that may push to the dead address too, to see Unavailable.
+    config.push_allow = vec![
+        mallard_protocol::PushTarget::parse(&target.url()).unwrap(),
+        mallard_protocol::PushTarget::parse(&format!("grpc://{dead}")).unwrap(),
+    ];
+    let open_source = start_with(config).await;
     let target = start().await;
     let mut a = client(&source).await;
     let mut b = client(&target).await;
@@ -381,10 +390,12 @@ async fn push_table_moves_a_table_between_servers() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    let mut open = client(&open_source).await;
+    put(&mut open, "flights", flights(10, 10)).await.unwrap();
     let err = action(
-        &mut a,
+        &mut open,
         "push_table",
-        serde_json::json!({"table": "flights", "to": "grpc://127.0.0.1:1"}).to_string(),
+        serde_json::json!({"table": "flights", "to": format!("grpc://{dead}")}).to_string(),
     )
     .await
     .unwrap_err();
@@ -393,6 +404,7 @@ async fn push_table_moves_a_table_between_servers() {
     assert_eq!(err.code(), Code::InvalidArgument);
     source.stop().await.unwrap();
     target.stop().await.unwrap();
+    open_source.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,11 +40,105 @@ pub fn schema_from_header(header: &[u8]) -> Result<Schema, ArrowError> {
     convert::try_fb_to_schema(ipc_schema)
 }
 
+/// Rows any record or dictionary batch may declare whatever its body size:
+/// a Null-typed column or a run-end encoded one holds rows in no bytes, so
+/// Arrow's validation alone lets ~200 bytes claim billions of rows.
+pub const MAX_ROWS_WITHOUT_BODY: i64 = 1 << 17;
+/// Further rows per body byte: any other column spends at least one bit a row
+/// in an uncompressed body (Mallard reads no compressed IPC).
+pub const MAX_ROWS_PER_BODY_BYTE: i64 = 8;
+/// Dictionary bytes one stream may hold, all dictionaries together.
+pub const MAX_DICTIONARY_BYTES: usize = 64 << 20;
+/// Bytes one stream's dictionary deltas may make the decoder copy in total (a
+/// delta concatenates onto the stored dictionary): bounds the work of many
+/// small deltas onto a large dictionary.
+pub const MAX_DELTA_COPY_BYTES: usize = 256 << 20;
+
+/// What one stream's messages may claim: rows in proportion to their bytes, and
+/// bounded dictionaries. Checked before a message is decoded.
+#[derive(Debug, Default)]
+pub struct MessageBounds {
+    dictionary_bytes: HashMap<i64, usize>,
+    delta_copy_bytes: usize,
+}
+
+impl MessageBounds {
+    /// Checks a message's flatbuffer header against the body length it came with.
+    pub fn check_header(&mut self, header: &[u8], body_len: usize) -> Result<(), ArrowError> {
+        let message = root_as_message(header).map_err(|e| {
+            ArrowError::IpcError(format!("message header is not a flatbuffer: {e}"))
+        })?;
+        self.check(&message, body_len)
+    }
+
+    /// Checks a decoded header against the body length it came with.
+    pub fn check(
+        &mut self,
+        message: &arrow_ipc::Message<'_>,
+        body_len: usize,
+    ) -> Result<(), ArrowError> {
+        let plausible = |rows: i64| {
+            let limit = MAX_ROWS_WITHOUT_BODY
+                .saturating_add(MAX_ROWS_PER_BODY_BYTE.saturating_mul(body_len as i64));
+            if rows > limit {
+                Err(ArrowError::IpcError(format!(
+                    "a message of {body_len} body bytes declares {rows} rows; at most \
+                     {MAX_ROWS_WITHOUT_BODY} + {MAX_ROWS_PER_BODY_BYTE} per body byte are accepted"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match message.header_type() {
+            MessageHeader::RecordBatch => {
+                if let Some(batch) = message.header_as_record_batch() {
+                    plausible(batch.length())?;
+                }
+            }
+            MessageHeader::DictionaryBatch => {
+                let Some(dictionary) = message.header_as_dictionary_batch() else {
+                    return Ok(());
+                };
+                if let Some(data) = dictionary.data() {
+                    plausible(data.length())?;
+                }
+                let stored = self.dictionary_bytes.entry(dictionary.id()).or_default();
+                if dictionary.isDelta() {
+                    self.delta_copy_bytes = self
+                        .delta_copy_bytes
+                        .saturating_add(*stored)
+                        .saturating_add(body_len);
+                    *stored = stored.saturating_add(body_len);
+                } else {
+                    *stored = body_len;
+                }
+                let total: usize = self.dictionary_bytes.values().sum();
+                if total > MAX_DICTIONARY_BYTES {
+                    return Err(ArrowError::IpcError(format!(
+                        "the stream's dictionaries would hold {total} bytes; at most \
+                         {MAX_DICTIONARY_BYTES} are accepted"
+                    )));
+                }
+                if self.delta_copy_bytes > MAX_DELTA_COPY_BYTES {
+                    return Err(ArrowError::IpcError(format!(
+                        "the stream's dictionary deltas would copy {} bytes; at most \
+                         {MAX_DELTA_COPY_BYTES} are accepted (send fewer, larger deltas)",
+                        self.delta_copy_bytes
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Decodes record-batch and dictionary messages of one stream.
 pub struct MessageDecoder {
     schema: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
     skip_validation: UnsafeFlag,
+    bounds: MessageBounds,
 }
 
 impl MessageDecoder {
@@ -55,6 +149,7 @@ impl MessageDecoder {
             schema,
             dictionaries: HashMap::new(),
             skip_validation: UnsafeFlag::new(),
+            bounds: MessageBounds::default(),
         }
     }
 
@@ -75,6 +170,7 @@ impl MessageDecoder {
             schema,
             dictionaries: HashMap::new(),
             skip_validation,
+            bounds: MessageBounds::default(),
         }
     }
 
@@ -85,7 +181,8 @@ impl MessageDecoder {
 
     /// Decodes one message. Dictionary batches are remembered and yield `None`;
     /// record batches yield `Some`. Anything else, a body that does not match its
-    /// header, or data that breaks Arrow's invariants is an error.
+    /// header, a claim beyond [`MessageBounds`], or data that breaks Arrow's
+    /// invariants is an error.
     pub fn decode(
         &mut self,
         header: &[u8],
@@ -101,6 +198,7 @@ impl MessageDecoder {
                 body.len()
             )));
         }
+        self.bounds.check(&message, body.len())?;
         match message.header_type() {
             MessageHeader::RecordBatch => {
                 let batch = message
@@ -232,4 +330,64 @@ pub fn exercise_decoders(data: &[u8]) {
     ]));
     let mut decoder = MessageDecoder::new(schema);
     let _ = decoder.decode(header, Buffer::from(body.to_vec()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, NullArray};
+    use arrow_schema::{DataType, Field};
+
+    fn encoded(batch: &RecordBatch) -> Message {
+        let mut encoder = MessageEncoder::new(batch.schema());
+        let mut out = Vec::new();
+        encoder.encode(batch, &mut out).unwrap();
+        out.pop().unwrap()
+    }
+
+    #[test]
+    fn a_null_column_claiming_billions_of_rows_is_refused_before_decoding() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+        let claim = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(NullArray::new(2_000_000_000))],
+        )
+        .unwrap();
+        let message = encoded(&claim);
+        assert!(message.header.len() + message.body.len() < 1024);
+        let err = MessageDecoder::new(schema)
+            .decode(&message.header, Buffer::from(message.body))
+            .unwrap_err();
+        assert!(err.to_string().contains("declares 2000000000 rows"), "{err}");
+    }
+
+    #[test]
+    fn ordinary_batches_and_small_null_batches_pass() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let rows = 1_000_000;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .unwrap();
+        let message = encoded(&batch);
+        let decoded = MessageDecoder::new(schema)
+            .decode(&message.header, Buffer::from(message.body))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decoded.num_rows(), rows as usize);
+
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+        let at_limit = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(NullArray::new(MAX_ROWS_WITHOUT_BODY as usize))],
+        )
+        .unwrap();
+        let message = encoded(&at_limit);
+        assert!(
+            MessageBounds::default()
+                .check_header(&message.header, message.body.len())
+                .is_ok()
+        );
+    }
 }

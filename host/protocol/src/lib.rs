@@ -17,7 +17,7 @@ pub mod users;
 
 pub use action::{ACTIONS, ActionRequest};
 pub use exchange::{ExchangeRequest, Sandbox};
-pub use push::PushRequest;
+pub use push::{PushRequest, PushTarget};
 pub use table_name::{TableName, quote, quote_literal};
 
 /// Why a request was refused before it reached the database or a sandbox.

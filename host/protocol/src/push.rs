@@ -4,15 +4,6 @@ use crate::table_name::TableName;
 use crate::{Result, invalid};
 use serde::Deserialize;
 
-/// URL schemes `push_table` may connect to.
-pub const TARGET_SCHEMES: &[&str] = &[
-    "grpc://",
-    "grpc+tcp://",
-    "http://",
-    "grpc+tls://",
-    "https://",
-];
-
 /// A validated `push_table` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushRequest {
@@ -47,12 +38,7 @@ impl PushRequest {
             Some(t) => TableName::parse(t)?,
             None => table.clone(),
         };
-        if !TARGET_SCHEMES.iter().any(|s| json.to.starts_with(s)) {
-            return Err(invalid(format!(
-                "`to` must be grpc://host:port or grpc+tls://host:port, got {:?}",
-                json.to
-            )));
-        }
+        PushTarget::parse(&json.to)?;
         let credentials = match (json.user, json.password) {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
@@ -64,5 +50,89 @@ impl PushRequest {
             target_table,
             credentials,
         })
+    }
+}
+
+/// Where a push goes: transport, host and port, as the allow list compares them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PushTarget {
+    /// Whether the connection uses TLS (`grpc+tls://`, `https://`).
+    pub tls: bool,
+    /// Host name or address, lower-case, without brackets; `localhost` reads as `127.0.0.1`.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl PushTarget {
+    /// Parses `grpc[+tls]://host:port` (also `grpc+tcp://`, `http://`, `https://`);
+    /// no path, no user info, an explicit port.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |why: &str| invalid(format!("push target {url:?}: {why}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "grpc" | "grpc+tcp" | "http" => false,
+            "grpc+tls" | "https" => true,
+            _ => return Err(bad("the scheme must be grpc:// or grpc+tls://")),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '@', '?', '#']) {
+            return Err(bad("give only host:port"));
+        }
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| bad("the port is missing"))?;
+        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("the host is missing"));
+        }
+        let host = match host.to_ascii_lowercase() {
+            h if h == "localhost" => "127.0.0.1".to_owned(),
+            h => h,
+        };
+        Ok(Self { tls, host, port })
+    }
+}
+
+impl std::fmt::Display for PushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "grpc+tls" } else { "grpc" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_normalise_scheme_and_host() {
+        let a = PushTarget::parse("grpc://LOCALHOST:8816").unwrap();
+        let b = PushTarget::parse("grpc+tcp://127.0.0.1:8816/").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "grpc://127.0.0.1:8816");
+        let tls = PushTarget::parse("grpc+tls://[::1]:443").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.host, "::1");
+        assert_ne!(PushTarget::parse("grpc+tls://127.0.0.1:8816").unwrap(), a);
+    }
+
+    #[test]
+    fn targets_with_more_than_host_and_port_are_refused() {
+        for url in [
+            "grpc://127.0.0.1",
+            "grpc://user@127.0.0.1:1",
+            "grpc://127.0.0.1:1/path",
+            "ftp://127.0.0.1:1",
+            "grpc://:1",
+            "grpc://127.0.0.1:99999",
+        ] {
+            assert!(PushTarget::parse(url).is_err(), "{url}");
+        }
     }
 }

@@ -27,6 +27,12 @@ impl TableName {
         Ok(Self(raw.to_owned()))
     }
 
+    /// A name DuckDB's own catalog holds (a table created through SQL may have
+    /// any name, control characters included); it is only ever quoted.
+    pub fn from_catalog(name: String) -> Self {
+        Self(name)
+    }
+
     /// Validates a UTF-8 byte string.
     pub fn from_bytes(raw: &[u8]) -> Result<Self> {
         let text =

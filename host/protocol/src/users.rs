@@ -4,7 +4,7 @@
 //! [[user]]
 //! name = "alice"
 //! password_hash = "$argon2id$v=19$..."   # from `mallard hash-password`
-//! role = "admin"                          # or "user"
+//! role = "admin"                          # or "user", "reader"
 //! ```
 
 use crate::{Result, invalid};
@@ -16,7 +16,9 @@ use argon2::PasswordHash;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Query, put, exchange and push.
+    /// Read-only queries, exchanges and listings.
+    Reader,
+    /// A reader that may also put into tables and push to allowed targets.
     User,
     /// Everything, including uploading/removing exchangers, dropping tables and `sql`.
     Admin,

@@ -61,7 +61,11 @@ fn push_requests_are_validated() {
     assert_eq!(named.credentials, Some(("a".into(), "b".into())));
     invalid(
         PushRequest::parse(br#"{"table":"t","to":"file:///etc"}"#),
-        "`to`",
+        "grpc://",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"t","to":"grpc://h"}"#),
+        "port",
     );
     invalid(
         PushRequest::parse(br#"{"table":"t","to":"grpc://h:1","user":"a"}"#),

@@ -14,6 +14,7 @@
 
 use super::errors::classify_message;
 use super::raw::RawConnection;
+use super::statements::{self, Extracted, StatementPolicy};
 use crate::error::{Error, Result};
 use arrow::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 use std::ffi::{CString, c_char, c_void};
@@ -72,6 +73,11 @@ unsafe extern "C" {
     ) -> V2Error;
     fn duckdb_v2_error_info_get_text(info: Handle, out_text: *mut V2Str) -> V2Error;
     fn duckdb_v2_error_info_destroy(info: *mut Handle) -> V2Error;
+    fn duckdb_v2_sql_statement_get_text(
+        statement: Handle,
+        out_text: *mut V2Str,
+        err: *mut Handle,
+    ) -> V2Error;
 }
 
 /// What the last statement of a request produced.
@@ -176,12 +182,13 @@ fn execute(conn: Handle, statement: &Statement, batch_rows: usize) -> Result<Arr
     Ok(ArrowResult(result))
 }
 
-fn drain(result: &ArrowResult) -> Result<()> {
+fn drain(result: &ArrowResult) -> Result<u64> {
     let mut changed = 0u64;
     let mut err: Handle = ptr::null_mut();
     // SAFETY: live result.
     let code = unsafe { duckdb_v2_arrow_result_drain(result.0, &mut changed, &mut err) };
-    check(code, err, "execution")
+    check(code, err, "execution")?;
+    Ok(changed)
 }
 
 fn returns_rows(result: &ArrowResult) -> bool {
@@ -194,17 +201,91 @@ fn returns_rows(result: &ArrowResult) -> bool {
     check(code, err, "metadata").is_err() || kind == RESULT_TYPE_QUERY_RESULT
 }
 
+/// Text of a parsed statement (its slice of the request).
+fn statement_text(statement: &Statement) -> Result<String> {
+    let mut text = V2Str {
+        ptr: ptr::null(),
+        len: 0,
+    };
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: live statement; the text is borrowed while it lives and copied here.
+    let code = unsafe { duckdb_v2_sql_statement_get_text(statement.0, &mut text, &mut err) };
+    check(code, err, "parsing")?;
+    if text.ptr.is_null() {
+        return Ok(String::new());
+    }
+    // SAFETY: DuckDB reports `len` valid bytes at `ptr`.
+    let bytes = unsafe { std::slice::from_raw_parts(text.ptr.cast::<u8>(), text.len as usize) };
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The statements of `sql`, parsed for execution, each paired with DuckDB's
+/// judgement of it; the read-only transaction begun first when `policy` asks.
+struct Request {
+    judged: Extracted,
+    statements: Vec<Statement>,
+}
+
+impl Request {
+    fn parse(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<Self> {
+        if policy.read_only() {
+            conn.execute("BEGIN TRANSACTION READ ONLY")?;
+        }
+        // DuckDB's v1 API names each statement's bound type; the v2 one streams
+        // Arrow. Both split the same text the same way.
+        let judged = Extracted::parse(conn.handle(), sql)?;
+        let statements = parse(conn.handle().cast::<c_void>(), sql)?;
+        if judged.len() != statements.len() {
+            return Err(Error::Internal(format!(
+                "DuckDB split the request into {} and {} statements",
+                judged.len(),
+                statements.len()
+            )));
+        }
+        Ok(Self { judged, statements })
+    }
+
+    /// Judges statement `i` just before it runs, so it binds against what the
+    /// statements before it created.
+    fn judge(&self, conn: &RawConnection, i: usize, policy: &dyn StatementPolicy) -> Result<()> {
+        let prepared = self.judged.prepare(conn.handle(), i)?;
+        let text = statement_text(&self.statements[i])?;
+        statements::judge(conn.handle(), &prepared, &text, policy)
+    }
+}
+
+/// Runs every statement of `sql` to completion under `policy`; returns the
+/// changed-row count of the last.
+pub fn execute_all(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<u64> {
+    let request = Request::parse(conn, sql, policy)?;
+    let handle = conn.handle().cast::<c_void>();
+    let mut changed = 0;
+    for (i, statement) in request.statements.iter().enumerate() {
+        request.judge(conn, i, policy)?;
+        changed = drain(&execute(handle, statement, 2048)?)?;
+    }
+    Ok(changed)
+}
+
 /// Runs `sql` on `conn`: every statement but the last to completion, the last as
 /// a stream of Arrow batches of at most `batch_rows` rows (or [`Outcome::Done`]).
-pub fn run(conn: &RawConnection, sql: &str, batch_rows: usize) -> Result<Outcome> {
+/// Each statement is judged by `policy` just before it runs.
+pub fn run(
+    conn: &RawConnection,
+    sql: &str,
+    batch_rows: usize,
+    policy: &dyn StatementPolicy,
+) -> Result<Outcome> {
+    let request = Request::parse(conn, sql, policy)?;
     let handle = conn.handle().cast::<c_void>();
-    let statements = parse(handle, sql)?;
-    let Some((last, before)) = statements.split_last() else {
+    let Some((last, before)) = request.statements.split_last() else {
         return Err(Error::InvalidArgument("the query has no statement".into()));
     };
-    for statement in before {
+    for (i, statement) in before.iter().enumerate() {
+        request.judge(conn, i, policy)?;
         drain(&execute(handle, statement, batch_rows)?)?;
     }
+    request.judge(conn, before.len(), policy)?;
     let mut result = execute(handle, last, batch_rows)?;
     if !returns_rows(&result) {
         drain(&result)?;

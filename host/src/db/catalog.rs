@@ -37,7 +37,7 @@ pub fn list_tables(db: &Database) -> Result<Vec<TableInfo>> {
         .collect::<Result<_, _>>()?;
     names
         .iter()
-        .map(|n| describe(db, &TableName::parse(n)?))
+        .map(|n| describe(db, &TableName::from_catalog(n.clone())))
         .collect()
 }
 
@@ -69,6 +69,23 @@ pub fn describe(db: &Database, table: &TableName) -> Result<TableInfo> {
         rows: rows as u64,
         schema,
     })
+}
+
+/// NotFound unless `table` exists (no row count, so it is cheap for views too).
+pub fn require(db: &Database, table: &TableName) -> Result<()> {
+    let conn = db.connect()?;
+    let found: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = {}",
+            quote_literal(table.as_str())
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    if found == 0 {
+        return Err(Error::NotFound(format!("table {table:?} does not exist")));
+    }
+    Ok(())
 }
 
 /// Drops a table; NotFound if it does not exist.

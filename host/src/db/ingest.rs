@@ -16,7 +16,7 @@ use arrow::ffi_stream::FFI_ArrowArrayStream;
 use mallard_protocol::TableName;
 use mallard_protocol::quote;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches buffered between the network and DuckDB.
@@ -122,8 +122,6 @@ impl RecordBatchReader for ChannelReader {
 
 const CANCELLED: &str = "put stream ended without completing; nothing was written";
 
-/// Names the per-ingest views apart.
-static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
 
 fn consume(
     db: &Database,
@@ -159,10 +157,8 @@ fn consume_with_arrow_scan(
     let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
     // The view lives and dies inside the transaction, so no other connection ever
     // sees it: a query that bound it could steal batches and outlive the stream.
-    let view_name = format!(
-        "mallard_ingest_{}",
-        NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
-    );
+    // Unguessable, so nobody can create a view by that name ahead of the put.
+    let view_name = format!("mallard_ingest_{:032x}", rand::random::<u128>());
     let view = quote(&view_name);
     con.execute("BEGIN TRANSACTION")?;
     let result = (|| -> Result<u64> {

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod ingest;
 pub mod query;
 pub mod raw;
+pub mod statements;
 pub mod types;
 
 use crate::error::{Error, Result};
@@ -60,15 +61,49 @@ pub struct Database {
     root: Mutex<Connection>,
     options: DbOptions,
     raw: RawDatabase,
+    /// DuckDB's spill directory: private to this server (0700, random name),
+    /// removed when the database closes.
+    _temp: tempfile::TempDir,
+}
+
+/// PermissionDenied-worthy configuration: an allowed directory must not contain
+/// the database's files or its temp directory (SQL could then rewrite them).
+fn check_allowed_dirs(options: &DbOptions, temp: &std::path::Path) -> Result<()> {
+    let own: Vec<PathBuf> = options
+        .path
+        .iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .chain(std::iter::once(temp.to_path_buf()))
+        .collect();
+    for dir in &options.allowed_dirs {
+        let dir = std::path::absolute(dir).map_err(|e| {
+            Error::InvalidArgument(format!("allowed directory {}: {e}", dir.display()))
+        })?;
+        if let Some(inside) = own.iter().find(|p| p.starts_with(&dir)) {
+            return Err(Error::InvalidArgument(format!(
+                "allowed directory {} contains the server's own file {}; allow a directory \
+                 that holds neither the database nor its temp files",
+                dir.display(),
+                inside.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Database {
     /// Opens (or creates) the database with file and network access, extension
     /// installs and configuration changes disabled unless `options` allow them.
     pub fn open(options: DbOptions) -> Result<Self> {
+        let temp = tempfile::Builder::new()
+            .prefix("mallard-duckdb-")
+            .tempdir()
+            .map_err(|e| Error::Internal(format!("cannot create DuckDB's temp directory: {e}")))?;
+        check_allowed_dirs(&options, temp.path())?;
         let mut settings: Vec<(&str, String)> = vec![
             ("autoload_known_extensions", "false".into()),
             ("autoinstall_known_extensions", "false".into()),
+            ("temp_directory", temp.path().display().to_string()),
         ];
         if let Some(limit) = &options.memory_limit {
             settings.push(("memory_limit", limit.clone()));
@@ -99,6 +134,7 @@ impl Database {
             root: Mutex::new(conn),
             options,
             raw,
+            _temp: temp,
         })
     }
 

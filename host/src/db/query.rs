@@ -9,10 +9,12 @@ use crate::db::Database;
 use crate::db::arrow_result::{self, Outcome};
 use crate::db::errors::classify_message;
 use crate::db::raw::Interrupt;
+use crate::db::statements::{self, StatementPolicy};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatchReader;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -23,24 +25,62 @@ pub const TARGET_BATCH_ROWS: usize = 131_072;
 /// Batches buffered between DuckDB and the network (backpressure beyond this).
 pub const CHANNEL_BATCHES: usize = 4;
 
+/// What the producing thread sends: batches, then an explicit end or one error.
+/// A channel that closes without either means the producer died (a panic): the
+/// consumer reports that as an error, never as a clean end of stream.
+pub enum Produced {
+    /// One batch of the result.
+    Batch(RecordBatch),
+    /// The result is complete.
+    End,
+    /// The query failed; nothing follows.
+    Failed(Error),
+}
+
 /// A running query: its schema and a bounded stream of batches.
 pub struct QueryStream {
     /// The result's schema, known before the first batch.
     pub schema: SchemaRef,
-    /// The batches, then end of stream (or one error).
-    pub batches: mpsc::Receiver<Result<RecordBatch>>,
+    batches: mpsc::Receiver<Produced>,
     interrupt: Arc<Interrupt>,
     timer: tokio::task::AbortHandle,
 }
 
 impl QueryStream {
-    /// The batches as a stream that keeps the query alive until it is dropped.
-    pub fn into_stream(self) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
-        futures::stream::unfold(self, |mut s| async move {
-            let item = s.batches.recv().await?;
-            Some((item, s))
+    /// The batches as a stream that keeps the query alive until it is dropped;
+    /// it ends cleanly only after the producer said the result is complete.
+    pub fn into_stream(
+        mut self,
+    ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+        let (_, closed) = mpsc::channel(1);
+        let batches = std::mem::replace(&mut self.batches, closed);
+        let keep_alive = self;
+        ended_explicitly(batches).map(move |item| {
+            let _query = &keep_alive;
+            item
         })
     }
+}
+
+/// The items of a producer's channel as a stream that ends cleanly only at
+/// [`Produced::End`]; a channel closed without it yields one Internal error.
+pub fn ended_explicitly(
+    batches: mpsc::Receiver<Produced>,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
+    futures::stream::unfold(Some(batches), |state| async move {
+        let mut batches = state?;
+        match batches.recv().await {
+            Some(Produced::Batch(batch)) => Some((Ok(batch), Some(batches))),
+            Some(Produced::End) => None,
+            Some(Produced::Failed(e)) => Some((Err(e), None)),
+            None => Some((
+                Err(Error::Internal(
+                    "the query's producer ended without finishing the result".into(),
+                )),
+                None,
+            )),
+        }
+    })
 }
 
 impl Drop for QueryStream {
@@ -62,8 +102,13 @@ fn status_batch() -> RecordBatch {
         .expect("static status batch is valid")
 }
 
-/// Runs `sql` (the last of possibly several statements) and streams its result.
-pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
+/// Runs `sql` (the last of possibly several statements) under `policy` and
+/// streams its result.
+pub async fn run(
+    db: Arc<Database>,
+    sql: String,
+    policy: Arc<dyn StatementPolicy>,
+) -> Result<QueryStream> {
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<Interrupt>)>>();
     let (handle_tx, handle_rx) = oneshot::channel::<Arc<Interrupt>>();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -84,7 +129,12 @@ pub async fn run(db: Arc<Database>, sql: String) -> Result<QueryStream> {
     tokio::task::spawn_blocking(move || {
         let _live = live;
         let limit = Limit { timeout, timed_out };
-        produce(&db, &sql, handle_tx, ready_tx, tx, &limit)
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            produce(&db, &sql, &*policy, handle_tx, ready_tx, tx, &limit)
+        }));
+        if caught.is_err() {
+            tracing::error!("query producer panicked; its stream ends with an error");
+        }
     });
     let (schema, interrupt) = ready_rx
         .await
@@ -120,9 +170,10 @@ impl Limit {
 fn produce(
     db: &Database,
     sql: &str,
+    policy: &dyn StatementPolicy,
     handle: oneshot::Sender<Arc<Interrupt>>,
     ready: oneshot::Sender<Result<(SchemaRef, Arc<Interrupt>)>>,
-    tx: mpsc::Sender<Result<RecordBatch>>,
+    tx: mpsc::Sender<Produced>,
     limit: &Limit,
 ) {
     let conn = match db.connect_raw() {
@@ -134,12 +185,14 @@ fn produce(
     };
     let interrupt = conn.interrupt_handle();
     let _ = handle.send(interrupt.clone());
-    let reader = match arrow_result::run(&conn, sql, TARGET_BATCH_ROWS) {
+    let reader = match arrow_result::run(&conn, sql, TARGET_BATCH_ROWS, policy) {
         Ok(Outcome::Rows(reader)) => reader,
         Ok(Outcome::Done) => {
             let status = status_batch();
             let _ = ready.send(Ok((status.schema(), interrupt)));
-            let _ = tx.blocking_send(Ok(status));
+            if tx.blocking_send(Produced::Batch(status)).is_ok() {
+                let _ = tx.blocking_send(Produced::End);
+            }
             return;
         }
         Err(e) => {
@@ -151,21 +204,72 @@ fn produce(
         return;
     }
     for batch in reader {
-        let batch = batch.map_err(|e| limit.explain(classify_message(e.to_string())));
-        let failed = batch.is_err();
-        if tx.blocking_send(batch).is_err() || failed {
+        let item = match batch {
+            Ok(batch) => Produced::Batch(batch),
+            Err(e) => Produced::Failed(limit.explain(classify_message(e.to_string()))),
+        };
+        let failed = matches!(item, Produced::Failed(_));
+        if tx.blocking_send(item).is_err() || failed {
             return; // consumer gone, or the error was the last message
         }
     }
+    let _ = tx.blocking_send(Produced::End);
 }
 
-/// Runs statements without a result set (DDL/DML); returns DuckDB's changed-row count.
-pub async fn execute(db: Arc<Database>, sql: String) -> Result<usize> {
-    tokio::task::spawn_blocking(move || -> Result<usize> {
-        let conn = db.connect()?;
-        let mut stmt = conn.prepare(&sql)?;
-        Ok(stmt.execute([])?)
+/// Runs statements without a result set (DDL/DML) under `policy`; returns
+/// DuckDB's changed-row count of the last.
+pub async fn execute(
+    db: Arc<Database>,
+    sql: String,
+    policy: Arc<dyn StatementPolicy>,
+) -> Result<u64> {
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let conn = db.connect_raw()?;
+        arrow_result::execute_all(&conn, &sql, &*policy)
     })
     .await
     .map_err(|e| Error::Internal(format!("sql thread failed: {e}")))?
+}
+
+/// The result schema of the single statement `sql` under `policy`, without running it.
+pub async fn schema(
+    db: Arc<Database>,
+    sql: String,
+    policy: Arc<dyn StatementPolicy>,
+) -> Result<SchemaRef> {
+    tokio::task::spawn_blocking(move || -> Result<SchemaRef> {
+        let conn = db.connect_raw()?;
+        statements::result_schema(conn.handle(), &sql, &*policy)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("schema thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_producer_that_dies_ends_the_stream_with_an_error() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Produced::Batch(status_batch())).await.unwrap();
+        drop(tx); // as a panic unwinding the producer would
+        let items: Vec<_> = ended_explicitly(rx).collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok());
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+    }
+
+    #[tokio::test]
+    async fn only_an_explicit_end_is_a_clean_end() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Produced::Batch(status_batch())).await.unwrap();
+        tx.send(Produced::End).await.unwrap();
+        drop(tx);
+        let items: Vec<_> = ended_explicitly(rx).collect().await;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_ok());
+    }
 }

@@ -18,9 +18,8 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
 use output::{OutputSender, SendError};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use mallard_protocol::{ExchangeRequest, Sandbox};
@@ -78,62 +77,6 @@ pub fn exchanger_error(name: &str, what: &str, e: mallard_exchanger::ExchangeErr
     }
 }
 
-/// Counts running exchanges per user against a cap.
-pub struct ExchangeSlots {
-    max_per_user: usize,
-    in_use: Mutex<HashMap<String, usize>>,
-}
-
-/// One running exchange; frees its slot when dropped.
-pub struct Slot {
-    slots: Arc<ExchangeSlots>,
-    user: String,
-}
-
-impl ExchangeSlots {
-    /// At most `max_per_user` concurrent exchanges per user.
-    pub fn new(max_per_user: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max_per_user,
-            in_use: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Exchanges running now, all users together.
-    pub fn total(&self) -> usize {
-        self.in_use.lock().expect("slot lock").values().sum()
-    }
-
-    /// Takes a slot for `user`, or ResourceExhausted at the cap.
-    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<Slot> {
-        let mut in_use = self.in_use.lock().expect("slot lock");
-        let count = in_use.entry(user.to_owned()).or_default();
-        if *count >= self.max_per_user {
-            return Err(Error::ResourceExhausted(format!(
-                "user {user:?} already runs {} exchanges, the most allowed at once",
-                self.max_per_user
-            )));
-        }
-        *count += 1;
-        Ok(Slot {
-            slots: self.clone(),
-            user: user.to_owned(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut in_use = self.slots.in_use.lock().expect("slot lock");
-        if let Some(count) = in_use.get_mut(&self.user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                in_use.remove(&self.user);
-            }
-        }
-    }
-}
-
 /// Sets a flag when dropped: tells a running guest its client is gone.
 pub struct CancelOnDrop(pub Arc<AtomicBool>);
 
@@ -180,13 +123,17 @@ pub fn run(
     })();
     let guest_output = session.guest_output();
     if !guest_output.is_empty() {
-        tracing::info!(exchange = label, output = %guest_output.trim_end(), "guest output");
+        // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
+        tracing::info!(exchange = ?label, output = ?guest_output.trim_end(), "guest output");
     }
     match outcome {
-        Ok(true) => tracing::debug!(exchange = label, "exchange complete"),
-        Ok(false) => tracing::info!(exchange = label, "client left during exchange"),
+        Ok(true) => {
+            tracing::debug!(exchange = ?label, "exchange complete");
+            output.finish();
+        }
+        Ok(false) => tracing::info!(exchange = ?label, "client left during exchange"),
         Err(e) => {
-            tracing::warn!(exchange = label, error = %e, "exchange failed");
+            tracing::warn!(exchange = ?label, error = ?e.to_string(), "exchange failed");
             output.fail(e.into());
         }
     }

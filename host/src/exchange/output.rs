@@ -60,8 +60,11 @@ struct Queued {
 }
 
 /// The session's end: queues output, blocking (on a blocking thread) while the limits say wait.
+/// The stream ends cleanly only after [`OutputSender::finish`]; a sender dropped
+/// without it or [`OutputSender::fail`] (a panicking worker) ends it with Internal.
 pub struct OutputSender {
-    queue: mpsc::UnboundedSender<Queued>,
+    /// Messages in order; `None` marks the explicit end.
+    queue: mpsc::UnboundedSender<Option<Queued>>,
     failure: oneshot::Sender<Status>,
     slots: Arc<Semaphore>,
     budget: Arc<Semaphore>,
@@ -76,7 +79,7 @@ pub struct OutputSender {
 
 /// The network's end: the response stream, a failure first, then the queue in order.
 pub struct OutputStream {
-    queue: mpsc::UnboundedReceiver<Queued>,
+    queue: mpsc::UnboundedReceiver<Option<Queued>>,
     failure: Option<oneshot::Receiver<Status>>,
     taken: Arc<AtomicU64>,
     failed: bool,
@@ -163,12 +166,17 @@ impl OutputSender {
             }
         };
         self.queue
-            .send(Queued {
+            .send(Some(Queued {
                 data,
                 _slot: slot,
                 _bytes: permit,
-            })
+            }))
             .map_err(|_| SendError::Gone)
+    }
+
+    /// Ends the stream cleanly after the output already queued.
+    pub fn finish(self) {
+        let _ = self.queue.send(None);
     }
 
     /// Ends the stream with `status`, ahead of any output still queued.
@@ -197,11 +205,64 @@ impl Stream for OutputStream {
             }
         }
         let this = &mut *self;
-        this.queue.poll_recv(cx).map(|queued| {
-            queued.map(|q| {
+        match this.queue.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Some(queued))) => {
                 this.taken.fetch_add(1, Ordering::Relaxed);
-                Ok(q.data)
-            })
+                Poll::Ready(Some(Ok(queued.data)))
+            }
+            Poll::Ready(Some(None)) => {
+                this.failed = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                this.failed = true;
+                Poll::Ready(Some(Err(Status::internal(
+                    "the exchange worker ended without finishing the stream",
+                ))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn budget() -> OutputBudget {
+        OutputBudget {
+            bytes: 1 << 20,
+            stall: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_dies_ends_the_stream_with_an_error() {
+        let (sender, stream) = channel(budget());
+        tokio::task::spawn_blocking(move || {
+            sender.send(FlightData::default()).unwrap();
+            drop(sender); // as a panic unwinding the worker would
         })
+        .await
+        .unwrap();
+        let items: Vec<_> = stream.collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok());
+        assert_eq!(items[1].as_ref().unwrap_err().code(), tonic::Code::Internal);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finish_ends_the_stream_cleanly_after_the_queue() {
+        let (sender, stream) = channel(budget());
+        tokio::task::spawn_blocking(move || {
+            sender.send(FlightData::default()).unwrap();
+            sender.finish();
+        })
+        .await
+        .unwrap();
+        let items: Vec<_> = stream.collect().await;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! `do_action` handlers and the `list_actions` catalogue.
 
-use crate::auth::{Principal, Right};
+use crate::auth::Principal;
+use crate::authz::Operation;
 use crate::db::{catalog, query};
 use crate::error::{Error, Result};
 use crate::flight::push;
@@ -21,6 +22,22 @@ pub fn action_types() -> Vec<ActionType> {
         .collect()
 }
 
+/// The right an action needs before it starts (SQL is judged per statement).
+fn operation(request: &ActionRequest) -> Option<Operation> {
+    match request {
+        ActionRequest::Healthcheck
+        | ActionRequest::ListTables
+        | ActionRequest::ListExchangers
+        | ActionRequest::Logout => Some(Operation::Inspect),
+        ActionRequest::Sql(_) => None,
+        ActionRequest::DropTable(_) => Some(Operation::DropTable),
+        ActionRequest::PushTable(_) => Some(Operation::Push),
+        ActionRequest::UploadExchanger(_) | ActionRequest::RemoveExchanger(_) => {
+            Some(Operation::ManageExchangers)
+        }
+    }
+}
+
 /// Runs one action and returns its JSON result.
 pub async fn run(
     state: &Arc<ServerState>,
@@ -29,11 +46,15 @@ pub async fn run(
     kind: &str,
     body: bytes::Bytes,
 ) -> Result<serde_json::Value> {
-    match ActionRequest::parse(kind, body)? {
+    let request = ActionRequest::parse(kind, body)?;
+    if let Some(op) = operation(&request) {
+        state.authz.check(principal, op)?;
+    }
+    match request {
         ActionRequest::Healthcheck => Ok(health(state).await),
         ActionRequest::Sql(sql) => {
-            principal.require(Right::ManageTables)?;
-            let rows = query::execute(state.db.clone(), sql).await?;
+            let rows =
+                query::execute(state.db.clone(), sql, state.authz.sql(principal)).await?;
             Ok(json!({ "rows_affected": rows }))
         }
         ActionRequest::ListTables => {
@@ -42,7 +63,6 @@ pub async fn run(
             Ok(serde_json::to_value(tables).expect("tables serialise"))
         }
         ActionRequest::DropTable(table) => {
-            principal.require(Right::ManageTables)?;
             let db = state.db.clone();
             let dropped = table.clone();
             blocking(move || catalog::drop_table(&db, &dropped)).await?;
@@ -53,25 +73,21 @@ pub async fn run(
             Ok(json!({ "rows": rows }))
         }
         ActionRequest::UploadExchanger(component) => {
-            principal.require(Right::ManageExchangers)?;
             let registry = state.registry.clone();
             let report = blocking(move || registry.upload(&component)).await?;
-            tracing::info!(name = %report.name, version = %report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = %principal.user, "exchanger uploaded");
+            tracing::info!(name = ?report.name, version = ?report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = %principal.user, "exchanger uploaded");
             Ok(serde_json::to_value(report).expect("report serialises"))
         }
         ActionRequest::ListExchangers => {
             Ok(serde_json::to_value(state.registry.list()).expect("listing serialises"))
         }
         ActionRequest::RemoveExchanger(name) => {
-            principal.require(Right::ManageExchangers)?;
             state.registry.remove(&name)?;
             Ok(json!({ "removed": name }))
         }
         ActionRequest::Logout => {
-            if let Some(token) = bearer {
-                state.auth.revoke(token);
-            }
-            Ok(json!({ "revoked": bearer.is_some() }))
+            let revoked = bearer.is_some_and(|token| state.auth.revoke(token));
+            Ok(json!({ "revoked": revoked }))
         }
     }
 }
@@ -88,6 +104,9 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
             "queries": state.db.live_queries.get(),
             "ingests": state.db.live_ingests.get(),
             "exchanges": state.exchange_slots.total(),
+            "get_streams": state.query_slots.total(),
+            "put_streams": state.put_slots.total(),
+            "sessions": state.auth.live_sessions(),
             "wasm_instances": state.registry.engine().live_instances.get(),
             "threads": crate::gauges::process_threads(),
         },

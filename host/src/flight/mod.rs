@@ -2,7 +2,9 @@
 //! (`do_get`, `do_put`), exchangers (`do_exchange`) and actions (`do_action`).
 
 pub mod actions;
+pub mod auth_layer;
 pub mod push;
+pub mod stall;
 pub mod service;
 
 pub use service::MallardService;

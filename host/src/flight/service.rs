@@ -1,13 +1,14 @@
 //! The `FlightService` implementation.
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, Principal};
+use crate::authz::Operation;
 use crate::db::ingest::Ingest;
 use crate::db::query;
 use crate::error::{Error, Result};
 use crate::exchange::{
     self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
 };
-use crate::flight::actions;
+use crate::flight::{actions, auth_layer, stall};
 use crate::sandbox::registry::Resolved;
 use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
@@ -25,6 +26,8 @@ use arrow_flight::{
 use arrow_ipc::writer::IpcWriteOptions;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use mallard_exchanger::ipc::MessageBounds;
+use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
 use std::sync::Arc;
@@ -46,28 +49,28 @@ impl MallardService {
         Self { state }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
-        self.state
-            .auth
-            .authenticate(request.metadata())
-            .map_err(Status::from)
+    /// The caller, as the authentication layer found it from the headers.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
+        auth_layer::caller(request)
     }
 
-    async fn schema_of(&self, target: &Target) -> Result<SchemaRef> {
+    /// The schema of a table or of one SQL statement, from DuckDB's prepared
+    /// statement: client SQL is never executed for a schema.
+    async fn schema_of(&self, principal: &Principal, target: &Target) -> Result<SchemaRef> {
         let sql = match target {
-            Target::Table(t) => format!("SELECT * FROM {} LIMIT 0", t.quoted()),
-            // A subquery can only be one query: nothing in `sql` gets executed here.
-            Target::Sql(sql) => format!(
-                "SELECT * FROM ({}) LIMIT 0",
-                sql.trim().trim_end_matches(';')
-            ),
+            Target::Table(t) => format!("SELECT * FROM {}", t.quoted()),
+            Target::Sql(sql) => sql.clone(),
         };
-        Ok(query::run(self.state.db.clone(), sql).await?.schema.clone())
+        query::schema(self.state.db.clone(), sql, self.state.authz.sql(principal)).await
     }
 
-    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo> {
-        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)?;
-        let schema = self.schema_of(&target).await?;
+    async fn flight_info(
+        &self,
+        principal: &Principal,
+        descriptor: FlightDescriptor,
+        target: Target,
+    ) -> Result<FlightInfo> {
+        let schema = self.schema_of(principal, &target).await?;
         let (ticket, rows) = match &target {
             Target::Table(t) => {
                 let db = self.state.db.clone();
@@ -102,6 +105,21 @@ fn to_status(e: FlightError) -> Status {
     Error::from(e).into()
 }
 
+/// The next client message, or DeadlineExceeded when none comes within `idle`.
+async fn next_within(
+    incoming: &mut Streaming<FlightData>,
+    idle: std::time::Duration,
+    what: &str,
+) -> Result<Option<FlightData>, Status> {
+    tokio::time::timeout(idle, incoming.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "{what} received nothing from the client for {idle:?}; the stream was stopped"
+            ))
+        })?
+}
+
 #[tonic::async_trait]
 impl FlightService for MallardService {
     type HandshakeStream = Stream<HandshakeResponse>;
@@ -116,8 +134,12 @@ impl FlightService for MallardService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let auth = if request.metadata().contains_key("authorization") {
-            self.authenticate(&request)?
+            self.state
+                .auth
+                .authenticate(request.metadata(), peer)
+                .await?
         } else {
             // Flight's payload convention: a BasicAuth protobuf in the first message.
             let mut stream = request.into_inner();
@@ -130,20 +152,20 @@ impl FlightService for MallardService {
             let principal = self
                 .state
                 .auth
-                .check_password(&basic.username, &basic.password)?;
+                .check_password(&basic.username, &basic.password, peer)
+                .await?;
             let token = self.state.auth.issue_token(principal.clone());
             Authenticated {
                 principal,
                 issued_token: Some(token),
+                presented_token: None,
             }
         };
-        let token = match &auth.issued_token {
-            Some(t) => t.clone(),
-            None => self.state.auth.issue_token(auth.principal.clone()),
-        };
-        let auth = Authenticated {
-            principal: auth.principal,
-            issued_token: Some(token.clone()),
+        // A handshake with a bearer token confirms it and hands the same one back:
+        // only a password earns a new token.
+        let token = match (&auth.issued_token, &auth.presented_token) {
+            (Some(t), _) | (None, Some(t)) => t.clone(),
+            (None, None) => return Err(Status::unauthenticated("handshake without credentials")),
         };
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -159,13 +181,16 @@ impl FlightService for MallardService {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
+        self.state.authz.check(&auth.principal, Operation::Inspect)?;
         let db = self.state.db.clone();
         let tables = actions::blocking(move || crate::db::catalog::list_tables(&db)).await?;
         let mut infos = Vec::with_capacity(tables.len());
         for table in tables {
+            let descriptor = FlightDescriptor::new_path(vec![table.name.clone()]);
+            let target = Target::Table(TableName::from_catalog(table.name));
             infos.push(
-                self.flight_info(FlightDescriptor::new_path(vec![table.name]))
+                self.flight_info(&auth.principal, descriptor, target)
                     .await
                     .map_err(Status::from),
             );
@@ -177,8 +202,11 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let auth = self.authenticate(&request)?;
-        let info = self.flight_info(request.into_inner()).await?;
+        let auth = self.authenticate(&request).await?;
+        let descriptor = request.into_inner();
+        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+            .map_err(Error::from)?;
+        let info = self.flight_info(&auth.principal, descriptor, target).await?;
         Ok(respond(info, &auth))
     }
 
@@ -186,9 +214,13 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
         let descriptor = request.into_inner();
-        let info = self.flight_info(descriptor.clone()).await?;
+        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+            .map_err(Error::from)?;
+        let info = self
+            .flight_info(&auth.principal, descriptor.clone(), target)
+            .await?;
         Ok(respond(
             PollInfo::new().with_info(info).with_descriptor(descriptor),
             &auth,
@@ -199,10 +231,10 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
         let d = request.get_ref();
         let target = descriptor::info_target(d.r#type, &d.cmd, &d.path).map_err(Error::from)?;
-        let schema = self.schema_of(&target).await?;
+        let schema = self.schema_of(&auth.principal, &target).await?;
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::from(Error::from(e)))?;
@@ -213,12 +245,14 @@ impl FlightService for MallardService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
         let sql = descriptor::ticket_sql(&request.get_ref().ticket)
             .map_err(Error::from)?
             .to_owned();
-        tracing::debug!(user = %auth.principal.user, "do_get");
-        let result = query::run(self.state.db.clone(), sql).await?;
+        tracing::debug!(user = ?auth.principal.user, "do_get");
+        let slot = self.state.query_slots.acquire(&auth.principal.user)?;
+        let policy = self.state.authz.sql(&auth.principal);
+        let result = query::run(self.state.db.clone(), sql, policy).await?;
         let schema = result.schema.clone();
         let batches = result
             .into_stream()
@@ -227,7 +261,12 @@ impl FlightService for MallardService {
             .with_schema(schema)
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
             .build(batches)
-            .map_err(to_status);
+            .map_err(to_status)
+            .map(move |item| {
+                let _slot = &slot; // held until the stream is dropped
+                item
+            });
+        let (stream, _) = stall::guard(stream, self.state.config.stall_timeout, "do_get");
         Ok(respond(stream.boxed(), &auth))
     }
 
@@ -235,10 +274,12 @@ impl FlightService for MallardService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
+        self.state.authz.check(&auth.principal, Operation::Put)?;
+        let _slot = self.state.put_slots.acquire(&auth.principal.user)?;
+        let idle = self.state.config.stall_timeout;
         let mut incoming = request.into_inner();
-        let first = incoming
-            .message()
+        let first = next_within(&mut incoming, idle, "do_put")
             .await?
             .ok_or_else(|| Status::invalid_argument("do_put stream is empty"))?;
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
@@ -246,12 +287,28 @@ impl FlightService for MallardService {
         })?;
         let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
+        let mut bounds = MessageBounds::default();
         let all = futures::stream::once(async { Ok(first) })
             .chain(incoming)
-            .map_err(|s| FlightError::Tonic(Box::new(s)));
+            .map(move |message| {
+                let message = message?;
+                if !message.data_header.is_empty() {
+                    bounds
+                        .check_header(&message.data_header, message.data_body.len())
+                        .map_err(|e| Status::invalid_argument(format!("do_put input: {e}")))?;
+                }
+                Ok(message)
+            })
+            .map_err(|s: Status| FlightError::Tonic(Box::new(s)));
         let mut decoder = FlightRecordBatchStream::new_from_flight_data(all);
         let mut ingest: Option<Ingest> = None;
-        while let Some(batch) = decoder.next().await {
+        loop {
+            let next = tokio::time::timeout(idle, decoder.next()).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "do_put received nothing for {idle:?}; the put was cancelled and nothing written"
+                ))
+            })?;
+            let Some(batch) = next else { break };
             let batch = batch.map_err(to_status)?;
             let ingest = ingest.get_or_insert_with(|| {
                 Ingest::start(self.state.db.clone(), table.clone(), batch.schema())
@@ -269,7 +326,7 @@ impl FlightService for MallardService {
             }
         };
         let rows = ingest.commit().await?;
-        tracing::debug!(user = %auth.principal.user, table = %table, rows, "do_put committed");
+        tracing::debug!(user = ?auth.principal.user, table = ?table.as_str(), rows, "do_put committed");
         let result = PutResult {
             app_metadata: serde_json::json!({ "rows": rows }).to_string().into(),
         };
@@ -283,10 +340,11 @@ impl FlightService for MallardService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
+        self.state.authz.check(&auth.principal, Operation::Exchange)?;
+        let idle = self.state.config.stall_timeout;
         let mut incoming = request.into_inner();
-        let first = incoming
-            .message()
+        let first = next_within(&mut incoming, idle, "do_exchange")
             .await?
             .ok_or_else(|| Status::invalid_argument("do_exchange stream is empty"))?;
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
@@ -302,9 +360,11 @@ impl FlightService for MallardService {
         // the descriptor; others send it next).
         let mut schema_message = first;
         while schema_message.data_header.is_empty() {
-            schema_message = incoming.message().await?.ok_or_else(|| {
-                Status::invalid_argument("do_exchange ended before sending a schema")
-            })?;
+            schema_message = next_within(&mut incoming, idle, "do_exchange")
+                .await?
+                .ok_or_else(|| {
+                    Status::invalid_argument("do_exchange ended before sending a schema")
+                })?;
         }
         let (input_schema, _) =
             exchange::validated_schema_message(schema_message.data_header.clone())?;
@@ -357,7 +417,7 @@ impl FlightService for MallardService {
             .map_err(|_| Status::internal("exchange worker ended before opening"))??;
         tokio::spawn(async move {
             loop {
-                let next = incoming.message().await;
+                let next = next_within(&mut incoming, idle, "do_exchange").await;
                 let item = match next {
                     Ok(Some(message)) => Ok(message),
                     Ok(None) => break,
@@ -381,18 +441,12 @@ impl FlightService for MallardService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let auth = self.authenticate(&request)?;
-        let bearer = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+        let auth = self.authenticate(&request).await?;
         let action = request.into_inner();
         let value = actions::run(
             &self.state,
             &auth.principal,
-            bearer.as_deref(),
+            auth.presented_token.as_deref(),
             &action.r#type,
             action.body,
         )
@@ -414,7 +468,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let auth = self.authenticate(&request)?;
+        let auth = self.authenticate(&request).await?;
         let actions = actions::action_types().into_iter().map(Ok);
         Ok(respond(futures::stream::iter(actions).boxed(), &auth))
     }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::sandbox::Limits;
-use crate::sandbox::limits::EPOCH_TICK;
+use crate::sandbox::limits::{EPOCH_TICK, MAX_STACK_BYTES};
 use crate::sandbox::store::StoreState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,14 @@ pub struct SandboxEngine {
 impl SandboxEngine {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(limits: Limits) -> Result<Self> {
+        if limits.max_stack_bytes > MAX_STACK_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the exchanger stack limit of {} KiB exceeds the {} KiB the server's threads \
+                 can give a guest",
+                limits.max_stack_bytes >> 10,
+                MAX_STACK_BYTES >> 10
+            )));
+        }
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -11,6 +11,11 @@ pub const DEFAULT_MAX_MEMORY_BYTES: usize = 512 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default wasm stack: 1 MiB, enough for any sane recursion in a batch transform.
 pub const DEFAULT_MAX_STACK_BYTES: usize = 1 << 20;
+/// Largest wasm stack accepted: guest calls run on the server's blocking threads
+/// (2 MiB stacks, tokio's default), and the host's own frames need the rest. A
+/// larger setting would overflow the thread (a process crash, not a trap), so
+/// the server refuses to start with one.
+pub const MAX_STACK_BYTES: usize = 1536 << 10;
 /// Default largest component accepted by `upload_exchanger`.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Default guest stdout + stderr kept per stream; the rest is dropped.

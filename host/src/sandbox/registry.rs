@@ -81,6 +81,7 @@ pub struct Registry {
     engine: Arc<SandboxEngine>,
     dir: Option<PathBuf>,
     uploaded: RwLock<BTreeMap<String, Arc<Uploaded>>>,
+    upload_lock: std::sync::Mutex<()>,
     builtins: BTreeMap<&'static str, Builtin>,
 }
 
@@ -105,6 +106,7 @@ impl Registry {
             engine,
             dir,
             uploaded: RwLock::new(BTreeMap::new()),
+            upload_lock: std::sync::Mutex::new(()),
             builtins: builtins().into_iter().map(|b| (b.info.name, b)).collect(),
         };
         registry.load_stored()?;
@@ -178,6 +180,9 @@ impl Registry {
     pub fn upload(&self, bytes: &[u8]) -> Result<UploadReport> {
         let compiled = upload::compile(&self.engine, bytes)?;
         let name = compiled.info.name.clone();
+        // One upload at a time from the limit check to the insert, so two
+        // concurrent uploads cannot both pass the same check.
+        let _one_at_a_time = self.upload_lock.lock().expect("upload lock");
         {
             let uploaded = self.uploaded.read().expect("registry lock");
             let limits = &self.engine.limits;
@@ -311,7 +316,10 @@ impl Registry {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // `x.wasm.tmp` and `x.cwasm.tmp`: each file has its own temporary name.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let io = |e: std::io::Error| Error::Internal(format!("writing {}: {e}", path.display()));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;

@@ -33,34 +33,89 @@ impl std::fmt::Display for Stop {
 
 impl std::error::Error for Stop {}
 
-/// Caps linear memory and remembers whether a growth was refused.
+/// Bytes charged per table element: wasmtime stores each as one pointer-sized
+/// slot (funcref or externref), 8 bytes on the 64-bit hosts Mallard runs on.
+pub const TABLE_ELEMENT_BYTES: usize = 8;
+/// Core instances one store may create: a Rust wasip2 component needs a handful
+/// (its module plus wit-component's shims); the rest is headroom.
+pub const MAX_INSTANCES: usize = 32;
+/// Tables one store may create (one per core module, usually).
+pub const MAX_TABLES: usize = 32;
+/// Linear memories one store may create: Rust components have one; multi-memory
+/// modules get a few, all charged to the same budget.
+pub const MAX_MEMORIES: usize = 4;
+/// Live host resources (streams, pollables) one store may hold.
+pub const MAX_RESOURCES: usize = 1_024;
+
+/// One budget for a store's every linear memory and table together, and caps on
+/// how many instances, memories and tables it may create. Remembers whether a
+/// growth was refused, to name the limit in the error.
 pub struct MemoryCap {
     max_bytes: usize,
-    /// Set when the guest asked for more than `max_bytes`.
+    used_bytes: usize,
+    /// Set when the guest asked for more than the budget.
     pub denied: bool,
+}
+
+impl MemoryCap {
+    /// A budget of `max_bytes` for all memories and tables of one store.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            used_bytes: 0,
+            denied: false,
+        }
+    }
+
+    /// Bytes charged so far (memories and tables).
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes
+    }
+
+    fn charge(&mut self, extra: usize) -> bool {
+        match self.used_bytes.checked_add(extra) {
+            Some(total) if total <= self.max_bytes => {
+                self.used_bytes = total;
+                true
+            }
+            _ => {
+                self.denied = true;
+                false
+            }
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.denied = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.charge(desired.saturating_sub(current)))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        let extra = desired.saturating_sub(current);
+        Ok(self.charge(extra.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -184,11 +239,12 @@ pub fn new_store(engine: &SandboxEngine, cancelled: Arc<AtomicBool>) -> Store<St
         .build();
     let state = StoreState {
         wasi,
-        table: ResourceTable::new(),
-        memory: MemoryCap {
-            max_bytes: limits.max_memory_bytes,
-            denied: false,
+        table: {
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(MAX_RESOURCES);
+            table
         },
+        memory: MemoryCap::new(limits.max_memory_bytes),
         output,
         call_deadline: Instant::now() + limits.call_timeout,
         cancelled,
@@ -208,4 +264,24 @@ pub fn new_store(engine: &SandboxEngine, cancelled: Arc<AtomicBool>) -> Store<St
         Ok(UpdateDeadline::Continue(1))
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_memory_and_table_draws_on_one_budget() {
+        let mut cap = MemoryCap::new(100 << 20);
+        assert!(cap.memory_growing(0, 60 << 20, None).unwrap());
+        // A second memory of the same size no longer fits: the budget is shared.
+        assert!(!cap.memory_growing(0, 60 << 20, None).unwrap());
+        assert!(cap.denied);
+        assert!(cap.memory_growing(0, 30 << 20, None).unwrap());
+        // 10 MiB remain: a table of 2M elements (16 MiB) does not fit, 1M (8 MiB) does.
+        assert!(!cap.table_growing(0, 2 << 20, None).unwrap());
+        assert!(cap.table_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(cap.used_bytes(), (98 << 20));
+        assert!(!cap.memory_growing(0, usize::MAX, None).unwrap());
+    }
 }

@@ -1,0 +1,524 @@
+//! What SQL does, as DuckDB itself says: extract the statements of a request,
+//! prepare each one (bind, no execution), and read its statement type.
+//!
+//! Nothing here matches SQL text. A prepared statement also yields its result
+//! schema without running, which is how schema lookups answer.
+
+use crate::error::{Error, Result};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ffi::FFI_ArrowSchema;
+use duckdb::ffi;
+use std::ffi::{CStr, CString, c_char};
+use std::ptr;
+use std::sync::Arc;
+
+/// What one statement may do to the server, by DuckDB's statement type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// Reads only: SELECT (with WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT) and EXPLAIN.
+    Read,
+    /// Changes data or the catalog: DDL and DML.
+    Write,
+    /// Reads or writes files or other databases: COPY, EXPORT/IMPORT, ATTACH/DETACH,
+    /// extension loading.
+    Files,
+    /// Changes the session or runs arbitrary procedures: SET, PRAGMA, CALL,
+    /// PREPARE/EXECUTE, transactions, and anything DuckDB cannot name.
+    Session,
+}
+
+impl StatementKind {
+    /// The kind of a DuckDB statement type. Unknown types are [`StatementKind::Session`],
+    /// the admin-only kind, so a new DuckDB statement type is never read-only by accident.
+    pub fn of(statement_type: ffi::duckdb_statement_type) -> Self {
+        match statement_type {
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN => Self::Read,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_INSERT
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DELETE
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_CREATE
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_CREATE_FUNC
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ALTER
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DROP
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_MERGE_INTO
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_VACUUM
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ANALYZE => Self::Write,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_COPY
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPORT
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_COPY_DATABASE
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ATTACH
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DETACH
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_LOAD
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXTENSION
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE_EXTENSIONS => Self::Files,
+            _ => Self::Session,
+        }
+    }
+}
+
+/// Decides, per statement, whether it may run (authorization's answer), and
+/// whether the request runs in a read-only transaction.
+pub trait StatementPolicy: Send + Sync {
+    /// Ok if a statement of `kind` may run; PermissionDenied otherwise.
+    fn allow(&self, kind: StatementKind) -> Result<()>;
+    /// Whether every statement runs inside `BEGIN TRANSACTION READ ONLY`.
+    fn read_only(&self) -> bool;
+}
+
+/// The policy for the server's own SQL (scans for push, catalog lookups):
+/// everything runs, nothing is wrapped.
+pub struct ServerSql;
+
+impl StatementPolicy for ServerSql {
+    fn allow(&self, _kind: StatementKind) -> Result<()> {
+        Ok(())
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+}
+
+/// The table functions of this DuckDB build that open files or other outside
+/// resources (DuckDB's own names; the plan shows them upper-case). A read-only statement that uses one
+/// counts as a [`StatementKind::Files`] statement. With file access off, the
+/// only files DuckDB still lets SQL open are the server's own (the database,
+/// its WAL, its temp directory), so these are refused for everyone there.
+pub const FILE_FUNCTIONS: &[&str] = &[
+    "glob",
+    "read_blob",
+    "read_csv",
+    "read_csv_auto",
+    "read_duckdb",
+    "read_json",
+    "read_json_auto",
+    "read_json_objects",
+    "read_json_objects_auto",
+    "read_ndjson",
+    "read_ndjson_auto",
+    "read_ndjson_objects",
+    "read_parquet",
+    "read_single_csv_file",
+    "read_single_json_file",
+    "read_single_parquet_file",
+    "read_text",
+    "sniff_csv",
+    "parquet_bloom_probe",
+    "parquet_file_metadata",
+    "parquet_full_metadata",
+    "parquet_kv_metadata",
+    "parquet_metadata",
+    "parquet_scan",
+    "parquet_schema",
+    "json_execute_serialized_sql",
+    "enable_logging",
+    "enable_profiling",
+    "create_external_resource",
+    "register_external_resource",
+    "register_external_resource_type",
+    "deregister_external_resource",
+    "destroy_external_resource",
+];
+
+/// Table functions of this DuckDB build that open no file. Together with
+/// [`FILE_FUNCTIONS`] they name every table function the build has (a
+/// test checks), so a DuckDB upgrade that adds one forces a decision.
+pub const FILELESS_FUNCTIONS: &[&str] = &[
+    "arrow_scan",
+    "arrow_scan_dumb",
+    "checkpoint",
+    "force_checkpoint",
+    "generate_series",
+    "query",
+    "query_table",
+    "range",
+    "repeat",
+    "repeat_row",
+    "seq_scan",
+    "summary",
+    "test_all_types",
+    "test_vector_types",
+    "unnest",
+    "which_secret",
+    "json_each",
+    "json_tree",
+    "icu_calendar_names",
+    "pg_timezone_names",
+    "disable_logging",
+    "disable_profiling",
+    "truncate_duckdb_logs",
+];
+
+/// Whether a table function is `duckdb_*` or `pragma_*` metadata, which opens no
+/// file (catalog, settings, memory, logs held in memory).
+fn is_metadata_function(name: &str) -> bool {
+    name.starts_with("duckdb_") || name.starts_with("pragma_")
+}
+
+/// The table functions a plan (DuckDB's `EXPLAIN (FORMAT json)`) uses, lower-case.
+pub fn plan_functions(plan: &serde_json::Value) -> Vec<String> {
+    fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(f)) =
+                    map.get("extra_info").and_then(|e| e.get("Function"))
+                {
+                    out.push(f.to_ascii_lowercase());
+                }
+                if let Some(children) = map.get("children") {
+                    walk(children, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(plan, &mut out);
+    out
+}
+
+/// Whether DuckDB's plan for the read-only statement `text` reads files.
+fn reads_files(conn: ffi::duckdb_connection, text: &str) -> Result<bool> {
+    let sql = CString::new(format!("EXPLAIN (FORMAT json) {text}"))
+        .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
+    // SAFETY: zeroed result struct is the documented initial state.
+    let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+    // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
+    let state = unsafe { ffi::duckdb_query(conn, sql.as_ptr(), &mut result) };
+    let plan = if state == ffi::DuckDBSuccess {
+        // SAFETY: a successful EXPLAIN result has rows of (key, plan text); the
+        // value is ours to free.
+        let mut texts = Vec::new();
+        let rows = unsafe { ffi::duckdb_row_count(&mut result) };
+        for row in 0..rows {
+            let value = unsafe { ffi::duckdb_value_varchar(&mut result, 1, row) };
+            texts.push(message(value, ""));
+            if !value.is_null() {
+                unsafe { ffi::duckdb_free(value.cast()) };
+            }
+        }
+        Ok(texts)
+    } else {
+        // SAFETY: the error string lives as long as the result.
+        let error = unsafe { ffi::duckdb_result_error(&mut result) };
+        Err(super::errors::classify_message(message(error, "EXPLAIN failed")))
+    };
+    // SAFETY: filled by duckdb_query.
+    unsafe { ffi::duckdb_destroy_result(&mut result) };
+    for text in plan? {
+        let plan: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("DuckDB's JSON plan: {e}")))?;
+        if plan_functions(&plan)
+            .iter()
+            .any(|f| FILE_FUNCTIONS.contains(&f.as_str()))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Judges one prepared statement (whose SQL is `text`) under `policy`: by its
+/// kind, and a read that opens files as a [`StatementKind::Files`] statement.
+/// An EXPLAIN reads no file content out, so its plan is not inspected.
+pub fn judge(
+    conn: ffi::duckdb_connection,
+    prepared: &Prepared,
+    text: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<()> {
+    let kind = prepared.kind();
+    policy.allow(kind)?;
+    if kind == StatementKind::Read && !prepared.is_explain() && reads_files(conn, text)? {
+        policy.allow(StatementKind::Files)?;
+    }
+    Ok(())
+}
+
+/// The result schema of the single statement `sql`, judged by `policy`, without
+/// running it. InvalidArgument unless `sql` is exactly one statement.
+pub fn result_schema(
+    conn: ffi::duckdb_connection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<SchemaRef> {
+    let statements = Extracted::parse(conn, sql)?;
+    if statements.len() != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "a schema lookup takes exactly one statement, got {}",
+            statements.len()
+        )));
+    }
+    let prepared = statements.prepare(conn, 0)?;
+    policy.allow(prepared.kind())?;
+    prepared.result_schema(conn)
+}
+
+fn message(ptr: *const c_char, fallback: &str) -> String {
+    if ptr.is_null() {
+        fallback.to_owned()
+    } else {
+        // SAFETY: DuckDB hands out NUL-terminated messages that live as long as their owner.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// The statements of one request, extracted by DuckDB's parser.
+pub struct Extracted {
+    handle: ffi::duckdb_extracted_statements,
+    count: usize,
+}
+
+impl Extracted {
+    /// Splits `sql` into statements; InvalidArgument on a parse error or no statement.
+    pub fn parse(conn: ffi::duckdb_connection, sql: &str) -> Result<Self> {
+        let text = CString::new(sql)
+            .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
+        let mut handle: ffi::duckdb_extracted_statements = ptr::null_mut();
+        // SAFETY: valid connection, NUL-terminated SQL, out-pointer destroyed on drop.
+        let count = unsafe { ffi::duckdb_extract_statements(conn, text.as_ptr(), &mut handle) };
+        let extracted = Self {
+            handle,
+            count: count as usize,
+        };
+        if count == 0 {
+            // SAFETY: the handle is live; its error string lives as long as it does.
+            let error = unsafe { ffi::duckdb_extract_statements_error(handle) };
+            let text = message(error, "the query has no statement");
+            return Err(super::errors::classify_message(text));
+        }
+        Ok(extracted)
+    }
+
+    /// How many statements the request holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the request holds no statement (never true after [`Extracted::parse`]).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Prepares statement `index` (binds it against the catalog as it is now).
+    pub fn prepare(&self, conn: ffi::duckdb_connection, index: usize) -> Result<Prepared> {
+        let mut handle: ffi::duckdb_prepared_statement = ptr::null_mut();
+        // SAFETY: valid connection and extracted statements; index < count.
+        let state = unsafe {
+            ffi::duckdb_prepare_extracted_statement(conn, self.handle, index as u64, &mut handle)
+        };
+        let prepared = Prepared(handle);
+        if state != ffi::DuckDBSuccess {
+            // SAFETY: the prepared statement holds its error until destroyed.
+            let error = unsafe { ffi::duckdb_prepare_error(handle) };
+            return Err(super::errors::classify_message(message(
+                error,
+                "preparing the statement failed",
+            )));
+        }
+        Ok(prepared)
+    }
+}
+
+impl Drop for Extracted {
+    fn drop(&mut self) {
+        // SAFETY: we own the extracted statements (destroy is documented as required).
+        unsafe { ffi::duckdb_destroy_extracted(&mut self.handle) };
+    }
+}
+
+/// A prepared statement, destroyed on drop.
+pub struct Prepared(ffi::duckdb_prepared_statement);
+
+impl Prepared {
+    /// What the statement does.
+    pub fn kind(&self) -> StatementKind {
+        // SAFETY: live prepared statement.
+        StatementKind::of(unsafe { ffi::duckdb_prepared_statement_type(self.0) })
+    }
+
+    /// Whether the statement is an EXPLAIN.
+    pub fn is_explain(&self) -> bool {
+        // SAFETY: live prepared statement.
+        unsafe { ffi::duckdb_prepared_statement_type(self.0) }
+            == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN
+    }
+
+    /// Runs the statement to completion; returns DuckDB's changed-row count.
+    pub fn execute(&self) -> Result<u64> {
+        // SAFETY: zeroed result struct is the documented initial state.
+        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+        // SAFETY: live statement; the result is destroyed below.
+        let state = unsafe { ffi::duckdb_execute_prepared(self.0, &mut result) };
+        let outcome = if state == ffi::DuckDBSuccess {
+            // SAFETY: result holds a successful result.
+            Ok(unsafe { ffi::duckdb_rows_changed(&mut result) })
+        } else {
+            // SAFETY: the error string lives as long as the result.
+            let error = unsafe { ffi::duckdb_result_error(&mut result) };
+            Err(super::errors::classify_message(message(
+                error,
+                "unknown DuckDB error",
+            )))
+        };
+        // SAFETY: filled by duckdb_execute_prepared.
+        unsafe { ffi::duckdb_destroy_result(&mut result) };
+        outcome
+    }
+
+    /// The Arrow schema the statement's result would have, without running it.
+    pub fn result_schema(&self, conn: ffi::duckdb_connection) -> Result<SchemaRef> {
+        // SAFETY: live statement.
+        let columns = unsafe { ffi::duckdb_prepared_statement_column_count(self.0) } as usize;
+        let mut names = Vec::with_capacity(columns);
+        let mut types = Vec::with_capacity(columns);
+        let mut owned_names = Vec::with_capacity(columns);
+        for i in 0..columns {
+            // SAFETY: i < column count; the name is ours to free (below), the type ours to destroy.
+            let name = unsafe { ffi::duckdb_prepared_statement_column_name(self.0, i as u64) };
+            let logical = unsafe { ffi::duckdb_prepared_statement_column_logical_type(self.0, i as u64) };
+            owned_names.push(name);
+            names.push(name);
+            types.push(logical);
+        }
+        let mut options: ffi::duckdb_arrow_options = ptr::null_mut();
+        // SAFETY: valid connection; options destroyed below.
+        unsafe { ffi::duckdb_connection_get_arrow_options(conn, &mut options) };
+        let mut schema = FFI_ArrowSchema::empty();
+        let outcome = if names.iter().any(|n| n.is_null()) || types.iter().any(|t| t.is_null()) {
+            Err(Error::InvalidArgument(
+                "the statement's result columns are not known before it runs".into(),
+            ))
+        } else {
+            // SAFETY: `columns` valid types and names; the out schema has the C layout of
+            // DuckDB's ArrowSchema (both are the Arrow C data interface struct).
+            let mut error = unsafe {
+                ffi::duckdb_to_arrow_schema(
+                    options,
+                    types.as_mut_ptr(),
+                    names.as_mut_ptr(),
+                    columns as u64,
+                    (&mut schema as *mut FFI_ArrowSchema).cast(),
+                )
+            };
+            // SAFETY: error data from DuckDB (may be null on success), destroyed here.
+            let failed = !error.is_null() && unsafe { ffi::duckdb_error_data_has_error(error) };
+            let text = if failed {
+                Some(message(
+                    unsafe { ffi::duckdb_error_data_message(error) },
+                    "converting the schema to Arrow failed",
+                ))
+            } else {
+                None
+            };
+            if !error.is_null() {
+                unsafe { ffi::duckdb_destroy_error_data(&mut error) };
+            }
+            match text {
+                Some(text) => Err(Error::InvalidArgument(text)),
+                None => Schema::try_from(&schema)
+                    .map(Arc::new)
+                    .map_err(|e| Error::Internal(format!("DuckDB's Arrow schema: {e}"))),
+            }
+        };
+        // SAFETY: each was handed to us above and is released exactly once.
+        unsafe {
+            ffi::duckdb_destroy_arrow_options(&mut options);
+            for mut t in types {
+                if !t.is_null() {
+                    ffi::duckdb_destroy_logical_type(&mut t);
+                }
+            }
+            for n in owned_names {
+                if !n.is_null() {
+                    ffi::duckdb_free(n as *mut _);
+                }
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: we own the statement (destroy is required even after a failed prepare).
+        unsafe { ffi::duckdb_destroy_prepare(&mut self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_function_of_this_duckdb_is_classified() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT function_name FROM duckdb_functions() \
+                 WHERE function_type = 'table' ORDER BY 1",
+            )
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(names.iter().any(|n| n == "read_blob"));
+        let unknown: Vec<_> = names
+            .iter()
+            .filter(|n| {
+                !FILE_FUNCTIONS.contains(&n.as_str())
+                    && !FILELESS_FUNCTIONS.contains(&n.as_str())
+                    && !is_metadata_function(n)
+            })
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "classify these table functions as file-reading or not: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn plan_functions_are_found_at_any_depth() {
+        let plan = serde_json::json!([{
+            "name": "PROJECTION",
+            "children": [{"name": "CROSS_PRODUCT", "children": [
+                {"name": "RANGE", "children": [], "extra_info": {"Function": "RANGE"}},
+                {"name": "READ_BLOB", "children": [], "extra_info": {"Function": "READ_BLOB"}}
+            ]}],
+            "extra_info": {"Projections": "Function"}
+        }]);
+        assert_eq!(plan_functions(&plan), vec!["range", "read_blob"]);
+    }
+
+    #[test]
+    fn only_select_and_explain_read() {
+        for t in 0..=40 {
+            let kind = StatementKind::of(t);
+            let read = t == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT
+                || t == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN;
+            assert_eq!(kind == StatementKind::Read, read, "statement type {t}");
+        }
+    }
+
+    #[test]
+    fn file_statements_are_files_and_unknown_types_are_session() {
+        for t in [
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_COPY,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPORT,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ATTACH,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_LOAD,
+        ] {
+            assert_eq!(StatementKind::of(t), StatementKind::Files);
+        }
+        assert_eq!(StatementKind::of(999), StatementKind::Session);
+        assert_eq!(
+            StatementKind::of(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_PRAGMA),
+            StatementKind::Session
+        );
+    }
+}

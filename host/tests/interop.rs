@@ -1,0 +1,53 @@
+//! Other Flight clients against Mallard: the ADBC Flight SQL driver (its Go
+//! Flight client sends Basic credentials without base64 padding) completes its
+//! handshake. The driver is installed from PyPI into a cached directory.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A directory holding `packages` for `python3` (installed once, then reused).
+fn python_packages(packages: &[&str]) -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = home.join(".cache/mallard-python").join(packages.join("+"));
+    let stamp = dir.join(".installed");
+    if !stamp.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .arg("--target")
+            .arg(&dir)
+            .args(packages)
+            .status()
+            .expect("python3 runs pip");
+        assert!(status.success(), "pip install {packages:?} failed");
+        std::fs::write(&stamp, b"").unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adbc_flight_sql_driver_completes_its_handshake() {
+    let packages = tokio::task::spawn_blocking(|| python_packages(&["adbc-driver-flightsql"]))
+        .await
+        .unwrap();
+    let server = common::start().await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/adbc_handshake.py");
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(&script)
+            .arg(url)
+            .env("PYTHONPATH", &packages)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("handshake with admin/password123: ok"), "{stdout}");
+    assert!(stdout.contains("wrong password refused"), "{stdout}");
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,466 @@
+//! Every door holds: a hostile but authenticated client (role `user` or
+//! `reader`) tries what issue "every door holds" found, against real servers,
+//! and is refused with the right code while the server keeps serving.
+
+mod common;
+
+use arrow::array::{NullArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use common::*;
+use futures::StreamExt;
+use mallard::ServerConfig;
+use mallard::auth::{Role, User};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Code;
+
+const ALICE: (&str, &str) = ("alice", "alice-pw");
+const RITA: (&str, &str) = ("rita", "rita-pw");
+
+/// A config with an admin (the usual admin/password123), `alice` (user) and `rita` (reader).
+fn config_with_roles() -> ServerConfig {
+    let mut config = test_config();
+    config
+        .users
+        .insert("admin".into(), User::new("password123", Role::Admin));
+    config.users.insert(ALICE.0.into(), User::new(ALICE.1, Role::User));
+    config.users.insert(RITA.0.into(), User::new(RITA.1, Role::Reader));
+    config
+}
+
+async fn login(server: &mallard::RunningServer, who: (&str, &str)) -> FlightClient {
+    mallard::client::connect(&server.url(), who.0, who.1)
+        .await
+        .expect("login")
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
+    r.expect_err("expected an error").code()
+}
+
+async fn tables(client: &mut FlightClient) -> Vec<String> {
+    action(client, "list_tables", "")
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_and_dml_through_do_get_need_admin() {
+    let server = start_with(config_with_roles()).await;
+    let mut admin = client(&server).await;
+    action(&mut admin, "sql", "CREATE TABLE t AS SELECT 1 AS v")
+        .await
+        .unwrap();
+    for who in [ALICE, RITA] {
+        let mut c = login(&server, who).await;
+        for sql in [
+            "CREATE TABLE evil AS SELECT 1",
+            "DELETE FROM t",
+            "DROP TABLE t",
+            "INSERT INTO t VALUES (2)",
+            "UPDATE t SET v = 9",
+            "SELECT 1; DROP TABLE t",
+            "SET threads = 1",
+            "PRAGMA threads = 1",
+            "CALL checkpoint()",
+            "BEGIN TRANSACTION",
+            "EXPLAIN ANALYZE DELETE FROM t",
+        ] {
+            let err = query(&mut c, sql).await.unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{who:?} {sql}: {err}");
+        }
+        // Reads, DESCRIBE/SHOW/SUMMARIZE, VALUES and EXPLAIN are fine.
+        for sql in [
+            "SELECT * FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1), (2)",
+            "DESCRIBE t",
+            "SHOW TABLES",
+            "SUMMARIZE t",
+            "EXPLAIN SELECT * FROM t",
+        ] {
+            query(&mut c, sql)
+                .await
+                .unwrap_or_else(|e| panic!("{who:?} {sql}: {e}"));
+        }
+        let err = action(&mut c, "sql", "DROP TABLE t").await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    assert_eq!(scalar_i64(&mut admin, "SELECT count(*) FROM t").await, 1);
+    assert_eq!(scalar_i64(&mut admin, "SELECT max(v) FROM t").await, 1);
+    assert_eq!(tables(&mut admin).await, vec!["t"]);
+    // Admins keep DDL/DML through do_get.
+    query(&mut admin, "INSERT INTO t VALUES (2)").await.unwrap();
+    assert_eq!(scalar_i64(&mut admin, "SELECT count(*) FROM t").await, 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_lookups_never_execute_client_sql() {
+    let server = start_with(config_with_roles()).await;
+    let mut admin = client(&server).await;
+    action(&mut admin, "sql", "CREATE SEQUENCE s").await.unwrap();
+    let mut alice = login(&server, ALICE).await;
+    let injection = "SELECT 1) LIMIT 0; CREATE TABLE injected AS SELECT 1; SELECT * FROM (SELECT 1";
+    for client in [&mut alice, &mut admin] {
+        let err = client
+            .get_schema(FlightDescriptor::new_cmd(injection))
+            .await
+            .map_err(to_status);
+        assert_eq!(code_of(err), Code::InvalidArgument);
+        let err = client
+            .get_flight_info(FlightDescriptor::new_cmd(injection))
+            .await
+            .map_err(to_status);
+        assert_eq!(code_of(err), Code::InvalidArgument);
+        let err = client
+            .get_flight_info(FlightDescriptor::new_cmd("CREATE TABLE x (a INT)"))
+            .await
+            .map_err(to_status);
+        if err.is_err() {
+            assert_eq!(code_of(err), Code::PermissionDenied);
+        }
+    }
+    assert!(tables(&mut admin).await.is_empty(), "nothing was created");
+    // The admin's schema lookups of a side-effecting query do not run it either.
+    for _ in 0..3 {
+        let info = admin
+            .get_flight_info(FlightDescriptor::new_cmd("SELECT nextval('s') AS n"))
+            .await
+            .unwrap();
+        let schema = info.try_decode_schema().unwrap();
+        assert_eq!(schema.field(0).name(), "n");
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+    }
+    assert_eq!(scalar_i64(&mut admin, "SELECT nextval('s')").await, 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_cannot_touch_the_servers_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("mallard.duckdb");
+    let mut config = config_with_roles();
+    config.db.path = Some(db_path.clone());
+    let server = start_with(config).await;
+    let mut admin = client(&server).await;
+    put(&mut admin, "kept", flights(1000, 1000)).await.unwrap();
+    let db = db_path.display().to_string();
+    let wal = format!("{db}.wal");
+    let wal_before = std::fs::read(&wal).unwrap_or_default();
+    let mut alice = login(&server, ALICE).await;
+    for client in [&mut admin, &mut alice] {
+        for sql in [
+            format!("COPY (SELECT 'x'::BLOB) TO '{wal}' (FORMAT blob, USE_TMP_FILE false)"),
+            format!("COPY kept TO '{db}.csv'"),
+            format!("EXPORT DATABASE '{}'", dir.path().join("export").display()),
+            format!("ATTACH '{}' AS other", dir.path().join("other.duckdb").display()),
+            format!("SELECT * FROM read_blob('{db}')"),
+            format!("SELECT * FROM read_text('{wal}')"),
+            format!("SELECT * FROM read_csv('{db}')"),
+            format!("SELECT * FROM glob('{}/*')", dir.path().display()),
+            format!("SELECT count(*) FROM '{db}'"),
+        ] {
+            let err = query(client, &sql).await.unwrap_err();
+            assert!(
+                matches!(err.code(), Code::PermissionDenied | Code::InvalidArgument),
+                "{sql}: {err}"
+            );
+            assert!(!err.message().contains("Binary") || sql.contains("COPY"), "{sql}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read(&wal).unwrap_or_default(), wal_before, "WAL untouched");
+    assert!(!dir.path().join("export").exists());
+    assert_eq!(scalar_i64(&mut admin, "SELECT count(*) FROM kept").await, 1000);
+    server.stop().await.unwrap();
+    // The database reopens with its data.
+    let mut config = test_config();
+    config.db.path = Some(db_path);
+    let server = start_with(config).await;
+    let mut admin = client(&server).await;
+    assert_eq!(scalar_i64(&mut admin, "SELECT count(*) FROM kept").await, 1000);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_goes_only_to_allowed_targets_and_connects_nowhere_else() {
+    let server = start_with(config_with_roles()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap = listener.local_addr().unwrap();
+    let mut admin = client(&server).await;
+    put(&mut admin, "t", flights(10, 10)).await.unwrap();
+    let mut alice = login(&server, ALICE).await;
+    for to in [
+        format!("grpc://{trap}"),
+        format!("grpc://localhost:{}", trap.port()),
+        "grpc://10.255.255.1:8815".to_owned(),
+    ] {
+        let body = serde_json::json!({"table": "t", "to": to}).to_string();
+        let err = action(&mut alice, "push_table", body).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{to}: {err}");
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "the server connected to a refused target");
+    // Readers may not push at all; users may push to this process's own servers.
+    let mut rita = login(&server, RITA).await;
+    let body = serde_json::json!({"table": "t", "to": server.url(), "target_table": "t2"});
+    let err = action(&mut rita, "push_table", body.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let pushed = action(&mut alice, "push_table", body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(pushed["rows"], 10);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_read_and_exchange_but_do_not_write() {
+    let server = start_with(config_with_roles()).await;
+    let mut rita = login(&server, RITA).await;
+    let err = put(&mut rita, "r", flights(10, 10)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let native = r#"{"exchanger": "add_processed", "sandbox": "off"}"#;
+    let out = exchange(&mut rita, native, flights(100, 100))
+        .await
+        .unwrap();
+    assert_eq!(rows(&out), 100);
+    let mut alice = login(&server, ALICE).await;
+    assert_eq!(put(&mut alice, "a", flights(10, 10)).await.unwrap(), 10);
+    assert_eq!(scalar_i64(&mut rita, "SELECT count(*) FROM a").await, 10);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
+    let mut config = config_with_roles();
+    config.stall_timeout = Duration::from_secs(1);
+    config.max_queries_per_user = 4;
+    let server = start_with(config).await;
+    let mut alice = login(&server, ALICE).await;
+    let big = "SELECT range AS v, range * 2 AS w FROM range(50000000)";
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(alice.do_get(Ticket::new(big)).await.unwrap());
+    }
+    let err = alice.do_get(Ticket::new(big)).await.map_err(to_status);
+    assert_eq!(code_of(err), Code::ResourceExhausted);
+    // A bystander is served meanwhile.
+    let mut admin = client(&server).await;
+    assert_eq!(scalar_i64(&mut admin, "SELECT 42").await, 42);
+    // After the stall timeout the server has let go of every unread stream.
+    within(Duration::from_secs(10), async {
+        loop {
+            let health = action(&mut admin, "healthcheck", "").await.unwrap();
+            if health["live"]["queries"] == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Reading one now ends with DeadlineExceeded, never a clean truncated end.
+    let mut stream = open.pop().unwrap();
+    let mut outcome = Ok(0);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(b) => outcome = outcome.map(|n| n + b.num_rows()),
+            Err(e) => {
+                outcome = Err(to_status(e));
+                break;
+            }
+        }
+    }
+    assert_eq!(code_of(outcome), Code::DeadlineExceeded);
+    drop(open);
+    within(Duration::from_secs(5), async {
+        loop {
+            let health = action(&mut admin, "healthcheck", "").await.unwrap();
+            if health["live"]["get_streams"] == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(scalar_i64(&mut alice, "SELECT 1").await, 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfed_put_is_cancelled_at_the_stall_timeout() {
+    let mut config = config_with_roles();
+    config.stall_timeout = Duration::from_secs(1);
+    let server = start_with(config).await;
+    let mut alice = login(&server, ALICE).await;
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let batch = flights(10, 10).remove(0);
+    let mut messages = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("unfed")))
+        .build(futures::stream::iter(vec![Ok(batch)]));
+    // Send the schema and one batch, then nothing, and never close.
+    for _ in 0..2 {
+        tx.unbounded_send(messages.next().await.unwrap()).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let outcome = within(Duration::from_secs(10), async {
+        let results = alice.do_put(rx).await;
+        match results {
+            Ok(mut s) => match s.next().await {
+                Some(Err(e)) => Err(to_status(e)),
+                other => panic!("unexpected {other:?}"),
+            },
+            Err(e) => Err::<(), _>(to_status(e)),
+        }
+    })
+    .await;
+    assert_eq!(code_of(outcome), Code::DeadlineExceeded);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    drop(tx);
+    let mut admin = client(&server).await;
+    assert_idle(&mut admin).await;
+    assert!(tables(&mut admin).await.is_empty(), "nothing was written");
+    server.stop().await.unwrap();
+}
+
+/// One batch with a Null-typed column that claims `rows` rows in no bytes.
+fn null_claim(rows: usize) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+    RecordBatch::try_new(schema, vec![Arc::new(NullArray::new(rows))]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claiming_billions_of_rows_is_refused_everywhere() {
+    let server = start_with(config_with_roles()).await;
+    let mut alice = login(&server, ALICE).await;
+    let claim = null_claim(2_000_000_000);
+    let err = put(&mut alice, "nulls", vec![claim.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("declares 2000000000 rows"), "{err}");
+    let mut admin = client(&server).await;
+    upload(&mut admin, "add_processed").await;
+    for exchanger in [
+        "add_processed",
+        r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
+    ] {
+        let err = exchange(&mut alice, exchanger, vec![claim.clone()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{exchanger}: {err}");
+    }
+    // A plausible Null column goes through.
+    assert_eq!(put(&mut alice, "nulls", vec![null_claim(1000)]).await.unwrap(), 1000);
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_handshakes_do_not_mint_and_logout_reads_the_header_like_auth() {
+    let server = start_with(config_with_roles()).await;
+    let mut alice = login(&server, ALICE).await;
+    let header = alice
+        .metadata()
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let token = header.trim_start_matches("Bearer ").to_owned();
+    let before = server.state().auth.live_sessions();
+    for _ in 0..50 {
+        let answer = alice.handshake(Vec::<u8>::new()).await.unwrap();
+        assert_eq!(answer, token.as_bytes(), "the same token comes back");
+    }
+    assert_eq!(server.state().auth.live_sessions(), before, "nothing minted");
+    // A raw handshake with the token in the BasicAuth-less payload and no header fails.
+    let mut anonymous = FlightClient::new(mallard::transport::connect(&server.url()).await.unwrap());
+    assert!(anonymous.handshake(Vec::<u8>::new()).await.is_err());
+
+    for spelling in [format!("bearer {token}"), format!("Bearer  {token}")] {
+        let mut c = login(&server, ALICE).await;
+        let own = c
+            .metadata()
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches("Bearer ")
+            .to_owned();
+        let odd = spelling.replace(&token, &own);
+        c.metadata_mut()
+            .insert("authorization", odd.parse().unwrap());
+        let answer = action(&mut c, "logout", "").await.unwrap();
+        assert_eq!(answer["revoked"], true, "{odd}");
+        let err = query(&mut c, "SELECT 1").await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{odd}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpadded_basic_credentials_are_accepted() {
+    use base64::Engine;
+    let server = start().await;
+    let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("admin:password123");
+    let mut c = FlightClient::new(mallard::transport::connect(&server.url()).await.unwrap());
+    c.add_header("authorization", &format!("Basic {unpadded}"))
+        .unwrap();
+    assert_eq!(scalar_i64(&mut c, "SELECT 3").await, 3);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_with_a_control_character_is_listed() {
+    let server = start_with(config_with_roles()).await;
+    let mut admin = client(&server).await;
+    action(&mut admin, "sql", "CREATE TABLE \"bell\u{7}tab\" AS SELECT 1 AS v")
+        .await
+        .unwrap();
+    let mut rita = login(&server, RITA).await;
+    assert_eq!(tables(&mut rita).await, vec!["bell\u{7}tab"]);
+    let infos: Vec<_> = rita
+        .list_flights("")
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(infos.len(), 1);
+    let info = infos.into_iter().next().unwrap().unwrap();
+    assert_eq!(info.total_records, 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_are_refused_unverified() {
+    let server = start_with(config_with_roles()).await;
+    for _ in 0..mallard::auth::MAX_FAILURES_PER_WINDOW {
+        assert!(mallard::client::connect(&server.url(), "alice", "wrong").await.is_err());
+    }
+    let started = std::time::Instant::now();
+    let err = mallard::client::connect(&server.url(), ALICE.0, ALICE.1)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("too many failed logins"), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Bearer-token calls are unaffected.
+    let token = server.state().auth.issue_token(mallard::auth::Principal {
+        user: "alice".into(),
+        role: Role::User,
+    });
+    let mut c = FlightClient::new(mallard::transport::connect(&server.url()).await.unwrap());
+    c.add_header("authorization", &format!("Bearer {token}"))
+        .unwrap();
+    assert_eq!(scalar_i64(&mut c, "SELECT 4").await, 4);
+    server.stop().await.unwrap();
+}
