@@ -222,10 +222,7 @@ async fn phase(
             let mut open = Vec::new();
             let (mut accepted, mut refused) = (0, 0);
             for _ in 0..n {
-                match client
-                    .do_get(arrow_flight::Ticket::new(UNREAD_QUERY))
-                    .await
-                {
+                match client.do_get(arrow_flight::Ticket::new(UNREAD_QUERY)).await {
                     Ok(stream) => {
                         accepted += 1;
                         open.push(stream);

@@ -255,7 +255,10 @@ async fn main() -> Result<()> {
             if !user.is_empty() {
                 config.users.insert(
                     mallard::auth::DEFAULT_USER.into(),
-                    mallard::auth::User::new(mallard::auth::DEFAULT_PASSWORD, mallard::auth::Role::Admin),
+                    mallard::auth::User::new(
+                        mallard::auth::DEFAULT_PASSWORD,
+                        mallard::auth::Role::Admin,
+                    ),
                 );
                 for spec in &user {
                     let mut parts = spec.splitn(3, ':');

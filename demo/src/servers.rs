@@ -79,7 +79,11 @@ async fn answers(url: &str) -> bool {
 
 /// The demo's two servers: each used if it answers, else started as a child
 /// process allowed to push to the other.
-pub async fn ensure_pair(addr1: &str, addr2: &str, start_if_missing: bool) -> Result<(Server, Server)> {
+pub async fn ensure_pair(
+    addr1: &str,
+    addr2: &str,
+    start_if_missing: bool,
+) -> Result<(Server, Server)> {
     let s1 = ensure(addr1, addr2, start_if_missing).await?;
     let s2 = ensure(addr2, addr1, start_if_missing).await?;
     Ok((s1, s2))
@@ -105,7 +109,9 @@ async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
-    command.arg("--push-allow").arg(format!("{scheme}://{peer}"));
+    command
+        .arg("--push-allow")
+        .arg(format!("{scheme}://{peer}"));
     for user in EXTRA_USERS.get().into_iter().flatten() {
         command.arg("--user").arg(user);
     }

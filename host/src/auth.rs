@@ -142,10 +142,7 @@ impl Sessions {
         let keys = self.by_user.entry(user).or_default();
         let mut retired = Vec::new();
         while let Some(oldest) = keys.front() {
-            let expired = self
-                .by_digest
-                .get(oldest)
-                .is_none_or(|s| s.expires <= now);
+            let expired = self.by_digest.get(oldest).is_none_or(|s| s.expires <= now);
             if expired || keys.len() >= MAX_SESSIONS_PER_USER {
                 retired.push(keys.pop_front().expect("front exists"));
             } else {
@@ -168,13 +165,14 @@ struct Failures {
 
 impl Failures {
     fn blocked(&self, address: IpAddr, now: Instant) -> bool {
-        self.by_address
-            .get(&address)
-            .is_some_and(|(start, n)| now.duration_since(*start) < FAILURE_WINDOW && *n >= MAX_FAILURES_PER_WINDOW)
+        self.by_address.get(&address).is_some_and(|(start, n)| {
+            now.duration_since(*start) < FAILURE_WINDOW && *n >= MAX_FAILURES_PER_WINDOW
+        })
     }
 
     fn record(&mut self, address: IpAddr, now: Instant) {
-        if self.by_address.len() >= MAX_TRACKED_ADDRESSES && !self.by_address.contains_key(&address) {
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES && !self.by_address.contains_key(&address)
+        {
             self.by_address
                 .retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
             if self.by_address.len() >= MAX_TRACKED_ADDRESSES {

@@ -79,9 +79,9 @@ impl Authorizer {
     /// The least role that may perform `op`, or `None` when nobody may.
     pub fn required_role(&self, op: Operation) -> Option<Role> {
         match op {
-            Operation::Statement(StatementKind::Read) | Operation::Inspect | Operation::Exchange => {
-                Some(Role::Reader)
-            }
+            Operation::Statement(StatementKind::Read)
+            | Operation::Inspect
+            | Operation::Exchange => Some(Role::Reader),
             Operation::Put | Operation::Push => Some(Role::User),
             Operation::Statement(StatementKind::Files) if !self.files_allowed => None,
             Operation::Statement(_) | Operation::ManageExchangers | Operation::DropTable => {
@@ -173,11 +173,22 @@ mod tests {
         );
         assert!(
             closed
-                .check(&who(Role::User), Operation::Statement(StatementKind::Session))
+                .check(
+                    &who(Role::User),
+                    Operation::Statement(StatementKind::Session)
+                )
                 .is_err()
         );
-        assert!(closed.check(&who(Role::User), Operation::ManageExchangers).is_err());
-        assert!(closed.check(&who(Role::Admin), Operation::DropTable).is_ok());
+        assert!(
+            closed
+                .check(&who(Role::User), Operation::ManageExchangers)
+                .is_err()
+        );
+        assert!(
+            closed
+                .check(&who(Role::Admin), Operation::DropTable)
+                .is_ok()
+        );
         let denied = closed
             .check(&who(Role::Reader), Operation::Push)
             .unwrap_err();

@@ -3,7 +3,6 @@
 
 use crate::auth::Authenticator;
 use crate::authz::Authorizer;
-use crate::slots::UserSlots;
 use crate::config::ServerConfig;
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -11,6 +10,7 @@ use crate::flight::MallardService;
 use crate::flight::auth_layer::AuthenticateLayer;
 use crate::sandbox::engine::SandboxEngine;
 use crate::sandbox::registry::Registry;
+use crate::slots::UserSlots;
 use crate::state::ServerState;
 use crate::transport;
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -88,7 +88,11 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
             "--max-queries-per-user",
             config.max_queries_per_user,
         ),
-        put_slots: slots("do_put streams", "--max-puts-per-user", config.max_puts_per_user),
+        put_slots: slots(
+            "do_put streams",
+            "--max-puts-per-user",
+            config.max_puts_per_user,
+        ),
         exchange_slots: slots(
             "exchanges",
             "--max-exchanges-per-user",
@@ -149,6 +153,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
             .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
             .max_frame_size(transport::MAX_FRAME_BYTES)
             .max_concurrent_streams(Some(max_streams))
+            // Find clients that vanished without closing (a dead peer, a cut
+            // network) so their calls end and free what they hold.
+            .http2_keepalive_interval(Some(transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(transport::KEEPALIVE_TIMEOUT))
             .layer(AuthenticateLayer::new(layer_state))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {

@@ -2,10 +2,10 @@
 
 use crate::auth::Authenticator;
 use crate::authz::Authorizer;
-use crate::slots::UserSlots;
 use crate::config::ServerConfig;
 use crate::db::Database;
 use crate::sandbox::registry::Registry;
+use crate::slots::UserSlots;
 use std::sync::Arc;
 
 /// The shared state of one server.

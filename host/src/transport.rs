@@ -36,6 +36,10 @@ impl ClientTls {
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 /// HTTP/2 per-connection flow-control window.
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// How often a server pings an idle HTTP/2 connection.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a server waits for a ping's answer before closing the connection.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// HTTP/2 maximum frame size (the protocol's ceiling is 16 MiB - 1).
 pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// Largest FlightData message the encoder produces before splitting a batch.

@@ -14,7 +14,13 @@ fn python_packages(packages: &[&str]) -> PathBuf {
     let stamp = dir.join(".installed");
     if !stamp.exists() {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .arg("--target")
             .arg(&dir)
             .args(packages)
@@ -47,7 +53,10 @@ async fn the_adbc_flight_sql_driver_completes_its_handshake() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("handshake with admin/password123: ok"), "{stdout}");
+    assert!(
+        stdout.contains("handshake with admin/password123: ok"),
+        "{stdout}"
+    );
     assert!(stdout.contains("wrong password refused"), "{stdout}");
     server.stop().await.unwrap();
 }

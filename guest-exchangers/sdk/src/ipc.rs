@@ -358,7 +358,70 @@ mod tests {
         let err = MessageDecoder::new(schema)
             .decode(&message.header, Buffer::from(message.body))
             .unwrap_err();
-        assert!(err.to_string().contains("declares 2000000000 rows"), "{err}");
+        assert!(
+            err.to_string().contains("declares 2000000000 rows"),
+            "{err}"
+        );
+    }
+
+    /// A dictionary batch header: `rows` values, `delta` or not, of dictionary 0.
+    fn dictionary_header(rows: i64, delta: bool, body_len: usize) -> Vec<u8> {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let data = {
+            let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.finish()
+        };
+        let dictionary = {
+            let mut b = arrow_ipc::DictionaryBatchBuilder::new(&mut fbb);
+            b.add_id(0);
+            b.add_data(data);
+            b.add_isDelta(delta);
+            b.finish()
+        };
+        let message = {
+            let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
+            b.add_version(arrow_ipc::MetadataVersion::V5);
+            b.add_header_type(MessageHeader::DictionaryBatch);
+            b.add_header(dictionary.as_union_value());
+            b.add_bodyLength(body_len as i64);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        fbb.finished_data().to_vec()
+    }
+
+    #[test]
+    fn many_small_deltas_onto_a_large_dictionary_are_cut_short() {
+        let mut bounds = MessageBounds::default();
+        let large = 32 << 20;
+        bounds
+            .check_header(&dictionary_header(1000, false, large), large)
+            .unwrap();
+        let delta = dictionary_header(8, true, 192);
+        let accepted = (0..3000)
+            .take_while(|_| bounds.check_header(&delta, 192).is_ok())
+            .count();
+        // Each delta copies the 32 MiB dictionary: the 256 MiB copy budget allows 7.
+        assert_eq!(accepted, 7);
+        let err = bounds.check_header(&delta, 192).unwrap_err();
+        assert!(err.to_string().contains("deltas would copy"), "{err}");
+    }
+
+    #[test]
+    fn dictionaries_are_capped_in_total_and_replacements_do_not_add_up() {
+        let mut bounds = MessageBounds::default();
+        let size = 40 << 20;
+        let replacement = dictionary_header(1000, false, size);
+        for _ in 0..10 {
+            bounds.check_header(&replacement, size).unwrap();
+        }
+        let mut growing = MessageBounds::default();
+        growing.check_header(&replacement, size).unwrap();
+        let err = growing
+            .check_header(&dictionary_header(1000, true, size), size)
+            .unwrap_err();
+        assert!(err.to_string().contains("dictionaries would hold"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ unsafe extern "C" {
     ) -> V2Error;
     fn duckdb_v2_error_info_get_text(info: Handle, out_text: *mut V2Str) -> V2Error;
     fn duckdb_v2_error_info_destroy(info: *mut Handle) -> V2Error;
+    fn duckdb_v2_sql_statement_get_type(
+        statement: Handle,
+        out_type: *mut u32,
+        err: *mut Handle,
+    ) -> V2Error;
     fn duckdb_v2_sql_statement_get_text(
         statement: Handle,
         out_text: *mut V2Str,
@@ -201,6 +206,19 @@ fn returns_rows(result: &ArrowResult) -> bool {
     check(code, err, "metadata").is_err() || kind == RESULT_TYPE_QUERY_RESULT
 }
 
+/// DuckDB v2's parser type of a statement that expands into several.
+const V2_STATEMENT_TYPE_MULTI: u32 = 27;
+
+/// The parser's type of a statement (v2 numbering).
+fn statement_type(statement: &Statement) -> Result<u32> {
+    let mut kind = 0u32;
+    let mut err: Handle = ptr::null_mut();
+    // SAFETY: live statement.
+    let code = unsafe { duckdb_v2_sql_statement_get_type(statement.0, &mut kind, &mut err) };
+    check(code, err, "parsing")?;
+    Ok(kind)
+}
+
 /// Text of a parsed statement (its slice of the request).
 fn statement_text(statement: &Statement) -> Result<String> {
     let mut text = V2Str {
@@ -248,9 +266,16 @@ impl Request {
     /// Judges statement `i` just before it runs, so it binds against what the
     /// statements before it created.
     fn judge(&self, conn: &RawConnection, i: usize, policy: &dyn StatementPolicy) -> Result<()> {
-        let prepared = self.judged.prepare(conn.handle(), i)?;
         let text = statement_text(&self.statements[i])?;
-        statements::judge(conn.handle(), &prepared, &text, policy)
+        match self.judged.prepare(conn.handle(), i) {
+            Ok(prepared) => statements::judge(conn.handle(), &prepared, &text, policy),
+            // A statement DuckDB expands into several (a dynamic PIVOT creates an
+            // enum type first) cannot be prepared as one.
+            Err(_) if statement_type(&self.statements[i])? == V2_STATEMENT_TYPE_MULTI => {
+                statements::judge_expanding(conn.handle(), &text, policy)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

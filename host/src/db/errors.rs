@@ -14,7 +14,9 @@ pub fn classify_message(message: String) -> Error {
     let starts = |p: &str| message.starts_with(p) || message.contains(&format!(": {p}"));
     if message.contains("does not exist") && starts("Catalog Error") {
         Error::NotFound(message)
-    } else if starts("Permission Error") {
+    } else if starts("Permission Error") || message.contains("launched in read-only mode") {
+        // The second: a non-admin's read-only transaction refused a write that
+        // DuckDB's statement type did not show (EXPLAIN ANALYZE of DML, nextval).
         Error::PermissionDenied(message)
     } else if starts("Out of Memory Error") {
         Error::ResourceExhausted(message)

@@ -5,26 +5,63 @@
 //! a stream that yields each batch as it arrives through a bounded channel.
 //! Only an explicit [`Ingest::commit`] commits; a dropped sender (client gone,
 //! stream failed) rolls everything back, the table creation included.
+//!
+//! A put's raw IPC messages are decoded on that thread too (with the bounds and
+//! full validation of [`MessageDecoder`]), so the async runtime only moves bytes.
 
 use crate::db::Database;
 use crate::db::types::create_table_sql;
 use crate::error::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
+use bytes::Bytes;
+use mallard_exchanger::ipc::MessageDecoder;
 use mallard_protocol::TableName;
 use mallard_protocol::quote;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches buffered between the network and DuckDB.
 pub const CHANNEL_BATCHES: usize = 4;
 
 enum Command {
-    Append(RecordBatch),
+    /// A decoded batch (in-process callers).
+    Batch(RecordBatch),
+    /// One IPC record-batch or dictionary message, still to decode.
+    Message {
+        header: Bytes,
+        body: Bytes,
+    },
     Commit,
+}
+
+/// Decodes a put's messages on the ingest thread, counting them for errors.
+struct Decoding {
+    decoder: MessageDecoder,
+    messages: u64,
+}
+
+impl Decoding {
+    fn new(schema: &SchemaRef) -> Self {
+        Self {
+            decoder: MessageDecoder::new(schema.clone()),
+            messages: 0,
+        }
+    }
+
+    /// The batch in `header`/`body`, `None` for a dictionary message.
+    fn decode(&mut self, header: &Bytes, body: &Bytes) -> Result<Option<RecordBatch>> {
+        self.messages += 1;
+        self.decoder
+            .decode(header, Buffer::from(body.clone()))
+            .map_err(|e| {
+                Error::InvalidArgument(format!("do_put input at message {}: {e}", self.messages))
+            })
+    }
 }
 
 /// An open ingest transaction.
@@ -57,7 +94,16 @@ impl Ingest {
                 batch.schema_ref()
             )));
         }
-        if self.tx.send(Command::Append(batch)).await.is_err() {
+        self.send(Command::Batch(batch)).await
+    }
+
+    /// Queues one IPC message of the stream (decoded on the ingest thread).
+    pub async fn append_message(&mut self, header: Bytes, body: Bytes) -> Result<()> {
+        self.send(Command::Message { header, body }).await
+    }
+
+    async fn send(&mut self, command: Command) -> Result<()> {
+        if self.tx.send(command).await.is_err() {
             return Err(self
                 .outcome()
                 .await
@@ -88,6 +134,9 @@ impl Ingest {
 struct ChannelReader {
     schema: SchemaRef,
     rx: mpsc::Receiver<Command>,
+    decoding: Decoding,
+    /// The decoding error, kept so the put reports it rather than DuckDB's wrapping.
+    failure: Arc<Mutex<Option<Error>>>,
     committed: Arc<AtomicBool>,
     done: bool,
 }
@@ -96,20 +145,35 @@ impl Iterator for ChannelReader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.rx.blocking_recv() {
-            Some(Command::Append(batch)) => Some(Ok(batch)),
-            Some(Command::Commit) => {
-                self.committed.store(true, Ordering::SeqCst);
-                self.done = true;
-                None
+        loop {
+            if self.done {
+                return None;
             }
-            None => {
-                self.done = true;
-                Some(Err(ArrowError::ExternalError(CANCELLED.into())))
-            }
+            return match self.rx.blocking_recv() {
+                Some(Command::Batch(batch)) => Some(Ok(batch)),
+                Some(Command::Message { header, body }) => {
+                    match self.decoding.decode(&header, &body) {
+                        Ok(Some(batch)) => Some(Ok(batch)),
+                        Ok(None) => continue, // a dictionary, remembered
+                        Err(e) => {
+                            self.done = true;
+                            *self.failure.lock().expect("failure lock") = Some(e);
+                            Some(Err(ArrowError::ExternalError(
+                                "a put message could not be decoded".into(),
+                            )))
+                        }
+                    }
+                }
+                Some(Command::Commit) => {
+                    self.committed.store(true, Ordering::SeqCst);
+                    self.done = true;
+                    None
+                }
+                None => {
+                    self.done = true;
+                    Some(Err(ArrowError::ExternalError(CANCELLED.into())))
+                }
+            };
         }
     }
 }
@@ -121,7 +185,6 @@ impl RecordBatchReader for ChannelReader {
 }
 
 const CANCELLED: &str = "put stream ended without completing; nothing was written";
-
 
 fn consume(
     db: &Database,
@@ -148,9 +211,12 @@ fn consume_with_arrow_scan(
 ) -> Result<u64> {
     let con = db.connect_raw()?;
     let committed = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(Mutex::new(None));
     let reader = ChannelReader {
         schema: schema.clone(),
         rx,
+        decoding: Decoding::new(schema),
+        failure: failure.clone(),
         committed: committed.clone(),
         done: false,
     };
@@ -184,7 +250,8 @@ fn consume_with_arrow_scan(
         let _ = con.execute("ROLLBACK");
     }
     drop(stream);
-    outcome
+    let decoding_failure = failure.lock().expect("failure lock").take();
+    outcome.map_err(|e| decoding_failure.unwrap_or(e))
 }
 
 /// Ingest through duckdb-rs's Arrow appender (2,048-row slices), for file databases.
@@ -196,23 +263,27 @@ fn consume_with_appender(
 ) -> Result<u64> {
     let conn = db.connect()?;
     conn.execute_batch("BEGIN TRANSACTION")?;
+    let mut decoding = Decoding::new(schema);
     let result = (|| -> Result<Option<u64>> {
         conn.execute_batch(&create_table_sql(&table.quoted(), schema)?)?;
         let mut appender = conn.appender(table.as_str())?;
         let mut rows = 0u64;
         while let Some(command) = rx.blocking_recv() {
-            match command {
-                Command::Append(batch) => {
-                    rows += batch.num_rows() as u64;
-                    appender
-                        .append_record_batch(batch)
-                        .map_err(|e| Error::from(e).context(format!("appending to {table:?}")))?;
-                }
+            let batch = match command {
+                Command::Batch(batch) => batch,
+                Command::Message { header, body } => match decoding.decode(&header, &body)? {
+                    Some(batch) => batch,
+                    None => continue,
+                },
                 Command::Commit => {
                     appender.flush()?;
                     return Ok(Some(rows));
                 }
-            }
+            };
+            rows += batch.num_rows() as u64;
+            appender
+                .append_record_batch(batch)
+                .map_err(|e| Error::from(e).context(format!("appending to {table:?}")))?;
         }
         Ok(None) // sender dropped without commit: cancelled
     })();

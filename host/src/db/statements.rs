@@ -202,7 +202,10 @@ fn reads_files(conn: ffi::duckdb_connection, text: &str) -> Result<bool> {
     } else {
         // SAFETY: the error string lives as long as the result.
         let error = unsafe { ffi::duckdb_result_error(&mut result) };
-        Err(super::errors::classify_message(message(error, "EXPLAIN failed")))
+        Err(super::errors::classify_message(message(
+            error,
+            "EXPLAIN failed",
+        )))
     };
     // SAFETY: filled by duckdb_query.
     unsafe { ffi::duckdb_destroy_result(&mut result) };
@@ -231,6 +234,21 @@ pub fn judge(
     let kind = prepared.kind();
     policy.allow(kind)?;
     if kind == StatementKind::Read && !prepared.is_explain() && reads_files(conn, text)? {
+        policy.allow(StatementKind::Files)?;
+    }
+    Ok(())
+}
+
+/// Judges a statement DuckDB expands into several (so it cannot be prepared as
+/// one): it creates catalog entries before it reads, so it is a
+/// [`StatementKind::Session`] statement, and its plan is checked for files too.
+pub fn judge_expanding(
+    conn: ffi::duckdb_connection,
+    text: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<()> {
+    policy.allow(StatementKind::Session)?;
+    if reads_files(conn, text)? {
         policy.allow(StatementKind::Files)?;
     }
     Ok(())
@@ -343,30 +361,8 @@ impl Prepared {
     /// Whether the statement is an EXPLAIN.
     pub fn is_explain(&self) -> bool {
         // SAFETY: live prepared statement.
-        unsafe { ffi::duckdb_prepared_statement_type(self.0) }
-            == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN
-    }
-
-    /// Runs the statement to completion; returns DuckDB's changed-row count.
-    pub fn execute(&self) -> Result<u64> {
-        // SAFETY: zeroed result struct is the documented initial state.
-        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
-        // SAFETY: live statement; the result is destroyed below.
-        let state = unsafe { ffi::duckdb_execute_prepared(self.0, &mut result) };
-        let outcome = if state == ffi::DuckDBSuccess {
-            // SAFETY: result holds a successful result.
-            Ok(unsafe { ffi::duckdb_rows_changed(&mut result) })
-        } else {
-            // SAFETY: the error string lives as long as the result.
-            let error = unsafe { ffi::duckdb_result_error(&mut result) };
-            Err(super::errors::classify_message(message(
-                error,
-                "unknown DuckDB error",
-            )))
-        };
-        // SAFETY: filled by duckdb_execute_prepared.
-        unsafe { ffi::duckdb_destroy_result(&mut result) };
-        outcome
+        let statement_type = unsafe { ffi::duckdb_prepared_statement_type(self.0) };
+        statement_type == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN
     }
 
     /// The Arrow schema the statement's result would have, without running it.
@@ -379,7 +375,8 @@ impl Prepared {
         for i in 0..columns {
             // SAFETY: i < column count; the name is ours to free (below), the type ours to destroy.
             let name = unsafe { ffi::duckdb_prepared_statement_column_name(self.0, i as u64) };
-            let logical = unsafe { ffi::duckdb_prepared_statement_column_logical_type(self.0, i as u64) };
+            let logical =
+                unsafe { ffi::duckdb_prepared_statement_column_logical_type(self.0, i as u64) };
             owned_names.push(name);
             names.push(name);
             types.push(logical);

@@ -18,8 +18,8 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
 use output::{OutputSender, SendError};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 pub use mallard_protocol::{ExchangeRequest, Sandbox};

@@ -53,8 +53,7 @@ pub async fn run(
     match request {
         ActionRequest::Healthcheck => Ok(health(state).await),
         ActionRequest::Sql(sql) => {
-            let rows =
-                query::execute(state.db.clone(), sql, state.authz.sql(principal)).await?;
+            let rows = query::execute(state.db.clone(), sql, state.authz.sql(principal)).await?;
             Ok(json!({ "rows_affected": rows }))
         }
         ActionRequest::ListTables => {
@@ -75,7 +74,7 @@ pub async fn run(
         ActionRequest::UploadExchanger(component) => {
             let registry = state.registry.clone();
             let report = blocking(move || registry.upload(&component)).await?;
-            tracing::info!(name = ?report.name, version = ?report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = %principal.user, "exchanger uploaded");
+            tracing::info!(name = ?report.name, version = ?report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = ?principal.user, "exchanger uploaded");
             Ok(serde_json::to_value(report).expect("report serialises"))
         }
         ActionRequest::ListExchangers => {

@@ -4,7 +4,7 @@
 pub mod actions;
 pub mod auth_layer;
 pub mod push;
-pub mod stall;
 pub mod service;
+pub mod stall;
 
 pub use service::MallardService;

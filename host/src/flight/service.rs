@@ -14,7 +14,6 @@ use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
 use arrow::datatypes::SchemaRef;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -26,7 +25,6 @@ use arrow_flight::{
 use arrow_ipc::writer::IpcWriteOptions;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use mallard_exchanger::ipc::MessageBounds;
 use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
@@ -182,7 +180,9 @@ impl FlightService for MallardService {
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let auth = self.authenticate(&request).await?;
-        self.state.authz.check(&auth.principal, Operation::Inspect)?;
+        self.state
+            .authz
+            .check(&auth.principal, Operation::Inspect)?;
         let db = self.state.db.clone();
         let tables = actions::blocking(move || crate::db::catalog::list_tables(&db)).await?;
         let mut infos = Vec::with_capacity(tables.len());
@@ -206,7 +206,9 @@ impl FlightService for MallardService {
         let descriptor = request.into_inner();
         let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
-        let info = self.flight_info(&auth.principal, descriptor, target).await?;
+        let info = self
+            .flight_info(&auth.principal, descriptor, target)
+            .await?;
         Ok(respond(info, &auth))
     }
 
@@ -287,44 +289,22 @@ impl FlightService for MallardService {
         })?;
         let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
-        let mut bounds = MessageBounds::default();
-        let all = futures::stream::once(async { Ok(first) })
-            .chain(incoming)
-            .map(move |message| {
-                let message = message?;
-                if !message.data_header.is_empty() {
-                    bounds
-                        .check_header(&message.data_header, message.data_body.len())
-                        .map_err(|e| Status::invalid_argument(format!("do_put input: {e}")))?;
-                }
-                Ok(message)
-            })
-            .map_err(|s: Status| FlightError::Tonic(Box::new(s)));
-        let mut decoder = FlightRecordBatchStream::new_from_flight_data(all);
-        let mut ingest: Option<Ingest> = None;
-        loop {
-            let next = tokio::time::timeout(idle, decoder.next()).await.map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "do_put received nothing for {idle:?}; the put was cancelled and nothing written"
-                ))
-            })?;
-            let Some(batch) = next else { break };
-            let batch = batch.map_err(to_status)?;
-            let ingest = ingest.get_or_insert_with(|| {
-                Ingest::start(self.state.db.clone(), table.clone(), batch.schema())
-            });
-            ingest.append(batch).await?;
+        // Only bytes move here: the ingest thread decodes (bounded, validated).
+        let mut message = first;
+        while message.data_header.is_empty() {
+            message = next_within(&mut incoming, idle, "do_put")
+                .await?
+                .ok_or_else(|| Status::invalid_argument("do_put stream carried no schema"))?;
         }
-        let ingest = match ingest {
-            Some(i) => i,
-            None => {
-                let schema = decoder
-                    .schema()
-                    .cloned()
-                    .ok_or_else(|| Status::invalid_argument("do_put stream carried no schema"))?;
-                Ingest::start(self.state.db.clone(), table.clone(), schema)
+        let (schema, _) = exchange::validated_schema_message(message.data_header)?;
+        let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
+        while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
+            if !message.data_header.is_empty() {
+                ingest
+                    .append_message(message.data_header, message.data_body)
+                    .await?;
             }
-        };
+        }
         let rows = ingest.commit().await?;
         tracing::debug!(user = ?auth.principal.user, table = ?table.as_str(), rows, "do_put committed");
         let result = PutResult {
@@ -341,7 +321,9 @@ impl FlightService for MallardService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let auth = self.authenticate(&request).await?;
-        self.state.authz.check(&auth.principal, Operation::Exchange)?;
+        self.state
+            .authz
+            .check(&auth.principal, Operation::Exchange)?;
         let idle = self.state.config.stall_timeout;
         let mut incoming = request.into_inner();
         let first = next_within(&mut incoming, idle, "do_exchange")
@@ -452,7 +434,7 @@ impl FlightService for MallardService {
         )
         .await
         .map_err(|e| {
-            tracing::debug!(action = %action.r#type, error = %e, "action failed");
+            tracing::debug!(action = ?action.r#type, error = ?e.to_string(), "action failed");
             Status::from(e)
         })?;
         let result = arrow_flight::Result {

@@ -61,7 +61,11 @@ where
     (StallGuarded { state, stall, what }, StallSignal(rx))
 }
 
-async fn watch_for_stall<S>(state: Weak<Mutex<State<S>>>, stall: Duration, tx: watch::Sender<bool>) {
+async fn watch_for_stall<S>(
+    state: Weak<Mutex<State<S>>>,
+    stall: Duration,
+    tx: watch::Sender<bool>,
+) {
     let tick = (stall / 4).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(tick).await;
@@ -149,7 +153,10 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), signal.stalled())
             .await
             .expect("stall detected");
-        assert!(dropped.load(Ordering::SeqCst), "source dropped at the stall");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "source dropped at the stall"
+        );
         let err = guarded.next().await.unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
         assert!(guarded.next().await.is_none());
@@ -157,11 +164,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_read_steadily_or_waiting_on_its_source_is_left_alone() {
-        let source = futures::stream::iter(0..5)
-            .then(|i| async move {
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                Ok::<_, Status>(i)
-            });
+        let source = futures::stream::iter(0..5).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok::<_, Status>(i)
+        });
         let (guarded, _signal) = guard(source, Duration::from_millis(20), "do_get");
         let items: Vec<_> = guarded.collect().await;
         assert_eq!(items.len(), 5);

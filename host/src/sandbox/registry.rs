@@ -129,7 +129,7 @@ impl Registry {
             }
             match self.load_one(&path) {
                 Ok(u) => {
-                    tracing::info!(name = %u.report.name, "restored exchanger");
+                    tracing::info!(name = ?u.report.name, "restored exchanger");
                     self.uploaded
                         .write()
                         .expect("registry lock")

@@ -24,6 +24,7 @@ pub const GUESTS: &[&str] = &[
     "hostile-bad-ipc",
     "hostile-schema-drift",
     "hostile-wasi-probe",
+    "hostile-delta-flood",
 ];
 
 /// Installs logging once (RUST_LOG controls it).
