@@ -32,6 +32,8 @@ pub struct LoadOptions {
 
 /// The user (role `user`) that opens unread streams: `name:password:role`.
 pub const UNREAD_USER_SPEC: &str = "mallory:mallory-pw:user";
+/// Unread streams opened per connection (below the server's HTTP/2 cap of 64).
+const STREAMS_PER_CONNECTION: usize = 60;
 /// A result far larger than any buffer: 200,000 rows × 100.
 const UNREAD_QUERY: &str = "SELECT * FROM load_src, range(100)";
 
@@ -218,10 +220,15 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut parts = UNREAD_USER_SPEC.split(':');
             let (user, password) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let mut client = servers::connect(&url, user, password).await?;
+            // HTTP/2 caps concurrent calls per connection, so spread the streams.
+            let mut clients = Vec::new();
+            for _ in 0..n.div_ceil(STREAMS_PER_CONNECTION) {
+                clients.push(servers::connect(&url, user, password).await?);
+            }
             let mut open = Vec::new();
             let (mut accepted, mut refused) = (0, 0);
-            for _ in 0..n {
+            for i in 0..n {
+                let client = &mut clients[i / STREAMS_PER_CONNECTION];
                 match client.do_get(arrow_flight::Ticket::new(UNREAD_QUERY)).await {
                     Ok(stream) => {
                         accepted += 1;

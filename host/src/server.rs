@@ -80,6 +80,7 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     Ok(Arc::new(ServerState {
         db,
         auth,
+        registry,
         authz: Authorizer {
             files_allowed: !config.db.allowed_dirs.is_empty(),
         },

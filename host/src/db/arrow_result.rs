@@ -249,6 +249,7 @@ impl Request {
         if policy.read_only() {
             conn.execute("BEGIN TRANSACTION READ ONLY")?;
         }
+        statements::check_mentions(conn.handle(), sql, policy)?;
         // DuckDB's v1 API names each statement's bound type; the v2 one streams
         // Arrow. Both split the same text the same way.
         let judged = Extracted::parse(conn.handle(), sql)?;

@@ -111,6 +111,9 @@ pub const FILE_FUNCTIONS: &[&str] = &[
     "parquet_scan",
     "parquet_schema",
     "json_execute_serialized_sql",
+    // Run SQL from a string at bind time, out of sight of the checks below.
+    "query",
+    "query_table",
     "enable_logging",
     "enable_profiling",
     "create_external_resource",
@@ -129,8 +132,6 @@ pub const FILELESS_FUNCTIONS: &[&str] = &[
     "checkpoint",
     "force_checkpoint",
     "generate_series",
-    "query",
-    "query_table",
     "range",
     "repeat",
     "repeat_row",
@@ -149,6 +150,7 @@ pub const FILELESS_FUNCTIONS: &[&str] = &[
     "truncate_duckdb_logs",
 ];
 
+#[cfg(test)]
 /// Whether a table function is `duckdb_*` or `pragma_*` metadata, which opens no
 /// file (catalog, settings, memory, logs held in memory).
 fn is_metadata_function(name: &str) -> bool {
@@ -176,6 +178,166 @@ pub fn plan_functions(plan: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     walk(plan, &mut out);
     out
+}
+
+type V2Error = u32;
+const V2_OK: V2Error = 0;
+const TOKEN_IDENTIFIER: u32 = 2;
+const TOKEN_OPERATOR: u32 = 5;
+const TOKEN_COMMENT: u32 = 6;
+const TOKEN_END_OF_INPUT: u32 = 8;
+
+#[repr(C)]
+struct V2Str {
+    ptr: *const c_char,
+    len: u64,
+}
+
+unsafe extern "C" {
+    fn duckdb_v2_tokenize_sql(
+        conn: *mut std::ffi::c_void,
+        sql: *const V2Str,
+        out_iterator: *mut *mut std::ffi::c_void,
+        err: *mut *mut std::ffi::c_void,
+    ) -> V2Error;
+    fn duckdb_v2_token_iterator_next(
+        iterator: *mut std::ffi::c_void,
+        out_type: *mut u32,
+        out_start: *mut u64,
+        out_length: *mut u64,
+        err: *mut *mut std::ffi::c_void,
+    ) -> V2Error;
+    fn duckdb_v2_token_iterator_destroy(iterator: *mut *mut std::ffi::c_void) -> V2Error;
+}
+
+const TOKEN_KEYWORD: u32 = 1;
+const TOKEN_STRING: u32 = 3;
+
+/// What a request names that could reach a file, found by DuckDB's own
+/// tokenizer before anything is bound.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Mentions {
+    /// Functions called: an identifier (bare or quoted, possibly schema-qualified)
+    /// followed by `(`, lower-case.
+    pub calls: Vec<String>,
+    /// Whether a string stands where a table does (`FROM 'x.csv'`, `JOIN 'y'`,
+    /// `FROM t, 'z'`): DuckDB's replacement scans read such paths as files.
+    pub scans_a_path: bool,
+}
+
+/// Keywords that may stand between `FROM` and a table without ending the FROM list.
+const FROM_LIST_KEYWORDS: &[&str] = &[
+    "as",
+    "join",
+    "left",
+    "right",
+    "inner",
+    "outer",
+    "full",
+    "cross",
+    "natural",
+    "lateral",
+    "positional",
+    "asof",
+    "anti",
+    "semi",
+];
+
+/// What `sql` names (see [`Mentions`]), without binding anything.
+pub fn mentions(conn: ffi::duckdb_connection, sql: &str) -> Result<Mentions> {
+    let text = V2Str {
+        ptr: sql.as_ptr().cast(),
+        len: sql.len() as u64,
+    };
+    let mut iterator: *mut std::ffi::c_void = ptr::null_mut();
+    // SAFETY: v2 functions take the v1 connection as is (see `arrow_result`); the
+    // SQL is borrowed for the call; the iterator is destroyed below.
+    let code =
+        unsafe { duckdb_v2_tokenize_sql(conn.cast(), &text, &mut iterator, ptr::null_mut()) };
+    if code != V2_OK || iterator.is_null() {
+        return Err(Error::Internal(format!(
+            "DuckDB could not tokenize the SQL (code {code})"
+        )));
+    }
+    let mut found = Mentions::default();
+    let mut previous: Option<(u32, &str)> = None;
+    let mut in_from_list = false;
+    let outcome = loop {
+        let (mut kind, mut start, mut length) = (0u32, 0u64, 0u64);
+        // SAFETY: live iterator; offsets are into `sql`.
+        let code = unsafe {
+            duckdb_v2_token_iterator_next(
+                iterator,
+                &mut kind,
+                &mut start,
+                &mut length,
+                ptr::null_mut(),
+            )
+        };
+        if code != V2_OK {
+            break Err(Error::Internal(format!(
+                "DuckDB could not tokenize the SQL (code {code})"
+            )));
+        }
+        if kind == TOKEN_END_OF_INPUT {
+            break Ok(());
+        }
+        if kind == TOKEN_COMMENT {
+            continue; // `read_blob /* */ (` is still a call
+        }
+        let lexeme = sql
+            .get(start as usize..(start + length) as usize)
+            .unwrap_or_default();
+        match (kind, previous) {
+            (TOKEN_OPERATOR, Some((TOKEN_IDENTIFIER, name))) if lexeme.starts_with('(') => {
+                found
+                    .calls
+                    .push(name.trim_matches('"').replace("\"\"", "\"").to_lowercase());
+            }
+            (TOKEN_STRING, Some((TOKEN_KEYWORD, k)))
+                if k.eq_ignore_ascii_case("from") || k.eq_ignore_ascii_case("join") =>
+            {
+                found.scans_a_path = true;
+            }
+            (TOKEN_STRING, Some((TOKEN_OPERATOR, ","))) if in_from_list => {
+                found.scans_a_path = true;
+            }
+            _ => {}
+        }
+        if kind == TOKEN_KEYWORD {
+            let k = lexeme.to_ascii_lowercase();
+            if k == "from" || k == "join" {
+                in_from_list = true;
+            } else if !FROM_LIST_KEYWORDS.contains(&k.as_str()) {
+                in_from_list = false;
+            }
+        }
+        previous = Some((kind, lexeme));
+    };
+    // SAFETY: we own the iterator.
+    unsafe { duckdb_v2_token_iterator_destroy(&mut iterator) };
+    outcome.map(|()| found)
+}
+
+/// Refuses, before DuckDB binds anything, SQL that calls a function of
+/// [`FILE_FUNCTIONS`] or scans a path, unless `policy` allows file statements:
+/// binding alone reads some files (CSV sniffing, attaching a `.duckdb`), and its
+/// errors could carry what it read.
+pub fn check_mentions(
+    conn: ffi::duckdb_connection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<()> {
+    let found = mentions(conn, sql)?;
+    if found.scans_a_path
+        || found
+            .calls
+            .iter()
+            .any(|f| FILE_FUNCTIONS.contains(&f.as_str()))
+    {
+        policy.allow(StatementKind::Files)?;
+    }
+    Ok(())
 }
 
 /// Whether DuckDB's plan for the read-only statement `text` reads files.
@@ -261,6 +423,7 @@ pub fn result_schema(
     sql: &str,
     policy: &dyn StatementPolicy,
 ) -> Result<SchemaRef> {
+    check_mentions(conn, sql, policy)?;
     let statements = Extracted::parse(conn, sql)?;
     if statements.len() != 1 {
         return Err(Error::InvalidArgument(format!(
@@ -477,6 +640,41 @@ mod tests {
             unknown.is_empty(),
             "classify these table functions as file-reading or not: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn calls_and_scanned_paths_come_from_duckdbs_tokenizer() {
+        let db = crate::db::raw::RawDatabase::open(None, &[]).unwrap();
+        let conn = db.connect().unwrap();
+        let found = |sql: &str| mentions(conn.handle(), sql).unwrap();
+        let calls = |sql: &str| found(sql).calls;
+        assert_eq!(
+            calls(
+                "SELECT count(*), 'read_blob(' FROM system.main.READ_BLOB /* c */ ('x') -- glob(\n"
+            ),
+            vec!["count", "read_blob"]
+        );
+        assert_eq!(
+            calls(r#"SELECT * FROM "read_text"('x')"#),
+            vec!["read_text"]
+        );
+        assert_eq!(calls("SELECT read_csv FROM t"), Vec::<String>::new());
+        assert_eq!(calls("SELECT * FROM query('SELECT 1')"), vec!["query"]);
+        for path in [
+            "SELECT * FROM 'x.csv'",
+            "SELECT * FROM t JOIN 'x.duckdb' USING (a)",
+            "SELECT * FROM t AS a, 'x.csv'",
+            "SELECT * FROM t LEFT JOIN 'x' ON true",
+        ] {
+            assert!(found(path).scans_a_path, "{path}");
+        }
+        for no_path in [
+            "SELECT 'a', 'b' FROM t WHERE x IN ('c', 'd')",
+            "SELECT * FROM (VALUES ('a'), ('b')) v(x)",
+            "SELECT * FROM t JOIN u ON u.x = 'a', 'b'",
+        ] {
+            assert!(!found(no_path).scans_a_path, "{no_path}");
+        }
     }
 
     #[test]
