@@ -134,7 +134,7 @@ enum Command {
         push_allow: Vec<String>,
         /// Another user, `name:password:role`, besides admin/password123 (repeatable).
         #[arg(long)]
-        user: Vec<String>,
+        add_user: Vec<String>,
     },
 }
 
@@ -241,7 +241,7 @@ async fn main() -> Result<()> {
             tls_key,
             push_ca,
             push_allow,
-            user,
+            add_user,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
             config.max_exchanges_per_user = max_exchanges_per_user;
@@ -252,7 +252,7 @@ async fn main() -> Result<()> {
                     .push_allow
                     .push(mallard_protocol::PushTarget::parse(target)?);
             }
-            if !user.is_empty() {
+            if !add_user.is_empty() {
                 config.users.insert(
                     mallard::auth::DEFAULT_USER.into(),
                     mallard::auth::User::new(
@@ -260,12 +260,12 @@ async fn main() -> Result<()> {
                         mallard::auth::Role::Admin,
                     ),
                 );
-                for spec in &user {
+                for spec in &add_user {
                     let mut parts = spec.splitn(3, ':');
                     let (Some(name), Some(password), Some(role)) =
                         (parts.next(), parts.next(), parts.next())
                     else {
-                        anyhow::bail!("--user takes name:password:role");
+                        anyhow::bail!("--add-user takes name:password:role");
                     };
                     let role = match role {
                         "admin" => mallard::auth::Role::Admin,

@@ -113,7 +113,7 @@ async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server
         .arg("--push-allow")
         .arg(format!("{scheme}://{peer}"));
     for user in EXTRA_USERS.get().into_iter().flatten() {
-        command.arg("--user").arg(user);
+        command.arg("--add-user").arg(user);
     }
     match TLS.get() {
         Some(DemoTls {
