@@ -9,7 +9,9 @@ use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
 use mallard::db::ingest::Ingest;
+use mallard::db::statements::ServerSql;
 use mallard::db::{Database, DbOptions, query};
 use mallard::exchange::ExchangeSession;
 use mallard::exchange::native::NativeSession;
@@ -66,11 +68,12 @@ fn duckdb_paths(c: &mut Criterion) {
     group.bench_function("query_1m_flights_rows", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut result = query::run(db.clone(), "SELECT * FROM t1".into())
+                let result = query::run(db.clone(), "SELECT * FROM t1".into(), Arc::new(ServerSql))
                     .await
                     .unwrap();
+                let mut batches = std::pin::pin!(result.into_stream());
                 let mut seen = 0;
-                while let Some(batch) = result.batches.recv().await {
+                while let Some(batch) = batches.next().await {
                     seen += batch.unwrap().num_rows() as u64;
                 }
                 assert_eq!(seen, rows);

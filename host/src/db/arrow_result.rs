@@ -249,10 +249,10 @@ impl Request {
         if policy.read_only() {
             conn.execute("BEGIN TRANSACTION READ ONLY")?;
         }
-        statements::check_mentions(conn.handle(), sql, policy)?;
+        statements::check_mentions(conn, sql, policy)?;
         // DuckDB's v1 API names each statement's bound type; the v2 one streams
         // Arrow. Both split the same text the same way.
-        let judged = Extracted::parse(conn.handle(), sql)?;
+        let judged = Extracted::parse(conn, sql)?;
         let statements = parse(conn.handle().cast::<c_void>(), sql)?;
         if judged.len() != statements.len() {
             return Err(Error::Internal(format!(
@@ -268,12 +268,12 @@ impl Request {
     /// statements before it created.
     fn judge(&self, conn: &RawConnection, i: usize, policy: &dyn StatementPolicy) -> Result<()> {
         let text = statement_text(&self.statements[i])?;
-        match self.judged.prepare(conn.handle(), i) {
-            Ok(prepared) => statements::judge(conn.handle(), &prepared, &text, policy),
+        match self.judged.prepare(conn, i) {
+            Ok(prepared) => statements::judge(conn, &prepared, &text, policy),
             // A statement DuckDB expands into several (a dynamic PIVOT creates an
             // enum type first) cannot be prepared as one.
             Err(_) if statement_type(&self.statements[i])? == V2_STATEMENT_TYPE_MULTI => {
-                statements::judge_expanding(conn.handle(), &text, policy)
+                statements::judge_expanding(conn, &text, policy)
             }
             Err(e) => Err(e),
         }

@@ -239,7 +239,7 @@ pub async fn schema(
 ) -> Result<SchemaRef> {
     tokio::task::spawn_blocking(move || -> Result<SchemaRef> {
         let conn = db.connect_raw()?;
-        statements::result_schema(conn.handle(), &sql, &*policy)
+        statements::result_schema(&conn, &sql, &*policy)
     })
     .await
     .map_err(|e| Error::Internal(format!("schema thread failed: {e}")))?

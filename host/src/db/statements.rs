@@ -4,6 +4,7 @@
 //! Nothing here matches SQL text. A prepared statement also yields its result
 //! schema without running, which is how schema lookups answer.
 
+use crate::db::raw::RawConnection;
 use crate::error::{Error, Result};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ffi::FFI_ArrowSchema;
@@ -244,7 +245,7 @@ const FROM_LIST_KEYWORDS: &[&str] = &[
 ];
 
 /// What `sql` names (see [`Mentions`]), without binding anything.
-pub fn mentions(conn: ffi::duckdb_connection, sql: &str) -> Result<Mentions> {
+pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
     let text = V2Str {
         ptr: sql.as_ptr().cast(),
         len: sql.len() as u64,
@@ -252,8 +253,9 @@ pub fn mentions(conn: ffi::duckdb_connection, sql: &str) -> Result<Mentions> {
     let mut iterator: *mut std::ffi::c_void = ptr::null_mut();
     // SAFETY: v2 functions take the v1 connection as is (see `arrow_result`); the
     // SQL is borrowed for the call; the iterator is destroyed below.
-    let code =
-        unsafe { duckdb_v2_tokenize_sql(conn.cast(), &text, &mut iterator, ptr::null_mut()) };
+    let code = unsafe {
+        duckdb_v2_tokenize_sql(conn.handle().cast(), &text, &mut iterator, ptr::null_mut())
+    };
     if code != V2_OK || iterator.is_null() {
         return Err(Error::Internal(format!(
             "DuckDB could not tokenize the SQL (code {code})"
@@ -323,11 +325,7 @@ pub fn mentions(conn: ffi::duckdb_connection, sql: &str) -> Result<Mentions> {
 /// [`FILE_FUNCTIONS`] or scans a path, unless `policy` allows file statements:
 /// binding alone reads some files (CSV sniffing, attaching a `.duckdb`), and its
 /// errors could carry what it read.
-pub fn check_mentions(
-    conn: ffi::duckdb_connection,
-    sql: &str,
-    policy: &dyn StatementPolicy,
-) -> Result<()> {
+pub fn check_mentions(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<()> {
     let found = mentions(conn, sql)?;
     if found.scans_a_path
         || found
@@ -341,13 +339,13 @@ pub fn check_mentions(
 }
 
 /// Whether DuckDB's plan for the read-only statement `text` reads files.
-fn reads_files(conn: ffi::duckdb_connection, text: &str) -> Result<bool> {
+fn reads_files(conn: &RawConnection, text: &str) -> Result<bool> {
     let sql = CString::new(format!("EXPLAIN (FORMAT json) {text}"))
         .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
     // SAFETY: zeroed result struct is the documented initial state.
     let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
     // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
-    let state = unsafe { ffi::duckdb_query(conn, sql.as_ptr(), &mut result) };
+    let state = unsafe { ffi::duckdb_query(conn.handle(), sql.as_ptr(), &mut result) };
     let plan = if state == ffi::DuckDBSuccess {
         // SAFETY: a successful EXPLAIN result has rows of (key, plan text); the
         // value is ours to free.
@@ -388,7 +386,7 @@ fn reads_files(conn: ffi::duckdb_connection, text: &str) -> Result<bool> {
 /// kind, and a read that opens files as a [`StatementKind::Files`] statement.
 /// An EXPLAIN reads no file content out, so its plan is not inspected.
 pub fn judge(
-    conn: ffi::duckdb_connection,
+    conn: &RawConnection,
     prepared: &Prepared,
     text: &str,
     policy: &dyn StatementPolicy,
@@ -405,7 +403,7 @@ pub fn judge(
 /// one): it creates catalog entries before it reads, so it is a
 /// [`StatementKind::Session`] statement, and its plan is checked for files too.
 pub fn judge_expanding(
-    conn: ffi::duckdb_connection,
+    conn: &RawConnection,
     text: &str,
     policy: &dyn StatementPolicy,
 ) -> Result<()> {
@@ -419,7 +417,7 @@ pub fn judge_expanding(
 /// The result schema of the single statement `sql`, judged by `policy`, without
 /// running it. InvalidArgument unless `sql` is exactly one statement.
 pub fn result_schema(
-    conn: ffi::duckdb_connection,
+    conn: &RawConnection,
     sql: &str,
     policy: &dyn StatementPolicy,
 ) -> Result<SchemaRef> {
@@ -455,12 +453,13 @@ pub struct Extracted {
 
 impl Extracted {
     /// Splits `sql` into statements; InvalidArgument on a parse error or no statement.
-    pub fn parse(conn: ffi::duckdb_connection, sql: &str) -> Result<Self> {
+    pub fn parse(conn: &RawConnection, sql: &str) -> Result<Self> {
         let text = CString::new(sql)
             .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
         let mut handle: ffi::duckdb_extracted_statements = ptr::null_mut();
         // SAFETY: valid connection, NUL-terminated SQL, out-pointer destroyed on drop.
-        let count = unsafe { ffi::duckdb_extract_statements(conn, text.as_ptr(), &mut handle) };
+        let count =
+            unsafe { ffi::duckdb_extract_statements(conn.handle(), text.as_ptr(), &mut handle) };
         let extracted = Self {
             handle,
             count: count as usize,
@@ -485,11 +484,16 @@ impl Extracted {
     }
 
     /// Prepares statement `index` (binds it against the catalog as it is now).
-    pub fn prepare(&self, conn: ffi::duckdb_connection, index: usize) -> Result<Prepared> {
+    pub fn prepare(&self, conn: &RawConnection, index: usize) -> Result<Prepared> {
         let mut handle: ffi::duckdb_prepared_statement = ptr::null_mut();
         // SAFETY: valid connection and extracted statements; index < count.
         let state = unsafe {
-            ffi::duckdb_prepare_extracted_statement(conn, self.handle, index as u64, &mut handle)
+            ffi::duckdb_prepare_extracted_statement(
+                conn.handle(),
+                self.handle,
+                index as u64,
+                &mut handle,
+            )
         };
         let prepared = Prepared(handle);
         if state != ffi::DuckDBSuccess {
@@ -529,7 +533,7 @@ impl Prepared {
     }
 
     /// The Arrow schema the statement's result would have, without running it.
-    pub fn result_schema(&self, conn: ffi::duckdb_connection) -> Result<SchemaRef> {
+    pub fn result_schema(&self, conn: &RawConnection) -> Result<SchemaRef> {
         // SAFETY: live statement.
         let columns = unsafe { ffi::duckdb_prepared_statement_column_count(self.0) } as usize;
         let mut names = Vec::with_capacity(columns);
@@ -546,7 +550,7 @@ impl Prepared {
         }
         let mut options: ffi::duckdb_arrow_options = ptr::null_mut();
         // SAFETY: valid connection; options destroyed below.
-        unsafe { ffi::duckdb_connection_get_arrow_options(conn, &mut options) };
+        unsafe { ffi::duckdb_connection_get_arrow_options(conn.handle(), &mut options) };
         let mut schema = FFI_ArrowSchema::empty();
         let outcome = if names.iter().any(|n| n.is_null()) || types.iter().any(|t| t.is_null()) {
             Err(Error::InvalidArgument(
@@ -646,7 +650,7 @@ mod tests {
     fn calls_and_scanned_paths_come_from_duckdbs_tokenizer() {
         let db = crate::db::raw::RawDatabase::open(None, &[]).unwrap();
         let conn = db.connect().unwrap();
-        let found = |sql: &str| mentions(conn.handle(), sql).unwrap();
+        let found = |sql: &str| mentions(&conn, sql).unwrap();
         let calls = |sql: &str| found(sql).calls;
         assert_eq!(
             calls(
