@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub max_queries_per_user: usize,
     /// Most `do_put` streams one user may have open at once.
     pub max_puts_per_user: usize,
+    /// Bytes of query output one user's `do_get` streams may hold queued at once.
+    pub query_output_per_user_bytes: usize,
     /// Most concurrent HTTP/2 streams (calls) per client connection.
     pub max_streams_per_connection: u32,
 }
@@ -100,6 +102,9 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default open `do_get` streams per user: enough for parallel readers, few
 /// enough that one user's unread streams (each up to 4 batches queued) stay small.
 pub const DEFAULT_MAX_QUERIES_PER_USER: usize = 16;
+/// Default query output one user's streams may hold queued (in MiB): a few
+/// batches for each of a handful of streams; unread streams wait on it.
+pub const DEFAULT_QUERY_OUTPUT_PER_USER_MIB: usize = 256;
 /// Default open `do_put` streams per user.
 pub const DEFAULT_MAX_PUTS_PER_USER: usize = 8;
 /// Default concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -132,6 +137,7 @@ impl ServerConfig {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             max_queries_per_user: DEFAULT_MAX_QUERIES_PER_USER,
             max_puts_per_user: DEFAULT_MAX_PUTS_PER_USER,
+            query_output_per_user_bytes: DEFAULT_QUERY_OUTPUT_PER_USER_MIB << 20,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }

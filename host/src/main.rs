@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Most do_get streams one user may have open at once.
     #[arg(long, env = "MALLARD_MAX_QUERIES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_QUERIES_PER_USER)]
     max_queries_per_user: usize,
+    /// MiB of query output one user's do_get streams may hold queued at once.
+    #[arg(long, env = "MALLARD_QUERY_OUTPUT_PER_USER_MIB", default_value_t = mallard::config::DEFAULT_QUERY_OUTPUT_PER_USER_MIB)]
+    query_output_per_user_mib: usize,
     /// Most do_put streams one user may have open at once.
     #[arg(long, env = "MALLARD_MAX_PUTS_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_PUTS_PER_USER)]
     max_puts_per_user: usize,
@@ -239,6 +242,7 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.stall_timeout = Duration::from_secs(args.stall_timeout_secs);
             config.max_queries_per_user = args.max_queries_per_user;
             config.max_puts_per_user = args.max_puts_per_user;
+            config.query_output_per_user_bytes = args.query_output_per_user_mib << 20;
             config.max_streams_per_connection = args.max_streams_per_connection;
             config
         })

@@ -94,6 +94,7 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
             "--max-puts-per-user",
             config.max_puts_per_user,
         ),
+        query_output: crate::slots::OutputBudgets::new(config.query_output_per_user_bytes),
         exchange_slots: slots(
             "exchanges",
             "--max-exchanges-per-user",

@@ -1,9 +1,11 @@
 //! Per-user caps on concurrent streams: each running stream holds a [`Slot`],
 //! freed when the stream ends or its client goes away.
 
+use crate::db::query::OutputBudget;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 /// Counts one kind of running stream per user against a cap.
 pub struct UserSlots {
@@ -63,6 +65,44 @@ impl Drop for Slot {
                 in_use.remove(&self.user);
             }
         }
+    }
+}
+
+/// Each user's [`OutputBudget`] for queued query output, made on first use
+/// (one per configured user, so the table is bounded by the users file).
+pub struct OutputBudgets {
+    bytes: usize,
+    by_user: Mutex<HashMap<String, OutputBudget>>,
+}
+
+impl OutputBudgets {
+    /// Budgets of `bytes` each (clamped to what a semaphore can count).
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            bytes: bytes.clamp(1, u32::MAX as usize),
+            by_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `user`'s budget.
+    pub fn of(&self, user: &str) -> OutputBudget {
+        let mut by_user = self.by_user.lock().expect("budget lock");
+        by_user
+            .entry(user.to_owned())
+            .or_insert_with(|| OutputBudget {
+                permits: Arc::new(Semaphore::new(self.bytes)),
+                bytes: self.bytes,
+            })
+            .clone()
+    }
+
+    /// Bytes of query output queued now, all users together.
+    pub fn in_use(&self) -> usize {
+        let by_user = self.by_user.lock().expect("budget lock");
+        by_user
+            .values()
+            .map(|b| b.bytes - b.permits.available_permits())
+            .sum()
     }
 }
 

@@ -20,6 +20,8 @@ pub struct ServerState {
     pub authz: Authorizer,
     /// Open `do_get` streams per user.
     pub query_slots: Arc<UserSlots>,
+    /// Query output each user may have queued.
+    pub query_output: crate::slots::OutputBudgets,
     /// Open `do_put` streams per user.
     pub put_slots: Arc<UserSlots>,
     /// Concurrent exchanges per user.

@@ -269,6 +269,7 @@ async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
     let mut config = config_with_roles();
     config.stall_timeout = Duration::from_secs(1);
     config.max_queries_per_user = 4;
+    config.query_output_per_user_bytes = 8 << 20;
     let server = start_with(config).await;
     let mut alice = login(&server, ALICE).await;
     let big = "SELECT range AS v, range * 2 AS w FROM range(50000000)";
@@ -278,9 +279,14 @@ async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
     }
     let err = alice.do_get(Ticket::new(big)).await.map_err(to_status);
     assert_eq!(code_of(err), Code::ResourceExhausted);
-    // A bystander is served meanwhile.
+    // A bystander is served meanwhile, and alice's unread streams hold no more
+    // queued output than her budget.
     let mut admin = client(&server).await;
     assert_eq!(scalar_i64(&mut admin, "SELECT 42").await, 42);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = action(&mut admin, "healthcheck", "").await.unwrap();
+    let queued = health["live"]["queued_output_bytes"].as_u64().unwrap();
+    assert!(queued > 0 && queued <= 8 << 20, "{health}");
     // After the stall timeout the server has let go of every unread stream.
     within(Duration::from_secs(10), async {
         loop {
@@ -292,9 +298,10 @@ async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
         }
     })
     .await;
-    // The cut-off streams gave their slots back at the stall, unread as they are.
+    // The cut-off streams gave their slots and budget back at the stall, unread.
     let health = action(&mut admin, "healthcheck", "").await.unwrap();
     assert_eq!(health["live"]["get_streams"], 0, "{health}");
+    assert_eq!(health["live"]["queued_output_bytes"], 0, "{health}");
     // Reading one now ends with DeadlineExceeded, never a clean truncated end.
     // (The others go first: their unread data holds this connection's HTTP/2 window.)
     let mut stream = open.pop().unwrap();

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Rows per batch sent to clients: large enough to amortise per-message costs,
 /// small enough to keep a handful in flight cheaply.
@@ -25,12 +25,23 @@ pub const TARGET_BATCH_ROWS: usize = 131_072;
 /// Batches buffered between DuckDB and the network (backpressure beyond this).
 pub const CHANNEL_BATCHES: usize = 4;
 
+/// Bytes of query output one user may have queued at once, all their queries
+/// together; a batch larger than the whole budget takes all of it.
+#[derive(Clone)]
+pub struct OutputBudget {
+    /// One permit per byte.
+    pub permits: Arc<Semaphore>,
+    /// The budget's size (at most `u32::MAX`).
+    pub bytes: usize,
+}
+
 /// What the producing thread sends: batches, then an explicit end or one error.
 /// A channel that closes without either means the producer died (a panic): the
 /// consumer reports that as an error, never as a clean end of stream.
 pub enum Produced {
-    /// One batch of the result.
-    Batch(RecordBatch),
+    /// One batch of the result, with its share of the caller's output budget
+    /// (given back once the batch leaves the queue).
+    Batch(RecordBatch, Option<OwnedSemaphorePermit>),
     /// The result is complete.
     End,
     /// The query failed; nothing follows.
@@ -70,7 +81,7 @@ pub fn ended_explicitly(
     futures::stream::unfold(Some(batches), |state| async move {
         let mut batches = state?;
         match batches.recv().await {
-            Some(Produced::Batch(batch)) => Some((Ok(batch), Some(batches))),
+            Some(Produced::Batch(batch, _budget)) => Some((Ok(batch), Some(batches))),
             Some(Produced::End) => None,
             Some(Produced::Failed(e)) => Some((Err(e), None)),
             None => Some((
@@ -109,6 +120,19 @@ pub async fn run(
     sql: String,
     policy: Arc<dyn StatementPolicy>,
 ) -> Result<QueryStream> {
+    run_with_budget(db, sql, policy, None).await
+}
+
+/// [`run`], each queued batch first taking its bytes from `budget` (one per
+/// user: so one user's unread streams can hold at most that much queued output,
+/// and wait on it, while other users' queries are not affected).
+pub async fn run_with_budget(
+    db: Arc<Database>,
+    sql: String,
+    policy: Arc<dyn StatementPolicy>,
+    budget: Option<OutputBudget>,
+) -> Result<QueryStream> {
+    let runtime = tokio::runtime::Handle::current();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<Interrupt>)>>();
     let (handle_tx, handle_rx) = oneshot::channel::<Arc<Interrupt>>();
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -128,7 +152,12 @@ pub async fn run(
     let live = db.live_queries.enter();
     tokio::task::spawn_blocking(move || {
         let _live = live;
-        let limit = Limit { timeout, timed_out };
+        let limit = Limit {
+            timeout,
+            timed_out,
+            budget,
+            runtime,
+        };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             produce(&db, &sql, &*policy, handle_tx, ready_tx, tx, &limit)
         }));
@@ -147,10 +176,13 @@ pub async fn run(
     })
 }
 
-/// The query timeout and whether it fired, to tell a timeout from other interrupts.
+/// The query timeout and whether it fired, to tell a timeout from other
+/// interrupts; the output budget queued batches draw on.
 struct Limit {
     timeout: std::time::Duration,
     timed_out: Arc<AtomicBool>,
+    budget: Option<OutputBudget>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Limit {
@@ -190,7 +222,7 @@ fn produce(
         Ok(Outcome::Done) => {
             let status = status_batch();
             let _ = ready.send(Ok((status.schema(), interrupt)));
-            if tx.blocking_send(Produced::Batch(status)).is_ok() {
+            if tx.blocking_send(Produced::Batch(status, None)).is_ok() {
                 let _ = tx.blocking_send(Produced::End);
             }
             return;
@@ -205,7 +237,26 @@ fn produce(
     }
     for batch in reader {
         let item = match batch {
-            Ok(batch) => Produced::Batch(batch),
+            Ok(batch) => {
+                let permit = match &limit.budget {
+                    None => None,
+                    Some(budget) => {
+                        let bytes = batch.get_array_memory_size().clamp(1, budget.bytes);
+                        let acquire = budget.permits.clone().acquire_many_owned(bytes as u32);
+                        let granted = limit.runtime.block_on(async {
+                            tokio::select! {
+                                permit = acquire => permit.ok(),
+                                () = tx.closed() => None,
+                            }
+                        });
+                        match granted {
+                            Some(permit) => Some(permit),
+                            None => return, // consumer gone
+                        }
+                    }
+                };
+                Produced::Batch(batch, permit)
+            }
             Err(e) => Produced::Failed(limit.explain(classify_message(e.to_string()))),
         };
         let failed = matches!(item, Produced::Failed(_));
@@ -253,7 +304,9 @@ mod tests {
     #[tokio::test]
     async fn a_producer_that_dies_ends_the_stream_with_an_error() {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Produced::Batch(status_batch())).await.unwrap();
+        tx.send(Produced::Batch(status_batch(), None))
+            .await
+            .unwrap();
         drop(tx); // as a panic unwinding the producer would
         let items: Vec<_> = ended_explicitly(rx).collect().await;
         assert_eq!(items.len(), 2);
@@ -265,7 +318,9 @@ mod tests {
     #[tokio::test]
     async fn only_an_explicit_end_is_a_clean_end() {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Produced::Batch(status_batch())).await.unwrap();
+        tx.send(Produced::Batch(status_batch(), None))
+            .await
+            .unwrap();
         tx.send(Produced::End).await.unwrap();
         drop(tx);
         let items: Vec<_> = ended_explicitly(rx).collect().await;

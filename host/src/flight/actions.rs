@@ -104,6 +104,7 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
             "ingests": state.db.live_ingests.get(),
             "exchanges": state.exchange_slots.total(),
             "get_streams": state.query_slots.total(),
+            "queued_output_bytes": state.query_output.in_use(),
             "put_streams": state.put_slots.total(),
             "sessions": state.auth.live_sessions(),
             "wasm_instances": state.registry.engine().live_instances.get(),

@@ -254,7 +254,9 @@ impl FlightService for MallardService {
         tracing::debug!(user = ?auth.principal.user, "do_get");
         let slot = self.state.query_slots.acquire(&auth.principal.user)?;
         let policy = self.state.authz.sql(&auth.principal);
-        let result = query::run(self.state.db.clone(), sql, policy).await?;
+        let budget = self.state.query_output.of(&auth.principal.user);
+        let result =
+            query::run_with_budget(self.state.db.clone(), sql, policy, Some(budget)).await?;
         let schema = result.schema.clone();
         let batches = result
             .into_stream()
