@@ -135,6 +135,9 @@ enum Command {
         /// Another user, `name:password:role`, besides admin/password123 (repeatable).
         #[arg(long)]
         add_user: Vec<String>,
+        /// DuckDB's memory limit (e.g. `1GB`); inherited by the servers the demo starts.
+        #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
+        duckdb_memory_limit: Option<String>,
     },
 }
 
@@ -242,8 +245,10 @@ async fn main() -> Result<()> {
             push_ca,
             push_allow,
             add_user,
+            duckdb_memory_limit,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
+            config.db.memory_limit = duckdb_memory_limit;
             config.max_exchanges_per_user = max_exchanges_per_user;
             config.max_queries_per_user = max_exchanges_per_user;
             config.max_puts_per_user = max_exchanges_per_user;
