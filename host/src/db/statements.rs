@@ -326,6 +326,9 @@ pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
 /// binding alone reads some files (CSV sniffing, attaching a `.duckdb`), and its
 /// errors could carry what it read.
 pub fn check_mentions(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<()> {
+    if policy.allow(StatementKind::Files).is_ok() {
+        return Ok(()); // file access is allowed anyway: nothing to look for
+    }
     let found = mentions(conn, sql)?;
     if found.scans_a_path
         || found
@@ -393,7 +396,11 @@ pub fn judge(
 ) -> Result<()> {
     let kind = prepared.kind();
     policy.allow(kind)?;
-    if kind == StatementKind::Read && !prepared.is_explain() && reads_files(conn, text)? {
+    if kind == StatementKind::Read
+        && !prepared.is_explain()
+        && policy.allow(StatementKind::Files).is_err()
+        && reads_files(conn, text)?
+    {
         policy.allow(StatementKind::Files)?;
     }
     Ok(())
@@ -408,7 +415,7 @@ pub fn judge_expanding(
     policy: &dyn StatementPolicy,
 ) -> Result<()> {
     policy.allow(StatementKind::Session)?;
-    if reads_files(conn, text)? {
+    if policy.allow(StatementKind::Files).is_err() && reads_files(conn, text)? {
         policy.allow(StatementKind::Files)?;
     }
     Ok(())
