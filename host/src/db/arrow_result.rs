@@ -21,14 +21,17 @@ use std::ffi::{CString, c_char, c_void};
 use std::ptr;
 
 type Handle = *mut c_void;
-type V2Error = u32;
-const V2_OK: V2Error = 0;
+/// Status code of DuckDB's v2 C API (shared with [`super::statements`]).
+pub(super) type V2Error = u32;
+/// The v2 API's success code.
+pub(super) const V2_OK: V2Error = 0;
 const RESULT_TYPE_QUERY_RESULT: u32 = 0;
 
+/// The v2 API's borrowed string view.
 #[repr(C)]
-struct V2Str {
-    ptr: *const c_char,
-    len: u64,
+pub(super) struct V2Str {
+    pub(super) ptr: *const c_char,
+    pub(super) len: u64,
 }
 
 unsafe extern "C" {

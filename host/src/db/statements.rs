@@ -4,6 +4,7 @@
 //! Nothing here matches SQL text. A prepared statement also yields its result
 //! schema without running, which is how schema lookups answer.
 
+use super::arrow_result::{V2_OK, V2Error, V2Str};
 use crate::db::raw::RawConnection;
 use crate::error::{Error, Result};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -181,18 +182,10 @@ pub fn plan_functions(plan: &serde_json::Value) -> Vec<String> {
     out
 }
 
-type V2Error = u32;
-const V2_OK: V2Error = 0;
 const TOKEN_IDENTIFIER: u32 = 2;
 const TOKEN_OPERATOR: u32 = 5;
 const TOKEN_COMMENT: u32 = 6;
 const TOKEN_END_OF_INPUT: u32 = 8;
-
-#[repr(C)]
-struct V2Str {
-    ptr: *const c_char,
-    len: u64,
-}
 
 unsafe extern "C" {
     fn duckdb_v2_tokenize_sql(
