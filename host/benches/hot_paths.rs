@@ -17,7 +17,7 @@ use mallard::exchange::ExchangeSession;
 use mallard::exchange::native::NativeSession;
 use mallard::sandbox::Limits;
 use mallard::sandbox::engine::SandboxEngine;
-use mallard::sandbox::registry::{Registry, Resolved, builtins};
+use mallard::exchange::catalog::{Catalog, Code, builtins};
 use mallard::sandbox::session::WasmSession;
 use mallard_exchanger::ipc::MessageEncoder;
 use mallard_protocol::TableName;
@@ -85,11 +85,23 @@ fn duckdb_paths(c: &mut Criterion) {
 
 fn exchange_paths(c: &mut Criterion) {
     let engine = Arc::new(SandboxEngine::new(Limits::default()).unwrap());
-    let registry = Registry::open(engine.clone(), None).unwrap();
-    registry.upload(&add_processed_wasm()).unwrap();
-    let Ok(Resolved::Wasm(uploaded)) = registry.resolve("add_processed", true) else {
+    let catalog = Catalog::open(engine.clone(), Default::default(), None).unwrap();
+    let admin = mallard::auth::Principal {
+        user: "admin".into(),
+        role: mallard::auth::Role::Admin,
+    };
+    let upload = mallard_protocol::UploadRequest {
+        component: add_processed_wasm().into(),
+        options: mallard_protocol::UploadOptions {
+            shared: true,
+            ..Default::default()
+        },
+    };
+    let version = catalog.upload(&admin, &upload).unwrap();
+    let Code::Wasm(pre) = &version.code else {
         panic!("uploaded")
     };
+    let uploaded = ("add_processed", pre);
     let batch = mallard::flights::batch(0, BATCH_ROWS);
     let mut encoder = MessageEncoder::new(batch.schema());
     let schema_header = encoder.schema_header();
@@ -107,12 +119,12 @@ fn exchange_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("exchange");
     group.bench_function("wasm_instantiate_and_open", |b| {
         b.iter(|| {
-            WasmSession::open(&engine, &uploaded, input.clone(), &[], cancelled.clone()).unwrap()
+            WasmSession::open(&engine, uploaded, input.clone(), &[], cancelled.clone(), None).unwrap()
         })
     });
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
     let mut wasm =
-        WasmSession::open(&engine, &uploaded, input.clone(), &[], cancelled.clone()).unwrap();
+        WasmSession::open(&engine, uploaded, input.clone(), &[], cancelled.clone(), None).unwrap();
     group.bench_function("add_processed_wasm_batch", |b| {
         b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
     });

@@ -8,7 +8,8 @@
 //! | run an exchange                         | yes    | yes  | yes   |
 //! | put into a table, push to an allowed target | no | yes  | yes   |
 //! | DDL/DML, SET/PRAGMA/CALL, `sql`, `drop_table` | no | no | yes   |
-//! | upload/remove exchangers                | no     | no   | yes   |
+//! | upload/remove exchangers in own namespace | no   | yes  | yes   |
+//! | upload into / publish to / remove from shared | no | no | yes   |
 //! | file statements (COPY, EXPORT, ATTACH, …) | no   | no   | only with `--allow-dir` |
 //!
 //! SQL is judged statement by statement from DuckDB's own statement type (see
@@ -33,8 +34,10 @@ pub enum Operation {
     Put,
     /// Sending a table to another server (`push_table`).
     Push,
-    /// Uploading or removing exchangers.
+    /// Uploading or removing exchangers in one's own namespace.
     ManageExchangers,
+    /// Uploading into, publishing to or removing from the shared namespace.
+    ShareExchangers,
     /// Dropping tables through the `drop_table` action.
     DropTable,
 }
@@ -55,6 +58,7 @@ impl std::fmt::Display for Operation {
             Self::Put => f.write_str("putting into a table"),
             Self::Push => f.write_str("pushing a table"),
             Self::ManageExchangers => f.write_str("uploading or removing exchangers"),
+            Self::ShareExchangers => f.write_str("managing shared exchangers"),
             Self::DropTable => f.write_str("dropping tables"),
         }
     }
@@ -82,9 +86,9 @@ impl Authorizer {
             Operation::Statement(StatementKind::Read)
             | Operation::Inspect
             | Operation::Exchange => Some(Role::Reader),
-            Operation::Put | Operation::Push => Some(Role::User),
+            Operation::Put | Operation::Push | Operation::ManageExchangers => Some(Role::User),
             Operation::Statement(StatementKind::Files) if !self.files_allowed => None,
-            Operation::Statement(_) | Operation::ManageExchangers | Operation::DropTable => {
+            Operation::Statement(_) | Operation::ShareExchangers | Operation::DropTable => {
                 Some(Role::Admin)
             }
         }
@@ -181,7 +185,17 @@ mod tests {
         );
         assert!(
             closed
+                .check(&who(Role::Reader), Operation::ManageExchangers)
+                .is_err()
+        );
+        assert!(
+            closed
                 .check(&who(Role::User), Operation::ManageExchangers)
+                .is_ok()
+        );
+        assert!(
+            closed
+                .check(&who(Role::User), Operation::ShareExchangers)
                 .is_err()
         );
         assert!(

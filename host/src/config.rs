@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Sandbox limits.
     pub limits: Limits,
+    /// What each user's exchangers may take.
+    pub quotas: crate::exchange::quotas::Quotas,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Users; empty means the development default `admin`/`password123`.
     pub users: HashMap<String, User>,
     /// Bearer token lifetime.
@@ -120,6 +124,8 @@ impl ServerConfig {
             db: DbOptions::default(),
             data_dir: None,
             limits: Limits::default(),
+            quotas: Default::default(),
+            metrics_listen: None,
             users: HashMap::new(),
             token_ttl: DEFAULT_TOKEN_TTL,
             push_credentials: None,

@@ -23,6 +23,10 @@ pub enum Error {
     /// Already exists (e.g. a table created concurrently).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request cannot run in the current state (e.g. removing a version an
+    /// exchange is running on).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A limit was hit: memory, size, count.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -67,6 +71,7 @@ impl Error {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Aborted(_) => Code::Aborted,
@@ -85,6 +90,7 @@ impl Error {
             Self::PermissionDenied(m) => Self::PermissionDenied(wrap(m)),
             Self::NotFound(m) => Self::NotFound(wrap(m)),
             Self::AlreadyExists(m) => Self::AlreadyExists(wrap(m)),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(wrap(m)),
             Self::ResourceExhausted(m) => Self::ResourceExhausted(wrap(m)),
             Self::DeadlineExceeded(m) => Self::DeadlineExceeded(wrap(m)),
             Self::Aborted(m) => Self::Aborted(wrap(m)),
@@ -106,9 +112,8 @@ impl From<Status> for Error {
         use tonic::Code;
         let m = s.message().to_owned();
         match s.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-                Self::InvalidArgument(m)
-            }
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(m),
+            Code::FailedPrecondition => Self::FailedPrecondition(m),
             Code::Unauthenticated => Self::Unauthenticated(m),
             Code::PermissionDenied => Self::PermissionDenied(m),
             Code::NotFound => Self::NotFound(m),

@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod flight;
 pub mod flights;
 pub mod gauges;
+pub mod metrics;
 pub mod sandbox;
 pub mod server;
 pub mod slots;

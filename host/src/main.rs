@@ -7,6 +7,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use mallard::auth::{Role, User};
+use mallard::exchange::quotas;
 use mallard::sandbox::Limits;
 use mallard::{ServerConfig, server};
 use std::collections::HashMap;
@@ -75,12 +76,28 @@ struct ServeArgs {
     /// Largest exchanger upload, MiB.
     #[arg(long, env = "MALLARD_MAX_UPLOAD_MB", default_value_t = (Limits::default().max_component_bytes >> 20) as u64)]
     max_upload_mb: u64,
-    /// Most uploaded exchangers kept.
-    #[arg(long, env = "MALLARD_MAX_EXCHANGERS", default_value_t = Limits::default().max_exchangers)]
-    max_exchangers: usize,
-    /// Total MiB of uploaded components kept.
-    #[arg(long, env = "MALLARD_MAX_STORED_MB", default_value_t = (Limits::default().max_stored_bytes >> 20) as u64)]
+    /// Total MiB of uploaded components the server keeps, all namespaces.
+    #[arg(long, env = "MALLARD_MAX_STORED_MB", default_value_t = (quotas::DEFAULT_STORED_BYTES_TOTAL >> 20) as u64)]
     max_stored_mb: u64,
+    /// Exchangers (names) one user may keep.
+    #[arg(long, env = "MALLARD_MAX_EXCHANGERS_PER_USER", default_value_t = quotas::DEFAULT_MAX_EXCHANGERS_PER_USER)]
+    max_exchangers_per_user: usize,
+    /// Versions kept of one exchanger.
+    #[arg(long, env = "MALLARD_MAX_VERSIONS_PER_EXCHANGER", default_value_t = quotas::DEFAULT_MAX_VERSIONS_PER_EXCHANGER)]
+    max_versions_per_exchanger: usize,
+    /// MiB of components one user may keep.
+    #[arg(long, env = "MALLARD_EXCHANGER_STORAGE_PER_USER_MIB", default_value_t = quotas::DEFAULT_STORED_BYTES_PER_USER >> 20)]
+    exchanger_storage_per_user_mib: usize,
+    /// MiB of guest memory all of one user's live exchanger instances may hold.
+    #[arg(long, env = "MALLARD_GUEST_MEMORY_PER_USER_MIB", default_value_t = quotas::DEFAULT_GUEST_MEMORY_PER_USER >> 20)]
+    guest_memory_per_user_mib: usize,
+    /// Seconds one upload may spend compiling.
+    #[arg(long, env = "MALLARD_MAX_COMPILE_SECS", default_value_t = quotas::DEFAULT_MAX_COMPILE_TIME.as_secs())]
+    max_compile_secs: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default); with
+    /// several --listen, the Nth server uses the port N-1 above this one.
+    #[arg(long, env = "MALLARD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// DuckDB memory limit (e.g. `4GB`).
     #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
     duckdb_memory_limit: Option<String>,
@@ -210,15 +227,29 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         call_timeout: Duration::from_millis(args.exchanger_timeout_ms),
         max_stack_bytes: (args.exchanger_stack_kb as usize) << 10,
         max_component_bytes: (args.max_upload_mb as usize) << 20,
-        max_exchangers: args.max_exchangers,
-        max_stored_bytes: (args.max_stored_mb as usize) << 20,
         ..Limits::default()
+    };
+    let quotas = quotas::Quotas {
+        max_exchangers_per_user: args.max_exchangers_per_user,
+        max_versions_per_exchanger: args.max_versions_per_exchanger,
+        stored_bytes_per_user: args.exchanger_storage_per_user_mib << 20,
+        stored_bytes_total: (args.max_stored_mb as usize) << 20,
+        guest_memory_per_user: args.guest_memory_per_user_mib << 20,
+        max_compile_time: Duration::from_secs(args.max_compile_secs),
     };
     Ok(args
         .listen
         .iter()
-        .map(|&listen| {
+        .enumerate()
+        .map(|(index, &listen)| {
             let mut config = ServerConfig::new(listen);
+            config.quotas = quotas.clone();
+            config.metrics_listen = args.metrics_listen.map(|mut at| {
+                if at.port() != 0 {
+                    at.set_port(at.port() + index as u16);
+                }
+                at
+            });
             config.db.path = args.db.clone();
             config.db.memory_limit = args.duckdb_memory_limit.clone();
             config.db.threads = args.duckdb_threads;

@@ -8,8 +8,9 @@ use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::flight::MallardService;
 use crate::flight::auth_layer::AuthenticateLayer;
+use crate::flight::rpc_metrics::RpcMetricsLayer;
 use crate::sandbox::engine::SandboxEngine;
-use crate::sandbox::registry::Registry;
+use crate::exchange::catalog::Catalog;
 use crate::slots::UserSlots;
 use crate::state::ServerState;
 use crate::transport;
@@ -25,6 +26,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct RunningServer {
     /// The address it listens on (with the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<JoinHandle<()>>,
     state: Arc<ServerState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
@@ -61,6 +65,9 @@ impl RunningServer {
             }
         }
         crate::flight::push::unserve(self.addr, self.state.config.tls.is_some());
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
         let db = self.state.db.clone();
         tokio::task::spawn_blocking(move || db.checkpoint())
             .await
@@ -70,17 +77,23 @@ impl RunningServer {
     }
 }
 
-/// Builds the server's state: database, authenticator, sandbox and registry.
+/// Builds the server's state: database, authenticator, sandbox and catalogue.
 pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let db = Arc::new(Database::open(config.db.clone())?);
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
-    let registry = Arc::new(Registry::open(engine, config.data_dir.as_deref())?);
+    let catalog = Arc::new(Catalog::open(
+        engine,
+        config.quotas.clone(),
+        config.data_dir.as_deref(),
+    )?);
     let slots = |what, flag, max| UserSlots::new(what, flag, max);
     Ok(Arc::new(ServerState {
         db,
         auth,
-        registry,
+        guest_memory: crate::slots::MemoryPools::new(config.quotas.guest_memory_per_user),
+        catalog,
+        metrics: Arc::new(crate::metrics::ServerMetrics::default()),
         authz: Authorizer {
             files_allowed: !config.db.allowed_dirs.is_empty(),
         },
@@ -147,6 +160,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     }
     let max_streams = state.config.max_streams_per_connection;
     let layer_state = state.clone();
+    let rpc_metrics = state.metrics.clone();
+    let (metrics_addr, metrics_task) = match state.config.metrics_listen {
+        Some(at) => {
+            let (bound, task) = crate::metrics::serve(at, &state).await?;
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
     crate::flight::push::serve(addr, state.config.tls.is_some());
     let task = tokio::spawn(async move {
         builder
@@ -159,6 +180,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
             // network) so their calls end and free what they hold.
             .http2_keepalive_interval(Some(transport::KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(transport::KEEPALIVE_TIMEOUT))
+            .layer(RpcMetricsLayer::new(rpc_metrics))
             .layer(AuthenticateLayer::new(layer_state))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
@@ -170,6 +192,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     tracing::info!(%addr, "mallard listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
+        metrics_task,
         state,
         shutdown: Some(tx),
         task,

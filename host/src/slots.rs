@@ -125,3 +125,40 @@ mod tests {
         assert_eq!(slots.total(), 3);
     }
 }
+
+/// Each user's guest-memory pool: every live instance of theirs draws on it.
+pub struct MemoryPools {
+    per_user_bytes: usize,
+    pools: Mutex<HashMap<String, Arc<crate::sandbox::store::MemoryPool>>>,
+}
+
+impl MemoryPools {
+    /// Pools of `per_user_bytes` each.
+    pub fn new(per_user_bytes: usize) -> Self {
+        Self {
+            per_user_bytes,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `user`'s pool (created on first use; one per authenticated user, so the
+    /// map is bounded by the users file).
+    pub fn of(&self, user: &str) -> Arc<crate::sandbox::store::MemoryPool> {
+        self.pools
+            .lock()
+            .expect("pool lock")
+            .entry(user.to_owned())
+            .or_insert_with(|| crate::sandbox::store::MemoryPool::new(self.per_user_bytes))
+            .clone()
+    }
+
+    /// Guest memory held now, all users together.
+    pub fn in_use(&self) -> usize {
+        self.pools
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(|p| p.used_bytes())
+            .sum()
+    }
+}

@@ -4,8 +4,8 @@ use crate::auth::Authenticator;
 use crate::authz::Authorizer;
 use crate::config::ServerConfig;
 use crate::db::Database;
-use crate::sandbox::registry::Registry;
-use crate::slots::UserSlots;
+use crate::exchange::catalog::Catalog;
+use crate::slots::{MemoryPools, UserSlots};
 use std::sync::Arc;
 
 /// The shared state of one server.
@@ -14,8 +14,12 @@ pub struct ServerState {
     pub db: Arc<Database>,
     /// Credentials and tokens.
     pub auth: Authenticator,
-    /// Known exchangers.
-    pub registry: Arc<Registry>,
+    /// Known exchangers, by owner, name and version.
+    pub catalog: Arc<Catalog>,
+    /// Each user's guest memory, across their live instances.
+    pub guest_memory: MemoryPools,
+    /// What the Prometheus exporter and the RPC layer count.
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
     /// Who may do what.
     pub authz: Authorizer,
     /// Open `do_get` streams per user.

@@ -98,11 +98,11 @@ async fn expired_and_revoked_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_role_cannot_upload_or_drop() {
+async fn reader_role_cannot_upload_or_drop() {
     let mut config = test_config();
     config.users.insert(
         "reader".into(),
-        mallard::auth::User::new("pw", mallard::auth::Role::User),
+        mallard::auth::User::new("pw", mallard::auth::Role::Reader),
     );
     config.users.insert(
         "admin".into(),
@@ -116,7 +116,7 @@ async fn user_role_cannot_upload_or_drop() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("needs role admin"), "{err}");
+    assert!(err.message().contains("needs role user"), "{err}");
     let err = action(&mut reader, "drop_table", "t").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(scalar_i64(&mut reader, "SELECT 7").await, 7);

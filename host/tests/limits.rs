@@ -93,16 +93,20 @@ async fn development_credentials_are_refused_off_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_exchanger_bytes_are_capped() {
     let mut config = test_config();
-    config.limits.max_stored_bytes = 3 << 20;
+    config.quotas.stored_bytes_per_user = 3 << 20;
     let server = start_with(config).await;
     let mut client = client(&server).await;
     upload(&mut client, "add_processed").await;
-    // Replacing the same exchanger does not count twice.
+    // The same bytes again are the same version: nothing more is stored.
     upload(&mut client, "add_processed").await;
     let err = action(&mut client, "upload_exchanger", component("running_totals"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(
+        err.message().contains("--exchanger-storage-per-user-mib"),
+        "{err}"
+    );
     action(&mut client, "remove_exchanger", "add_processed")
         .await
         .unwrap();

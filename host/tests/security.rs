@@ -373,7 +373,7 @@ async fn a_batch_claiming_billions_of_rows_is_refused_everywhere() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("declares 2000000000 rows"), "{err}");
     let mut admin = client(&server).await;
-    upload(&mut admin, "add_processed").await;
+    upload_shared(&mut admin, "add_processed").await;
     for exchanger in [
         "add_processed",
         r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
@@ -511,7 +511,7 @@ async fn repeated_failed_logins_are_refused_unverified() {
 async fn a_guest_re_emitting_dictionary_deltas_is_held_to_a_bound() {
     let server = start_with(config_with_roles()).await;
     let mut admin = client(&server).await;
-    let name = upload(&mut admin, "hostile_delta_flood").await;
+    let name = upload_shared(&mut admin, "hostile_delta_flood").await;
     let mut alice = login(&server, ALICE).await;
     // Each input batch makes the guest send 1 MiB more dictionary as a delta.
     let err = exchange(&mut alice, &name, flights(80, 1))

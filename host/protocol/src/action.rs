@@ -1,7 +1,9 @@
 //! `do_action` requests: the catalogue of actions and parsing their bodies.
 
 use crate::descriptor::utf8;
+use crate::exchanger_ref::ExchangerRef;
 use crate::push::PushRequest;
+use crate::upload::UploadRequest;
 use crate::table_name::TableName;
 use crate::{ProtocolError, Result};
 use bytes::Bytes;
@@ -30,15 +32,19 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ),
     (
         "upload_exchanger",
-        "Upload a WebAssembly exchanger component (admin). Body: component bytes. Result: {\"name\",\"version\",\"sha256\",\"size\",\"compile_ms\"}",
+        "Upload a WebAssembly exchanger component into your namespace (user; --shared: admin). Body: [JSON options line {\"shared\",\"dry_run_schema\",\"params\"} + newline] then component bytes. Result: the upload report {\"exchanger\",\"version\",\"sha256\",\"imports\",\"exports\",\"dry_run\",...}",
     ),
     (
         "list_exchangers",
-        "Uploaded and built-in exchangers. Body: empty. Result: [{\"name\",\"version\",\"sha256\",\"size\",\"builtin\",\"uploaded\"}]",
+        "Your own and shared exchangers with their versions and metrics. Body: empty. Result: [{\"exchanger\",\"owner\",\"name\",\"versions\":[...]}]",
     ),
     (
         "remove_exchanger",
-        "Remove an uploaded exchanger (admin). Body: name. Result: {\"removed\": NAME}",
+        "Remove your exchanger's versions (shared ones: admin); refused while a version runs. Body: [OWNER/]NAME[@VERSION|@sha256:HEX]. Result: {\"removed\": [...]}",
+    ),
+    (
+        "publish_exchanger",
+        "Copy a user's exchanger version into the shared namespace (admin). Body: OWNER/NAME[@PIN]. Result: the shared version's report",
     ),
     (
         "logout",
@@ -60,11 +66,13 @@ pub enum ActionRequest {
     /// Stream a table to another server.
     PushTable(PushRequest),
     /// A component to validate, compile and store (validated by the sandbox).
-    UploadExchanger(Bytes),
+    UploadExchanger(UploadRequest),
     /// The exchangers.
     ListExchangers,
-    /// Remove an uploaded exchanger.
-    RemoveExchanger(String),
+    /// Remove versions of an uploaded exchanger (all of them unless pinned).
+    RemoveExchanger(ExchangerRef),
+    /// Copy a user's exchanger version into the shared namespace.
+    PublishExchanger(ExchangerRef),
     /// Revoke the caller's token.
     Logout,
 }
@@ -78,10 +86,13 @@ impl ActionRequest {
             "list_tables" => Self::ListTables,
             "drop_table" => Self::DropTable(TableName::from_bytes(body.trim_ascii())?),
             "push_table" => Self::PushTable(PushRequest::parse(&body)?),
-            "upload_exchanger" => Self::UploadExchanger(body),
+            "upload_exchanger" => Self::UploadExchanger(UploadRequest::parse(body)?),
             "list_exchangers" => Self::ListExchangers,
             "remove_exchanger" => {
-                Self::RemoveExchanger(utf8(&body, "exchanger name")?.trim().to_owned())
+                Self::RemoveExchanger(ExchangerRef::parse(utf8(&body, "exchanger reference")?)?)
+            }
+            "publish_exchanger" => {
+                Self::PublishExchanger(ExchangerRef::parse(utf8(&body, "exchanger reference")?)?)
             }
             "logout" => Self::Logout,
             other => {

@@ -1,6 +1,7 @@
-//! Parsing the `do_exchange` descriptor: a bare exchanger name, or JSON
+//! Parsing the `do_exchange` descriptor: a bare exchanger reference, or JSON
 //! `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`.
 
+use crate::exchanger_ref::ExchangerRef;
 use crate::{Result, invalid};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,8 +20,8 @@ pub enum Sandbox {
 /// A parsed `do_exchange` request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeRequest {
-    /// Exchanger name.
-    pub exchanger: String,
+    /// Which exchanger (`[OWNER/]NAME[@PIN]`).
+    pub exchanger: ExchangerRef,
     /// Parameters, as string pairs.
     pub params: Vec<(String, String)>,
     /// Sandbox on or off.
@@ -50,28 +51,33 @@ impl ExchangeRequest {
         }
         if !text.starts_with('{') {
             return Ok(Self {
-                exchanger: text.to_owned(),
+                exchanger: ExchangerRef::parse(text)?,
                 params: Vec::new(),
                 sandbox: Sandbox::On,
             });
         }
         let json: JsonRequest = serde_json::from_str(text)
             .map_err(|e| invalid(format!("exchange descriptor JSON: {e}")))?;
-        let params = json
-            .params
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect();
+        let params = params_to_strings(json.params);
         Ok(Self {
-            exchanger: json.exchanger,
+            exchanger: ExchangerRef::parse(&json.exchanger)?,
             params,
             sandbox: json.sandbox,
         })
     }
+}
+
+/// JSON parameters as the string pairs exchangers receive: strings as they are,
+/// anything else as its JSON text.
+pub fn params_to_strings(params: BTreeMap<String, serde_json::Value>) -> Vec<(String, String)> {
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect()
 }

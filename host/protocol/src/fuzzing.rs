@@ -6,6 +6,8 @@ use crate::action::{ACTIONS, ActionRequest};
 use crate::credentials::{Credentials, basic_header, parse_authorization};
 use crate::descriptor;
 use crate::exchange::ExchangeRequest;
+use crate::exchanger_ref::ExchangerRef;
+use crate::upload::UploadRequest;
 use crate::push::PushRequest;
 use crate::table_name::TableName;
 use crate::users::parse_users_file;
@@ -16,7 +18,7 @@ pub fn exercise_parsers(data: &[u8]) {
     let Some((&selector, input)) = data.split_first() else {
         return;
     };
-    match selector % 8 {
+    match selector % 10 {
         0 => {
             // An action: the next byte picks the kind (or an unknown one).
             let Some((&kind, body)) = input.split_first() else {
@@ -68,9 +70,24 @@ pub fn exercise_parsers(data: &[u8]) {
                 assert_eq!(parse_authorization(&header), Ok(expected));
             }
         }
-        _ => {
+        7 => {
             if let Ok(text) = std::str::from_utf8(input) {
                 let _ = parse_users_file(text);
+            }
+        }
+        8 => {
+            // A reference that parses prints as one that parses to the same.
+            if let Ok(text) = std::str::from_utf8(input)
+                && let Ok(reference) = ExchangerRef::parse(text)
+            {
+                assert_eq!(ExchangerRef::parse(&reference.to_string()), Ok(reference));
+            }
+        }
+        _ => {
+            if let Ok(request) = UploadRequest::parse(Bytes::copy_from_slice(input)) {
+                let again = UploadRequest::encode(&request.component, &request.options);
+                let reparsed = UploadRequest::parse(Bytes::from(again)).expect("re-encoded");
+                assert_eq!(reparsed.options, request.options);
             }
         }
     }

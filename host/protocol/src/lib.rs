@@ -10,13 +10,17 @@ pub mod action;
 pub mod credentials;
 pub mod descriptor;
 pub mod exchange;
+pub mod exchanger_ref;
 pub mod fuzzing;
 pub mod push;
 pub mod table_name;
+pub mod upload;
 pub mod users;
 
 pub use action::{ACTIONS, ActionRequest};
 pub use exchange::{ExchangeRequest, Sandbox};
+pub use exchanger_ref::{ExchangerRef, Namespace, Pin};
+pub use upload::{UploadOptions, UploadRequest};
 pub use push::{PushRequest, PushTarget};
 pub use table_name::{TableName, quote, quote_literal};
 

@@ -107,7 +107,7 @@ fn descriptors_and_tickets() {
 fn exchange_requests() {
     let bare = ExchangeRequest::parse(b" add_processed ").unwrap();
     assert_eq!(
-        (bare.exchanger.as_str(), bare.sandbox),
+        (bare.exchanger.to_string().as_str(), bare.sandbox),
         ("add_processed", Sandbox::On)
     );
     let json = ExchangeRequest::parse(

@@ -7,8 +7,13 @@
 //! keeps both sides at a few batches; one that writes everything first is served
 //! from the queue's byte budget.
 
+pub mod catalog;
+pub mod dry_run;
+pub mod layout;
+pub mod metrics;
 pub mod native;
 pub mod output;
+pub mod quotas;
 
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
@@ -17,6 +22,7 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
+use metrics::ExchangerMetrics;
 use output::{OutputSender, SendError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +45,18 @@ pub trait ExchangeSession: Send {
     fn guest_output(&self) -> String {
         String::new()
     }
+    /// Guest memory the session holds (its peak: wasm memories never shrink).
+    fn guest_memory_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// Rows of a record batch message, from its header (0 for other messages).
+pub fn message_rows(header: &[u8]) -> u64 {
+    arrow::ipc::root_as_message(header)
+        .ok()
+        .and_then(|m| m.header_as_record_batch())
+        .map_or(0, |b| b.length().max(0) as u64)
 }
 
 /// Decodes a schema message header, returning the schema and the message to forward.
@@ -87,18 +105,27 @@ impl Drop for CancelOnDrop {
 }
 
 /// Streams `input` through `session` into `output` until input ends, the client
-/// leaves, or something fails (sent as the stream's final status).
+/// leaves, or something fails (sent as the stream's final status), counting
+/// rows, bytes, batch times, memory and the outcome in `metrics`.
 pub fn run(
     mut session: Box<dyn ExchangeSession>,
     mut input: mpsc::Receiver<Result<FlightData>>,
     output: OutputSender,
     label: &str,
+    metrics: &ExchangerMetrics,
 ) {
     let outcome = (|| -> Result<bool> {
-        let send = |data| match output.send(data) {
-            Ok(()) => Ok(true),
-            Err(SendError::Gone) => Ok(false),
-            Err(SendError::Stalled(e)) => Err(e),
+        let send = |data: FlightData| {
+            metrics.rows_out.fetch_add(message_rows(&data.data_header), Ordering::Relaxed);
+            metrics.bytes_out.fetch_add(
+                (data.data_header.len() + data.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
+            match output.send(data) {
+                Ok(()) => Ok(true),
+                Err(SendError::Gone) => Ok(false),
+                Err(SendError::Stalled(e)) => Err(e),
+            }
         };
         if !send(session.schema_message())? {
             return Ok(false);
@@ -108,7 +135,15 @@ pub fn run(
             if message.data_header.is_empty() {
                 continue; // metadata-only message
             }
-            for data in session.push(&message.data_header, &message.data_body)? {
+            metrics.rows_in.fetch_add(message_rows(&message.data_header), Ordering::Relaxed);
+            metrics.bytes_in.fetch_add(
+                (message.data_header.len() + message.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
+            let started = std::time::Instant::now();
+            let out = session.push(&message.data_header, &message.data_body);
+            metrics.batch_wall.observe(started.elapsed());
+            for data in out? {
                 if !send(data)? {
                     return Ok(false);
                 }
@@ -121,6 +156,7 @@ pub fn run(
         }
         Ok(true)
     })();
+    metrics.memory_seen(session.guest_memory_bytes());
     let guest_output = session.guest_output();
     if !guest_output.is_empty() {
         // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
@@ -131,9 +167,13 @@ pub fn run(
             tracing::debug!(exchange = ?label, "exchange complete");
             output.finish();
         }
-        Ok(false) => tracing::info!(exchange = ?label, "client left during exchange"),
+        Ok(false) => {
+            tracing::info!(exchange = ?label, "client left during exchange");
+            metrics.error(tonic::Code::Cancelled);
+        }
         Err(e) => {
             tracing::warn!(exchange = ?label, error = ?e.to_string(), "exchange failed");
+            metrics.error(e.code());
             output.fail(e.into());
         }
     }

@@ -3,6 +3,7 @@
 use crate::auth::Principal;
 use crate::authz::Operation;
 use crate::db::{catalog, query};
+use crate::exchange::dry_run;
 use crate::error::{Error, Result};
 use crate::flight::push;
 use crate::state::ServerState;
@@ -32,6 +33,10 @@ fn operation(request: &ActionRequest) -> Option<Operation> {
         ActionRequest::Sql(_) => None,
         ActionRequest::DropTable(_) => Some(Operation::DropTable),
         ActionRequest::PushTable(_) => Some(Operation::Push),
+        ActionRequest::UploadExchanger(upload) if upload.options.shared => {
+            Some(Operation::ShareExchangers)
+        }
+        ActionRequest::PublishExchanger(_) => Some(Operation::ShareExchangers),
         ActionRequest::UploadExchanger(_) | ActionRequest::RemoveExchanger(_) => {
             Some(Operation::ManageExchangers)
         }
@@ -71,18 +76,41 @@ pub async fn run(
             let rows = push::push(state, request).await?;
             Ok(json!({ "rows": rows }))
         }
-        ActionRequest::UploadExchanger(component) => {
-            let registry = state.registry.clone();
-            let report = blocking(move || registry.upload(&component)).await?;
-            tracing::info!(name = ?report.name, version = ?report.version, sha256 = %report.sha256, size = report.size, compile_ms = report.compile_ms, user = ?principal.user, "exchanger uploaded");
-            Ok(serde_json::to_value(report).expect("report serialises"))
+        ActionRequest::UploadExchanger(upload) => {
+            let state = state.clone();
+            let uploader = principal.clone();
+            blocking(move || {
+                let version = state.catalog.upload(&uploader, &upload)?;
+                tracing::info!(exchanger = %version.describe(), size = version.report.size, compile_ms = version.report.compile_ms, user = ?uploader.user, "exchanger uploaded");
+                let dry_run = dry_run::dry_run(
+                    state.catalog.engine(),
+                    &version,
+                    upload.options.dry_run_schema.as_ref(),
+                    &upload.options.params,
+                    state.guest_memory.of(&uploader.user),
+                )?;
+                let mut report = serde_json::to_value(&version.report).expect("report serialises");
+                report["exchanger"] = version.owner.qualify(&version.name).into();
+                report["owner"] = version.owner.label().into();
+                report["name"] = version.name.clone().into();
+                report["dry_run"] = serde_json::to_value(dry_run).expect("dry run serialises");
+                Ok(report)
+            })
+            .await
         }
-        ActionRequest::ListExchangers => {
-            Ok(serde_json::to_value(state.registry.list()).expect("listing serialises"))
+        ActionRequest::ListExchangers => Ok(serde_json::to_value(state.catalog.list(principal))
+            .expect("listing serialises")),
+        ActionRequest::RemoveExchanger(reference) => {
+            let removed = state.catalog.remove(principal, &reference)?;
+            tracing::info!(removed = ?removed, user = ?principal.user, "exchanger versions removed");
+            Ok(json!({ "removed": removed }))
         }
-        ActionRequest::RemoveExchanger(name) => {
-            state.registry.remove(&name)?;
-            Ok(json!({ "removed": name }))
+        ActionRequest::PublishExchanger(reference) => {
+            let version = state.catalog.publish(principal, &reference)?;
+            tracing::info!(exchanger = %version.describe(), user = ?principal.user, "exchanger published");
+            let mut report = serde_json::to_value(&version.report).expect("report serialises");
+            report["exchanger"] = version.name.clone().into();
+            Ok(report)
         }
         ActionRequest::Logout => {
             let revoked = bearer.is_some_and(|token| state.auth.revoke(token));
@@ -107,7 +135,8 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
             "queued_output_bytes": state.query_output.in_use(),
             "put_streams": state.put_slots.total(),
             "sessions": state.auth.live_sessions(),
-            "wasm_instances": state.registry.engine().live_instances.get(),
+            "wasm_instances": state.catalog.engine().live_instances.get(),
+            "guest_memory_bytes": state.guest_memory.in_use(),
             "threads": crate::gauges::process_threads(),
         },
     })

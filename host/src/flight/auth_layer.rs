@@ -91,7 +91,10 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(e) => Ok(tonic::Status::from(e).into_http()),
+                Err(e) => {
+                    state.metrics.auth_failures.inc();
+                    Ok(tonic::Status::from(e).into_http())
+                }
             }
         })
     }

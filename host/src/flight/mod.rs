@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod auth_layer;
 pub mod push;
+pub mod rpc_metrics;
 pub mod service;
 pub mod stall;
 

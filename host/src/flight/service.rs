@@ -9,7 +9,7 @@ use crate::exchange::{
     self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
 };
 use crate::flight::{actions, auth_layer, stall};
-use crate::sandbox::registry::Resolved;
+use crate::exchange::catalog::Code;
 use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -336,10 +336,11 @@ impl FlightService for MallardService {
         })?;
         let exchange = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
         let slot = self.state.exchange_slots.acquire(&auth.principal.user)?;
-        let resolved = self
-            .state
-            .registry
-            .resolve(&exchange.exchanger, exchange.sandbox == Sandbox::On)?;
+        let running = self.state.catalog.resolve(
+            &auth.principal,
+            &exchange.exchanger,
+            exchange.sandbox == Sandbox::On,
+        )?;
         // The schema message is the first one with a header (pyarrow sends it with
         // the descriptor; others send it next).
         let mut schema_message = first;
@@ -357,44 +358,47 @@ impl FlightService for MallardService {
         let (in_tx, in_rx) = mpsc::channel(CHANNEL_MESSAGES);
         let (out_tx, out_rx) = exchange::output::channel(self.state.config.exchange_output);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<()>>();
-        let engine = self.state.registry.engine().clone();
-        let label = format!("{}#{}", exchange.exchanger, auth.principal.user);
+        let engine = self.state.catalog.engine().clone();
+        let pool = self.state.guest_memory.of(&auth.principal.user);
+        let label = format!("{}#{}", running.version.describe(), auth.principal.user);
         let worker_cancelled = cancelled.clone();
-        let meter = match &resolved {
-            Resolved::Wasm(uploaded) => Some(uploaded.cpu.clone()),
-            Resolved::Native(_) => None,
-        };
+        let cpu_metrics = running.version.metrics.clone();
         let work = move || {
             let _slot = slot; // held until the stream ends
-            let session: Result<Box<dyn ExchangeSession>> = match resolved {
-                Resolved::Wasm(uploaded) => WasmSession::open(
+            let version = running.version.clone();
+            let metrics = &version.metrics;
+            let session: Result<Box<dyn ExchangeSession>> = match &version.code {
+                Code::Wasm(pre) => WasmSession::open(
                     &engine,
-                    &uploaded,
+                    (&version.name, pre),
                     (&schema_message.data_header, input_schema),
                     &exchange.params,
                     worker_cancelled,
+                    Some(pool),
                 )
                 .map(|s| Box::new(s) as Box<dyn ExchangeSession>),
-                Resolved::Native(builtin) => {
-                    exchange::native::NativeSession::open(&builtin, input_schema, exchange.params)
+                Code::Native(builtin) => {
+                    exchange::native::NativeSession::open(builtin, input_schema, exchange.params)
                         .map(|s| Box::new(s) as Box<dyn ExchangeSession>)
                 }
             };
             match session {
                 Ok(session) => {
                     let _ = opened_tx.send(Ok(()));
-                    exchange::run(session, in_rx, out_tx, &label);
+                    exchange::run(session, in_rx, out_tx, &label, metrics);
                 }
                 Err(e) => {
+                    metrics.error(e.code());
                     let _ = opened_tx.send(Err(e));
                 }
             }
+            // Counted as CPU of the exchange: instantiating, guest calls,
+            // validating output, tearing the instance down.
+            drop(running);
         };
-        // Everything the worker thread does is the exchanger's cost: instantiating,
-        // guest calls, validating output, tearing the instance down.
-        tokio::task::spawn_blocking(move || match meter {
-            Some(meter) => meter.measure(work),
-            None => work(),
+        tokio::task::spawn_blocking(move || {
+            let ((), cpu) = crate::sandbox::meter::measure_cpu(work);
+            cpu_metrics.add_cpu(cpu);
         });
         opened_rx
             .await

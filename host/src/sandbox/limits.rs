@@ -20,10 +20,6 @@ pub const MAX_STACK_BYTES: usize = 1536 << 10;
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Default guest stdout + stderr kept per stream; the rest is dropped.
 pub const DEFAULT_MAX_LOG_BYTES: usize = 64 << 10;
-/// Default most exchangers stored at once.
-pub const DEFAULT_MAX_EXCHANGERS: usize = 64;
-/// Default total bytes of uploaded components kept (originals; artifacts add ~2×).
-pub const DEFAULT_MAX_STORED_BYTES: usize = 512 << 20;
 /// How often the epoch ticks; deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -40,10 +36,6 @@ pub struct Limits {
     pub max_component_bytes: usize,
     /// Guest stdout/stderr bytes kept per stream.
     pub max_log_bytes: usize,
-    /// Most uploaded exchangers kept.
-    pub max_exchangers: usize,
-    /// Most bytes of uploaded components kept, all exchangers together.
-    pub max_stored_bytes: usize,
 }
 
 impl Default for Limits {
@@ -54,8 +46,6 @@ impl Default for Limits {
             max_stack_bytes: DEFAULT_MAX_STACK_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
-            max_exchangers: DEFAULT_MAX_EXCHANGERS,
-            max_stored_bytes: DEFAULT_MAX_STORED_BYTES,
         }
     }
 }

@@ -2,15 +2,15 @@
 //!
 //! A deliberately narrow wrapper around wasmtime: one [`engine::SandboxEngine`]
 //! (compiler, epoch ticker), one [`Limits`] struct with tight documented defaults, a
-//! fresh store and instance per exchange stream ([`session::WasmSession`]), and a
-//! [`registry::Registry`] of validated, compiled components kept on disk. Guests get
-//! WASI with every capability denied ([`wasi`]).
+//! fresh store and instance per exchange stream ([`session::WasmSession`]), and
+//! validated, compiled components ([`upload`]); which exchangers exist and who
+//! owns them is [`crate::exchange::catalog`]'s job. Guests get WASI with every
+//! capability denied ([`wasi`]).
 
 pub mod bindings;
 pub mod engine;
 pub mod limits;
 pub mod meter;
-pub mod registry;
 pub mod session;
 pub mod store;
 pub mod upload;

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, decode_input, exchanger_error, validated_schema_message};
 use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
-use crate::sandbox::registry::Uploaded;
-use crate::sandbox::store::{Stop, StoreState, new_store};
+use crate::sandbox::bindings::ExchangerPre;
+use crate::sandbox::store::{MemoryDenied, MemoryPool, Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::{MessageHeader, root_as_message};
@@ -38,25 +38,26 @@ pub struct WasmSession {
 }
 
 impl WasmSession {
-    /// Instantiates the guest and opens a session for `input` (the client's schema
-    /// message header, and the schema decoded from it).
+    /// Instantiates the guest `name` and opens a session for `input` (the
+    /// client's schema message header, and the schema decoded from it); its
+    /// memory is also charged to `pool` (the user's).
     pub fn open(
         engine: &SandboxEngine,
-        uploaded: &Uploaded,
+        (name, pre): (&str, &ExchangerPre<StoreState>),
         (input_schema, input): (&[u8], SchemaRef),
         params: &[(String, String)],
         cancelled: Arc<AtomicBool>,
+        pool: Option<Arc<MemoryPool>>,
     ) -> Result<Self> {
-        let name = uploaded.report.name.as_str();
-        let mut store = new_store(engine, cancelled);
-        let instance = uploaded
-            .pre
+        let mut store = new_store(engine, cancelled, pool.clone());
+        let instance = pre
             .instantiate(&mut store)
             .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;
         let mut this = CallInfo {
             name: name.to_owned(),
             call_timeout: engine.limits.call_timeout,
             max_memory_bytes: engine.limits.max_memory_bytes,
+            pool,
         };
         let opened = this.call(&mut store, "open", |store| {
             instance
@@ -161,6 +162,17 @@ impl ExchangeSession for WasmSession {
     fn guest_output(&self) -> String {
         self.store.data().output.text()
     }
+
+    fn guest_memory_bytes(&self) -> usize {
+        self.store.data().memory.used_bytes()
+    }
+}
+
+impl WasmSession {
+    /// The schema message the exchanger declared in `open`.
+    pub fn output_schema(&self) -> Result<SchemaRef> {
+        Ok(validated_schema_message(self.schema_message.data_header.clone())?.0)
+    }
 }
 
 /// What a call needs to know to report a failure; a field of its own so it can be
@@ -169,6 +181,7 @@ struct CallInfo {
     name: String,
     call_timeout: Duration,
     max_memory_bytes: usize,
+    pool: Option<Arc<MemoryPool>>,
 }
 
 impl CallInfo {
@@ -207,11 +220,22 @@ impl CallInfo {
         if let Some(denied) = e.downcast_ref::<CapabilityDenied>() {
             return Error::PermissionDenied(format!("{who}: {denied}"));
         }
-        if store.data().memory.denied {
-            return Error::ResourceExhausted(format!(
-                "{who}: hit the memory limit of {} MiB{tail}",
-                self.max_memory_bytes >> 20
-            ));
+        match store.data().memory.denied {
+            Some(MemoryDenied::Instance) => {
+                return Error::ResourceExhausted(format!(
+                    "{who}: hit the memory limit of {} MiB per instance (--exchanger-memory-mb){tail}",
+                    self.max_memory_bytes >> 20
+                ));
+            }
+            Some(MemoryDenied::User) => {
+                let pool = self.pool.as_ref().map_or(0, |p| p.max_bytes() >> 20);
+                return Error::ResourceExhausted(format!(
+                    "{who}: the user's exchanges together hold the {pool} MiB of guest memory \
+                     allowed ({}){tail}",
+                    crate::exchange::quotas::flags::GUEST_MEMORY
+                ));
+            }
+            None => {}
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => {

@@ -4,7 +4,7 @@
 use crate::gauges::GaugeGuard;
 use crate::sandbox::engine::SandboxEngine;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -47,41 +47,107 @@ pub const MAX_MEMORIES: usize = 4;
 /// Live host resources (streams, pollables) one store may hold.
 pub const MAX_RESOURCES: usize = 1_024;
 
+/// Guest memory shared by every live instance of one user: each store's growth
+/// is charged here as well as to its own cap, and given back when the store goes.
+#[derive(Debug)]
+pub struct MemoryPool {
+    max_bytes: usize,
+    used_bytes: AtomicUsize,
+}
+
+impl MemoryPool {
+    /// A pool of `max_bytes`.
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_bytes,
+            used_bytes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held by live instances now.
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The pool's size.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|t| *t <= self.max_bytes)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Which budget refused a growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryDenied {
+    /// The instance's own limit (`--exchanger-memory-mib`).
+    Instance,
+    /// The user's pool across all their live instances.
+    User,
+}
+
 /// One budget for a store's every linear memory and table together, and caps on
 /// how many instances, memories and tables it may create. Remembers whether a
 /// growth was refused, to name the limit in the error.
 pub struct MemoryCap {
     max_bytes: usize,
     used_bytes: usize,
-    /// Set when the guest asked for more than the budget.
-    pub denied: bool,
+    pool: Option<Arc<MemoryPool>>,
+    /// Set when the guest asked for more than a budget allows.
+    pub denied: Option<MemoryDenied>,
 }
 
 impl MemoryCap {
-    /// A budget of `max_bytes` for all memories and tables of one store.
-    pub fn new(max_bytes: usize) -> Self {
+    /// A budget of `max_bytes` for all memories and tables of one store, also
+    /// charged to `pool` when given.
+    pub fn new(max_bytes: usize, pool: Option<Arc<MemoryPool>>) -> Self {
         Self {
             max_bytes,
             used_bytes: 0,
-            denied: false,
+            pool,
+            denied: None,
         }
     }
 
-    /// Bytes charged so far (memories and tables).
+    /// Bytes charged so far (memories and tables); memories never shrink, so
+    /// this is also the peak.
     pub fn used_bytes(&self) -> usize {
         self.used_bytes
     }
 
     fn charge(&mut self, extra: usize) -> bool {
-        match self.used_bytes.checked_add(extra) {
-            Some(total) if total <= self.max_bytes => {
-                self.used_bytes = total;
-                true
-            }
+        let total = match self.used_bytes.checked_add(extra) {
+            Some(total) if total <= self.max_bytes => total,
             _ => {
-                self.denied = true;
-                false
+                self.denied = Some(MemoryDenied::Instance);
+                return false;
             }
+        };
+        if let Some(pool) = &self.pool
+            && !pool.take(extra)
+        {
+            self.denied = Some(MemoryDenied::User);
+            return false;
+        }
+        self.used_bytes = total;
+        true
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give_back(self.used_bytes);
         }
     }
 }
@@ -229,8 +295,13 @@ impl WasiView for StoreState {
 }
 
 /// A fresh store for one stream: no preopens, no environment, no network, output
-/// captured, memory capped, deadline and cancellation checked every epoch tick.
-pub fn new_store(engine: &SandboxEngine, cancelled: Arc<AtomicBool>) -> Store<StoreState> {
+/// captured, memory capped (and charged to the user's `pool`, if any), deadline
+/// and cancellation checked every epoch tick.
+pub fn new_store(
+    engine: &SandboxEngine,
+    cancelled: Arc<AtomicBool>,
+    pool: Option<Arc<MemoryPool>>,
+) -> Store<StoreState> {
     let limits = &engine.limits;
     let output = CappedOutput::new(limits.max_log_bytes);
     let wasi = WasiCtx::builder()
@@ -244,7 +315,7 @@ pub fn new_store(engine: &SandboxEngine, cancelled: Arc<AtomicBool>) -> Store<St
             table.set_max_capacity(MAX_RESOURCES);
             table
         },
-        memory: MemoryCap::new(limits.max_memory_bytes),
+        memory: MemoryCap::new(limits.max_memory_bytes, pool),
         output,
         call_deadline: Instant::now() + limits.call_timeout,
         cancelled,
@@ -272,16 +343,33 @@ mod tests {
 
     #[test]
     fn every_memory_and_table_draws_on_one_budget() {
-        let mut cap = MemoryCap::new(100 << 20);
+        let mut cap = MemoryCap::new(100 << 20, None);
         assert!(cap.memory_growing(0, 60 << 20, None).unwrap());
         // A second memory of the same size no longer fits: the budget is shared.
         assert!(!cap.memory_growing(0, 60 << 20, None).unwrap());
-        assert!(cap.denied);
+        assert_eq!(cap.denied, Some(MemoryDenied::Instance));
         assert!(cap.memory_growing(0, 30 << 20, None).unwrap());
         // 10 MiB remain: a table of 2M elements (16 MiB) does not fit, 1M (8 MiB) does.
         assert!(!cap.table_growing(0, 2 << 20, None).unwrap());
         assert!(cap.table_growing(0, 1 << 20, None).unwrap());
         assert_eq!(cap.used_bytes(), (98 << 20));
         assert!(!cap.memory_growing(0, usize::MAX, None).unwrap());
+    }
+
+    #[test]
+    fn a_users_instances_share_one_pool_and_give_it_back() {
+        let pool = MemoryPool::new(100 << 20);
+        let mut first = MemoryCap::new(80 << 20, Some(pool.clone()));
+        let mut second = MemoryCap::new(80 << 20, Some(pool.clone()));
+        assert!(first.memory_growing(0, 60 << 20, None).unwrap());
+        // Within its own cap, but the user's pool has 40 MiB left.
+        assert!(!second.memory_growing(0, 50 << 20, None).unwrap());
+        assert_eq!(second.denied, Some(MemoryDenied::User));
+        assert!(second.memory_growing(0, 40 << 20, None).unwrap());
+        assert_eq!(pool.used_bytes(), 100 << 20);
+        drop(first);
+        assert_eq!(pool.used_bytes(), 40 << 20);
+        drop(second);
+        assert_eq!(pool.used_bytes(), 0);
     }
 }

@@ -16,10 +16,27 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 const COMPONENT_LAYER: [u8; 2] = [1, 0];
 
+/// The WIT world every exchanger implements.
+pub const WORLD: &str = "mallard:exchanger/exchanger@0.1.0";
+/// The only imports Mallard satisfies: WASI 0.2 interfaces (every capability
+/// denied), which a guest's standard library links against.
+const PROVIDED_IMPORT_PREFIXES: [&str; 6] = [
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
 /// A validated, compiled exchanger component.
 pub struct Compiled {
     /// The component's self-description.
     pub info: Info,
+    /// The component's imports (instance names), sorted.
+    pub imports: Vec<String>,
+    /// The component's exports (instance names), sorted.
+    pub exports: Vec<String>,
     /// The compiled component (serialisable for restarts).
     pub component: Component,
     /// Ready to instantiate, imports resolved.
@@ -79,7 +96,32 @@ pub unsafe fn load_artifact(engine: &SandboxEngine, path: &Path) -> Result<Compi
     finish(engine, component, started)
 }
 
+/// Whether Mallard links an import of this name (a WASI 0.2 interface).
+pub fn is_provided(import: &str) -> bool {
+    PROVIDED_IMPORT_PREFIXES
+        .iter()
+        .any(|prefix| import.starts_with(prefix))
+        && import.contains("@0.2.")
+}
+
 fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Result<Compiled> {
+    let ty = component.component_type();
+    let mut imports: Vec<String> = ty.imports(&engine.engine).map(|(n, _)| n.to_owned()).collect();
+    let mut exports: Vec<String> = ty.exports(&engine.engine).map(|(n, _)| n.to_owned()).collect();
+    imports.sort();
+    exports.sort();
+    let missing: Vec<&str> = imports
+        .iter()
+        .map(String::as_str)
+        .filter(|i| !is_provided(i))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "component imports what Mallard does not provide: {}; an exchanger may import \
+             only WASI 0.2 interfaces (and gets no capability through them)",
+            missing.join(", ")
+        )));
+    }
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| {
         Error::InvalidArgument(format!(
             "component needs imports Mallard does not provide: {e:#}"
@@ -87,10 +129,10 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
     })?;
     let pre = ExchangerPre::new(instance_pre).map_err(|e| {
         Error::InvalidArgument(format!(
-            "component does not implement the world mallard:exchanger/exchanger@0.1.0: {e:#}"
+            "component does not implement the world {WORLD}: {e:#}"
         ))
     })?;
-    let mut store = new_store(engine, Arc::new(AtomicBool::new(false)));
+    let mut store = new_store(engine, Arc::new(AtomicBool::new(false)), None);
     let instance = pre
         .instantiate(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component failed to start: {e:#}")))?;
@@ -98,27 +140,27 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
         .mallard_exchanger_exchange()
         .call_describe(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component's describe() failed: {e:#}")))?;
-    validate_name(&info.name)?;
+    mallard_protocol::exchanger_ref::validate_name(&info.name).map_err(Error::from)?;
     Ok(Compiled {
         info,
+        imports,
+        exports,
         component,
         pre,
         compile_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }
 
-/// Exchanger names: 1 to 64 of `[a-z0-9_]`, so they are safe as file names too.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "exchanger name {name:?} must be 1-64 characters of [a-z0-9_]"
-        )))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wasi_0_2_imports_are_provided() {
+        assert!(is_provided("wasi:io/streams@0.2.3"));
+        assert!(is_provided("wasi:cli/environment@0.2.12"));
+        assert!(!is_provided("wasi:http/outgoing-handler@0.2.3"));
+        assert!(!is_provided("wasi:io/streams@0.3.0"));
+        assert!(!is_provided("evil:net/connect"));
     }
 }

@@ -143,11 +143,25 @@ pub async fn action(
     Ok(serde_json::from_slice(&results[0]).expect("action result is JSON"))
 }
 
-/// Uploads a built guest; returns its registered name.
+/// Uploads a built guest into the caller's own namespace; returns its name.
 pub async fn upload(client: &mut FlightClient, file_stem: &str) -> String {
     let report = action(client, "upload_exchanger", component(file_stem))
         .await
         .expect("upload succeeds");
+    report["name"].as_str().unwrap().to_owned()
+}
+
+/// Uploads a built guest into the shared namespace (the caller must be an
+/// admin); returns its name.
+pub async fn upload_shared(client: &mut FlightClient, file_stem: &str) -> String {
+    let options = mallard_protocol::UploadOptions {
+        shared: true,
+        ..Default::default()
+    };
+    let body = mallard_protocol::UploadRequest::encode(&component(file_stem), &options);
+    let report = action(client, "upload_exchanger", body)
+        .await
+        .expect("shared upload succeeds");
     report["name"].as_str().unwrap().to_owned()
 }
 
@@ -204,15 +218,16 @@ pub async fn drain(stream: FlightRecordBatchStream) -> Result<usize, tonic::Stat
     Ok(n)
 }
 
-/// The `list_exchangers` entry of `name`.
-pub async fn listed_exchanger(client: &mut FlightClient, name: &str) -> serde_json::Value {
+/// The `list_exchangers` entry of `exchanger` (`admin/add_processed`, or
+/// `add_processed` for the shared one).
+pub async fn listed_exchanger(client: &mut FlightClient, exchanger: &str) -> serde_json::Value {
     let listing = action(client, "list_exchangers", "").await.unwrap();
     listing
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not listed in {listing}"))
+        .find(|e| e["exchanger"] == exchanger)
+        .unwrap_or_else(|| panic!("{exchanger} is not listed in {listing}"))
         .clone()
 }
 
