@@ -1,10 +1,12 @@
 //! `mallard-demo`: the walkthrough of the seeds' demo against two Mallard servers
-//! (started here when none answer), the flights data generator and the benchmark.
+//! (started here when none answer), the flights data generator, the benchmark,
+//! and the exchanger lifecycle (upload, exchangers, remove, exchange, sql).
 
 mod bench;
 mod data;
 mod figures;
 mod guest;
+mod lifecycle;
 mod load;
 mod ops;
 mod servers;
@@ -24,8 +26,14 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Server 1 address.
-    #[arg(long, global = true, default_value = "127.0.0.1:8815")]
+    /// Server 1 address (`--server` for the lifecycle commands).
+    #[arg(
+        long,
+        visible_alias = "server",
+        global = true,
+        env = "MALLARD_SERVER",
+        default_value = "127.0.0.1:8815"
+    )]
     server1: String,
     /// Server 2 address.
     #[arg(long, global = true, default_value = "127.0.0.1:8816")]
@@ -64,6 +72,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Upload an exchanger component into your namespace (or, as admin, --shared).
+    Upload {
+        /// The component (`.wasm`).
+        path: PathBuf,
+        /// Into the shared namespace, visible to everyone (admin).
+        #[arg(long)]
+        shared: bool,
+        /// Dry-run the exchanger on this Parquet file's schema (default: flights).
+        #[arg(long)]
+        dry_run_schema: Option<PathBuf>,
+        /// Dry-run parameter KEY=VALUE (repeatable).
+        #[arg(long = "param", value_parser = lifecycle::parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// List your own and the shared exchangers.
+    Exchangers,
+    /// Remove an exchanger (every version) or one version (NAME@VERSION, NAME@sha256:HEX).
+    Remove {
+        /// `[OWNER/]NAME[@VERSION|@sha256:HEX]`.
+        reference: String,
+    },
+    /// Stream a Parquet file through an exchanger into another Parquet file.
+    Exchange {
+        /// `[OWNER/]NAME[@VERSION|@sha256:HEX]`.
+        reference: String,
+        /// Input Parquet file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output Parquet file (written whole or not at all).
+        #[arg(long)]
+        output: PathBuf,
+        /// Exchanger parameter KEY=VALUE (repeatable).
+        #[arg(long = "param", value_parser = lifecycle::parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Run SQL and print the result.
+    Sql {
+        /// The statement.
+        sql: String,
+        /// Rows to print (all are counted).
+        #[arg(long, default_value_t = 40)]
+        max_rows: usize,
+    },
     /// Write data/flights.parquet (or --out) with N deterministic flights rows.
     GenData {
         /// Rows to generate.
@@ -142,20 +193,94 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let lifecycle = matches!(
+        cli.command,
+        Some(
+            Command::Upload { .. }
+                | Command::Exchangers
+                | Command::Remove { .. }
+                | Command::Exchange { .. }
+                | Command::Sql { .. }
+        )
+    );
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The lifecycle commands print the server's code and message, no chain.
+        Err(e) if lifecycle => {
+            eprintln!("error: {}", lifecycle::describe_error(&e));
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// One lifecycle command's client: `--server`, `--user`, `--password`.
+async fn lifecycle_client(cli: &Cli) -> Result<arrow_flight::FlightClient> {
+    let url = if cli.server1.contains("://") {
+        cli.server1.clone()
+    } else {
+        let scheme = if cli.tls || cli.tls_ca.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        };
+        format!("{scheme}://{}", cli.server1)
+    };
+    servers::connect(&url, &cli.user, &cli.password).await
+}
+
+async fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Some(ca) = &cli.tls_ca {
         servers::use_tls(tls::DemoTls::trusting(ca)?);
     } else if cli.tls {
         servers::use_tls(tls::DemoTls::minted()?);
     }
     match cli.command {
+        Some(Command::Upload {
+            ref path,
+            shared,
+            ref dry_run_schema,
+            ref params,
+        }) => {
+            let mut client = lifecycle_client(&cli).await?;
+            lifecycle::upload(&mut client, path, shared, dry_run_schema.as_deref(), params.clone())
+                .await
+                .map(drop)
+        }
+        Some(Command::Exchangers) => {
+            let mut client = lifecycle_client(&cli).await?;
+            lifecycle::list(&mut client).await.map(drop)
+        }
+        Some(Command::Remove { ref reference }) => {
+            let mut client = lifecycle_client(&cli).await?;
+            lifecycle::remove(&mut client, reference).await
+        }
+        Some(Command::Exchange {
+            ref reference,
+            ref input,
+            ref output,
+            ref params,
+        }) => {
+            let mut client = lifecycle_client(&cli).await?;
+            lifecycle::exchange(&mut client, reference, input, output, params.clone())
+                .await
+                .map(drop)
+        }
+        Some(Command::Sql { ref sql, max_rows }) => {
+            let mut client = lifecycle_client(&cli).await?;
+            lifecycle::sql(&mut client, sql, max_rows).await.map(drop)
+        }
         None => {
             walkthrough::run(walkthrough::WalkthroughOptions {
                 server1: cli.server1,

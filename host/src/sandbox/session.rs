@@ -50,15 +50,15 @@ impl WasmSession {
         pool: Option<Arc<MemoryPool>>,
     ) -> Result<Self> {
         let mut store = new_store(engine, cancelled, pool.clone());
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Internal(format!("instantiating exchanger {name:?}: {e:#}")))?;
         let mut this = CallInfo {
             name: name.to_owned(),
             call_timeout: engine.limits.call_timeout,
             max_memory_bytes: engine.limits.max_memory_bytes,
             pool,
         };
+        // Instantiating runs the guest's start code and grows its memory: the
+        // same deadline and budgets apply, and the same statuses.
+        let instance = this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
         let opened = this.call(&mut store, "open", |store| {
             instance
                 .mallard_exchanger_exchange()

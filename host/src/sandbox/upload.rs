@@ -18,9 +18,11 @@ const COMPONENT_LAYER: [u8; 2] = [1, 0];
 
 /// The WIT world every exchanger implements.
 pub const WORLD: &str = "mallard:exchanger/exchanger@0.1.0";
-/// The only imports Mallard satisfies: WASI 0.2 interfaces (every capability
-/// denied), which a guest's standard library links against.
-const PROVIDED_IMPORT_PREFIXES: [&str; 6] = [
+/// The only imports Mallard satisfies: the contract's own type-only interfaces,
+/// and WASI 0.2 interfaces (every capability denied), which a guest's standard
+/// library links against.
+const PROVIDED_IMPORT_PREFIXES: [&str; 7] = [
+    "mallard:exchanger/",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -98,10 +100,15 @@ pub unsafe fn load_artifact(engine: &SandboxEngine, path: &Path) -> Result<Compi
 
 /// Whether Mallard links an import of this name (a WASI 0.2 interface).
 pub fn is_provided(import: &str) -> bool {
+    let version_ok = if import.starts_with("mallard:") {
+        import.contains("@0.1.")
+    } else {
+        import.contains("@0.2.")
+    };
     PROVIDED_IMPORT_PREFIXES
         .iter()
         .any(|prefix| import.starts_with(prefix))
-        && import.contains("@0.2.")
+        && version_ok
 }
 
 fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Result<Compiled> {
@@ -118,7 +125,7 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
     if !missing.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "component imports what Mallard does not provide: {}; an exchanger may import \
-             only WASI 0.2 interfaces (and gets no capability through them)",
+             only the contract's types and WASI 0.2 interfaces (and gets no capability through them)",
             missing.join(", ")
         )));
     }
@@ -162,5 +169,7 @@ mod tests {
         assert!(!is_provided("wasi:http/outgoing-handler@0.2.3"));
         assert!(!is_provided("wasi:io/streams@0.3.0"));
         assert!(!is_provided("evil:net/connect"));
+        assert!(is_provided("mallard:exchanger/types@0.1.0"));
+        assert!(!is_provided("mallard:exchanger/types@0.2.0"));
     }
 }

@@ -25,6 +25,7 @@ pub const GUESTS: &[&str] = &[
     "hostile-schema-drift",
     "hostile-wasi-probe",
     "hostile-delta-flood",
+    "hostile-foreign-import",
 ];
 
 /// Installs logging once (RUST_LOG controls it).
