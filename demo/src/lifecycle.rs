@@ -32,12 +32,15 @@ pub async fn upload(
     dry_run_schema: Option<&Path>,
     params: Vec<(String, String)>,
 ) -> Result<Value> {
-    let component =
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let component = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let dry_run_schema = match dry_run_schema {
         Some(parquet) => {
             let (schema, _, _) = data::read_parquet(parquet)?;
-            Some(mallard_exchanger::ipc::MessageEncoder::new(schema).schema_header().into())
+            Some(
+                mallard_exchanger::ipc::MessageEncoder::new(schema)
+                    .schema_header()
+                    .into(),
+            )
         }
         None => None,
     };
@@ -56,7 +59,10 @@ pub async fn upload(
         report["size"],
         report["compile_ms"].as_f64().unwrap_or_default(),
     );
-    println!("  implements {}", report["wit"].as_str().unwrap_or_default());
+    println!(
+        "  implements {}",
+        report["wit"].as_str().unwrap_or_default()
+    );
     for key in ["imports", "exports"] {
         let items: Vec<&str> = report[key]
             .as_array()
@@ -71,7 +77,13 @@ pub async fn upload(
         (Value::Array(fields), _) => {
             let columns: Vec<String> = fields
                 .iter()
-                .map(|f| format!("{} {}", f["name"].as_str().unwrap_or("?"), f["type"].as_str().unwrap_or("?")))
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f["name"].as_str().unwrap_or("?"),
+                        f["type"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect();
             println!(
                 "  dry run on the {} schema: output {}",
@@ -86,7 +98,10 @@ pub async fn upload(
             refused["message"].as_str().unwrap_or_default()
         ),
     }
-    println!("  run it as {}", report["exchanger"].as_str().unwrap_or_default());
+    println!(
+        "  run it as {}",
+        report["exchanger"].as_str().unwrap_or_default()
+    );
     Ok(report)
 }
 
@@ -95,7 +110,13 @@ pub async fn list(client: &mut FlightClient) -> Result<Value> {
     let listing = ops::action(client, "list_exchangers", "").await?;
     let mut table = comfy_table::Table::new();
     table.set_header([
-        "exchanger", "owner", "latest", "versions", "calls", "errors", "cpu ms",
+        "exchanger",
+        "owner",
+        "latest",
+        "versions",
+        "calls",
+        "errors",
+        "cpu ms",
     ]);
     for entry in listing.as_array().into_iter().flatten() {
         let versions = entry["versions"].as_array().map_or(0, Vec::len);
@@ -169,7 +190,8 @@ pub async fn exchange(
         let writer = match &mut writer {
             Some(w) => w,
             None => writer.insert(parquet::arrow::ArrowWriter::try_new(
-                std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
                 batch.schema(),
                 None,
             )?),
@@ -177,7 +199,10 @@ pub async fn exchange(
         writer.write(&batch)?;
     }
     let Some(writer) = writer else {
-        bail!("the exchanger sent no batch; {} not written", output.display());
+        bail!(
+            "the exchanger sent no batch; {} not written",
+            output.display()
+        );
     };
     writer.close()?;
     std::fs::rename(&tmp, output)?;
@@ -234,7 +259,10 @@ mod tests {
 
     #[test]
     fn params_are_key_equals_value() {
-        assert_eq!(parse_param("mode=route"), Ok(("mode".into(), "route".into())));
+        assert_eq!(
+            parse_param("mode=route"),
+            Ok(("mode".into(), "route".into()))
+        );
         assert_eq!(parse_param("expr=a=b"), Ok(("expr".into(), "a=b".into())));
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=x").is_err());

@@ -254,9 +254,15 @@ async fn run(cli: Cli) -> Result<()> {
             ref params,
         }) => {
             let mut client = lifecycle_client(&cli).await?;
-            lifecycle::upload(&mut client, path, shared, dry_run_schema.as_deref(), params.clone())
-                .await
-                .map(drop)
+            lifecycle::upload(
+                &mut client,
+                path,
+                shared,
+                dry_run_schema.as_deref(),
+                params.clone(),
+            )
+            .await
+            .map(drop)
         }
         Some(Command::Exchangers) => {
             let mut client = lifecycle_client(&cli).await?;

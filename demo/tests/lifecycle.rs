@@ -49,21 +49,27 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
     config
         .users
         .insert("admin".into(), User::new("password123", Role::Admin));
-    config.users.insert(ALICE.0.into(), User::new(ALICE.1, Role::User));
+    config
+        .users
+        .insert(ALICE.0.into(), User::new(ALICE.1, Role::User));
     let server = mallard::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.parquet");
     let output = dir.path().join("out.parquet");
-    let component = mallard::components::build_one(
-        "add-processed",
-        mallard::components::Profile::Release,
-    )
-    .unwrap();
+    let component =
+        mallard::components::build_one("add-processed", mallard::components::Profile::Release)
+            .unwrap();
 
     ok(demo(
         &server,
         ALICE,
-        &["gen-data", "--rows", "20000", "--out", input.to_str().unwrap()],
+        &[
+            "gen-data",
+            "--rows",
+            "20000",
+            "--out",
+            input.to_str().unwrap(),
+        ],
     ));
     let uploaded = ok(demo(
         &server,
@@ -75,7 +81,10 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
             input.to_str().unwrap(),
         ],
     ));
-    assert!(uploaded.contains("uploaded alice/add_processed"), "{uploaded}");
+    assert!(
+        uploaded.contains("uploaded alice/add_processed"),
+        "{uploaded}"
+    );
     assert!(uploaded.contains("processed Boolean"), "{uploaded}");
     let listed = ok(demo(&server, ALICE, &["exchangers"]));
     assert!(listed.contains("alice/add_processed"), "{listed}");
@@ -92,7 +101,10 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
             output.to_str().unwrap(),
         ],
     ));
-    assert!(exchanged.contains("exchanged 20000 rows into 20000"), "{exchanged}");
+    assert!(
+        exchanged.contains("exchanged 20000 rows into 20000"),
+        "{exchanged}"
+    );
     let listed = ok(demo(&server, ALICE, &["exchangers"]));
     assert!(
         listed
@@ -124,10 +136,16 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
     assert_eq!(concat(&got), concat(&expected));
 
     let answered = ok(demo(&server, ALICE, &["sql", "SELECT 6 * 7 AS answer"]));
-    assert!(answered.contains("42") && answered.contains("(1 rows)"), "{answered}");
+    assert!(
+        answered.contains("42") && answered.contains("(1 rows)"),
+        "{answered}"
+    );
 
     let removed = ok(demo(&server, ALICE, &["remove", "add_processed"]));
-    assert!(removed.contains("removed alice/add_processed@"), "{removed}");
+    assert!(
+        removed.contains("removed alice/add_processed@"),
+        "{removed}"
+    );
     // Errors: the server's code and message, no backtrace, exit status 1.
     let failed = demo(
         &server,

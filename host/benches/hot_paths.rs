@@ -14,10 +14,10 @@ use mallard::db::ingest::Ingest;
 use mallard::db::statements::ServerSql;
 use mallard::db::{Database, DbOptions, query};
 use mallard::exchange::ExchangeSession;
+use mallard::exchange::catalog::{Catalog, Code, builtins};
 use mallard::exchange::native::NativeSession;
 use mallard::sandbox::Limits;
 use mallard::sandbox::engine::SandboxEngine;
-use mallard::exchange::catalog::{Catalog, Code, builtins};
 use mallard::sandbox::session::WasmSession;
 use mallard_exchanger::ipc::MessageEncoder;
 use mallard_protocol::TableName;
@@ -119,12 +119,27 @@ fn exchange_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("exchange");
     group.bench_function("wasm_instantiate_and_open", |b| {
         b.iter(|| {
-            WasmSession::open(&engine, uploaded, input.clone(), &[], cancelled.clone(), None).unwrap()
+            WasmSession::open(
+                &engine,
+                uploaded,
+                input.clone(),
+                &[],
+                cancelled.clone(),
+                None,
+            )
+            .unwrap()
         })
     });
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
-    let mut wasm =
-        WasmSession::open(&engine, uploaded, input.clone(), &[], cancelled.clone(), None).unwrap();
+    let mut wasm = WasmSession::open(
+        &engine,
+        uploaded,
+        input.clone(),
+        &[],
+        cancelled.clone(),
+        None,
+    )
+    .unwrap();
     group.bench_function("add_processed_wasm_batch", |b| {
         b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
     });

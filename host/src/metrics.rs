@@ -49,7 +49,7 @@ pub struct ServerMetrics {
     pub rpcs: Family<RpcLabels, Counter>,
     /// RPC duration from request to the end of the response stream, seconds.
     pub rpc_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    /// Calls refused for bad or missing credentials.
+    /// Calls refused for bad or missing credentials (ended Unauthenticated).
     pub auth_failures: Counter,
 }
 
@@ -144,10 +144,7 @@ struct ConstHistogram {
 }
 
 impl EncodeMetric for ConstHistogram {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> std::fmt::Result {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
         // `encode_histogram` expects per-bucket counts and accumulates them itself.
         let mut previous = 0;
         let per_bucket: Vec<(f64, u64)> = self
@@ -160,7 +157,10 @@ impl EncodeMetric for ConstHistogram {
             })
             .collect();
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            self.sum, self.count, &per_bucket, None,
+            self.sum,
+            self.count,
+            &per_bucket,
+            None,
         )
     }
 
@@ -181,7 +181,10 @@ impl Collector for StateCollector {
             ("get_streams", state.query_slots.total()),
             ("put_streams", state.put_slots.total()),
             ("sessions", state.auth.live_sessions()),
-            ("wasm_instances", state.catalog.engine().live_instances.get()),
+            (
+                "wasm_instances",
+                state.catalog.engine().live_instances.get(),
+            ),
         ];
         family(
             &mut encoder,
@@ -229,23 +232,34 @@ impl Collector for StateCollector {
             ]
         };
         let snapshots: Vec<_> = versions.iter().map(|v| (labels(v), v)).collect();
-        let counter = |name: &str, help: &str, read: &dyn Fn(&crate::exchange::catalog::Version) -> u64| {
-            (
-                name.to_owned(),
-                help.to_owned(),
-                snapshots
-                    .iter()
-                    .map(|(l, v)| (l.clone(), ConstCounter::new(read(v))))
-                    .collect::<Vec<_>>(),
-            )
-        };
+        let counter =
+            |name: &str, help: &str, read: &dyn Fn(&crate::exchange::catalog::Version) -> u64| {
+                (
+                    name.to_owned(),
+                    help.to_owned(),
+                    snapshots
+                        .iter()
+                        .map(|(l, v)| (l.clone(), ConstCounter::new(read(v))))
+                        .collect::<Vec<_>>(),
+                )
+            };
         use std::sync::atomic::Ordering::Relaxed;
         for (name, help, series) in [
-            counter("exchanger_calls", "Exchanges started", &|v| v.metrics.calls.load(Relaxed)),
-            counter("exchanger_rows_in", "Rows received", &|v| v.metrics.rows_in.load(Relaxed)),
-            counter("exchanger_rows_out", "Rows sent back", &|v| v.metrics.rows_out.load(Relaxed)),
-            counter("exchanger_bytes_in", "IPC bytes received", &|v| v.metrics.bytes_in.load(Relaxed)),
-            counter("exchanger_bytes_out", "IPC bytes sent back", &|v| v.metrics.bytes_out.load(Relaxed)),
+            counter("exchanger_calls", "Exchanges started", &|v| {
+                v.metrics.calls.load(Relaxed)
+            }),
+            counter("exchanger_rows_in", "Rows received", &|v| {
+                v.metrics.rows_in.load(Relaxed)
+            }),
+            counter("exchanger_rows_out", "Rows sent back", &|v| {
+                v.metrics.rows_out.load(Relaxed)
+            }),
+            counter("exchanger_bytes_in", "IPC bytes received", &|v| {
+                v.metrics.bytes_in.load(Relaxed)
+            }),
+            counter("exchanger_bytes_out", "IPC bytes sent back", &|v| {
+                v.metrics.bytes_out.load(Relaxed)
+            }),
         ] {
             family(&mut encoder, &name, &help, MetricType::Counter, series)?;
         }
@@ -267,11 +281,14 @@ impl Collector for StateCollector {
             "Exchanges that ended with an error, by gRPC status",
             MetricType::Counter,
             snapshots.iter().flat_map(|(l, v)| {
-                v.metrics.errors_by_code().into_iter().map(move |(code, n)| {
-                    let mut labels = l.clone();
-                    labels.push(("code", code_name(code).to_owned()));
-                    (labels, ConstCounter::new(n))
-                })
+                v.metrics
+                    .errors_by_code()
+                    .into_iter()
+                    .map(move |(code, n)| {
+                        let mut labels = l.clone();
+                        labels.push(("code", code_name(code).to_owned()));
+                        (labels, ConstCounter::new(n))
+                    })
             }),
         )?;
         family(

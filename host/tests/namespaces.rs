@@ -93,7 +93,10 @@ async fn each_user_owns_a_namespace_and_admins_share() {
     // Bob sees nothing of alice's: not in his listing, and NotFound by name,
     // exactly as a name that does not exist.
     let listing = action(&mut bob, "list_exchangers", "").await.unwrap();
-    assert!(listed(&listing, "alice/add_processed").is_none(), "{listing}");
+    assert!(
+        listed(&listing, "alice/add_processed").is_none(),
+        "{listing}"
+    );
     let hidden = run(&mut bob, "alice/add_processed").await.unwrap_err();
     let missing = run(&mut bob, "carol/add_processed").await.unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound, "{hidden}");
@@ -123,7 +126,10 @@ async fn each_user_owns_a_namespace_and_admins_share() {
         calls_of(listed(&listing, "alice/add_processed").unwrap()),
         [2]
     );
-    assert_eq!(calls_of(listed(&listing, "bob/add_processed").unwrap()), [1]);
+    assert_eq!(
+        calls_of(listed(&listing, "bob/add_processed").unwrap()),
+        [1]
+    );
 
     // A reader may not upload, nor may a user upload into shared or publish.
     let err = action(&mut rita, "upload_exchanger", component("running_totals"))
@@ -243,8 +249,13 @@ async fn versions_pin_and_a_running_version_is_never_disturbed() {
     );
     let err = run(&mut alice, "add_processed@9.9.9").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
-    let err = run(&mut alice, "alice/add_processed@9.9.9").await.unwrap_err();
-    assert!(err.message().contains(&v1_sha[..12]), "lists versions: {err}");
+    let err = run(&mut alice, "alice/add_processed@9.9.9")
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains(&v1_sha[..12]),
+        "lists versions: {err}"
+    );
     let listing = action(&mut alice, "list_exchangers", "").await.unwrap();
     // v1: the open exchange and the pinned one; v2: latest and version pin
     // (both declare the same version, the later upload wins).
@@ -254,7 +265,10 @@ async fn versions_pin_and_a_running_version_is_never_disturbed() {
     );
 
     // v1 is running: removing it (or everything) is refused, naming it.
-    for reference in [format!("add_processed@sha256:{v1_sha}"), "add_processed".into()] {
+    for reference in [
+        format!("add_processed@sha256:{v1_sha}"),
+        "add_processed".into(),
+    ] {
         let err = action(&mut alice, "remove_exchanger", reference.clone())
             .await
             .unwrap_err();
@@ -373,7 +387,10 @@ async fn every_quota_is_refused_naming_its_flag() {
     upload(&mut alice, "add_processed").await;
     let err = run(&mut alice, "add_processed").await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-    assert!(err.message().contains("--guest-memory-per-user-mib"), "{err}");
+    assert!(
+        err.message().contains("--guest-memory-per-user-mib"),
+        "{err}"
+    );
     assert_idle(&mut alice).await;
     server.stop().await.unwrap();
 }
@@ -398,7 +415,9 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
         "{report}"
     );
     assert!(
-        list("imports").iter().all(|i| i.starts_with("wasi:") || i.starts_with("mallard:exchanger/")),
+        list("imports")
+            .iter()
+            .all(|i| i.starts_with("wasi:") || i.starts_with("mallard:exchanger/")),
         "{report}"
     );
     assert_eq!(report["wit"], "mallard:exchanger/exchanger@0.1.0");
@@ -423,8 +442,8 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
         arrow::datatypes::DataType::Int64,
         false,
     )]);
-    let header = mallard_exchanger::ipc::MessageEncoder::new(std::sync::Arc::new(schema))
-        .schema_header();
+    let header =
+        mallard_exchanger::ipc::MessageEncoder::new(std::sync::Arc::new(schema)).schema_header();
     let body = mallard_protocol::UploadRequest::encode(
         &component("running_totals"),
         &mallard_protocol::UploadOptions {
@@ -503,19 +522,38 @@ async fn metrics_are_scraped_over_http_and_match_the_listing() {
     let calls = format!("mallard_exchanger_calls_total{{{exchanger}");
     assert_eq!(series(&after, &calls), 3.0);
     assert_eq!(
-        series(&after, &format!("mallard_exchanger_rows_in_total{{{exchanger}")),
+        series(
+            &after,
+            &format!("mallard_exchanger_rows_in_total{{{exchanger}")
+        ),
         3000.0
     );
     assert_eq!(
-        series(&after, &format!("mallard_exchanger_rows_out_total{{{exchanger}")),
+        series(
+            &after,
+            &format!("mallard_exchanger_rows_out_total{{{exchanger}")
+        ),
         3000.0
     );
-    assert!(series(&after, &format!("mallard_exchanger_cpu_seconds_total{{{exchanger}")) > 0.0);
+    assert!(
+        series(
+            &after,
+            &format!("mallard_exchanger_cpu_seconds_total{{{exchanger}")
+        ) > 0.0
+    );
     assert_eq!(
-        series(&after, &format!("mallard_exchanger_batch_seconds_count{{{exchanger}")),
+        series(
+            &after,
+            &format!("mallard_exchanger_batch_seconds_count{{{exchanger}")
+        ),
         6.0
     );
-    assert!(series(&after, &format!("mallard_exchanger_peak_memory_bytes{{{exchanger}")) > 0.0);
+    assert!(
+        series(
+            &after,
+            &format!("mallard_exchanger_peak_memory_bytes{{{exchanger}")
+        ) > 0.0
+    );
     assert_eq!(
         series(
             &after,
@@ -527,7 +565,10 @@ async fn metrics_are_scraped_over_http_and_match_the_listing() {
     // Per server: RPCs by method and status, latency, live gauges, auth failures.
     let exchanges_ok = "mallard_rpcs_total{method=\"DoExchange\",code=\"OK\"}";
     assert_eq!(series(&after, exchanges_ok), 3.0);
-    assert!(after.contains("mallard_rpc_seconds_bucket{method=\"DoExchange\""));
+    assert_eq!(
+        series(&after, "mallard_rpc_seconds_count{method=\"DoExchange\"}"),
+        4.0
+    );
     assert!(series(&after, "mallard_auth_failures_total") >= 1.0);
     assert_eq!(series(&after, "mallard_live{what=\"exchanges\"}"), 0.0);
     assert!(series(&after, "mallard_threads") > 0.0);

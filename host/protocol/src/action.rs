@@ -3,8 +3,8 @@
 use crate::descriptor::utf8;
 use crate::exchanger_ref::ExchangerRef;
 use crate::push::PushRequest;
-use crate::upload::UploadRequest;
 use crate::table_name::TableName;
+use crate::upload::UploadRequest;
 use crate::{ProtocolError, Result};
 use bytes::Bytes;
 

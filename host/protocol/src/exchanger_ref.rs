@@ -103,7 +103,9 @@ impl std::fmt::Display for ExchangerRef {
 fn parse_pin(pin: &str) -> Result<Pin> {
     if let Some(hex) = pin.strip_prefix("sha256:") {
         let hex = hex.to_ascii_lowercase();
-        if hex.len() < MIN_SHA_PREFIX || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+        if hex.len() < MIN_SHA_PREFIX
+            || hex.len() > 64
+            || !hex.bytes().all(|b| b.is_ascii_hexdigit())
         {
             return Err(invalid(format!(
                 "sha256 pin {pin:?} must be {MIN_SHA_PREFIX} to 64 hex digits"
@@ -179,7 +181,7 @@ mod tests {
             &format!("classify@sha256:{}", "a".repeat(65)),
             &"x".repeat(MAX_REF_BYTES + 1),
             &"x".repeat(65),
-            "../etc",
+            "../etc/passwd",
         ] {
             assert!(ExchangerRef::parse(bad).is_err(), "{bad:?} parsed");
         }

@@ -7,9 +7,9 @@ use crate::credentials::{Credentials, basic_header, parse_authorization};
 use crate::descriptor;
 use crate::exchange::ExchangeRequest;
 use crate::exchanger_ref::ExchangerRef;
-use crate::upload::UploadRequest;
 use crate::push::PushRequest;
 use crate::table_name::TableName;
+use crate::upload::UploadRequest;
 use crate::users::parse_users_file;
 use bytes::Bytes;
 

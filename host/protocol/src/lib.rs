@@ -20,9 +20,9 @@ pub mod users;
 pub use action::{ACTIONS, ActionRequest};
 pub use exchange::{ExchangeRequest, Sandbox};
 pub use exchanger_ref::{ExchangerRef, Namespace, Pin};
-pub use upload::{UploadOptions, UploadRequest};
 pub use push::{PushRequest, PushTarget};
 pub use table_name::{TableName, quote, quote_literal};
+pub use upload::{UploadOptions, UploadRequest};
 
 /// Why a request was refused before it reached the database or a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -77,7 +77,9 @@ impl UploadRequest {
                 base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
                     .map(Bytes::from)
-                    .map_err(|e| invalid(format!("upload options: dry_run_schema is not base64: {e}")))
+                    .map_err(|e| {
+                        invalid(format!("upload options: dry_run_schema is not base64: {e}"))
+                    })
             })
             .transpose()?;
         Ok(Self {

@@ -226,7 +226,11 @@ pub fn builtins() -> Vec<Builtin> {
 impl Catalog {
     /// A catalogue persisting to `data_dir/exchangers` (if given), loading what
     /// is there.
-    pub fn open(engine: Arc<SandboxEngine>, quotas: Quotas, data_dir: Option<&Path>) -> Result<Self> {
+    pub fn open(
+        engine: Arc<SandboxEngine>,
+        quotas: Quotas,
+        data_dir: Option<&Path>,
+    ) -> Result<Self> {
         let layout = data_dir.map(Layout::open).transpose()?;
         let catalog = Self {
             engine,
@@ -281,7 +285,8 @@ impl Catalog {
             let owner = stored.owner.map_or(Owner::Shared, Owner::User);
             match self.load_stored(&stored.wasm) {
                 Ok((bytes, compiled)) if compiled.info.name == stored.name => {
-                    self.next_seq.fetch_max(stored.meta.seq + 1, Ordering::Relaxed);
+                    self.next_seq
+                        .fetch_max(stored.meta.seq + 1, Ordering::Relaxed);
                     let version = self.make_version(owner, &bytes, compiled, stored.meta);
                     tracing::info!(exchanger = %version.describe(), "restored exchanger");
                     self.insert(version);
@@ -298,17 +303,24 @@ impl Catalog {
     }
 
     fn load_stored(&self, wasm: &Path) -> Result<(Vec<u8>, Compiled)> {
-        let bytes = std::fs::read(wasm)
-            .map_err(|e| Error::Internal(format!("{}: {e}", wasm.display())))?;
+        let bytes =
+            std::fs::read(wasm).map_err(|e| Error::Internal(format!("{}: {e}", wasm.display())))?;
         // SAFETY: `.cwasm` files in our data directory are written only by `Layout::store`.
-        let compiled = match unsafe { upload::load_artifact(&self.engine, &wasm.with_extension("cwasm")) } {
-            Ok(c) => c,
-            Err(_) => upload::compile(&self.engine, &bytes)?,
-        };
+        let compiled =
+            match unsafe { upload::load_artifact(&self.engine, &wasm.with_extension("cwasm")) } {
+                Ok(c) => c,
+                Err(_) => upload::compile(&self.engine, &bytes)?,
+            };
         Ok((bytes, compiled))
     }
 
-    fn make_version(&self, owner: Owner, bytes: &[u8], compiled: Compiled, meta: StoredMeta) -> Version {
+    fn make_version(
+        &self,
+        owner: Owner,
+        bytes: &[u8],
+        compiled: Compiled,
+        meta: StoredMeta,
+    ) -> Version {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let name = compiled.info.name.clone();
         Version {
@@ -364,7 +376,12 @@ impl Catalog {
 
     /// Finds the version `reference` names for `principal`, sandboxed (`wasm`)
     /// or native, and marks it running until the returned guard drops.
-    pub fn resolve(&self, principal: &Principal, reference: &ExchangerRef, wasm: bool) -> Result<Running> {
+    pub fn resolve(
+        &self,
+        principal: &Principal,
+        reference: &ExchangerRef,
+        wasm: bool,
+    ) -> Result<Running> {
         let exchangers = self.exchangers.read().expect("catalog lock");
         // Started under the lock, so `remove` (write lock) sees it running.
         Self::find(&exchangers, principal, reference, wasm).map(Running::start)
@@ -489,11 +506,13 @@ impl Catalog {
         let limit = self.quotas.max_compile_time;
         match done_rx.recv_timeout(limit) {
             Ok(result) => result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::ResourceExhausted(format!(
-                "compiling the component took longer than the {} s allowed per upload ({})",
-                limit.as_secs_f64(),
-                flags::COMPILE_TIME
-            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(Error::ResourceExhausted(format!(
+                    "compiling the component took longer than the {} s allowed per upload ({})",
+                    limit.as_secs_f64(),
+                    flags::COMPILE_TIME
+                )))
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 Err(Error::Internal("compile thread failed".into()))
             }
@@ -569,13 +588,12 @@ impl Catalog {
     }
 
     /// Removes the versions `reference` names (all of them without a pin) from
-    /// the namespace it names (the caller's own for a bare name; admins fall
-    /// back to shared). Nothing is removed if any of them is running.
+    /// the namespace it names (the caller's own for a bare name). Nothing is
+    /// removed if any of them is running.
     pub fn remove(&self, principal: &Principal, reference: &ExchangerRef) -> Result<Vec<String>> {
+        // A bare name removes only the caller's own: shared ones must be named
+        // `shared/NAME`, so no admin removes one by accident.
         let owners = match &reference.namespace {
-            Namespace::Any if principal.role == Role::Admin => {
-                vec![Owner::User(principal.user.clone()), Owner::Shared]
-            }
             Namespace::Any => vec![Owner::User(principal.user.clone())],
             other => Self::namespaces(principal, other),
         };
@@ -622,12 +640,18 @@ impl Catalog {
             }
             if let Some(layout) = &self.layout {
                 for v in &chosen {
-                    layout.remove(owner.user(), &v.name, v.report.sha256.as_deref().unwrap_or_default());
+                    layout.remove(
+                        owner.user(),
+                        &v.name,
+                        v.report.sha256.as_deref().unwrap_or_default(),
+                    );
                 }
             }
             return Ok(chosen.iter().map(|v| v.describe()).collect());
         }
-        Err(Error::NotFound(format!("no uploaded exchanger {reference} of yours")))
+        Err(Error::NotFound(format!(
+            "no uploaded exchanger {reference} of yours"
+        )))
     }
 
     /// Copies a user's version (the latest unless pinned) into the shared
@@ -638,10 +662,15 @@ impl Catalog {
             Self::find(&exchangers, principal, reference, true)?
         };
         if source.owner == Owner::Shared {
-            return Err(Error::AlreadyExists(format!("{} is already shared", source.describe())));
+            return Err(Error::AlreadyExists(format!(
+                "{} is already shared",
+                source.describe()
+            )));
         }
         let Code::Wasm(pre) = &source.code else {
-            return Err(Error::InvalidArgument("built-ins are shared already".into()));
+            return Err(Error::InvalidArgument(
+                "built-ins are shared already".into(),
+            ));
         };
         let sha256 = source.report.sha256.clone().unwrap_or_default();
         let _one_at_a_time = self.upload_lock.lock().expect("upload lock");
@@ -649,7 +678,10 @@ impl Catalog {
             let exchangers = self.exchangers.read().expect("catalog lock");
             if let Some(same) = exchangers
                 .get(&(Owner::Shared, source.name.clone()))
-                .and_then(|vs| vs.iter().find(|v| v.report.sha256.as_deref() == Some(&sha256)))
+                .and_then(|vs| {
+                    vs.iter()
+                        .find(|v| v.report.sha256.as_deref() == Some(&sha256))
+                })
             {
                 return Ok(same.clone());
             }
@@ -665,9 +697,17 @@ impl Catalog {
             let from = layout.dir(source.owner.user(), &source.name);
             let read = |ext: &str| {
                 let path = from.join(format!("{sha256}.{ext}"));
-                std::fs::read(&path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
+                std::fs::read(&path)
+                    .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
             };
-            layout.store(None, &source.name, &sha256, &read("wasm")?, &read("cwasm")?, &meta)?;
+            layout.store(
+                None,
+                &source.name,
+                &sha256,
+                &read("wasm")?,
+                &read("cwasm")?,
+                &meta,
+            )?;
         }
         let mut report = source.report.clone();
         report.pinned = format!("{}@sha256:{sha256}", Owner::Shared.qualify(&source.name));

@@ -131,7 +131,13 @@ mod tests {
         prefixed.extend((header.len() as i32).to_le_bytes());
         prefixed.extend(&header);
         prefixed.extend([0; 8]); // padding after the message
-        assert_eq!(schema_header(&Bytes::from(prefixed)), Bytes::from(header.clone()));
-        assert_eq!(schema_header(&Bytes::from(header.clone())), Bytes::from(header));
+        assert_eq!(
+            schema_header(&Bytes::from(prefixed)),
+            Bytes::from(header.clone())
+        );
+        assert_eq!(
+            schema_header(&Bytes::from(header.clone())),
+            Bytes::from(header)
+        );
     }
 }

@@ -138,7 +138,9 @@ impl Layout {
                             wasm,
                             meta,
                         }),
-                        None => tracing::warn!(path = %wasm.display(), "skipping upload without metadata"),
+                        None => {
+                            tracing::warn!(path = %wasm.display(), "skipping upload without metadata")
+                        }
                     }
                 }
             }
@@ -242,7 +244,10 @@ mod tests {
         assert!(!root.join("classify.wasm").exists());
         let found = layout.scan();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].owner.as_deref(), found[0].name.as_str()), (None, "classify"));
+        assert_eq!(
+            (found[0].owner.as_deref(), found[0].name.as_str()),
+            (None, "classify")
+        );
         assert!(found[0].wasm.with_extension("cwasm").exists());
 
         let owner = "../../etc/o'brien";

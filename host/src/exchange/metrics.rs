@@ -33,10 +33,8 @@ impl DurationHistogram {
             .position(|upper| seconds <= *upper)
             .unwrap_or(BATCH_SECONDS_BUCKETS.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            d.as_nanos().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
     /// Observations so far.

@@ -116,7 +116,9 @@ pub fn run(
 ) {
     let outcome = (|| -> Result<bool> {
         let send = |data: FlightData| {
-            metrics.rows_out.fetch_add(message_rows(&data.data_header), Ordering::Relaxed);
+            metrics
+                .rows_out
+                .fetch_add(message_rows(&data.data_header), Ordering::Relaxed);
             metrics.bytes_out.fetch_add(
                 (data.data_header.len() + data.data_body.len()) as u64,
                 Ordering::Relaxed,
@@ -135,7 +137,9 @@ pub fn run(
             if message.data_header.is_empty() {
                 continue; // metadata-only message
             }
-            metrics.rows_in.fetch_add(message_rows(&message.data_header), Ordering::Relaxed);
+            metrics
+                .rows_in
+                .fetch_add(message_rows(&message.data_header), Ordering::Relaxed);
             metrics.bytes_in.fetch_add(
                 (message.data_header.len() + message.data_body.len()) as u64,
                 Ordering::Relaxed,

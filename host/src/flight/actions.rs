@@ -3,8 +3,8 @@
 use crate::auth::Principal;
 use crate::authz::Operation;
 use crate::db::{catalog, query};
-use crate::exchange::dry_run;
 use crate::error::{Error, Result};
+use crate::exchange::dry_run;
 use crate::flight::push;
 use crate::state::ServerState;
 use arrow_flight::ActionType;
@@ -98,8 +98,9 @@ pub async fn run(
             })
             .await
         }
-        ActionRequest::ListExchangers => Ok(serde_json::to_value(state.catalog.list(principal))
-            .expect("listing serialises")),
+        ActionRequest::ListExchangers => {
+            Ok(serde_json::to_value(state.catalog.list(principal)).expect("listing serialises"))
+        }
         ActionRequest::RemoveExchanger(reference) => {
             let removed = state.catalog.remove(principal, &reference)?;
             tracing::info!(removed = ?removed, user = ?principal.user, "exchanger versions removed");

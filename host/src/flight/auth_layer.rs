@@ -91,10 +91,7 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(e) => {
-                    state.metrics.auth_failures.inc();
-                    Ok(tonic::Status::from(e).into_http())
-                }
+                Err(e) => Ok(tonic::Status::from(e).into_http()),
             }
         })
     }

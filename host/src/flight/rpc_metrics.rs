@@ -1,7 +1,9 @@
 //! A layer around the Flight service that counts every RPC by method and final
 //! gRPC status and times it to the end of its response stream: the status is
 //! read from the response headers (a call refused at once) or from the trailers
-//! (a stream's end); a client that goes away first counts as CANCELLED.
+//! (a stream's end); a client that goes away first counts as CANCELLED. Calls
+//! ending Unauthenticated (the handshake's included) are also counted as
+//! authentication failures.
 
 use crate::exchange::metrics::code_name;
 use crate::metrics::{MethodLabels, RpcLabels, ServerMetrics, method_label};
@@ -53,6 +55,9 @@ struct Recorder {
 
 impl Recorder {
     fn record(self, code: tonic::Code) {
+        if code == tonic::Code::Unauthenticated {
+            self.metrics.auth_failures.inc();
+        }
         self.metrics
             .rpcs
             .get_or_create(&RpcLabels {
@@ -125,7 +130,9 @@ impl<B: Body + Unpin> Body for Counted<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let code = match &polled {
-            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| status_of(t).unwrap_or(tonic::Code::Ok)),
+            Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|t| status_of(t).unwrap_or(tonic::Code::Ok)),
             Poll::Ready(Some(Err(_))) => Some(tonic::Code::Unknown),
             Poll::Ready(None) => Some(tonic::Code::Ok),
             Poll::Pending => None,

@@ -5,11 +5,11 @@ use crate::authz::Operation;
 use crate::db::ingest::Ingest;
 use crate::db::query;
 use crate::error::{Error, Result};
+use crate::exchange::catalog::Code;
 use crate::exchange::{
     self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
 };
 use crate::flight::{actions, auth_layer, stall};
-use crate::exchange::catalog::Code;
 use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;

@@ -9,9 +9,9 @@
 
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeSession, decode_input, exchanger_error, validated_schema_message};
+use crate::sandbox::bindings::ExchangerPre;
 use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
-use crate::sandbox::bindings::ExchangerPre;
 use crate::sandbox::store::{MemoryDenied, MemoryPool, Stop, StoreState, new_store};
 use crate::sandbox::wasi::CapabilityDenied;
 use arrow::datatypes::SchemaRef;

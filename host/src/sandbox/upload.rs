@@ -113,8 +113,14 @@ pub fn is_provided(import: &str) -> bool {
 
 fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Result<Compiled> {
     let ty = component.component_type();
-    let mut imports: Vec<String> = ty.imports(&engine.engine).map(|(n, _)| n.to_owned()).collect();
-    let mut exports: Vec<String> = ty.exports(&engine.engine).map(|(n, _)| n.to_owned()).collect();
+    let mut imports: Vec<String> = ty
+        .imports(&engine.engine)
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    let mut exports: Vec<String> = ty
+        .exports(&engine.engine)
+        .map(|(n, _)| n.to_owned())
+        .collect();
     imports.sort();
     exports.sort();
     let missing: Vec<&str> = imports
