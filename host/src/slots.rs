@@ -106,26 +106,6 @@ impl OutputBudgets {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cap_is_per_user_and_slots_come_back() {
-        let slots = UserSlots::new("queries", "--max-queries-per-user", 2);
-        let a = slots.acquire("alice").unwrap();
-        let _b = slots.acquire("alice").unwrap();
-        let err = slots.acquire("alice").err().unwrap();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.to_string().contains("--max-queries-per-user"), "{err}");
-        let _c = slots.acquire("bob").unwrap();
-        assert_eq!(slots.total(), 3);
-        drop(a);
-        let _d = slots.acquire("alice").unwrap();
-        assert_eq!(slots.total(), 3);
-    }
-}
-
 /// Each user's guest-memory pool: every live instance of theirs draws on it.
 pub struct MemoryPools {
     per_user_bytes: usize,
@@ -160,5 +140,25 @@ impl MemoryPools {
             .values()
             .map(|p| p.used_bytes())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_per_user_and_slots_come_back() {
+        let slots = UserSlots::new("queries", "--max-queries-per-user", 2);
+        let a = slots.acquire("alice").unwrap();
+        let _b = slots.acquire("alice").unwrap();
+        let err = slots.acquire("alice").err().unwrap();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.to_string().contains("--max-queries-per-user"), "{err}");
+        let _c = slots.acquire("bob").unwrap();
+        assert_eq!(slots.total(), 3);
+        drop(a);
+        let _d = slots.acquire("alice").unwrap();
+        assert_eq!(slots.total(), 3);
     }
 }

@@ -67,7 +67,7 @@ impl ExchangerRef {
         };
         let (namespace, name) = match path.split_once('/') {
             None => (Namespace::Any, path),
-            Some((owner, _)) if owner.is_empty() => {
+            Some(("", _)) => {
                 return Err(invalid(format!(
                     "exchanger reference {text:?} has an empty owner before '/'"
                 )));

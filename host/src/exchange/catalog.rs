@@ -200,12 +200,17 @@ pub struct VersionListing {
     pub metrics: MetricsSnapshot,
 }
 
+/// An exchanger: its namespace and name.
+pub type Key = (Owner, String);
+/// Every exchanger's versions, oldest first (a built-in's native one first).
+type Exchangers = BTreeMap<Key, Vec<Arc<Version>>>;
+
 /// The exchangers of a server.
 pub struct Catalog {
     engine: Arc<SandboxEngine>,
     quotas: Quotas,
     layout: Option<Layout>,
-    exchangers: RwLock<BTreeMap<(Owner, String), Vec<Arc<Version>>>>,
+    exchangers: RwLock<Exchangers>,
     /// Serialises the quota checks of uploads with their inserts.
     upload_lock: Mutex<()>,
     /// One compile at a time, held by the compiling thread (also by one whose
@@ -388,7 +393,7 @@ impl Catalog {
     }
 
     fn find(
-        exchangers: &BTreeMap<(Owner, String), Vec<Arc<Version>>>,
+        exchangers: &Exchangers,
         principal: &Principal,
         reference: &ExchangerRef,
         wasm: bool,
@@ -521,7 +526,7 @@ impl Catalog {
 
     fn check_bytes(
         &self,
-        exchangers: &BTreeMap<(Owner, String), Vec<Arc<Version>>>,
+        exchangers: &Exchangers,
         owner: &Owner,
         adding: usize,
     ) -> Result<()> {
@@ -558,7 +563,7 @@ impl Catalog {
 
     fn check_counts(
         &self,
-        exchangers: &BTreeMap<(Owner, String), Vec<Arc<Version>>>,
+        exchangers: &Exchangers,
         owner: &Owner,
         name: &str,
     ) -> Result<()> {
@@ -754,7 +759,7 @@ impl Catalog {
     }
 
     /// Every version of every namespace (for the metrics exporter).
-    pub fn versions(&self) -> Vec<((Owner, String), Vec<Arc<Version>>)> {
+    pub fn versions(&self) -> Vec<(Key, Vec<Arc<Version>>)> {
         self.exchangers
             .read()
             .expect("catalog lock")
