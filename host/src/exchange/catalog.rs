@@ -524,12 +524,7 @@ impl Catalog {
         }
     }
 
-    fn check_bytes(
-        &self,
-        exchangers: &Exchangers,
-        owner: &Owner,
-        adding: usize,
-    ) -> Result<()> {
+    fn check_bytes(&self, exchangers: &Exchangers, owner: &Owner, adding: usize) -> Result<()> {
         let sizes = |filter: &dyn Fn(&Owner) -> bool| -> usize {
             exchangers
                 .iter()
@@ -561,12 +556,7 @@ impl Catalog {
         Ok(())
     }
 
-    fn check_counts(
-        &self,
-        exchangers: &Exchangers,
-        owner: &Owner,
-        name: &str,
-    ) -> Result<()> {
+    fn check_counts(&self, exchangers: &Exchangers, owner: &Owner, name: &str) -> Result<()> {
         let versions = exchangers
             .get(&(owner.clone(), name.to_owned()))
             .map_or(0, |vs| vs.iter().filter(|v| v.is_wasm()).count());
