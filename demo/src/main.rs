@@ -234,6 +234,38 @@ async fn lifecycle_client(cli: &Cli) -> Result<arrow_flight::FlightClient> {
     servers::connect(&url, &cli.user, &cli.password).await
 }
 
+/// Runs one lifecycle command on `client`.
+async fn run_lifecycle(client: &mut arrow_flight::FlightClient, command: &Command) -> Result<()> {
+    match command {
+        Command::Upload {
+            path,
+            shared,
+            dry_run_schema,
+            params,
+        } => lifecycle::upload(
+            client,
+            path,
+            *shared,
+            dry_run_schema.as_deref(),
+            params.clone(),
+        )
+        .await
+        .map(drop),
+        Command::Exchangers => lifecycle::list(client).await.map(drop),
+        Command::Remove { reference } => lifecycle::remove(client, reference).await,
+        Command::Exchange {
+            reference,
+            input,
+            output,
+            params,
+        } => lifecycle::exchange(client, reference, input, output, params.clone())
+            .await
+            .map(drop),
+        Command::Sql { sql, max_rows } => lifecycle::sql(client, sql, *max_rows).await.map(drop),
+        _ => anyhow::bail!("not an exchanger lifecycle command"),
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -247,45 +279,18 @@ async fn run(cli: Cli) -> Result<()> {
         servers::use_tls(tls::DemoTls::minted()?);
     }
     match cli.command {
-        Some(Command::Upload {
-            ref path,
-            shared,
-            ref dry_run_schema,
-            ref params,
-        }) => {
+        Some(
+            ref command @ (Command::Upload { .. }
+            | Command::Exchangers
+            | Command::Remove { .. }
+            | Command::Exchange { .. }
+            | Command::Sql { .. }),
+        ) => {
             let mut client = lifecycle_client(&cli).await?;
-            lifecycle::upload(
-                &mut client,
-                path,
-                shared,
-                dry_run_schema.as_deref(),
-                params.clone(),
-            )
-            .await
-            .map(drop)
-        }
-        Some(Command::Exchangers) => {
-            let mut client = lifecycle_client(&cli).await?;
-            lifecycle::list(&mut client).await.map(drop)
-        }
-        Some(Command::Remove { ref reference }) => {
-            let mut client = lifecycle_client(&cli).await?;
-            lifecycle::remove(&mut client, reference).await
-        }
-        Some(Command::Exchange {
-            ref reference,
-            ref input,
-            ref output,
-            ref params,
-        }) => {
-            let mut client = lifecycle_client(&cli).await?;
-            lifecycle::exchange(&mut client, reference, input, output, params.clone())
-                .await
-                .map(drop)
-        }
-        Some(Command::Sql { ref sql, max_rows }) => {
-            let mut client = lifecycle_client(&cli).await?;
-            lifecycle::sql(&mut client, sql, max_rows).await.map(drop)
+            let outcome = run_lifecycle(&mut client, command).await;
+            // One token per invocation: give it back rather than leave it to expire.
+            let _ = ops::action(&mut client, "logout", "").await;
+            outcome
         }
         None => {
             walkthrough::run(walkthrough::WalkthroughOptions {

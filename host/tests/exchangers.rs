@@ -524,3 +524,61 @@ async fn an_exchange_whose_output_is_never_read_fails_with_resource_exhausted_in
         .unwrap();
     assert_eq!(rows(&out), 300_000);
 }
+
+/// The receipt a stream ends with: the `app_metadata` of its last batch.
+async fn receipt_of(client: &mut arrow_flight::FlightClient, command: &str) -> serde_json::Value {
+    let batches = flights(1000, 500);
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(batches[0].schema())
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let mut decoded = client.do_exchange(data).await.unwrap().into_inner();
+    let mut receipt = None;
+    let mut rows = 0;
+    while let Some(message) = decoded.next().await {
+        let message = message.unwrap();
+        assert!(receipt.is_none(), "the receipt rides on the last message");
+        if let arrow_flight::decode::DecodedPayload::RecordBatch(b) = &message.payload {
+            rows += b.num_rows();
+            if !message.inner.app_metadata.is_empty() {
+                receipt = Some(
+                    serde_json::from_slice::<serde_json::Value>(&message.inner.app_metadata)
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    assert_eq!(rows, 1000);
+    receipt.expect("a receipt")["receipt"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exchange_ends_with_a_receipt() {
+    let server = sandboxed_server().await;
+    let mut client = client(&server).await;
+    upload(&mut client, "add_processed").await;
+    let wasm = receipt_of(&mut client, "add_processed").await;
+    assert!(
+        wasm["exchanger"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin/add_processed@"),
+        "{wasm}"
+    );
+    assert_eq!(wasm["rows_in"], 1000);
+    assert_eq!(wasm["rows_out"], 1000);
+    assert_eq!(wasm["batches"], 2);
+    assert_eq!(wasm["instances"], 1);
+    assert!(wasm["bytes_out"].as_u64().unwrap() > wasm["bytes_in"].as_u64().unwrap());
+    assert!(wasm["cpu_ms"].as_f64().unwrap() > 0.0);
+    assert!(wasm["peak_memory_bytes"].as_u64().unwrap() > 0);
+    let native = receipt_of(
+        &mut client,
+        r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
+    )
+    .await;
+    assert_eq!(native["instances"], 0);
+    assert_eq!(native["rows_out"], 1000);
+    assert_eq!(native["peak_memory_bytes"], 0);
+    server.stop().await.unwrap();
+}
