@@ -5,7 +5,7 @@
 use crate::data;
 use crate::ops;
 use anyhow::{Context, Result, bail};
-use arrow_flight::decode::DecodedPayload;
+use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
@@ -180,22 +180,12 @@ pub async fn exchange(
         .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command)))
         .build(input);
-    let mut stream = client.do_exchange(data).await?.into_inner();
+    let mut stream = client.do_exchange(data).await?;
     let tmp = output.with_extension("parquet.tmp");
     let mut writer: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
     let mut out_rows = 0u64;
-    let mut receipt = None;
-    while let Some(decoded) = stream.next().await {
-        let decoded = decoded?;
-        let batch = match decoded.payload {
-            DecodedPayload::RecordBatch(batch) => batch,
-            _ => {
-                if let Ok(meta) = serde_json::from_slice::<Value>(&decoded.inner.app_metadata) {
-                    receipt = meta.get("receipt").cloned();
-                }
-                continue;
-            }
-        };
+    while let Some(batch) = stream.next().await {
+        let batch: RecordBatch = batch?;
         out_rows += batch.num_rows() as u64;
         let writer = match &mut writer {
             Some(w) => w,
@@ -224,18 +214,6 @@ pub async fn exchange(
         rows as f64 / seconds.max(1e-9),
         output.display()
     );
-    if let Some(r) = receipt {
-        println!(
-            "  server receipt: {} ran {} batches, {} rows in, {} rows out, {:.1} ms CPU, \
-             {:.1} MiB guest memory",
-            r["exchanger"].as_str().unwrap_or_default(),
-            r["batches"],
-            r["rows_in"],
-            r["rows_out"],
-            r["cpu_ms"].as_f64().unwrap_or_default(),
-            r["peak_memory_bytes"].as_f64().unwrap_or_default() / (1 << 20) as f64,
-        );
-    }
     Ok(out_rows)
 }
 

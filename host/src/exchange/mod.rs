@@ -104,84 +104,32 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// What one exchange did, sent to its client at the end of a successful stream
-/// as the `app_metadata` of its last data message: `{"receipt": {...}}`. (Not a
-/// data-less message of its own: arrow-rs cannot decode one without an IPC
-/// header and Arrow C++ cannot decode one with a `NONE` header.) An exchange
-/// that sends no batch at all has no message to carry it.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Receipt {
-    /// The version that ran (`alice/classify@1.0.0 (sha256:…)`).
-    pub exchanger: String,
-    /// Rows received.
-    pub rows_in: u64,
-    /// Rows sent back.
-    pub rows_out: u64,
-    /// IPC bytes received.
-    pub bytes_in: u64,
-    /// IPC bytes sent back.
-    pub bytes_out: u64,
-    /// Record and dictionary batches pushed through the exchanger.
-    pub batches: u64,
-    /// Wall time from the first input message to the end, milliseconds.
-    pub wall_ms: f64,
-    /// CPU time of the exchange's worker while streaming, milliseconds.
-    pub cpu_ms: f64,
-    /// Guest memory the instance held at the end (its peak), bytes.
-    pub peak_memory_bytes: usize,
-    /// Sandboxed instances used (0 for a native built-in).
-    pub instances: u32,
-}
-
-impl Receipt {
-    /// `data` carrying the receipt as its `app_metadata`.
-    pub fn attach(&self, data: FlightData) -> FlightData {
-        FlightData {
-            app_metadata: serde_json::json!({ "receipt": self }).to_string().into(),
-            ..data
-        }
-    }
-}
-
 /// Streams `input` through `session` into `output` until input ends, the client
 /// leaves, or something fails (sent as the stream's final status), counting
-/// rows, bytes, batch times, memory and the outcome in `metrics`, and ending a
-/// successful stream with its [`Receipt`].
+/// rows, bytes, batch times, memory and the outcome in `metrics`.
 pub fn run(
     mut session: Box<dyn ExchangeSession>,
     mut input: mpsc::Receiver<Result<FlightData>>,
     output: OutputSender,
-    mut receipt: Receipt,
+    label: &str,
     metrics: &ExchangerMetrics,
 ) {
-    let label = receipt.exchanger.clone();
-    let started = std::time::Instant::now();
-    let tally = std::cell::RefCell::new(&mut receipt);
-    // The latest data message waits for the next one (or the end, when it
-    // carries the receipt): one message of latency, no more.
-    let held: std::cell::RefCell<Option<FlightData>> = std::cell::RefCell::new(None);
-    let (outcome, cpu) = crate::sandbox::meter::measure_cpu(|| -> Result<bool> {
-        let forward = |data: FlightData| match output.send(data) {
-            Ok(()) => Ok(true),
-            Err(SendError::Gone) => Ok(false),
-            Err(SendError::Stalled(e)) => Err(e),
-        };
+    let outcome = (|| -> Result<bool> {
         let send = |data: FlightData| {
-            let rows = message_rows(&data.data_header);
-            let bytes = (data.data_header.len() + data.data_body.len()) as u64;
-            metrics.rows_out.fetch_add(rows, Ordering::Relaxed);
-            metrics.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-            {
-                let mut tally = tally.borrow_mut();
-                tally.rows_out += rows;
-                tally.bytes_out += bytes;
-            }
-            match held.replace(Some(data)) {
-                Some(previous) => forward(previous),
-                None => Ok(true),
+            metrics
+                .rows_out
+                .fetch_add(message_rows(&data.data_header), Ordering::Relaxed);
+            metrics.bytes_out.fetch_add(
+                (data.data_header.len() + data.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
+            match output.send(data) {
+                Ok(()) => Ok(true),
+                Err(SendError::Gone) => Ok(false),
+                Err(SendError::Stalled(e)) => Err(e),
             }
         };
-        if !forward(session.schema_message())? {
+        if !send(session.schema_message())? {
             return Ok(false);
         }
         while let Some(message) = input.blocking_recv() {
@@ -189,16 +137,13 @@ pub fn run(
             if message.data_header.is_empty() {
                 continue; // metadata-only message
             }
-            let rows = message_rows(&message.data_header);
-            let bytes = (message.data_header.len() + message.data_body.len()) as u64;
-            metrics.rows_in.fetch_add(rows, Ordering::Relaxed);
-            metrics.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-            {
-                let mut tally = tally.borrow_mut();
-                tally.rows_in += rows;
-                tally.bytes_in += bytes;
-                tally.batches += 1;
-            }
+            metrics
+                .rows_in
+                .fetch_add(message_rows(&message.data_header), Ordering::Relaxed);
+            metrics.bytes_in.fetch_add(
+                (message.data_header.len() + message.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
             let started = std::time::Instant::now();
             let out = session.push(&message.data_header, &message.data_body);
             metrics.batch_wall.observe(started.elapsed());
@@ -214,10 +159,8 @@ pub fn run(
             }
         }
         Ok(true)
-    });
-    let last = held.into_inner();
-    let memory = session.guest_memory_bytes();
-    metrics.memory_seen(memory);
+    })();
+    metrics.memory_seen(session.guest_memory_bytes());
     let guest_output = session.guest_output();
     if !guest_output.is_empty() {
         // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
@@ -225,19 +168,8 @@ pub fn run(
     }
     match outcome {
         Ok(true) => {
-            receipt.wall_ms = started.elapsed().as_secs_f64() * 1e3;
-            receipt.cpu_ms = cpu.as_secs_f64() * 1e3;
-            receipt.peak_memory_bytes = memory;
-            tracing::debug!(exchange = ?label, receipt = ?receipt, "exchange complete");
-            let sent = match last {
-                Some(data) => output.send(receipt.attach(data)),
-                None => Ok(()),
-            };
-            match sent {
-                Ok(()) => output.finish(),
-                Err(SendError::Gone) => {}
-                Err(SendError::Stalled(e)) => output.fail(e.into()),
-            }
+            tracing::debug!(exchange = ?label, "exchange complete");
+            output.finish();
         }
         Ok(false) => {
             tracing::info!(exchange = ?label, "client left during exchange");

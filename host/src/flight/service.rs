@@ -360,11 +360,10 @@ impl FlightService for MallardService {
         let (opened_tx, opened_rx) = oneshot::channel::<Result<()>>();
         let engine = self.state.catalog.engine().clone();
         let pool = self.state.guest_memory.of(&auth.principal.user);
-        let span = tracing::info_span!("exchange", user = %auth.principal.user);
+        let label = format!("{}#{}", running.version.describe(), auth.principal.user);
         let worker_cancelled = cancelled.clone();
         let cpu_metrics = running.version.metrics.clone();
         let work = move || {
-            let _in_span = span.enter();
             let _slot = slot; // held until the stream ends
             let version = running.version.clone();
             let metrics = &version.metrics;
@@ -386,12 +385,7 @@ impl FlightService for MallardService {
             match session {
                 Ok(session) => {
                     let _ = opened_tx.send(Ok(()));
-                    let receipt = exchange::Receipt {
-                        exchanger: version.describe(),
-                        instances: u32::from(matches!(version.code, Code::Wasm(_))),
-                        ..Default::default()
-                    };
-                    exchange::run(session, in_rx, out_tx, receipt, metrics);
+                    exchange::run(session, in_rx, out_tx, &label, metrics);
                 }
                 Err(e) => {
                     metrics.error(e.code());
