@@ -65,15 +65,6 @@ pub async fn query(client: &mut FlightClient, sql: &str) -> Result<Vec<RecordBat
         .await?)
 }
 
-/// Rows in a record-batch message header, without decoding the body.
-fn message_rows(data: &FlightData) -> u64 {
-    arrow_ipc::root_as_message(&data.data_header)
-        .ok()
-        .and_then(|m| m.header_as_record_batch())
-        .map(|b| b.length() as u64)
-        .unwrap_or(0)
-}
-
 /// TRANSFER as the seeds do it, through the client: `src` do_get streamed into a
 /// do_put on `dst`. The FlightData messages are forwarded as they are, undecoded.
 pub async fn transfer(
@@ -99,7 +90,7 @@ pub async fn transfer(
             data.flight_descriptor = Some(descriptor.clone());
             first = false;
         }
-        progress.inc(message_rows(&data));
+        progress.inc(mallard::exchange::message_rows(&data.data_header));
         data
     });
     let results: Vec<_> = dst.do_put(forwarded).await?.try_collect().await?;

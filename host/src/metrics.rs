@@ -308,30 +308,28 @@ impl Collector for StateCollector {
                 )
             }),
         )?;
-        family(
-            &mut encoder,
-            "exchanger_peak_memory_bytes",
-            "Largest guest memory one instance reached",
-            MetricType::Gauge,
-            snapshots.iter().map(|(l, v)| {
-                (
-                    l.clone(),
-                    ConstGauge::new(v.metrics.peak_memory_bytes.load(Relaxed) as i64),
-                )
+        type Read<'r> = &'r dyn Fn(&crate::exchange::catalog::Version) -> usize;
+        let gauges: [(&str, &str, Read); 2] = [
+            (
+                "exchanger_peak_memory_bytes",
+                "Largest guest memory one instance reached",
+                &|v| v.metrics.peak_memory_bytes.load(Relaxed),
+            ),
+            ("exchanger_instances", "Exchanges running now", &|v| {
+                v.metrics.live.load(Relaxed)
             }),
-        )?;
-        family(
-            &mut encoder,
-            "exchanger_instances",
-            "Exchanges running now",
-            MetricType::Gauge,
-            snapshots.iter().map(|(l, v)| {
-                (
-                    l.clone(),
-                    ConstGauge::new(v.metrics.live.load(Relaxed) as i64),
-                )
-            }),
-        )?;
+        ];
+        for (name, help, read) in gauges {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Gauge,
+                snapshots
+                    .iter()
+                    .map(|(l, v)| (l.clone(), ConstGauge::new(read(v) as i64))),
+            )?;
+        }
         Ok(())
     }
 }

@@ -128,6 +128,22 @@ impl ExchangerMetrics {
             .collect()
     }
 
+    /// Counts one message received from the client.
+    pub fn received(&self, data: &arrow_flight::FlightData) {
+        self.rows_in
+            .fetch_add(super::message_rows(&data.data_header), Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(message_bytes(data), Ordering::Relaxed);
+    }
+
+    /// Counts one message sent back to the client.
+    pub fn sent(&self, data: &arrow_flight::FlightData) {
+        self.rows_out
+            .fetch_add(super::message_rows(&data.data_header), Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(message_bytes(data), Ordering::Relaxed);
+    }
+
     /// Raises the peak memory to `bytes` if that is higher.
     pub fn memory_seen(&self, bytes: usize) {
         self.peak_memory_bytes.fetch_max(bytes, Ordering::Relaxed);
@@ -164,6 +180,11 @@ impl ExchangerMetrics {
             live: self.live.load(Ordering::Relaxed),
         }
     }
+}
+
+/// IPC bytes of a message: header and body.
+fn message_bytes(data: &arrow_flight::FlightData) -> u64 {
+    (data.data_header.len() + data.data_body.len()) as u64
 }
 
 /// The metrics of one version, as `list_exchangers` shows them.

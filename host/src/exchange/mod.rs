@@ -116,13 +116,7 @@ pub fn run(
 ) {
     let outcome = (|| -> Result<bool> {
         let send = |data: FlightData| {
-            metrics
-                .rows_out
-                .fetch_add(message_rows(&data.data_header), Ordering::Relaxed);
-            metrics.bytes_out.fetch_add(
-                (data.data_header.len() + data.data_body.len()) as u64,
-                Ordering::Relaxed,
-            );
+            metrics.sent(&data);
             match output.send(data) {
                 Ok(()) => Ok(true),
                 Err(SendError::Gone) => Ok(false),
@@ -137,13 +131,7 @@ pub fn run(
             if message.data_header.is_empty() {
                 continue; // metadata-only message
             }
-            metrics
-                .rows_in
-                .fetch_add(message_rows(&message.data_header), Ordering::Relaxed);
-            metrics.bytes_in.fetch_add(
-                (message.data_header.len() + message.data_body.len()) as u64,
-                Ordering::Relaxed,
-            );
+            metrics.received(&message);
             let started = std::time::Instant::now();
             let out = session.push(&message.data_header, &message.data_body);
             metrics.batch_wall.observe(started.elapsed());

@@ -102,12 +102,15 @@ pub async fn run(
             Ok(serde_json::to_value(state.catalog.list(principal)).expect("listing serialises"))
         }
         ActionRequest::RemoveExchanger(reference) => {
-            let removed = state.catalog.remove(principal, &reference)?;
+            let (catalog, caller) = (state.catalog.clone(), principal.clone());
+            let removed = blocking(move || catalog.remove(&caller, &reference)).await?;
             tracing::info!(removed = ?removed, user = ?principal.user, "exchanger versions removed");
             Ok(json!({ "removed": removed }))
         }
         ActionRequest::PublishExchanger(reference) => {
-            let version = state.catalog.publish(principal, &reference)?;
+            // Copies the component's files: off the async runtime.
+            let (catalog, caller) = (state.catalog.clone(), principal.clone());
+            let version = blocking(move || catalog.publish(&caller, &reference)).await?;
             tracing::info!(exchanger = %version.describe(), user = ?principal.user, "exchanger published");
             let mut report = serde_json::to_value(&version.report).expect("report serialises");
             report["exchanger"] = version.name.clone().into();
