@@ -80,6 +80,7 @@ impl RunningServer {
 /// Builds the server's state: database, authenticator, sandbox and catalogue.
 pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let db = Arc::new(Database::open(config.db.clone())?);
+    crate::exchange::sql::register(&db)?;
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let catalog = Arc::new(Catalog::open(

@@ -10,35 +10,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use common::*;
 use futures::StreamExt;
-use mallard::ServerConfig;
-use mallard::auth::{Role, User};
 use serde_json::Value;
 use std::time::Duration;
 use tonic::Code;
-
-const ALICE: (&str, &str) = ("alice", "alice-pw");
-const BOB: (&str, &str) = ("bob", "bob-pw");
-const RITA: (&str, &str) = ("rita", "rita-pw");
-
-/// admin/password123, `alice` and `bob` (users), `rita` (reader).
-fn config_with_accounts() -> ServerConfig {
-    let mut config = test_config();
-    for (name, password, role) in [
-        ("admin", "password123", Role::Admin),
-        (ALICE.0, ALICE.1, Role::User),
-        (BOB.0, BOB.1, Role::User),
-        (RITA.0, RITA.1, Role::Reader),
-    ] {
-        config.users.insert(name.into(), User::new(password, role));
-    }
-    config
-}
-
-async fn login(server: &mallard::RunningServer, who: (&str, &str)) -> FlightClient {
-    mallard::client::connect(&server.url(), who.0, who.1)
-        .await
-        .expect("login")
-}
 
 /// The same component with a custom section appended: another sha256, the
 /// same name and version (a rebuild, as far as the server can tell).

@@ -10,35 +10,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use common::*;
 use futures::StreamExt;
-use mallard::ServerConfig;
-use mallard::auth::{Role, User};
+use mallard::auth::Role;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
-
-const ALICE: (&str, &str) = ("alice", "alice-pw");
-const RITA: (&str, &str) = ("rita", "rita-pw");
-
-/// A config with an admin (the usual admin/password123), `alice` (user) and `rita` (reader).
-fn config_with_roles() -> ServerConfig {
-    let mut config = test_config();
-    config
-        .users
-        .insert("admin".into(), User::new("password123", Role::Admin));
-    config
-        .users
-        .insert(ALICE.0.into(), User::new(ALICE.1, Role::User));
-    config
-        .users
-        .insert(RITA.0.into(), User::new(RITA.1, Role::Reader));
-    config
-}
-
-async fn login(server: &mallard::RunningServer, who: (&str, &str)) -> FlightClient {
-    mallard::client::connect(&server.url(), who.0, who.1)
-        .await
-        .expect("login")
-}
 
 fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
     r.expect_err("expected an error").code()
@@ -57,7 +32,7 @@ async fn tables(client: &mut FlightClient) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_and_dml_through_do_get_need_admin() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut admin = client(&server).await;
     action(&mut admin, "sql", "CREATE TABLE t AS SELECT 1 AS v")
         .await
@@ -108,7 +83,7 @@ async fn ddl_and_dml_through_do_get_need_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_lookups_never_execute_client_sql() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut admin = client(&server).await;
     action(&mut admin, "sql", "CREATE SEQUENCE s")
         .await
@@ -153,7 +128,7 @@ async fn schema_lookups_never_execute_client_sql() {
 async fn sql_cannot_touch_the_servers_own_files() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("mallard.duckdb");
-    let mut config = config_with_roles();
+    let mut config = config_with_accounts();
     config.db.path = Some(db_path.clone());
     let server = start_with(config).await;
     let mut admin = client(&server).await;
@@ -213,7 +188,7 @@ async fn sql_cannot_touch_the_servers_own_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_goes_only_to_allowed_targets_and_connects_nowhere_else() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap = listener.local_addr().unwrap();
     let mut admin = client(&server).await;
@@ -249,7 +224,7 @@ async fn push_goes_only_to_allowed_targets_and_connects_nowhere_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_read_and_exchange_but_do_not_write() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut rita = login(&server, RITA).await;
     let err = put(&mut rita, "r", flights(10, 10)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
@@ -266,7 +241,7 @@ async fn readers_read_and_exchange_but_do_not_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
-    let mut config = config_with_roles();
+    let mut config = config_with_accounts();
     config.stall_timeout = Duration::from_secs(1);
     config.max_queries_per_user = 4;
     config.query_output_per_user_bytes = 8 << 20;
@@ -322,7 +297,7 @@ async fn unread_streams_are_capped_per_user_and_freed_at_the_stall_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfed_put_is_cancelled_at_the_stall_timeout() {
-    let mut config = config_with_roles();
+    let mut config = config_with_accounts();
     config.stall_timeout = Duration::from_secs(1);
     let server = start_with(config).await;
     let mut alice = login(&server, ALICE).await;
@@ -364,7 +339,7 @@ fn null_claim(rows: usize) -> RecordBatch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_claiming_billions_of_rows_is_refused_everywhere() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut alice = login(&server, ALICE).await;
     let claim = null_claim(2_000_000_000);
     let err = put(&mut alice, "nulls", vec![claim.clone()])
@@ -395,7 +370,7 @@ async fn a_batch_claiming_billions_of_rows_is_refused_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_handshakes_do_not_mint_and_logout_reads_the_header_like_auth() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut alice = login(&server, ALICE).await;
     let header = alice
         .metadata()
@@ -455,7 +430,7 @@ async fn unpadded_basic_credentials_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_named_with_a_control_character_is_listed() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut admin = client(&server).await;
     action(
         &mut admin,
@@ -480,7 +455,7 @@ async fn a_table_named_with_a_control_character_is_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_logins_are_refused_unverified() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     for _ in 0..mallard::auth::MAX_FAILURES_PER_WINDOW {
         assert!(
             mallard::client::connect(&server.url(), "alice", "wrong")
@@ -509,7 +484,7 @@ async fn repeated_failed_logins_are_refused_unverified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_re_emitting_dictionary_deltas_is_held_to_a_bound() {
-    let server = start_with(config_with_roles()).await;
+    let server = start_with(config_with_accounts()).await;
     let mut admin = client(&server).await;
     let name = upload_shared(&mut admin, "hostile_delta_flood").await;
     let mut alice = login(&server, ALICE).await;

@@ -53,7 +53,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
 ];
 
 /// A parsed `do_action` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ActionRequest {
     /// Liveness and versions.
     Healthcheck,

@@ -1,10 +1,15 @@
-//! Parsing the `do_exchange` descriptor: a bare exchanger reference, or JSON
-//! `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`.
+//! Parsing the `do_exchange` descriptor: a bare exchanger reference, one stage as
+//! JSON `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`, or a
+//! pipeline: a JSON list of such stages, run one after the other in the server.
 
 use crate::exchanger_ref::ExchangerRef;
 use crate::{Result, invalid};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+/// Stages one pipeline may have: each is an instance with its own budget, all
+/// charged to the caller's guest memory.
+pub const MAX_STAGES: usize = 8;
 
 /// Whether an exchange runs in the wasm sandbox or natively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -17,9 +22,9 @@ pub enum Sandbox {
     Off,
 }
 
-/// A parsed `do_exchange` request.
+/// One stage of an exchange: which exchanger, with which parameters, where.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExchangeRequest {
+pub struct Stage {
     /// Which exchanger (`[OWNER/]NAME[@PIN]`).
     pub exchanger: ExchangerRef,
     /// Parameters, as string pairs.
@@ -28,14 +33,42 @@ pub struct ExchangeRequest {
     pub sandbox: Sandbox,
 }
 
+impl Stage {
+    /// A sandboxed stage without parameters.
+    pub fn named(exchanger: ExchangerRef) -> Self {
+        Self {
+            exchanger,
+            params: Vec::new(),
+            sandbox: Sandbox::On,
+        }
+    }
+}
+
+/// A parsed `do_exchange` request: one stage or a pipeline of up to [`MAX_STAGES`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeRequest {
+    /// The stages, first to last (never empty).
+    pub stages: Vec<Stage>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonRequest {
+struct JsonStage {
     exchanger: String,
     #[serde(default)]
     params: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     sandbox: Sandbox,
+}
+
+impl JsonStage {
+    fn into_stage(self) -> Result<Stage> {
+        Ok(Stage {
+            exchanger: ExchangerRef::parse(&self.exchanger)?,
+            params: params_to_strings(self.params),
+            sandbox: self.sandbox,
+        })
+    }
 }
 
 impl ExchangeRequest {
@@ -46,24 +79,38 @@ impl ExchangeRequest {
             .trim();
         if text.is_empty() {
             return Err(invalid(
-                "exchange descriptor is empty; give an exchanger name or JSON {\"exchanger\": ...}",
+                "exchange descriptor is empty; give an exchanger name, JSON {\"exchanger\": ...} \
+                 or a pipeline [{\"exchanger\": ...}, ...]",
             ));
         }
-        if !text.starts_with('{') {
-            return Ok(Self {
-                exchanger: ExchangerRef::parse(text)?,
-                params: Vec::new(),
-                sandbox: Sandbox::On,
-            });
+        let stages = if text.starts_with('[') {
+            let list: Vec<JsonStage> = serde_json::from_str(text)
+                .map_err(|e| invalid(format!("exchange pipeline JSON: {e}")))?;
+            list.into_iter()
+                .map(JsonStage::into_stage)
+                .collect::<Result<Vec<_>>>()?
+        } else if text.starts_with('{') {
+            let json: JsonStage = serde_json::from_str(text)
+                .map_err(|e| invalid(format!("exchange descriptor JSON: {e}")))?;
+            vec![json.into_stage()?]
+        } else {
+            vec![Stage::named(ExchangerRef::parse(text)?)]
+        };
+        Self::new(stages)
+    }
+
+    /// A request of `stages`, checked: at least one, at most [`MAX_STAGES`].
+    pub fn new(stages: Vec<Stage>) -> Result<Self> {
+        if stages.is_empty() {
+            return Err(invalid("an exchange pipeline needs at least one stage"));
         }
-        let json: JsonRequest = serde_json::from_str(text)
-            .map_err(|e| invalid(format!("exchange descriptor JSON: {e}")))?;
-        let params = params_to_strings(json.params);
-        Ok(Self {
-            exchanger: ExchangerRef::parse(&json.exchanger)?,
-            params,
-            sandbox: json.sandbox,
-        })
+        if stages.len() > MAX_STAGES {
+            return Err(invalid(format!(
+                "an exchange pipeline has at most {MAX_STAGES} stages, not {}",
+                stages.len()
+            )));
+        }
+        Ok(Self { stages })
     }
 }
 

@@ -13,14 +13,16 @@ pub mod exchange;
 pub mod exchanger_ref;
 pub mod fuzzing;
 pub mod push;
+pub mod receipt;
 pub mod table_name;
 pub mod upload;
 pub mod users;
 
 pub use action::{ACTIONS, ActionRequest};
-pub use exchange::{ExchangeRequest, Sandbox};
+pub use exchange::{ExchangeRequest, MAX_STAGES, Sandbox, Stage};
 pub use exchanger_ref::{ExchangerRef, Namespace, Pin};
 pub use push::{PushRequest, PushTarget};
+pub use receipt::{Receipt, StageReceipt};
 pub use table_name::{TableName, quote, quote_literal};
 pub use upload::{UploadOptions, UploadRequest};
 

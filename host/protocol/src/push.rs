@@ -1,17 +1,30 @@
-//! The body of the `push_table` action.
+//! The body of the `push_table` action: what to send (a table, or the result of
+//! a query), optionally through an exchange, and where.
 
+use crate::exchange::ExchangeRequest;
 use crate::table_name::TableName;
 use crate::{Result, invalid};
 use serde::Deserialize;
 
+/// What a push reads on this server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushSource {
+    /// A whole table.
+    Table(TableName),
+    /// The result of one query, run with the caller's rights.
+    Query(String),
+}
+
 /// A validated `push_table` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PushRequest {
-    /// Source table on this server.
-    pub table: TableName,
+    /// What is sent.
+    pub source: PushSource,
+    /// The exchange the rows pass through on this server first, if any.
+    pub exchange: Option<ExchangeRequest>,
     /// Target server, e.g. `grpc://host:port` or `grpc+tls://host:port`.
     pub to: String,
-    /// Table on the target (defaults to `table`).
+    /// Table on the target (defaults to the source table).
     pub target_table: TableName,
     /// User and password on the target; `None` uses the server's push credentials.
     pub credentials: Option<(String, String)>,
@@ -20,7 +33,9 @@ pub struct PushRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonPush {
-    table: String,
+    table: Option<String>,
+    query: Option<String>,
+    exchangers: Option<serde_json::Value>,
     to: String,
     target_table: Option<String>,
     user: Option<String>,
@@ -28,15 +43,31 @@ struct JsonPush {
 }
 
 impl PushRequest {
-    /// Parses the JSON body
-    /// `{"table", "to", "target_table"?, "user"?, "password"?}`.
+    /// Parses the JSON body `{"table" | "query", "exchangers"?, "to",
+    /// "target_table"?, "user"?, "password"?}`: `exchangers` is what a
+    /// `do_exchange` descriptor holds (a name, or a list of stages); a query
+    /// needs a `target_table`.
     pub fn parse(body: &[u8]) -> Result<Self> {
         let json: JsonPush = serde_json::from_slice(body)
             .map_err(|e| invalid(format!("push_table body must be JSON: {e}")))?;
-        let table = TableName::parse(&json.table)?;
-        let target_table = match &json.target_table {
-            Some(t) => TableName::parse(t)?,
-            None => table.clone(),
+        let (source, default_target) = match (&json.table, json.query) {
+            (Some(table), None) => {
+                let table = TableName::parse(table)?;
+                (PushSource::Table(table.clone()), Some(table))
+            }
+            (None, Some(query)) if !query.trim().is_empty() => (PushSource::Query(query), None),
+            (None, Some(_)) => return Err(invalid("the push's query is empty")),
+            _ => return Err(invalid("give either `table` or `query` to push")),
+        };
+        let target_table = match (&json.target_table, default_target) {
+            (Some(t), _) => TableName::parse(t)?,
+            (None, Some(table)) => table,
+            (None, None) => return Err(invalid("a pushed query needs a `target_table`")),
+        };
+        let exchange = match json.exchangers {
+            None => None,
+            Some(serde_json::Value::String(text)) => Some(ExchangeRequest::parse(text.as_bytes())?),
+            Some(stages) => Some(ExchangeRequest::parse(stages.to_string().as_bytes())?),
         };
         PushTarget::parse(&json.to)?;
         let credentials = match (json.user, json.password) {
@@ -45,7 +76,8 @@ impl PushRequest {
             _ => return Err(invalid("give both `user` and `password`, or neither")),
         };
         Ok(Self {
-            table,
+            source,
+            exchange,
             to: json.to,
             target_table,
             credentials,

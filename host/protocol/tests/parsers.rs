@@ -6,7 +6,9 @@ use bytes::Bytes;
 use mallard_protocol::credentials::{Credentials, basic_header, parse_authorization};
 use mallard_protocol::descriptor::{self, CMD, PATH, Target};
 use mallard_protocol::users::{Role, parse_users_file};
-use mallard_protocol::{ActionRequest, ExchangeRequest, ProtocolError, PushRequest, Sandbox};
+use mallard_protocol::{
+    ActionRequest, ExchangeRequest, MAX_STAGES, ProtocolError, PushRequest, Sandbox,
+};
 
 fn invalid<T: std::fmt::Debug>(r: Result<T, ProtocolError>, needle: &str) {
     match r {
@@ -82,6 +84,38 @@ fn push_requests_are_validated() {
 }
 
 #[test]
+fn pushes_of_queries_through_exchanges() {
+    let piped = PushRequest::parse(
+        br#"{"query":"SELECT * FROM flights","exchangers":[{"exchanger":"add_processed"}],"to":"grpc://h:1","target_table":"p"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        piped.source,
+        mallard_protocol::push::PushSource::Query("SELECT * FROM flights".into())
+    );
+    assert_eq!(piped.exchange.unwrap().stages.len(), 1);
+    let named =
+        PushRequest::parse(br#"{"table":"t","exchangers":"add_processed","to":"grpc://h:1"}"#)
+            .unwrap();
+    assert_eq!(
+        named.exchange.unwrap().stages[0].exchanger.to_string(),
+        "add_processed"
+    );
+    invalid(
+        PushRequest::parse(br#"{"query":"SELECT 1","to":"grpc://h:1"}"#),
+        "target_table",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"t","query":"SELECT 1","to":"grpc://h:1"}"#),
+        "either",
+    );
+    invalid(
+        PushRequest::parse(br#"{"table":"t","exchangers":[],"to":"grpc://h:1"}"#),
+        "at least one stage",
+    );
+}
+
+#[test]
 fn descriptors_and_tickets() {
     assert_eq!(descriptor::put_table(CMD, b"t", &[]).unwrap().as_str(), "t");
     assert_eq!(
@@ -106,17 +140,22 @@ fn descriptors_and_tickets() {
 #[test]
 fn exchange_requests() {
     let bare = ExchangeRequest::parse(b" add_processed ").unwrap();
+    assert_eq!(bare.stages.len(), 1);
     assert_eq!(
-        (bare.exchanger.to_string().as_str(), bare.sandbox),
+        (
+            bare.stages[0].exchanger.to_string().as_str(),
+            bare.stages[0].sandbox
+        ),
         ("add_processed", Sandbox::On)
     );
     let json = ExchangeRequest::parse(
         br#"{"exchanger":"running_totals","params":{"value":"passengers","n":3},"sandbox":"off"}"#,
     )
     .unwrap();
-    assert_eq!(json.sandbox, Sandbox::Off);
+    let stage = &json.stages[0];
+    assert_eq!(stage.sandbox, Sandbox::Off);
     assert_eq!(
-        json.params,
+        stage.params,
         vec![
             ("n".into(), "3".into()),
             ("value".into(), "passengers".into())
@@ -127,6 +166,36 @@ fn exchange_requests() {
         "JSON",
     );
     invalid(ExchangeRequest::parse(b"\n"), "empty");
+}
+
+#[test]
+fn exchange_pipelines() {
+    let two = ExchangeRequest::parse(
+        br#"[{"exchanger":"add_processed"},{"exchanger":"alice/running_totals@1.0.0","params":{"value":"x"}}]"#,
+    )
+    .unwrap();
+    let names: Vec<String> = two.stages.iter().map(|s| s.exchanger.to_string()).collect();
+    assert_eq!(names, ["add_processed", "alice/running_totals@1.0.0"]);
+    assert_eq!(two.stages[1].params, vec![("value".into(), "x".into())]);
+    invalid(ExchangeRequest::parse(b"[]"), "at least one stage");
+    let at_limit = format!("[{}]", vec![r#"{"exchanger":"a"}"#; MAX_STAGES].join(","));
+    assert_eq!(
+        ExchangeRequest::parse(at_limit.as_bytes())
+            .unwrap()
+            .stages
+            .len(),
+        MAX_STAGES
+    );
+    let over = format!(
+        "[{}]",
+        vec![r#"{"exchanger":"a"}"#; MAX_STAGES + 1].join(",")
+    );
+    invalid(ExchangeRequest::parse(over.as_bytes()), "at most");
+    invalid(ExchangeRequest::parse(br#"[{"exchanger":"Bad Name"}]"#), "");
+    invalid(
+        ExchangeRequest::parse(br#"[{"exchanger":"a","extra":1}]"#),
+        "JSON",
+    );
 }
 
 #[test]

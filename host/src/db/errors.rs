@@ -9,8 +9,27 @@ pub fn classify(e: duckdb::Error) -> Error {
     classify_message(message)
 }
 
+/// Marks an error raised from inside DuckDB (a table function's callback), so
+/// the status it had survives DuckDB's message wrapping: `[mallard:CODE] message`.
+pub fn tagged(e: &Error) -> String {
+    format!("{TAG}{}] {e}", e.code() as i32)
+}
+
+const TAG: &str = "[mallard:";
+
+/// The error a [`tagged`] message carried, if it is one.
+fn untag(message: &str) -> Option<Error> {
+    let (_, rest) = message.split_once(TAG)?;
+    let (code, text) = rest.split_once("] ")?;
+    let code = tonic::Code::from(code.parse::<i32>().ok()?);
+    Some(tonic::Status::new(code, text).into())
+}
+
 /// The classification itself, on DuckDB's message text.
 pub fn classify_message(message: String) -> Error {
+    if let Some(e) = untag(&message) {
+        return e;
+    }
     let starts = |p: &str| message.starts_with(p) || message.contains(&format!(": {p}"));
     if message.contains("does not exist") && starts("Catalog Error") {
         Error::NotFound(message)
@@ -32,5 +51,27 @@ pub fn classify_message(message: String) -> Error {
         // Parser, Binder, Catalog, Conversion, Constraint, Invalid Input, Not
         // implemented...: all caused by what the client sent.
         Error::InvalidArgument(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tagged_error_keeps_its_status_through_duckdb_wrapping() {
+        let e = Error::ResourceExhausted("guest memory".into());
+        let wrapped = format!("Invalid Input Error: {}", tagged(&e));
+        let back = classify_message(wrapped);
+        assert_eq!(back.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(back.to_string(), e.to_string());
+        assert_eq!(
+            classify_message("Parser Error: syntax error".into()).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            classify_message("Invalid Input Error: [mallard:x] y".into()).code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

@@ -10,7 +10,9 @@ pub mod errors;
 pub mod ingest;
 pub mod query;
 pub mod raw;
+pub mod scopes;
 pub mod statements;
+pub mod table_function;
 pub mod types;
 
 use crate::error::{Error, Result};
@@ -18,7 +20,7 @@ use crate::gauges::Gauge;
 use duckdb::Connection;
 use raw::{RawConnection, RawDatabase};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to open the database and what SQL may reach.
@@ -58,6 +60,8 @@ pub struct Database {
     pub live_queries: Gauge,
     /// Ingests whose DuckDB connection is open.
     pub live_ingests: Gauge,
+    /// Who each request's connection serves (for table functions' binds).
+    pub scopes: Arc<scopes::ConnectionScopes>,
     root: Mutex<Connection>,
     options: DbOptions,
     raw: RawDatabase,
@@ -131,6 +135,7 @@ impl Database {
         Ok(Self {
             live_queries: Gauge::default(),
             live_ingests: Gauge::default(),
+            scopes: Arc::default(),
             root: Mutex::new(conn),
             options,
             raw,

@@ -113,6 +113,11 @@ fn status_batch() -> RecordBatch {
         .expect("static status batch is valid")
 }
 
+/// Builds the scope a query's connection serves ([`super::scopes`]) from the
+/// watch that turns true when the query is interrupted.
+pub type ScopeFactory =
+    Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> super::scopes::Scope + Send>;
+
 /// Runs `sql` (the last of possibly several statements) under `policy` and
 /// streams its result.
 pub async fn run(
@@ -120,17 +125,19 @@ pub async fn run(
     sql: String,
     policy: Arc<dyn StatementPolicy>,
 ) -> Result<QueryStream> {
-    run_with_budget(db, sql, policy, None).await
+    run_with_budget(db, sql, policy, None, None).await
 }
 
 /// [`run`], each queued batch first taking its bytes from `budget` (one per
 /// user: so one user's unread streams can hold at most that much queued output,
-/// and wait on it, while other users' queries are not affected).
+/// and wait on it, while other users' queries are not affected), its connection
+/// serving `scope` while it runs.
 pub async fn run_with_budget(
     db: Arc<Database>,
     sql: String,
     policy: Arc<dyn StatementPolicy>,
     budget: Option<OutputBudget>,
+    scope: Option<ScopeFactory>,
 ) -> Result<QueryStream> {
     let runtime = tokio::runtime::Handle::current();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(SchemaRef, Arc<Interrupt>)>>();
@@ -159,7 +166,7 @@ pub async fn run_with_budget(
             runtime,
         };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            produce(&db, &sql, &*policy, handle_tx, ready_tx, tx, &limit)
+            produce(&db, &sql, &*policy, scope, handle_tx, ready_tx, tx, &limit)
         }));
         if caught.is_err() {
             tracing::error!("query producer panicked; its stream ends with an error");
@@ -199,10 +206,12 @@ impl Limit {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn produce(
     db: &Database,
     sql: &str,
     policy: &dyn StatementPolicy,
+    scope: Option<ScopeFactory>,
     handle: oneshot::Sender<Arc<Interrupt>>,
     ready: oneshot::Sender<Result<(SchemaRef, Arc<Interrupt>)>>,
     tx: mpsc::Sender<Produced>,
@@ -217,6 +226,7 @@ fn produce(
     };
     let interrupt = conn.interrupt_handle();
     let _ = handle.send(interrupt.clone());
+    let _scope = scope.map(|scope| db.scopes.enter(conn.id(), scope(interrupt.watch())));
     let reader = match arrow_result::run(&conn, sql, TARGET_BATCH_ROWS, policy) {
         Ok(Outcome::Rows(reader)) => reader,
         Ok(Outcome::Done) => {
@@ -282,14 +292,20 @@ pub async fn execute(
     .map_err(|e| Error::Internal(format!("sql thread failed: {e}")))?
 }
 
-/// The result schema of the single statement `sql` under `policy`, without running it.
+/// The result schema of the single statement `sql` under `policy`, without
+/// running it, its connection serving `scope`.
 pub async fn schema(
     db: Arc<Database>,
     sql: String,
     policy: Arc<dyn StatementPolicy>,
+    scope: Option<ScopeFactory>,
 ) -> Result<SchemaRef> {
     tokio::task::spawn_blocking(move || -> Result<SchemaRef> {
         let conn = db.connect_raw()?;
+        let _scope = scope.map(|scope| {
+            let interrupt = conn.interrupt_handle();
+            db.scopes.enter(conn.id(), scope(interrupt.watch()))
+        });
         statements::result_schema(&conn, &sql, &*policy)
     })
     .await

@@ -90,7 +90,10 @@ impl RawDatabase {
         }
         Ok(RawConnection {
             handle: con,
-            interrupt: Arc::new(Interrupt(Mutex::new(con))),
+            interrupt: Arc::new(Interrupt {
+                handle: Mutex::new(con),
+                fired: tokio::sync::watch::Sender::new(false),
+            }),
         })
     }
 }
@@ -112,8 +115,12 @@ pub struct RawConnection {
 unsafe impl Send for RawConnection {}
 
 /// Interrupts whatever a connection is running, from any thread, for as long as
-/// the connection lives (afterwards it does nothing).
-pub struct Interrupt(Mutex<ffi::duckdb_connection>);
+/// the connection lives (afterwards it does nothing), and tells whoever watches
+/// (an `exchange(…)` the query is waiting on, which DuckDB's flag cannot reach).
+pub struct Interrupt {
+    handle: Mutex<ffi::duckdb_connection>,
+    fired: tokio::sync::watch::Sender<bool>,
+}
 
 // SAFETY: the handle is only used under the mutex, and only for duckdb_interrupt,
 // which DuckDB documents as callable from another thread.
@@ -124,7 +131,8 @@ unsafe impl Sync for Interrupt {}
 impl Interrupt {
     /// Asks DuckDB to stop the connection's running query.
     pub fn interrupt(&self) {
-        let handle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.fired.send_replace(true);
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         if !handle.is_null() {
             // SAFETY: the connection is open while the handle is non-null.
             unsafe { ffi::duckdb_interrupt(*handle) };
@@ -132,7 +140,27 @@ impl Interrupt {
     }
 }
 
+impl Interrupt {
+    /// Becomes true once the connection's query is interrupted.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.fired.subscribe()
+    }
+}
+
 impl RawConnection {
+    /// DuckDB's id of this connection (unique within the database), which
+    /// callbacks such as a table function's bind can read from their context.
+    pub fn id(&self) -> u64 {
+        let mut context: ffi::duckdb_client_context = ptr::null_mut();
+        // SAFETY: valid connection; the context is destroyed below.
+        unsafe { ffi::duckdb_connection_get_client_context(self.handle, &mut context) };
+        // SAFETY: a context just obtained from a live connection.
+        let id = unsafe { ffi::duckdb_client_context_get_connection_id(context) };
+        // SAFETY: we own the context wrapper.
+        unsafe { ffi::duckdb_destroy_client_context(&mut context) };
+        id
+    }
+
     /// The raw handle, valid while `self` lives.
     pub fn handle(&self) -> ffi::duckdb_connection {
         self.handle
@@ -196,7 +224,11 @@ impl RawConnection {
 
 impl Drop for RawConnection {
     fn drop(&mut self) {
-        *self.interrupt.0.lock().unwrap_or_else(|p| p.into_inner()) = std::ptr::null_mut();
+        *self
+            .interrupt
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = std::ptr::null_mut();
         // SAFETY: we own the connection and no interrupt can reach it any more.
         unsafe { ffi::duckdb_disconnect(&mut self.handle) };
     }

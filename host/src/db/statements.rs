@@ -257,6 +257,9 @@ pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
     let mut found = Mentions::default();
     let mut previous: Option<(u32, &str)> = None;
     let mut in_from_list = false;
+    // Parentheses open now, and where the FROM list began: a string after a
+    // comma is a path only at the list's own level, not a function's argument.
+    let (mut depth, mut from_depth) = (0i64, 0i64);
     let outcome = loop {
         let (mut kind, mut start, mut length) = (0u32, 0u64, 0u64);
         // SAFETY: live iterator; offsets are into `sql`.
@@ -294,15 +297,19 @@ pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
             {
                 found.scans_a_path = true;
             }
-            (TOKEN_STRING, Some((TOKEN_OPERATOR, ","))) if in_from_list => {
+            (TOKEN_STRING, Some((TOKEN_OPERATOR, ","))) if in_from_list && depth == from_depth => {
                 found.scans_a_path = true;
             }
             _ => {}
+        }
+        if kind == TOKEN_OPERATOR {
+            depth += lexeme.matches('(').count() as i64 - lexeme.matches(')').count() as i64;
         }
         if kind == TOKEN_KEYWORD {
             let k = lexeme.to_ascii_lowercase();
             if k == "from" || k == "join" {
                 in_from_list = true;
+                from_depth = depth;
             } else if !FROM_LIST_KEYWORDS.contains(&k.as_str()) {
                 in_from_list = false;
             }
@@ -669,6 +676,9 @@ mod tests {
             "SELECT * FROM t JOIN 'x.duckdb' USING (a)",
             "SELECT * FROM t AS a, 'x.csv'",
             "SELECT * FROM t LEFT JOIN 'x' ON true",
+            "SELECT * FROM exchange('a', 'SELECT 1'), 'x.csv'",
+            "SELECT * FROM (SELECT 1) s, 'x.csv'",
+            "SELECT * FROM t WHERE x IN (SELECT y FROM u, 'x.csv')",
         ] {
             assert!(found(path).scans_a_path, "{path}");
         }
@@ -676,6 +686,8 @@ mod tests {
             "SELECT 'a', 'b' FROM t WHERE x IN ('c', 'd')",
             "SELECT * FROM (VALUES ('a'), ('b')) v(x)",
             "SELECT * FROM t JOIN u ON u.x = 'a', 'b'",
+            "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')",
+            "SELECT * FROM exchange('[{\"exchanger\": \"a\"}]', 'SELECT 1', params := map{'k': 'v'})",
         ] {
             assert!(!found(no_path).scans_a_path, "{no_path}");
         }

@@ -16,19 +16,25 @@
 
 use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
+use crate::exchange::ExchangeSession;
 use crate::exchange::layout::{Layout, StoredMeta, now_secs};
 use crate::exchange::metrics::{ExchangerMetrics, MetricsSnapshot};
+use crate::exchange::native::NativeSession;
 use crate::exchange::quotas::{Quotas, flags};
+use crate::exchange::wasm::WasmSession;
 use crate::sandbox::bindings::ExchangerPre;
 use crate::sandbox::engine::SandboxEngine;
+use crate::sandbox::store::MemoryPool;
 use crate::sandbox::store::StoreState;
 use crate::sandbox::upload::{self, Compiled, WORLD};
+use arrow::datatypes::SchemaRef;
 use mallard_exchanger::native::Builtin;
 use mallard_protocol::{ExchangerRef, Namespace, Pin, UploadRequest};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -134,6 +140,32 @@ impl Version {
 
     fn is_wasm(&self) -> bool {
         matches!(self.code, Code::Wasm(_))
+    }
+
+    /// Opens a session of this version for one stream: a fresh sandboxed
+    /// instance (its memory charged to `pool`, interrupted when `cancelled` is
+    /// set), or a built-in's native session.
+    pub fn open_session(
+        &self,
+        engine: &SandboxEngine,
+        (input_header, input_schema): (&[u8], SchemaRef),
+        params: &[(String, String)],
+        cancelled: Arc<AtomicBool>,
+        pool: Arc<MemoryPool>,
+    ) -> Result<Box<dyn ExchangeSession>> {
+        Ok(match &self.code {
+            Code::Wasm(pre) => Box::new(WasmSession::open(
+                engine,
+                (&self.name, pre),
+                (input_header, input_schema),
+                params,
+                cancelled,
+                Some(pool),
+            )?),
+            Code::Native(builtin) => {
+                Box::new(NativeSession::open(builtin, input_schema, params.to_vec())?)
+            }
+        })
     }
 
     /// `name@version (sha256:abcd1234)`, for messages.
@@ -390,6 +422,18 @@ impl Catalog {
         let exchangers = self.exchangers.read().expect("catalog lock");
         // Started under the lock, so `remove` (write lock) sees it running.
         Self::find(&exchangers, principal, reference, wasm).map(Running::start)
+    }
+
+    /// The version `reference` names for `principal`, without running it (to
+    /// learn its output schema when a query is planned).
+    pub fn peek(
+        &self,
+        principal: &Principal,
+        reference: &ExchangerRef,
+        wasm: bool,
+    ) -> Result<Arc<Version>> {
+        let exchangers = self.exchangers.read().expect("catalog lock");
+        Self::find(&exchangers, principal, reference, wasm)
     }
 
     fn find(

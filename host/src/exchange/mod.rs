@@ -1,8 +1,10 @@
-//! `do_exchange`: the request format, the session abstraction shared by the sandboxed
-//! and native paths, and the worker that streams batches through a session.
+//! Exchanges, from every entry: which exchangers exist ([`catalog`]), the sessions
+//! that run them (sandboxed: [`wasm`]; built-ins' native builds: [`native`]), and
+//! the one [`pipeline`] that streams messages through a list of sessions for
+//! `do_exchange`, the SQL function ([`sql`]) and `push_table`.
 //!
-//! A session runs on a blocking thread. Client messages arrive through a bounded
-//! channel and are handed to the session one by one; output goes back through an
+//! A pipeline runs on one blocking thread. Input messages arrive through a bounded
+//! channel and go through the stages one by one; output goes back through an
 //! [`output`] queue as soon as it is produced. A client that reads while it writes
 //! keeps both sides at a few batches; one that writes everything first is served
 //! from the queue's byte budget.
@@ -13,7 +15,10 @@ pub mod layout;
 pub mod metrics;
 pub mod native;
 pub mod output;
+pub mod pipeline;
 pub mod quotas;
+pub mod sql;
+pub mod wasm;
 
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
@@ -22,11 +27,8 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
-use metrics::ExchangerMetrics;
-use output::{OutputSender, SendError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
 
 pub use mallard_protocol::{ExchangeRequest, Sandbox};
 
@@ -101,72 +103,5 @@ pub struct CancelOnDrop(pub Arc<AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Streams `input` through `session` into `output` until input ends, the client
-/// leaves, or something fails (sent as the stream's final status), counting
-/// rows, bytes, batch times, memory and the outcome in `metrics`.
-pub fn run(
-    mut session: Box<dyn ExchangeSession>,
-    mut input: mpsc::Receiver<Result<FlightData>>,
-    output: OutputSender,
-    label: &str,
-    metrics: &ExchangerMetrics,
-) {
-    let outcome = (|| -> Result<bool> {
-        let send = |data: FlightData| {
-            metrics.sent(&data);
-            match output.send(data) {
-                Ok(()) => Ok(true),
-                Err(SendError::Gone) => Ok(false),
-                Err(SendError::Stalled(e)) => Err(e),
-            }
-        };
-        if !send(session.schema_message())? {
-            return Ok(false);
-        }
-        while let Some(message) = input.blocking_recv() {
-            let message = message?;
-            if message.data_header.is_empty() {
-                continue; // metadata-only message
-            }
-            metrics.received(&message);
-            let started = std::time::Instant::now();
-            let out = session.push(&message.data_header, &message.data_body);
-            metrics.batch_wall.observe(started.elapsed());
-            for data in out? {
-                if !send(data)? {
-                    return Ok(false);
-                }
-            }
-        }
-        for data in session.finish()? {
-            if !send(data)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })();
-    metrics.memory_seen(session.guest_memory_bytes());
-    let guest_output = session.guest_output();
-    if !guest_output.is_empty() {
-        // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
-        tracing::info!(exchange = ?label, output = ?guest_output.trim_end(), "guest output");
-    }
-    match outcome {
-        Ok(true) => {
-            tracing::debug!(exchange = ?label, "exchange complete");
-            output.finish();
-        }
-        Ok(false) => {
-            tracing::info!(exchange = ?label, "client left during exchange");
-            metrics.error(tonic::Code::Cancelled);
-        }
-        Err(e) => {
-            tracing::warn!(exchange = ?label, error = ?e.to_string(), "exchange failed");
-            metrics.error(e.code());
-            output.fail(e.into());
-        }
     }
 }

@@ -16,6 +16,7 @@
 use crate::error::Error;
 use arrow_flight::FlightData;
 use futures::Stream;
+use mallard_protocol::Receipt;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +52,22 @@ pub const SLOTS: usize = 4;
 /// assumes it writes everything first and goes on into the byte budget.
 pub const PATIENCE: Duration = Duration::from_millis(50);
 
+/// What the network side receives: output messages, then the receipt of a
+/// successful end.
+#[derive(Debug)]
+pub enum Output {
+    /// One output message.
+    Data(FlightData),
+    /// The exchange completed; nothing follows.
+    Done(Receipt),
+}
+
+/// An entry of the queue: a message, or the explicit end with its receipt.
+enum Entry {
+    Message(Queued),
+    End(Receipt),
+}
+
 struct Queued {
     data: FlightData,
     /// Returns the message's slot, if it took one, once the network takes it.
@@ -63,8 +80,8 @@ struct Queued {
 /// The stream ends cleanly only after [`OutputSender::finish`]; a sender dropped
 /// without it or [`OutputSender::fail`] (a panicking worker) ends it with Internal.
 pub struct OutputSender {
-    /// Messages in order; `None` marks the explicit end.
-    queue: mpsc::UnboundedSender<Option<Queued>>,
+    /// Messages in order, then the explicit end.
+    queue: mpsc::UnboundedSender<Entry>,
     failure: oneshot::Sender<Status>,
     slots: Arc<Semaphore>,
     budget: Arc<Semaphore>,
@@ -79,7 +96,7 @@ pub struct OutputSender {
 
 /// The network's end: the response stream, a failure first, then the queue in order.
 pub struct OutputStream {
-    queue: mpsc::UnboundedReceiver<Option<Queued>>,
+    queue: mpsc::UnboundedReceiver<Entry>,
     failure: Option<oneshot::Receiver<Status>>,
     taken: Arc<AtomicU64>,
     failed: bool,
@@ -166,7 +183,7 @@ impl OutputSender {
             }
         };
         self.queue
-            .send(Some(Queued {
+            .send(Entry::Message(Queued {
                 data,
                 _slot: slot,
                 _bytes: permit,
@@ -174,9 +191,9 @@ impl OutputSender {
             .map_err(|_| SendError::Gone)
     }
 
-    /// Ends the stream cleanly after the output already queued.
-    pub fn finish(self) {
-        let _ = self.queue.send(None);
+    /// Ends the stream cleanly after the output already queued, with its receipt.
+    pub fn finish(self, receipt: Receipt) {
+        let _ = self.queue.send(Entry::End(receipt));
     }
 
     /// Ends the stream with `status`, ahead of any output still queued.
@@ -186,7 +203,7 @@ impl OutputSender {
 }
 
 impl Stream for OutputStream {
-    type Item = Result<FlightData, Status>;
+    type Item = Result<Output, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.failed {
@@ -207,13 +224,13 @@ impl Stream for OutputStream {
         let this = &mut *self;
         match this.queue.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Some(queued))) => {
+            Poll::Ready(Some(Entry::Message(queued))) => {
                 this.taken.fetch_add(1, Ordering::Relaxed);
-                Poll::Ready(Some(Ok(queued.data)))
+                Poll::Ready(Some(Ok(Output::Data(queued.data))))
             }
-            Poll::Ready(Some(None)) => {
+            Poll::Ready(Some(Entry::End(receipt))) => {
                 this.failed = true;
-                Poll::Ready(None)
+                Poll::Ready(Some(Ok(Output::Done(receipt))))
             }
             Poll::Ready(None) => {
                 this.failed = true;
@@ -248,21 +265,27 @@ mod tests {
         .unwrap();
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 2);
-        assert!(items[0].is_ok());
+        assert!(matches!(items[0], Ok(Output::Data(_))));
         assert_eq!(items[1].as_ref().unwrap_err().code(), tonic::Code::Internal);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn finish_ends_the_stream_cleanly_after_the_queue() {
+    async fn finish_ends_the_stream_cleanly_after_the_queue_with_the_receipt() {
         let (sender, stream) = channel(budget());
+        let receipt = Receipt {
+            wall_ms: 2.0,
+            ..Default::default()
+        };
+        let sent = receipt.clone();
         tokio::task::spawn_blocking(move || {
             sender.send(FlightData::default()).unwrap();
-            sender.finish();
+            sender.finish(sent);
         })
         .await
         .unwrap();
         let items: Vec<_> = stream.collect().await;
-        assert_eq!(items.len(), 1);
-        assert!(items[0].is_ok());
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[0], Ok(Output::Data(_))));
+        assert!(matches!(&items[1], Ok(Output::Done(r)) if *r == receipt));
     }
 }

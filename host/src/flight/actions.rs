@@ -73,8 +73,8 @@ pub async fn run(
             Ok(json!({ "dropped": table.as_str() }))
         }
         ActionRequest::PushTable(request) => {
-            let rows = push::push(state, request).await?;
-            Ok(json!({ "rows": rows }))
+            let pushed = push::push(state, principal, request).await?;
+            Ok(json!({ "rows": pushed.rows, "receipt": pushed.receipt }))
         }
         ActionRequest::UploadExchanger(upload) => {
             let state = state.clone();

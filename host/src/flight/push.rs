@@ -1,23 +1,30 @@
-//! `push_table`: stream a table from this server straight into another server's
-//! `do_put`, without the data passing through the requesting client.
+//! `push_table`: stream a table, or a query's result, from this server straight
+//! into another server's `do_put`, optionally through an exchange on the way,
+//! without the data passing through the requesting client.
 //!
 //! Only targets the operator allowed (`--push-allow`, by default the addresses
 //! this process serves) are ever connected to, so the server's push credentials
 //! cannot be sent to a listener of the caller's choosing, and push is no port
 //! scanner. A target that stops reading is cut off after the stall timeout.
 
+use crate::auth::Principal;
 use crate::client;
 use crate::db::query;
 use crate::db::statements::ServerSql;
 use crate::error::{Error, Result};
+use crate::exchange::output::Output;
+use crate::exchange::pipeline::{self, Input};
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
+use arrow_flight::FlightData;
 use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use mallard_protocol::{PushRequest, PushTarget};
+use mallard_protocol::push::PushSource;
+use mallard_protocol::{PushRequest, PushTarget, Receipt};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -75,10 +82,24 @@ pub fn check_target(state: &ServerState, to: &str) -> Result<PushTarget> {
     }
 }
 
-/// Runs a push; returns the row count the target acknowledged.
-pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64> {
+/// What a push did: the rows the target acknowledged, and the exchange's receipt.
+#[derive(Debug)]
+pub struct Pushed {
+    /// Rows the target acknowledged.
+    pub rows: u64,
+    /// The receipt of the exchange the rows went through, if any.
+    pub receipt: Option<Receipt>,
+}
+
+/// Runs a push for `principal`.
+pub async fn push(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    request: PushRequest,
+) -> Result<Pushed> {
     let PushRequest {
-        table,
+        source,
+        exchange,
         to,
         target_table: target,
         credentials,
@@ -93,32 +114,82 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
         })
     });
     let failed_push = format!("push_table to {target_address}");
-    // Check the source first so a missing table is NotFound here, not a remote error.
-    let db = state.db.clone();
-    let source_table = table.clone();
-    crate::flight::actions::blocking(move || crate::db::catalog::require(&db, &source_table))
-        .await?;
+    let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let source = match source {
+        PushSource::Table(table) => {
+            // Check the source first so a missing table is NotFound here, not a remote error.
+            let db = state.db.clone();
+            let source_table = table.clone();
+            crate::flight::actions::blocking(move || {
+                crate::db::catalog::require(&db, &source_table)
+            })
+            .await?;
+            query::run(
+                state.db.clone(),
+                format!("SELECT * FROM {}", table.quoted()),
+                Arc::new(ServerSql),
+            )
+            .await?
+        }
+        // The caller's query, with the caller's rights (and `exchange(…)` if it calls it).
+        PushSource::Query(sql) => {
+            let scope = crate::exchange::sql::caller_scope(state, principal, receipts.clone());
+            query::run_with_budget(
+                state.db.clone(),
+                sql,
+                state.authz.sql(principal),
+                None,
+                Some(scope),
+            )
+            .await?
+        }
+    };
+    let descriptor = FlightDescriptor::new_cmd(target.as_str().to_owned());
+    let (flight_data, receipt): (BoxStream<'static, Result<FlightData, tonic::Status>>, _) =
+        match exchange {
+            None => {
+                let schema = source.schema.clone();
+                let batches = source
+                    .into_stream()
+                    .map_err(|e: Error| FlightError::Tonic(Box::new(e.into())));
+                let data = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+                    .with_flight_descriptor(Some(descriptor))
+                    .build(batches)
+                    .map_err(|e| tonic::Status::from(Error::from(e)));
+                (data.boxed(), None)
+            }
+            Some(exchange) => {
+                let input =
+                    Input::from_batches(source.schema.clone(), source.into_stream()).await?;
+                let running = pipeline::start(state, principal, &exchange, input).await?;
+                let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel();
+                let mut receipt_tx = Some(receipt_tx);
+                let mut schema_message = running.schema_message;
+                schema_message.flight_descriptor = Some(descriptor);
+                let output = running.output.filter_map(move |item| {
+                    let item = match item {
+                        Ok(Output::Data(data)) => Some(Ok(data)),
+                        Ok(Output::Done(receipt)) => {
+                            if let Some(tx) = receipt_tx.take() {
+                                let _ = tx.send(receipt);
+                            }
+                            None
+                        }
+                        Err(status) => Some(Err(status)),
+                    };
+                    async move { item }
+                });
+                let data = futures::stream::once(async { Ok(schema_message) }).chain(output);
+                (data.boxed(), Some(receipt_rx))
+            }
+        };
+    let (flight_data, stalled) = stall::guard(flight_data, state.config.stall_timeout, "push");
+    let flight_data = flight_data.map_err(|s| FlightError::Tonic(Box::new(s)));
     let mut remote = client::connect_with(&to, &user, &password, state.config.push_tls.as_ref())
         .await
         .map_err(|e| e.context(&failed_push))?;
-    let source = query::run(
-        state.db.clone(),
-        format!("SELECT * FROM {}", table.quoted()),
-        Arc::new(ServerSql),
-    )
-    .await?;
-    let schema = source.schema.clone();
-    let batches = source
-        .into_stream()
-        .map_err(|e: Error| FlightError::Tonic(Box::new(e.into())));
-    let flight_data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(target.as_str().to_owned())))
-        .build(batches)
-        .map_err(|e| tonic::Status::from(Error::from(e)));
-    let (flight_data, stalled) = stall::guard(flight_data, state.config.stall_timeout, "push");
-    let flight_data = flight_data.map_err(|s| FlightError::Tonic(Box::new(s)));
     let send = async {
         let mut results = remote
             .do_put(flight_data)
@@ -135,11 +206,18 @@ pub async fn push(state: &Arc<ServerState>, request: PushRequest) -> Result<u64>
             Error::Unavailable(format!("{target_address} did not acknowledge the put"))
         })
     };
-    tokio::select! {
-        outcome = send => outcome,
-        () = stalled.stalled() => Err(Error::DeadlineExceeded(format!(
+    let rows = tokio::select! {
+        outcome = send => outcome?,
+        () = stalled.stalled() => return Err(Error::DeadlineExceeded(format!(
             "{failed_push}: the target read nothing for {:?}; the push was stopped",
             state.config.stall_timeout
         ))),
-    }
+    };
+    let receipt = match receipt {
+        Some(rx) => Some(rx.await.map_err(|_| {
+            Error::Internal("the push's exchange ended without its receipt".into())
+        })?),
+        None => receipts.lock().unwrap_or_else(|p| p.into_inner()).pop(),
+    };
+    Ok(Pushed { rows, receipt })
 }

@@ -5,12 +5,9 @@ use crate::authz::Operation;
 use crate::db::ingest::Ingest;
 use crate::db::query;
 use crate::error::{Error, Result};
-use crate::exchange::catalog::Code;
-use crate::exchange::{
-    self, CHANNEL_MESSAGES, CancelOnDrop, ExchangeRequest, ExchangeSession, Sandbox,
-};
+use crate::exchange::output::Output;
+use crate::exchange::{CHANNEL_MESSAGES, ExchangeRequest, pipeline, sql};
 use crate::flight::{actions, auth_layer, stall};
-use crate::sandbox::session::WasmSession;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
 use arrow::datatypes::SchemaRef;
@@ -29,8 +26,7 @@ use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 /// One Mallard Flight server.
@@ -59,7 +55,14 @@ impl MallardService {
             Target::Table(t) => format!("SELECT * FROM {}", t.quoted()),
             Target::Sql(sql) => sql.clone(),
         };
-        query::schema(self.state.db.clone(), sql, self.state.authz.sql(principal)).await
+        let scope = sql::caller_scope(&self.state, principal, Arc::default());
+        query::schema(
+            self.state.db.clone(),
+            sql,
+            self.state.authz.sql(principal),
+            Some(scope),
+        )
+        .await
     }
 
     async fn flight_info(
@@ -97,6 +100,22 @@ fn respond<T>(body: T, auth: &Authenticated) -> Response<T> {
         response.metadata_mut().insert("authorization", value);
     }
     response
+}
+
+/// The clean end of a stream that carries receipts: status OK with the
+/// receipts in the [`mallard_protocol::receipt::TRAILER`] trailer (one object for
+/// `do_exchange`, a list for `do_get`).
+pub fn receipt_trailer(receipts: &[mallard_protocol::Receipt], as_list: bool) -> Status {
+    let json = match (receipts, as_list) {
+        ([one], false) => one.to_json(),
+        _ => mallard_protocol::receipt::list_to_json(receipts),
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert_bin(
+        mallard_protocol::receipt::TRAILER,
+        tonic::metadata::MetadataValue::from_bytes(&json),
+    );
+    Status::with_metadata(tonic::Code::Ok, "", metadata)
 }
 
 fn to_status(e: FlightError) -> Status {
@@ -255,21 +274,35 @@ impl FlightService for MallardService {
         let slot = self.state.query_slots.acquire(&auth.principal.user)?;
         let policy = self.state.authz.sql(&auth.principal);
         let budget = self.state.query_output.of(&auth.principal.user);
-        let result =
-            query::run_with_budget(self.state.db.clone(), sql, policy, Some(budget)).await?;
+        let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let scope = sql::caller_scope(&self.state, &auth.principal, receipts.clone());
+        let result = query::run_with_budget(
+            self.state.db.clone(),
+            sql,
+            policy,
+            Some(budget),
+            Some(scope),
+        )
+        .await?;
         let schema = result.schema.clone();
         let batches = result
             .into_stream()
             .map_err(|e| FlightError::Tonic(Box::new(e.into())));
-        let stream = FlightDataEncoderBuilder::new()
+        let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
             .build(batches)
-            .map_err(to_status)
-            .map(move |item| {
-                let _slot = &slot; // held until the stream is dropped
-                item
-            });
+            .map_err(to_status);
+        // After a clean end, the receipts of the exchanges the SQL ran, if any.
+        let trailer = futures::stream::once(async move {
+            let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
+            (!receipts.is_empty()).then(|| Err(receipt_trailer(&receipts, true)))
+        })
+        .filter_map(|item| async move { item });
+        let stream = data.chain(trailer).map(move |item| {
+            let _slot = &slot; // held until the stream is dropped
+            item
+        });
         let (stream, _) = stall::guard(stream, self.state.config.stall_timeout, "do_get");
         Ok(respond(stream.boxed(), &auth))
     }
@@ -298,7 +331,7 @@ impl FlightService for MallardService {
                 .await?
                 .ok_or_else(|| Status::invalid_argument("do_put stream carried no schema"))?;
         }
-        let (schema, _) = exchange::validated_schema_message(message.data_header)?;
+        let (schema, _) = crate::exchange::validated_schema_message(message.data_header)?;
         let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
         while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
             if !message.data_header.is_empty() {
@@ -334,13 +367,7 @@ impl FlightService for MallardService {
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
             Status::invalid_argument("the first do_exchange message must carry a descriptor")
         })?;
-        let exchange = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
-        let slot = self.state.exchange_slots.acquire(&auth.principal.user)?;
-        let running = self.state.catalog.resolve(
-            &auth.principal,
-            &exchange.exchanger,
-            exchange.sandbox == Sandbox::On,
-        )?;
+        let request = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
         // The schema message is the first one with a header (pyarrow sends it with
         // the descriptor; others send it next).
         let mut schema_message = first;
@@ -351,58 +378,12 @@ impl FlightService for MallardService {
                     Status::invalid_argument("do_exchange ended before sending a schema")
                 })?;
         }
-        let (input_schema, _) =
-            exchange::validated_schema_message(schema_message.data_header.clone())?;
-
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let (in_tx, in_rx) = mpsc::channel(CHANNEL_MESSAGES);
-        let (out_tx, out_rx) = exchange::output::channel(self.state.config.exchange_output);
-        let (opened_tx, opened_rx) = oneshot::channel::<Result<()>>();
-        let engine = self.state.catalog.engine().clone();
-        let pool = self.state.guest_memory.of(&auth.principal.user);
-        let label = format!("{}#{}", running.version.describe(), auth.principal.user);
-        let worker_cancelled = cancelled.clone();
-        let cpu_metrics = running.version.metrics.clone();
-        let work = move || {
-            let _slot = slot; // held until the stream ends
-            let version = running.version.clone();
-            let metrics = &version.metrics;
-            let session: Result<Box<dyn ExchangeSession>> = match &version.code {
-                Code::Wasm(pre) => WasmSession::open(
-                    &engine,
-                    (&version.name, pre),
-                    (&schema_message.data_header, input_schema),
-                    &exchange.params,
-                    worker_cancelled,
-                    Some(pool),
-                )
-                .map(|s| Box::new(s) as Box<dyn ExchangeSession>),
-                Code::Native(builtin) => {
-                    exchange::native::NativeSession::open(builtin, input_schema, exchange.params)
-                        .map(|s| Box::new(s) as Box<dyn ExchangeSession>)
-                }
-            };
-            match session {
-                Ok(session) => {
-                    let _ = opened_tx.send(Ok(()));
-                    exchange::run(session, in_rx, out_tx, &label, metrics);
-                }
-                Err(e) => {
-                    metrics.error(e.code());
-                    let _ = opened_tx.send(Err(e));
-                }
-            }
-            // Counted as CPU of the exchange: instantiating, guest calls,
-            // validating output, tearing the instance down.
-            drop(running);
+        let (in_tx, messages) = mpsc::channel(CHANNEL_MESSAGES);
+        let input = pipeline::Input {
+            schema_header: schema_message.data_header,
+            messages,
         };
-        tokio::task::spawn_blocking(move || {
-            let ((), cpu) = crate::sandbox::meter::measure_cpu(work);
-            cpu_metrics.add_cpu(cpu);
-        });
-        opened_rx
-            .await
-            .map_err(|_| Status::internal("exchange worker ended before opening"))??;
+        let exchange = pipeline::start(&self.state, &auth.principal, &request, input).await?;
         tokio::spawn(async move {
             loop {
                 let next = next_within(&mut incoming, idle, "do_exchange").await;
@@ -417,11 +398,11 @@ impl FlightService for MallardService {
                 }
             }
         });
-        let guard = CancelOnDrop(cancelled);
-        let stream = out_rx.map(move |item| {
-            let _keep = &guard;
-            item
+        let output = exchange.output.map(|item| match item? {
+            Output::Data(data) => Ok(data),
+            Output::Done(receipt) => Err(receipt_trailer(&[receipt], false)),
         });
+        let stream = futures::stream::once(async { Ok(exchange.schema_message) }).chain(output);
         Ok(respond(stream.boxed(), &auth))
     }
 

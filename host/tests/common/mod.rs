@@ -253,3 +253,32 @@ pub async fn assert_idle(client: &mut FlightClient) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `alice`, a user.
+pub const ALICE: (&str, &str) = ("alice", "alice-pw");
+/// `bob`, a user.
+pub const BOB: (&str, &str) = ("bob", "bob-pw");
+/// `rita`, a reader.
+pub const RITA: (&str, &str) = ("rita", "rita-pw");
+
+/// A test config with admin/password123, [`ALICE`] and [`BOB`] (users) and [`RITA`] (reader).
+pub fn config_with_accounts() -> ServerConfig {
+    use mallard::auth::{Role, User};
+    let mut config = test_config();
+    for (name, password, role) in [
+        ("admin", "password123", Role::Admin),
+        (ALICE.0, ALICE.1, Role::User),
+        (BOB.0, BOB.1, Role::User),
+        (RITA.0, RITA.1, Role::Reader),
+    ] {
+        config.users.insert(name.into(), User::new(password, role));
+    }
+    config
+}
+
+/// A client logged in as `who`.
+pub async fn login(server: &RunningServer, who: (&str, &str)) -> FlightClient {
+    mallard::client::connect(&server.url(), who.0, who.1)
+        .await
+        .expect("login")
+}

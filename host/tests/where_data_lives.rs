@@ -1,0 +1,410 @@
+//! Exchangers where the data lives: the SQL function `exchange(…)`, pipelines,
+//! and receipts, against a real server with real guests and real accounts.
+
+mod common;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Int32Type, Int64Type};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use common::*;
+use futures::StreamExt;
+use mallard_protocol::Receipt;
+use mallard_protocol::receipt::{TRAILER, list_from_json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const ROWS: usize = 200_000;
+const TOTALS: &str = r#"{"value": "passengers", "key": "origin"}"#;
+
+/// A server with the accounts, `flights` holding [`ROWS`] rows, and alice's own
+/// `add_processed` and `running_totals`.
+async fn server_with_flights(
+    config: mallard::ServerConfig,
+) -> (mallard::RunningServer, FlightClient) {
+    let server = start_with(config).await;
+    let mut alice = login(&server, ALICE).await;
+    put(&mut alice, "flights", flights(ROWS, 50_000))
+        .await
+        .unwrap();
+    upload(&mut alice, "add_processed").await;
+    upload(&mut alice, "running_totals").await;
+    (server, alice)
+}
+
+/// Runs `sql`; returns its batches and the receipts of its trailer.
+async fn query_with_receipts(
+    client: &mut FlightClient,
+    sql: &str,
+) -> Result<(Vec<RecordBatch>, Vec<Receipt>), tonic::Status> {
+    let mut stream = client
+        .do_get(Ticket::new(sql.to_owned()))
+        .await
+        .map_err(to_status)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(to_status)?);
+    }
+    let receipts = stream
+        .trailers()
+        .and_then(|t| t.get_bin(TRAILER).and_then(|v| v.to_bytes().ok()))
+        .and_then(|bytes| list_from_json(&bytes))
+        .unwrap_or_default();
+    Ok((batches, receipts))
+}
+
+/// Runs a `do_exchange`; returns the output and the receipt of its trailer.
+/// (arrow-flight's `FlightClient::do_exchange` drops trailers, so this goes
+/// through the generated gRPC client, as the demo does.)
+async fn exchange_with_receipt(
+    client: &mut FlightClient,
+    command: &str,
+    batches: Vec<RecordBatch>,
+) -> (Vec<RecordBatch>, Receipt) {
+    let schema = batches[0].schema();
+    let data: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|d| d.unwrap())
+        .collect();
+    let mut request = tonic::Request::new(futures::stream::iter(data));
+    *request.metadata_mut() = client.metadata().clone();
+    let mut stream = client
+        .inner_mut()
+        .do_exchange(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        messages.push(message);
+    }
+    let trailers = stream.trailers().await.unwrap().expect("trailers");
+    let bytes = trailers
+        .get_bin(TRAILER)
+        .and_then(|v| v.to_bytes().ok())
+        .expect("do_exchange ends with a receipt");
+    let out = arrow_flight::utils::flight_data_to_batches(&messages).unwrap();
+    (out, Receipt::from_json(&bytes).expect("a receipt"))
+}
+
+/// Both results as one batch each, the SQL side cast to the exchange's types
+/// (DuckDB may hand back an equivalent Arrow type).
+fn assert_same_rows(via_sql: &[RecordBatch], via_exchange: &[RecordBatch]) {
+    let expected = concat_batches(&via_exchange[0].schema(), via_exchange).unwrap();
+    let got = concat_batches(&via_sql[0].schema(), via_sql).unwrap();
+    assert_eq!(got.num_rows(), expected.num_rows());
+    assert_eq!(got.num_columns(), expected.num_columns());
+    for (i, field) in expected.schema().fields().iter().enumerate() {
+        assert_eq!(got.schema().field(i).name(), field.name());
+        let column = arrow::compute::cast(got.column(i), field.data_type()).unwrap();
+        assert_eq!(
+            column.to_data(),
+            expected.column(i).to_data(),
+            "column {}",
+            field.name()
+        );
+    }
+}
+
+fn running_totals_reference(input: &[RecordBatch]) -> Vec<i64> {
+    let mut totals: HashMap<String, i64> = HashMap::new();
+    let mut out = Vec::new();
+    for batch in input {
+        let origins = batch.column_by_name("origin").unwrap().as_string::<i32>();
+        let passengers = batch
+            .column_by_name("passengers")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        for row in 0..batch.num_rows() {
+            let total = totals.entry(origins.value(row).to_owned()).or_default();
+            if passengers.is_valid(row) {
+                *total += passengers.value(row) as i64;
+            }
+            out.push(*total);
+        }
+    }
+    out
+}
+
+fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = arrow::compute::cast(
+                b.column_by_name(name).unwrap(),
+                &arrow::datatypes::DataType::Int64,
+            )
+            .unwrap();
+            column.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sql_function_equals_do_exchange_and_composes_with_sql() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let source = query(&mut alice, "SELECT * FROM flights").await.unwrap();
+
+    let (via_sql, receipts) = query_with_receipts(
+        &mut alice,
+        "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')",
+    )
+    .await
+    .unwrap();
+    let (via_exchange, receipt) =
+        exchange_with_receipt(&mut alice, "add_processed", source.clone()).await;
+    assert_eq!(rows(&via_sql), ROWS);
+    assert_same_rows(&via_sql, &via_exchange);
+
+    // Receipts: what went in and came out, per stage.
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let stage = &receipts[0].stages[0];
+    assert!(
+        stage.exchanger.starts_with("alice/add_processed@"),
+        "{stage:?}"
+    );
+    assert_eq!((stage.rows_in, stage.rows_out), (ROWS as u64, ROWS as u64));
+    assert_eq!(stage.instances, 1);
+    assert!(
+        stage.cpu_ms > 0.0 && stage.peak_memory_bytes > 0,
+        "{stage:?}"
+    );
+    let stage = &receipt.stages[0];
+    assert_eq!((stage.rows_in, stage.rows_out), (ROWS as u64, ROWS as u64));
+    assert_eq!(stage.batches_out as usize, via_exchange.len());
+    assert!(
+        stage.bytes_in > 0 && stage.bytes_out > stage.bytes_in,
+        "{stage:?}"
+    );
+
+    // Aggregates, joins and CREATE TABLE … AS over the function's output.
+    let by_origin = "SELECT origin, count(*) AS n FROM {} GROUP BY 1 ORDER BY 1";
+    let plain = query(&mut alice, &by_origin.replace("{}", "flights"))
+        .await
+        .unwrap();
+    let through = query(
+        &mut alice,
+        &by_origin.replace(
+            "{}",
+            "exchange('add_processed', 'SELECT * FROM flights') WHERE processed",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(column_i64(&plain, "n"), column_i64(&through, "n"));
+    let joined = scalar_i64(
+        &mut alice,
+        "SELECT count(*) FROM exchange('add_processed', 'SELECT * FROM flights WHERE passengers > 100') e \
+         JOIN flights f ON e.flight_id = f.flight_id",
+    )
+    .await;
+    let expected = scalar_i64(
+        &mut alice,
+        "SELECT count(*) FROM flights WHERE passengers > 100",
+    )
+    .await;
+    assert_eq!(joined, expected);
+    // (DDL is for admins; an admin may name alice's exchanger.)
+    let mut admin = client(&server).await;
+    query(
+        &mut admin,
+        "CREATE TABLE processed AS SELECT * FROM exchange('alice/add_processed', 'SELECT * FROM flights')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        scalar_i64(&mut alice, "SELECT count(*) FROM processed WHERE processed").await,
+        ROWS as i64
+    );
+    // A LIMIT stops the exchange early; nothing stays running.
+    let few = query(
+        &mut alice,
+        "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights') LIMIT 10",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&few), 10);
+    assert_idle(&mut alice).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_totals_and_pipelines_equal_their_references() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let source = query(&mut alice, "SELECT * FROM flights").await.unwrap();
+    let reference = running_totals_reference(&source);
+
+    let via_sql = query(
+        &mut alice,
+        "SELECT * FROM exchange('running_totals', 'SELECT * FROM flights', \
+         params := map{'value': 'passengers', 'key': 'origin'})",
+    )
+    .await
+    .unwrap();
+    assert_eq!(column_i64(&via_sql, "running_total"), reference);
+
+    // A two-stage pipeline equals the two exchanges one after the other.
+    let totals = format!(r#"{{"exchanger": "running_totals", "params": {TOTALS}}}"#);
+    let first = exchange(&mut alice, "add_processed", source.clone())
+        .await
+        .unwrap();
+    let second = exchange(&mut alice, &totals, first).await.unwrap();
+    let pipeline = format!(r#"[{{"exchanger": "add_processed"}}, {totals}]"#);
+    let (piped, receipt) = exchange_with_receipt(&mut alice, &pipeline, source.clone()).await;
+    assert_eq!(
+        concat_batches(&second[0].schema(), &second).unwrap(),
+        concat_batches(&piped[0].schema(), &piped).unwrap()
+    );
+    assert_eq!(receipt.stages.len(), 2);
+    assert_eq!(receipt.stages[0].rows_out, receipt.stages[1].rows_in);
+    assert_eq!(receipt.rows_out(), ROWS as u64);
+    assert!(
+        receipt.stages[1]
+            .exchanger
+            .starts_with("alice/running_totals@")
+    );
+
+    // The same pipeline from SQL.
+    let (via_sql, receipts) = query_with_receipts(
+        &mut alice,
+        &format!("SELECT * FROM exchange('{pipeline}', 'SELECT * FROM flights')"),
+    )
+    .await
+    .unwrap();
+    assert_same_rows(&via_sql, &piped);
+    assert_eq!(receipts[0].stages.len(), 2);
+    assert_eq!(column_i64(&via_sql, "running_total"), reference);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sql_function_grants_nothing_the_role_does_not_have() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let mut rita = login(&server, RITA).await;
+    let mut admin = client(&server).await;
+    upload_shared(&mut admin, "add_processed").await;
+    let refused = |sql: &str| format!("SELECT * FROM exchange('add_processed', '{sql}')");
+    for (who, sql, code) in [
+        // The inner query runs with the caller's rights.
+        ("rita", refused("CREATE TABLE t AS SELECT 1"), Code::PermissionDenied),
+        ("rita", refused("DELETE FROM flights"), Code::PermissionDenied),
+        ("rita", refused("SELECT * FROM read_csv(''/etc/passwd'')"), Code::PermissionDenied),
+        ("alice", refused("SELECT * FROM read_csv(''/etc/passwd'')"), Code::PermissionDenied),
+        ("alice", refused("SET threads = 1"), Code::PermissionDenied),
+        ("alice", refused("SELECT 1; DROP TABLE flights"), Code::InvalidArgument),
+        // The outer statement too.
+        (
+            "rita",
+            "CREATE TABLE mine AS SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')".into(),
+            Code::PermissionDenied,
+        ),
+        // Others' exchangers stay invisible; nesting is refused.
+        (
+            "rita",
+            "SELECT * FROM exchange('alice/add_processed', 'SELECT * FROM flights')".into(),
+            Code::NotFound,
+        ),
+        (
+            "alice",
+            refused("SELECT * FROM exchange(''add_processed'', ''SELECT 1 AS x'')"),
+            Code::InvalidArgument,
+        ),
+        // Native builds only for built-ins.
+        (
+            "alice",
+            "SELECT * FROM exchange('{\"exchanger\": \"alice/add_processed\", \"sandbox\": \"off\"}', 'SELECT * FROM flights')".into(),
+            Code::PermissionDenied,
+        ),
+    ] {
+        let client = if who == "rita" { &mut rita } else { &mut alice };
+        let err = query(client, &sql).await.expect_err(&sql);
+        assert_eq!(err.code(), code, "{who}: {sql}: {err}");
+    }
+    // What the reader may do, it may do: the shared exchanger over a read.
+    assert_eq!(
+        scalar_i64(
+            &mut rita,
+            "SELECT count(*) FROM exchange('add_processed', 'SELECT * FROM flights') WHERE processed"
+        )
+        .await,
+        ROWS as i64
+    );
+    // The table is untouched and the server idle.
+    assert_eq!(
+        scalar_i64(&mut alice, "SELECT count(*) FROM flights").await,
+        ROWS as i64
+    );
+    assert_idle(&mut alice).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_guests_inside_sql_end_the_query_with_their_status() {
+    let mut config = config_with_accounts();
+    config.limits.call_timeout = Duration::from_millis(500);
+    config.limits.max_memory_bytes = 256 << 20;
+    let (server, mut alice) = server_with_flights(config).await;
+    upload(&mut alice, "hostile_endless_loop").await;
+    upload(&mut alice, "hostile_memory_bomb").await;
+    let mut bob = login(&server, BOB).await;
+    for (guest, code) in [
+        ("hostile_endless_loop", Code::DeadlineExceeded),
+        ("hostile_memory_bomb", Code::ResourceExhausted),
+    ] {
+        let sql = format!("SELECT count(*) FROM exchange('{guest}', 'SELECT * FROM flights')");
+        let started = Instant::now();
+        let hostile = query(&mut alice, &sql);
+        let bystander = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            scalar_i64(&mut bob, "SELECT count(*) FROM flights").await
+        };
+        let (result, answer) = tokio::join!(hostile, bystander);
+        let err = result.expect_err(guest);
+        assert_eq!(err.code(), code, "{guest}: {err}");
+        assert!(err.message().contains(guest), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer, ROWS as i64);
+    }
+    assert_idle(&mut alice).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_the_outer_query_interrupts_the_guest() {
+    let mut config = config_with_accounts();
+    // The guest's own deadline is far away: only the query's end can stop it.
+    config.limits.call_timeout = Duration::from_secs(60);
+    config.db.query_timeout = Duration::from_secs(2);
+    let (server, mut alice) = server_with_flights(config).await;
+    upload(&mut alice, "hostile_endless_loop").await;
+    let sql = "SELECT count(*) FROM exchange('hostile_endless_loop', 'SELECT * FROM flights')";
+
+    // The query timeout.
+    let started = Instant::now();
+    let err = query(&mut alice, sql).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_idle(&mut alice).await;
+
+    // A client that goes away.
+    let stream = alice.do_get(Ticket::new(sql.to_owned()));
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream).await;
+    let mut admin = client(&server).await;
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}
