@@ -408,3 +408,77 @@ async fn cancelling_the_outer_query_interrupts_the_guest() {
     assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_through_an_exchanger_lands_the_transformed_rows_on_the_target() {
+    let (source, mut alice) = server_with_flights(config_with_accounts()).await;
+    let target = start_with(config_with_accounts()).await;
+    let mut target_admin = client(&target).await;
+    let filter = "WHERE passengers > 100";
+    let body = serde_json::json!({
+        "query": format!("SELECT * FROM flights {filter}"),
+        "exchangers": [{"exchanger": "add_processed"}],
+        "to": target.url(),
+        "target_table": "processed",
+    });
+    let result = action(&mut alice, "push_table", body.to_string())
+        .await
+        .unwrap();
+    let expected = scalar_i64(
+        &mut alice,
+        &format!("SELECT count(*) FROM flights {filter}"),
+    )
+    .await;
+    assert_eq!(result["rows"], expected);
+    let receipt: Receipt = serde_json::from_value(result["receipt"].clone()).unwrap();
+    assert_eq!(receipt.stages[0].rows_in, expected as u64);
+    assert_eq!(receipt.rows_out(), expected as u64);
+
+    // Equal rows and checksums, and every row went through the exchanger.
+    let checksum = "SELECT count(*)::BIGINT, sum(flight_id)::BIGINT, sum(hash(carrier, origin, \
+                    destination, arrival_delay_min, passengers, cancelled) % 1000003)::BIGINT FROM";
+    for part in 0..3 {
+        let on_source = format!("SELECT c{part} FROM ({checksum} flights {filter}) t(c0, c1, c2)");
+        let on_target = format!("SELECT c{part} FROM ({checksum} processed) t(c0, c1, c2)");
+        assert_eq!(
+            scalar_i64(&mut alice, &on_source).await,
+            scalar_i64(&mut target_admin, &on_target).await,
+            "checksum part {part}"
+        );
+    }
+    assert_eq!(
+        scalar_i64(
+            &mut target_admin,
+            "SELECT count(*) FROM processed WHERE processed"
+        )
+        .await,
+        expected
+    );
+
+    // The pushed query runs with the caller's rights; a missing exchanger is
+    // NotFound before anything reaches the target.
+    let refused = serde_json::json!({
+        "query": "SELECT * FROM read_csv('/etc/passwd')",
+        "to": target.url(),
+        "target_table": "stolen",
+    });
+    let err = action(&mut alice, "push_table", refused.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let missing = serde_json::json!({
+        "table": "flights",
+        "exchangers": "bob/add_processed",
+        "to": target.url(),
+        "target_table": "never",
+    });
+    let err = action(&mut alice, "push_table", missing.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let tables = action(&mut target_admin, "list_tables", "").await.unwrap();
+    assert!(!tables.to_string().contains("never") && !tables.to_string().contains("stolen"));
+    assert_idle(&mut alice).await;
+    source.stop().await.unwrap();
+    target.stop().await.unwrap();
+}
