@@ -104,7 +104,7 @@ pub async fn run(
     let quiet = options.json;
     let mut ops: Vec<&str> = vec!["put", "get", "transfer", "push"];
     if options.sandbox != SandboxMode::Off {
-        ops.push("exchange_wasm");
+        ops.extend(["exchange_wasm", "sql_exchange", "push_exchange"]);
     }
     if options.sandbox != SandboxMode::On {
         ops.push("exchange_native");
@@ -118,12 +118,13 @@ pub async fn run(
         });
         ensure!(
             !ops.is_empty(),
-            "--ops selected nothing; use put,get,transfer,push,exchange"
+            "--ops selected nothing; use put,get,transfer,push,exchange,sql_exchange,push_exchange"
         );
         ensure!(
-            !ops.iter()
-                .any(|op| matches!(*op, "get" | "transfer" | "push"))
-                || ops.contains(&"put"),
+            !ops.iter().any(|op| matches!(
+                *op,
+                "get" | "transfer" | "push" | "sql_exchange" | "push_exchange"
+            )) || ops.contains(&"put"),
             "get, transfer and push read the table put creates; include put in --ops"
         );
     }
@@ -154,7 +155,7 @@ pub async fn run(
             if op == "transfer" {
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
             }
-            if op == "push" {
+            if op == "push" || op == "push_exchange" {
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}_pushed")).await?;
             }
             let started = Instant::now();
@@ -166,6 +167,15 @@ pub async fn run(
                         .await?
                 }
                 "push" => ops::push(c1, TABLE, &s2.url, &format!("{TABLE}_pushed")).await?,
+                "sql_exchange" => {
+                    let sql =
+                        format!("SELECT * FROM exchange('add_processed', 'SELECT * FROM {TABLE}')");
+                    ops::get_count(c1, &sql, &progress).await?
+                }
+                "push_exchange" => {
+                    let target = format!("{TABLE}_pushed");
+                    ops::push_through(c1, TABLE, Some("add_processed"), &s2.url, &target).await?
+                }
                 "exchange_wasm" | "exchange_native" => {
                     let command = if op == "exchange_wasm" {
                         r#"{"exchanger": "add_processed", "sandbox": "on"}"#
@@ -214,6 +224,19 @@ pub async fn run(
         let ratio = w.as_f64().unwrap_or(0.0) / nat.as_f64().unwrap_or(1.0);
         out.insert("wasm_over_native".to_owned(), figure(ratio, 3));
     }
+    // What running an exchanger where the data lives costs over moving it plainly.
+    for (key, through, plain) in [
+        ("sql_exchange_over_get", "sql_exchange", "get"),
+        ("push_exchange_over_push", "push_exchange", "push"),
+    ] {
+        if let (Some(t), Some(p)) = (
+            out.get(&format!("{through}_rows_per_s")),
+            out.get(&format!("{plain}_rows_per_s")),
+        ) {
+            let ratio = t.as_f64().unwrap_or(0.0) / p.as_f64().unwrap_or(1.0);
+            out.insert(key.to_owned(), figure(ratio, 3));
+        }
+    }
     for (key, server) in [("server1_peak_rss_mib", s1), ("server2_peak_rss_mib", s2)] {
         if let Some(rss) = server.pid().and_then(servers::peak_rss_mib) {
             out.insert(key.to_owned(), figure(rss, 0));
@@ -243,6 +266,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "push",
         "exchange_wasm",
         "exchange_native",
+        "sql_exchange",
+        "push_exchange",
     ] {
         if let Some(s) = results.get(&format!("{op}_s")) {
             eprintln!(
@@ -259,6 +284,11 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
     }
     if let Some(r) = results.get("wasm_over_native") {
         eprintln!("sandbox cost: wasm/native exchange throughput = {r}");
+    }
+    for key in ["sql_exchange_over_get", "push_exchange_over_push"] {
+        if let Some(r) = results.get(key) {
+            eprintln!("{key}: {r}");
+        }
     }
     for key in [
         "server1_peak_rss_mib",

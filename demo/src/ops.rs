@@ -121,7 +121,22 @@ pub async fn push(
     to: &str,
     target_table: &str,
 ) -> Result<u64> {
-    let body = serde_json::json!({ "table": table, "to": to, "target_table": target_table });
+    push_through(client, table, None, to, target_table).await
+}
+
+/// Pushes `table` through the exchange `exchangers` (a descriptor, e.g. a name
+/// or a JSON list of stages), if any; returns the rows the target acknowledged.
+pub async fn push_through(
+    client: &mut FlightClient,
+    table: &str,
+    exchangers: Option<&str>,
+    to: &str,
+    target_table: &str,
+) -> Result<u64> {
+    let mut body = serde_json::json!({ "table": table, "to": to, "target_table": target_table });
+    if let Some(exchangers) = exchangers {
+        body["exchangers"] = exchangers.into();
+    }
     let result = action(client, "push_table", body.to_string()).await?;
     result["rows"]
         .as_u64()

@@ -159,6 +159,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
     let bar = rows_bar(rows, "TRANSFER via client");
     let moved = ops::transfer(&mut c1, "SELECT * FROM flights", &mut c2, "flights", &bar).await?;
     bar.finish_and_clear();
+    ops::action(&mut c2, "sql", "DROP TABLE IF EXISTS flights_processed").await?;
     let pushed = ops::push(&mut c1, "flights", &s2.url, "flights_pushed").await?;
     let counts = (
         count(&mut c1, "flights").await?,
@@ -220,7 +221,35 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         println!("{}", pretty_format_batches(&[sample])?);
     }
 
-    step(6, "Benchmark, sandbox on and off");
+    step(
+        6,
+        "Run the exchanger where the data lives: in SQL, and on a push",
+    );
+    let sql = format!(
+        "SELECT origin, count(*) AS flights, count(*) FILTER (WHERE processed) AS processed \
+         FROM exchange('{name}', 'SELECT * FROM flights') GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+    );
+    println!("{sql}");
+    let top = ops::query(&mut c1, &sql).await?;
+    println!("{}", pretty_format_batches(&top)?);
+    let pushed = ops::push_through(
+        &mut c1,
+        "flights",
+        Some(&name),
+        &s2.url,
+        "flights_processed",
+    )
+    .await?;
+    let processed = count(&mut c2, "flights_processed").await?;
+    println!(
+        "push_table through {name}: server 2 flights_processed has {processed} rows ({pushed} acknowledged)"
+    );
+    ensure!(
+        processed == rows as i64,
+        "the pushed table has {processed} rows, expected {rows}"
+    );
+
+    step(7, "Benchmark, sandbox on and off");
     let options = BenchOptions {
         rows: options.bench_rows,
         sandbox: SandboxMode::Both,

@@ -178,7 +178,7 @@ fn exchange_pipelines() {
     assert_eq!(names, ["add_processed", "alice/running_totals@1.0.0"]);
     assert_eq!(two.stages[1].params, vec![("value".into(), "x".into())]);
     invalid(ExchangeRequest::parse(b"[]"), "at least one stage");
-    let at_limit = format!("[{}]", vec![r#"{"exchanger":"a"}"#; MAX_STAGES].join(","));
+    let at_limit = format!("[{}]", [r#"{"exchanger":"a"}"#; MAX_STAGES].join(","));
     assert_eq!(
         ExchangeRequest::parse(at_limit.as_bytes())
             .unwrap()
@@ -186,10 +186,7 @@ fn exchange_pipelines() {
             .len(),
         MAX_STAGES
     );
-    let over = format!(
-        "[{}]",
-        vec![r#"{"exchanger":"a"}"#; MAX_STAGES + 1].join(",")
-    );
+    let over = format!("[{}]", [r#"{"exchanger":"a"}"#; MAX_STAGES + 1].join(","));
     invalid(ExchangeRequest::parse(over.as_bytes()), "at most");
     invalid(ExchangeRequest::parse(br#"[{"exchanger":"Bad Name"}]"#), "");
     invalid(
