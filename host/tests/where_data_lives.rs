@@ -482,3 +482,29 @@ async fn push_through_an_exchanger_lands_the_transformed_rows_on_the_target() {
     source.stop().await.unwrap();
     target.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sql_exchanges_do_not_starve_duckdbs_threads() {
+    // Each running exchange() holds a DuckDB thread while it waits for its guest,
+    // and its inner query needs DuckDB threads too: with two of them and six
+    // such queries at once, every query must still finish.
+    let mut config = config_with_accounts();
+    config.db.threads = Some(2);
+    let (server, _alice) = server_with_flights(config).await;
+    let mut admin = client(&server).await;
+    upload_shared(&mut admin, "add_processed").await;
+    let sql =
+        "SELECT count(*) FROM exchange('add_processed', 'SELECT * FROM flights') WHERE processed";
+    let mut clients = Vec::new();
+    for who in [ALICE, BOB, ALICE, BOB, RITA, RITA] {
+        clients.push(login(&server, who).await);
+    }
+    let counts = within(
+        Duration::from_secs(120),
+        futures::future::join_all(clients.iter_mut().map(|c| scalar_i64(c, sql))),
+    )
+    .await;
+    assert_eq!(counts, vec![ROWS as i64; 6]);
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}

@@ -257,9 +257,10 @@ pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
     let mut found = Mentions::default();
     let mut previous: Option<(u32, &str)> = None;
     let mut in_from_list = false;
-    // Parentheses open now, and where the FROM list began: a string after a
-    // comma is a path only at the list's own level, not a function's argument.
-    let (mut depth, mut from_depth) = (0i64, 0i64);
+    // Whether each enclosing parenthesis level was in a FROM list: a string after
+    // a comma is a path only in the FROM list of its own level (not a function's
+    // argument), and a level's list goes on after a subquery closes.
+    let mut outer_levels: Vec<bool> = Vec::new();
     let outcome = loop {
         let (mut kind, mut start, mut length) = (0u32, 0u64, 0u64);
         // SAFETY: live iterator; offsets are into `sql`.
@@ -297,19 +298,24 @@ pub fn mentions(conn: &RawConnection, sql: &str) -> Result<Mentions> {
             {
                 found.scans_a_path = true;
             }
-            (TOKEN_STRING, Some((TOKEN_OPERATOR, ","))) if in_from_list && depth == from_depth => {
+            (TOKEN_STRING, Some((TOKEN_OPERATOR, ","))) if in_from_list => {
                 found.scans_a_path = true;
             }
             _ => {}
         }
         if kind == TOKEN_OPERATOR {
-            depth += lexeme.matches('(').count() as i64 - lexeme.matches(')').count() as i64;
+            for c in lexeme.chars() {
+                match c {
+                    '(' => outer_levels.push(std::mem::replace(&mut in_from_list, false)),
+                    ')' => in_from_list = outer_levels.pop().unwrap_or(false),
+                    _ => {}
+                }
+            }
         }
         if kind == TOKEN_KEYWORD {
             let k = lexeme.to_ascii_lowercase();
             if k == "from" || k == "join" {
                 in_from_list = true;
-                from_depth = depth;
             } else if !FROM_LIST_KEYWORDS.contains(&k.as_str()) {
                 in_from_list = false;
             }
