@@ -128,20 +128,20 @@ impl ExchangerMetrics {
             .collect()
     }
 
-    /// Counts one message received from the client.
-    pub fn received(&self, data: &arrow_flight::FlightData) {
-        self.rows_in
-            .fetch_add(super::message_rows(&data.data_header), Ordering::Relaxed);
-        self.bytes_in
-            .fetch_add(message_bytes(data), Ordering::Relaxed);
+    /// Counts one message received; returns its rows and bytes (for receipts).
+    pub fn received(&self, data: &arrow_flight::FlightData) -> (u64, u64) {
+        let (rows, bytes) = message_size(data);
+        self.rows_in.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        (rows, bytes)
     }
 
-    /// Counts one message sent back to the client.
-    pub fn sent(&self, data: &arrow_flight::FlightData) {
-        self.rows_out
-            .fetch_add(super::message_rows(&data.data_header), Ordering::Relaxed);
-        self.bytes_out
-            .fetch_add(message_bytes(data), Ordering::Relaxed);
+    /// Counts one message sent on; returns its rows and bytes (for receipts).
+    pub fn sent(&self, data: &arrow_flight::FlightData) -> (u64, u64) {
+        let (rows, bytes) = message_size(data);
+        self.rows_out.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        (rows, bytes)
     }
 
     /// Raises the peak memory to `bytes` if that is higher.
@@ -182,9 +182,10 @@ impl ExchangerMetrics {
     }
 }
 
-/// IPC bytes of a message: header and body.
-fn message_bytes(data: &arrow_flight::FlightData) -> u64 {
-    (data.data_header.len() + data.data_body.len()) as u64
+/// Rows of a message (0 unless a record batch) and its IPC bytes (header and body).
+fn message_size(data: &arrow_flight::FlightData) -> (u64, u64) {
+    let bytes = (data.data_header.len() + data.data_body.len()) as u64;
+    (super::message_rows(&data.data_header), bytes)
 }
 
 /// The metrics of one version, as `list_exchangers` shows them.

@@ -20,7 +20,7 @@
 use super::catalog::Running;
 use super::metrics::ExchangerMetrics;
 use super::output::{self, Output, OutputSender, SendError};
-use super::{CHANNEL_MESSAGES, CancelOnDrop, ExchangeSession, message_rows};
+use super::{CHANNEL_MESSAGES, CancelOnDrop, ExchangeSession};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::sandbox::meter::measure_cpu;
@@ -260,18 +260,18 @@ impl StageRun {
         }
         let out = out?;
         for data in &out {
-            self.metrics().sent(data);
-            self.receipt.rows_out += message_rows(&data.data_header);
-            self.receipt.bytes_out += (data.data_header.len() + data.data_body.len()) as u64;
+            let (rows, bytes) = self.metrics().sent(data);
+            self.receipt.rows_out += rows;
+            self.receipt.bytes_out += bytes;
             self.receipt.batches_out += 1;
         }
         Ok(out)
     }
 
     fn push(&mut self, message: &FlightData) -> Result<Vec<FlightData>> {
-        self.metrics().received(message);
-        self.receipt.rows_in += message_rows(&message.data_header);
-        self.receipt.bytes_in += (message.data_header.len() + message.data_body.len()) as u64;
+        let (rows, bytes) = self.metrics().received(message);
+        self.receipt.rows_in += rows;
+        self.receipt.bytes_in += bytes;
         self.receipt.batches_in += 1;
         let started = Instant::now();
         let out = self.call(|s| s.push(&message.data_header, &message.data_body));
