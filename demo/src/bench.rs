@@ -1,6 +1,6 @@
 //! `mallard-demo bench`: times PUT, GET, TRANSFER, PUSH and EXCHANGE (wasm and
-//! native), each the median of K runs after a warm-up, with rows/s, MB/s and the
-//! servers' peak RSS. Data is generated as it is sent: memory stays flat at any N.
+//! native), and Flight SQL GET and ingest through the ADBC driver, each the
+//! median of K runs after a warm-up, with rows/s, MB/s and the servers' peak RSS. Data is generated as it is sent: memory stays flat at any N.
 
 use crate::data::{BATCH_ROWS, peer_batch, peer_row_bytes, peer_schema};
 use crate::figures::figure;
@@ -36,6 +36,9 @@ pub struct BenchOptions {
     pub json: bool,
     /// Operations to run (empty: all).
     pub ops: Vec<String>,
+    /// Also run Flight SQL GET and ingest through the ADBC driver (Python,
+    /// installed on first use): the credentials it logs in with.
+    pub adbc: Option<(String, String)>,
 }
 
 const TABLE: &str = "bench_flights";
@@ -109,6 +112,9 @@ pub async fn run(
     if options.sandbox != SandboxMode::On {
         ops.push("exchange_native");
     }
+    if options.adbc.is_some() {
+        ops.extend(["adbc_get", "adbc_ingest"]);
+    }
     if !options.ops.is_empty() {
         ops.retain(|op| {
             options
@@ -126,6 +132,10 @@ pub async fn run(
                 "get" | "transfer" | "push" | "sql_exchange" | "push_exchange"
             )) || ops.contains(&"put"),
             "get, transfer and push read the table put creates; include put in --ops"
+        );
+        ensure!(
+            options.adbc.is_some() || !ops.iter().any(|op| op.starts_with("adbc")),
+            "the adbc operations need the ADBC driver; drop --no-adbc"
         );
     }
     let mut upload = None;
@@ -159,6 +169,7 @@ pub async fn run(
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}_pushed")).await?;
             }
             let started = Instant::now();
+            let mut timed_by_client = None;
             let moved = match op {
                 "put" => ops::put(c1, TABLE, peer_schema(), generated(&pool, n), &progress).await?,
                 "get" => ops::get_count(c1, &format!("SELECT * FROM {TABLE}"), &progress).await?,
@@ -188,9 +199,24 @@ pub async fn run(
                     ensure!(out.processed_true == n, "{op}: processed is not all true");
                     out.rows
                 }
+                "adbc_get" | "adbc_ingest" => {
+                    let (user, password) = options.adbc.clone().expect("checked above");
+                    let url = s1.url.clone();
+                    let kind = op.trim_start_matches("adbc_").to_owned();
+                    let report = tokio::task::spawn_blocking(move || {
+                        crate::python::run_adbc_script(
+                            "adbc_bench.py",
+                            &[&url, &user, &password, &kind, TABLE],
+                        )
+                    })
+                    .await??;
+                    // The script times the operation itself (not Python's start).
+                    timed_by_client = report["seconds"].as_f64();
+                    report["rows"].as_u64().unwrap_or(0)
+                }
                 _ => unreachable!(),
             };
-            let elapsed = started.elapsed().as_secs_f64();
+            let elapsed = timed_by_client.unwrap_or_else(|| started.elapsed().as_secs_f64());
             progress.finish_and_clear();
             ensure!(moved == n, "{op}: moved {moved} rows, expected {n}");
             if run > 0 {
@@ -228,6 +254,8 @@ pub async fn run(
     for (key, through, plain) in [
         ("sql_exchange_over_get", "sql_exchange", "get"),
         ("push_exchange_over_push", "push_exchange", "push"),
+        ("adbc_get_over_get", "adbc_get", "get"),
+        ("adbc_ingest_over_put", "adbc_ingest", "put"),
     ] {
         if let (Some(t), Some(p)) = (
             out.get(&format!("{through}_rows_per_s")),
@@ -268,6 +296,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "exchange_native",
         "sql_exchange",
         "push_exchange",
+        "adbc_get",
+        "adbc_ingest",
     ] {
         if let Some(s) = results.get(&format!("{op}_s")) {
             eprintln!(
@@ -285,7 +315,12 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
     if let Some(r) = results.get("wasm_over_native") {
         eprintln!("sandbox cost: wasm/native exchange throughput = {r}");
     }
-    for key in ["sql_exchange_over_get", "push_exchange_over_push"] {
+    for key in [
+        "sql_exchange_over_get",
+        "push_exchange_over_push",
+        "adbc_get_over_get",
+        "adbc_ingest_over_put",
+    ] {
         if let Some(r) = results.get(key) {
             eprintln!("{key}: {r}");
         }

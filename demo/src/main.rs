@@ -9,6 +9,7 @@ mod guest;
 mod lifecycle;
 mod load;
 mod ops;
+mod python;
 mod servers;
 mod tls;
 mod walkthrough;
@@ -138,9 +139,13 @@ enum Command {
         /// Print one JSON line last on stdout.
         #[arg(long)]
         json: bool,
-        /// Only these operations (comma-separated: put,get,transfer,push,exchange).
+        /// Only these operations (comma-separated: put,get,transfer,push,exchange,
+        /// sql_exchange,push_exchange,adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
+        /// Skip Flight SQL through the ADBC driver (which needs python3 and pip).
+        #[arg(long)]
+        no_adbc: bool,
     },
     /// Concurrent clients doing get, put, exchange and push for a fixed time.
     Load {
@@ -319,6 +324,7 @@ async fn run(cli: Cli) -> Result<()> {
             repeat,
             json,
             ops,
+            no_adbc,
         }) => {
             let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
@@ -329,6 +335,7 @@ async fn run(cli: Cli) -> Result<()> {
                 repeat: repeat.max(1),
                 json,
                 ops,
+                adbc: (!no_adbc).then(|| (cli.user.clone(), cli.password.clone())),
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);

@@ -256,6 +256,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         repeat: 3,
         json: false,
         ops: Vec::new(),
+        adbc: None,
     };
     let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
     bench::print_table(&results);

@@ -46,6 +46,9 @@ fn bench_json_has_every_key_and_the_row_count() {
         "server1_peak_rss_mib",
         "upload_ms",
         "component_bytes",
+        "adbc_get_rows_per_s",
+        "adbc_ingest_rows_per_s",
+        "adbc_get_over_get",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),

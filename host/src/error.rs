@@ -42,6 +42,10 @@ pub enum Error {
     /// The request was cancelled.
     #[error("{0}")]
     Cancelled(String),
+    /// A request the server understands but does not support (a Flight SQL
+    /// feature Mallard does not offer).
+    #[error("{0}")]
+    Unimplemented(String),
     /// A bug or an environment failure on the server.
     #[error("{0}")]
     Internal(String),
@@ -77,6 +81,7 @@ impl Error {
             Self::Aborted(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Cancelled(_) => Code::Cancelled,
+            Self::Unimplemented(_) => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -96,6 +101,7 @@ impl Error {
             Self::Aborted(m) => Self::Aborted(wrap(m)),
             Self::Unavailable(m) => Self::Unavailable(wrap(m)),
             Self::Cancelled(m) => Self::Cancelled(wrap(m)),
+            Self::Unimplemented(m) => Self::Unimplemented(wrap(m)),
             Self::Internal(m) => Self::Internal(wrap(m)),
         }
     }
@@ -123,6 +129,7 @@ impl From<Status> for Error {
             Code::Aborted => Self::Aborted(m),
             Code::Unavailable => Self::Unavailable(m),
             Code::Cancelled => Self::Cancelled(m),
+            Code::Unimplemented => Self::Unimplemented(m),
             _ => Self::Internal(m),
         }
     }

@@ -8,7 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The `healthcheck` `live` counts that fall back to zero once a server is idle
 /// (`threads` is reported too, but never reaches zero).
-pub const IDLE_AT_ZERO: [&str; 4] = ["queries", "ingests", "exchanges", "wasm_instances"];
+pub const IDLE_AT_ZERO: [&str; 5] = [
+    "queries",
+    "ingests",
+    "exchanges",
+    "wasm_instances",
+    "cancellable_queries",
+];
 
 /// A count of live resources of one kind.
 #[derive(Debug, Default, Clone)]

@@ -114,6 +114,8 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
             "--max-exchanges-per-user",
             config.max_exchanges_per_user,
         ),
+        flight_sql: crate::flight::sql::FlightSqlState::new(config.db.query_timeout)?,
+        running_queries: Arc::default(),
         config,
     }))
 }
@@ -183,6 +185,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
             .http2_keepalive_timeout(Some(transport::KEEPALIVE_TIMEOUT))
             .layer(RpcMetricsLayer::new(rpc_metrics))
             .layer(AuthenticateLayer::new(layer_state))
+            .layer(crate::flight::body_outcome::WatchBodyLayer)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;

@@ -30,6 +30,10 @@ pub struct ServerState {
     pub put_slots: Arc<UserSlots>,
     /// Concurrent exchanges per user.
     pub exchange_slots: Arc<UserSlots>,
+    /// Flight SQL's prepared statements and transactions.
+    pub flight_sql: crate::flight::sql::FlightSqlState,
+    /// Queries a Flight SQL client may cancel by id while they stream.
+    pub running_queries: Arc<crate::flight::sql::running::RunningQueries>,
     /// The configuration the server started with.
     pub config: ServerConfig,
 }

@@ -626,3 +626,40 @@ async fn in_flight_puts_are_invisible_to_other_queries() {
     assert_idle(&mut reader).await;
     server.stop().await.unwrap();
 }
+
+/// A client that cancels its put mid-stream (HTTP/2 `RST_STREAM(CANCEL)`, which
+/// tonic hands the server as a clean end of stream) writes nothing, and the
+/// server knows at once (well before the 30 s stall timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_the_client_cancels_writes_nothing() {
+    let server = common::start().await;
+    let mut client = common::client(&server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<arrow::array::RecordBatch>(4);
+    let mut cancelling = common::client(&server).await;
+    let call = tokio::spawn(async move {
+        let input = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd("cancelled")))
+            .build(input);
+        let _ = cancelling.do_put(data).await;
+    });
+    for i in 0..3 {
+        tx.send(typed_batch(i * 1000, 1000)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancelled_at = std::time::Instant::now();
+    call.abort();
+    assert_idle(&mut client).await;
+    assert!(cancelled_at.elapsed() < Duration::from_secs(5));
+    let tables = action(&mut client, "list_tables", "").await.unwrap();
+    assert!(
+        tables
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] != "cancelled"),
+        "{tables}"
+    );
+    drop(tx);
+    server.stop().await.unwrap();
+}

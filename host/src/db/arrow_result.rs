@@ -13,6 +13,7 @@
 //! the base's client context, so a v1 connection is passed as is.
 
 use super::errors::classify_message;
+use super::params::Params;
 use super::raw::RawConnection;
 use super::statements::{self, Extracted, StatementPolicy};
 use crate::error::{Error, Result};
@@ -170,17 +171,30 @@ fn parse(conn: Handle, sql: &str) -> Result<Vec<Statement>> {
     outcome.map(|()| statements)
 }
 
-fn execute(conn: Handle, statement: &Statement, batch_rows: usize) -> Result<ArrowResult> {
+fn execute(
+    conn: Handle,
+    statement: &Statement,
+    batch_rows: usize,
+    params: &Params,
+) -> Result<ArrowResult> {
     let mut result: Handle = ptr::null_mut();
     let mut err: Handle = ptr::null_mut();
-    // SAFETY: valid connection and statement; no parameters.
+    // v2 value handles are the same `duckdb::Value *` as v1's `duckdb_value`.
+    let values: Vec<Handle> = params.handles().into_iter().map(|v| v.cast()).collect();
+    let values_ptr = if values.is_empty() {
+        ptr::null()
+    } else {
+        values.as_ptr()
+    };
+    // SAFETY: valid connection and statement; `values` live DuckDB values
+    // (borrowed: DuckDB copies them), bound positionally ($1, $2, ...).
     let code = unsafe {
         duckdb_v2_statement_execute_arrow(
             conn,
             statement.0,
             ptr::null(),
-            ptr::null(),
-            0,
+            values_ptr,
+            values.len() as u64,
             batch_rows as u64,
             &mut result,
             &mut err,
@@ -248,7 +262,12 @@ struct Request {
 }
 
 impl Request {
-    fn parse(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<Self> {
+    fn parse(
+        conn: &RawConnection,
+        sql: &str,
+        policy: &dyn StatementPolicy,
+        params: &Params,
+    ) -> Result<Self> {
         if policy.read_only() {
             conn.execute("BEGIN TRANSACTION READ ONLY")?;
         }
@@ -257,6 +276,12 @@ impl Request {
         // Arrow. Both split the same text the same way.
         let judged = Extracted::parse(conn, sql)?;
         let statements = parse(conn.handle().cast::<c_void>(), sql)?;
+        if !params.is_empty() && statements.len() != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "parameters bind to exactly one statement; the request holds {}",
+                statements.len()
+            )));
+        }
         if judged.len() != statements.len() {
             return Err(Error::Internal(format!(
                 "DuckDB split the request into {} and {} statements",
@@ -269,10 +294,16 @@ impl Request {
 
     /// Judges statement `i` just before it runs, so it binds against what the
     /// statements before it created.
-    fn judge(&self, conn: &RawConnection, i: usize, policy: &dyn StatementPolicy) -> Result<()> {
+    fn judge(
+        &self,
+        conn: &RawConnection,
+        i: usize,
+        policy: &dyn StatementPolicy,
+        params: &Params,
+    ) -> Result<()> {
         let text = statement_text(&self.statements[i])?;
         match self.judged.prepare(conn, i) {
-            Ok(prepared) => statements::judge(conn, &prepared, &text, policy),
+            Ok(prepared) => statements::judge(conn, &prepared, &text, policy, params),
             // A statement DuckDB expands into several (a dynamic PIVOT creates an
             // enum type first) cannot be prepared as one.
             Err(_) if statement_type(&self.statements[i])? == V2_STATEMENT_TYPE_MULTI => {
@@ -284,38 +315,45 @@ impl Request {
 }
 
 /// Runs every statement of `sql` to completion under `policy`; returns the
-/// changed-row count of the last.
-pub fn execute_all(conn: &RawConnection, sql: &str, policy: &dyn StatementPolicy) -> Result<u64> {
-    let request = Request::parse(conn, sql, policy)?;
+/// changed-row count of the last. `params` bind to a request of one statement.
+pub fn execute_all(
+    conn: &RawConnection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+    params: &Params,
+) -> Result<u64> {
+    let request = Request::parse(conn, sql, policy, params)?;
     let handle = conn.handle().cast::<c_void>();
     let mut changed = 0;
     for (i, statement) in request.statements.iter().enumerate() {
-        request.judge(conn, i, policy)?;
-        changed = drain(&execute(handle, statement, 2048)?)?;
+        request.judge(conn, i, policy, params)?;
+        changed = drain(&execute(handle, statement, 2048, params)?)?;
     }
     Ok(changed)
 }
 
 /// Runs `sql` on `conn`: every statement but the last to completion, the last as
 /// a stream of Arrow batches of at most `batch_rows` rows (or [`Outcome::Done`]).
-/// Each statement is judged by `policy` just before it runs.
+/// Each statement is judged by `policy` just before it runs; `params` bind to
+/// a request of one statement.
 pub fn run(
     conn: &RawConnection,
     sql: &str,
     batch_rows: usize,
     policy: &dyn StatementPolicy,
+    params: &Params,
 ) -> Result<Outcome> {
-    let request = Request::parse(conn, sql, policy)?;
+    let request = Request::parse(conn, sql, policy, params)?;
     let handle = conn.handle().cast::<c_void>();
     let Some((last, before)) = request.statements.split_last() else {
         return Err(Error::InvalidArgument("the query has no statement".into()));
     };
     for (i, statement) in before.iter().enumerate() {
-        request.judge(conn, i, policy)?;
-        drain(&execute(handle, statement, batch_rows)?)?;
+        request.judge(conn, i, policy, params)?;
+        drain(&execute(handle, statement, batch_rows, params)?)?;
     }
-    request.judge(conn, before.len(), policy)?;
-    let mut result = execute(handle, last, batch_rows)?;
+    request.judge(conn, before.len(), policy, params)?;
+    let mut result = execute(handle, last, batch_rows, params)?;
     if !returns_rows(&result) {
         drain(&result)?;
         return Ok(Outcome::Done);

@@ -41,7 +41,9 @@ pub fn classify_message(message: String) -> Error {
         Error::ResourceExhausted(message)
     } else if starts("INTERRUPT Error") || message.contains("Interrupted") {
         Error::Cancelled(message)
-    } else if starts("Constraint Error") && message.contains("already exists") {
+    } else if (starts("Constraint Error") || starts("Catalog Error"))
+        && message.contains("already exists")
+    {
         Error::AlreadyExists(message)
     } else if starts("INTERNAL Error") || starts("FATAL Error") || starts("IO Error") {
         Error::Internal(message)

@@ -10,6 +10,8 @@
 //! full validation of [`MessageDecoder`]), so the async runtime only moves bytes.
 
 use crate::db::Database;
+use crate::db::raw::RawConnection;
+use crate::db::session::On;
 use crate::db::types::create_table_sql;
 use crate::error::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchReader};
@@ -64,6 +66,38 @@ impl Decoding {
     }
 }
 
+/// What an ingest does with the target table before appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Creates the table if it is missing, else appends (`do_put`).
+    #[default]
+    CreateOrAppend,
+    /// Creates the table; AlreadyExists if it is there.
+    Create,
+    /// Appends to the table; NotFound if it is missing.
+    Append,
+    /// Drops the table if it is there and creates it anew (one transaction: a
+    /// failed replace leaves the old table as it was).
+    Replace,
+}
+
+impl Mode {
+    /// The statements that prepare `table` for rows of `schema`.
+    fn prepare_sql(self, table: &TableName, schema: &SchemaRef) -> Result<Vec<String>> {
+        let create = create_table_sql(&table.quoted(), schema)?;
+        let create_strict = create.replacen("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1);
+        Ok(match self {
+            Self::CreateOrAppend => vec![create],
+            Self::Create => vec![create_strict],
+            Self::Append => vec![format!("SELECT * FROM {} LIMIT 0", table.quoted())],
+            Self::Replace => vec![
+                format!("DROP TABLE IF EXISTS {}", table.quoted()),
+                create_strict,
+            ],
+        })
+    }
+}
+
 /// An open ingest transaction.
 pub struct Ingest {
     tx: mpsc::Sender<Command>,
@@ -74,13 +108,25 @@ pub struct Ingest {
 impl Ingest {
     /// Starts ingesting into `table` batches that follow `schema`.
     pub fn start(db: Arc<Database>, table: TableName, schema: SchemaRef) -> Self {
+        Self::start_with(db, table, schema, Mode::CreateOrAppend, On::Fresh)
+    }
+
+    /// Starts ingesting into `table`, preparing it as `mode` says, on `on`: its
+    /// own transaction, or inside a client's open one.
+    pub fn start_with(
+        db: Arc<Database>,
+        table: TableName,
+        schema: SchemaRef,
+        mode: Mode,
+        on: On,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (done_tx, done) = oneshot::channel();
         let thread_schema = schema.clone();
         let live = db.live_ingests.enter();
         tokio::task::spawn_blocking(move || {
             let _live = live;
-            let _ = done_tx.send(consume(&db, &table, &thread_schema, rx));
+            let _ = done_tx.send(consume(&db, &on, &table, &thread_schema, mode, rx));
         });
         Self { tx, done, schema }
     }
@@ -188,28 +234,51 @@ const CANCELLED: &str = "put stream ended without completing; nothing was writte
 
 fn consume(
     db: &Database,
+    on: &On,
     table: &TableName,
     schema: &SchemaRef,
+    mode: Mode,
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
+    let prepare = mode.prepare_sql(table, schema)?;
     // A file database writes every catalog change of a transaction to its WAL,
     // even a view created and dropped inside it, and cannot serialize a view over a
     // process-local Arrow stream; durable databases take the (slower) appender.
-    if db.options().path.is_some() {
-        consume_with_appender(db, table, schema, rx)
-    } else {
-        consume_with_arrow_scan(db, table, schema, rx)
+    match (db.options().path.is_some(), on) {
+        (true, On::Fresh) => consume_with_appender(db, table, schema, &prepare, rx),
+        (true, On::Session(_)) => Err(Error::Unimplemented(
+            "ingest inside a transaction needs an in-memory server (this one is file-backed); \
+             ingest with autocommit on"
+                .into(),
+        )),
+        (false, on) => consume_with_arrow_scan(db, on, table, schema, &prepare, rx),
     }
 }
 
 /// Ingest through DuckDB's C++ Arrow scan: one `INSERT ... SELECT` over the stream.
 fn consume_with_arrow_scan(
     db: &Database,
+    on: &On,
     table: &TableName,
     schema: &SchemaRef,
+    prepare: &[String],
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
-    let con = db.connect_raw()?;
+    let own;
+    let guard;
+    let con: &RawConnection = match on {
+        On::Fresh => {
+            own = db.connect_raw()?;
+            &own
+        }
+        On::Session(session) => {
+            guard = session.lock()?;
+            &guard
+        }
+    };
+    // Inside a client's transaction the ingest is part of it; on any failure the
+    // whole transaction is rolled back (no half-written ingest can be committed).
+    let own_transaction = matches!(on, On::Fresh);
     let committed = Arc::new(AtomicBool::new(false));
     let failure = Arc::new(Mutex::new(None));
     let reader = ChannelReader {
@@ -226,10 +295,14 @@ fn consume_with_arrow_scan(
     // Unguessable, so nobody can create a view by that name ahead of the put.
     let view_name = format!("mallard_ingest_{:032x}", rand::random::<u128>());
     let view = quote(&view_name);
-    con.execute("BEGIN TRANSACTION")?;
+    if own_transaction {
+        con.execute("BEGIN TRANSACTION")?;
+    }
     let result = (|| -> Result<u64> {
         con.register_arrow_stream(&view_name, &mut stream)?;
-        con.execute(&create_table_sql(&table.quoted(), schema)?)?;
+        for sql in prepare {
+            con.execute(sql)?;
+        }
         let inserted = con
             .execute(&format!(
                 "INSERT INTO {} SELECT * FROM {view}",
@@ -243,11 +316,18 @@ fn consume_with_arrow_scan(
     })();
     let outcome = result.and_then(|rows| {
         con.execute(&format!("DROP VIEW {view}"))?;
-        con.execute("COMMIT")?;
+        if own_transaction {
+            con.execute("COMMIT")?;
+        }
         Ok(rows)
     });
     if outcome.is_err() {
         let _ = con.execute("ROLLBACK");
+        if !own_transaction {
+            // Until the client's handle is gone, nothing on this connection may
+            // write or run outside a transaction.
+            let _ = con.execute("BEGIN TRANSACTION READ ONLY");
+        }
     }
     drop(stream);
     let decoding_failure = failure.lock().expect("failure lock").take();
@@ -259,13 +339,16 @@ fn consume_with_appender(
     db: &Database,
     table: &TableName,
     schema: &SchemaRef,
+    prepare: &[String],
     mut rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
     let conn = db.connect()?;
     conn.execute_batch("BEGIN TRANSACTION")?;
     let mut decoding = Decoding::new(schema);
     let result = (|| -> Result<Option<u64>> {
-        conn.execute_batch(&create_table_sql(&table.quoted(), schema)?)?;
+        for sql in prepare {
+            conn.execute_batch(sql)?;
+        }
         let mut appender = conn.appender(table.as_str())?;
         let mut rows = 0u64;
         while let Some(command) = rx.blocking_recv() {

@@ -8,7 +8,9 @@
 use crate::db::Database;
 use crate::db::arrow_result::{self, Outcome};
 use crate::db::errors::classify_message;
-use crate::db::raw::Interrupt;
+use crate::db::params::Params;
+use crate::db::raw::{Interrupt, RawConnection};
+use crate::db::session::{InTransaction, On};
 use crate::db::statements::{self, StatementPolicy};
 use crate::error::{Error, Result};
 use arrow::array::RecordBatchReader;
@@ -58,6 +60,11 @@ pub struct QueryStream {
 }
 
 impl QueryStream {
+    /// Interrupts the query (a client's cancel request).
+    pub fn interrupt_handle(&self) -> Arc<Interrupt> {
+        self.interrupt.clone()
+    }
+
     /// The batches as a stream that keeps the query alive until it is dropped;
     /// it ends cleanly only after the producer said the result is complete.
     pub fn into_stream(
@@ -118,6 +125,64 @@ fn status_batch() -> RecordBatch {
 pub type ScopeFactory =
     Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> super::scopes::Scope + Send>;
 
+/// What to run: SQL, the values of its parameters, and where.
+#[derive(Default)]
+pub struct Query {
+    /// One or more statements; the last one's result is streamed.
+    pub sql: String,
+    /// Values for the parameters of a one-statement request.
+    pub params: Params,
+    /// The connection it runs on.
+    pub on: On,
+}
+
+impl From<String> for Query {
+    fn from(sql: String) -> Self {
+        Self {
+            sql,
+            ..Self::default()
+        }
+    }
+}
+
+/// The connection a request runs on: its own, or a transaction's (armed for
+/// interrupts while the request runs, disarmed after).
+enum Held<'a> {
+    Own(RawConnection),
+    Session(std::sync::MutexGuard<'a, RawConnection>),
+}
+
+impl Held<'_> {
+    fn open<'a>(db: &Database, on: &'a On) -> Result<Held<'a>> {
+        Ok(match on {
+            On::Fresh => Held::Own(db.connect_raw()?),
+            On::Session(session) => {
+                let conn = session.lock()?;
+                conn.interrupt_handle().arm();
+                Held::Session(conn)
+            }
+        })
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = RawConnection;
+    fn deref(&self) -> &RawConnection {
+        match self {
+            Held::Own(conn) => conn,
+            Held::Session(conn) => conn,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Held::Session(conn) = self {
+            conn.interrupt_handle().disarm();
+        }
+    }
+}
+
 /// Runs `sql` (the last of possibly several statements) under `policy` and
 /// streams its result.
 pub async fn run(
@@ -125,7 +190,7 @@ pub async fn run(
     sql: String,
     policy: Arc<dyn StatementPolicy>,
 ) -> Result<QueryStream> {
-    run_with_budget(db, sql, policy, None, None).await
+    run_with_budget(db, sql.into(), policy, None, None).await
 }
 
 /// [`run`], each queued batch first taking its bytes from `budget` (one per
@@ -134,7 +199,7 @@ pub async fn run(
 /// serving `scope` while it runs.
 pub async fn run_with_budget(
     db: Arc<Database>,
-    sql: String,
+    query: Query,
     policy: Arc<dyn StatementPolicy>,
     budget: Option<OutputBudget>,
     scope: Option<ScopeFactory>,
@@ -166,7 +231,9 @@ pub async fn run_with_budget(
             runtime,
         };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            produce(&db, &sql, &*policy, scope, handle_tx, ready_tx, tx, &limit)
+            produce(
+                &db, &query, &*policy, scope, handle_tx, ready_tx, tx, &limit,
+            )
         }));
         if caught.is_err() {
             tracing::error!("query producer panicked; its stream ends with an error");
@@ -209,7 +276,7 @@ impl Limit {
 #[allow(clippy::too_many_arguments)]
 fn produce(
     db: &Database,
-    sql: &str,
+    query: &Query,
     policy: &dyn StatementPolicy,
     scope: Option<ScopeFactory>,
     handle: oneshot::Sender<Arc<Interrupt>>,
@@ -217,7 +284,7 @@ fn produce(
     tx: mpsc::Sender<Produced>,
     limit: &Limit,
 ) {
-    let conn = match db.connect_raw() {
+    let conn = match Held::open(db, &query.on) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -227,21 +294,22 @@ fn produce(
     let interrupt = conn.interrupt_handle();
     let _ = handle.send(interrupt.clone());
     let _scope = scope.map(|scope| db.scopes.enter(conn.id(), scope(interrupt.watch())));
-    let reader = match arrow_result::run(&conn, sql, TARGET_BATCH_ROWS, policy) {
-        Ok(Outcome::Rows(reader)) => reader,
-        Ok(Outcome::Done) => {
-            let status = status_batch();
-            let _ = ready.send(Ok((status.schema(), interrupt)));
-            if tx.blocking_send(Produced::Batch(status, None)).is_ok() {
-                let _ = tx.blocking_send(Produced::End);
+    let reader =
+        match arrow_result::run(&conn, &query.sql, TARGET_BATCH_ROWS, policy, &query.params) {
+            Ok(Outcome::Rows(reader)) => reader,
+            Ok(Outcome::Done) => {
+                let status = status_batch();
+                let _ = ready.send(Ok((status.schema(), interrupt)));
+                if tx.blocking_send(Produced::Batch(status, None)).is_ok() {
+                    let _ = tx.blocking_send(Produced::End);
+                }
+                return;
             }
-            return;
-        }
-        Err(e) => {
-            let _ = ready.send(Err(limit.explain(e)));
-            return;
-        }
-    };
+            Err(e) => {
+                let _ = ready.send(Err(limit.explain(e)));
+                return;
+            }
+        };
     if ready.send(Ok((reader.schema(), interrupt))).is_err() {
         return;
     }
@@ -284,12 +352,83 @@ pub async fn execute(
     sql: String,
     policy: Arc<dyn StatementPolicy>,
 ) -> Result<u64> {
-    tokio::task::spawn_blocking(move || -> Result<u64> {
-        let conn = db.connect_raw()?;
-        arrow_result::execute_all(&conn, &sql, &*policy)
+    execute_each(db, sql, Vec::new(), On::Fresh, policy).await
+}
+
+/// Runs `sql` once per parameter row of `rows` (once without parameters when
+/// there are none) on one connection, under `policy`; returns the changed rows
+/// of all runs together. On a fresh connection the runs are one transaction:
+/// all of them take effect, or none.
+pub async fn execute_each(
+    db: Arc<Database>,
+    sql: String,
+    rows: Vec<Params>,
+    on: On,
+    policy: Arc<dyn StatementPolicy>,
+) -> Result<u64> {
+    // The query timeout holds here too, and a caller that goes away (its
+    // future dropped) interrupts the statement instead of leaving it running.
+    let timeout = db.options().query_timeout;
+    let (handle_tx, handle_rx) = oneshot::channel::<Arc<Interrupt>>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    tokio::spawn(async move {
+        let Ok(handle) = handle_rx.await else { return };
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => {
+                flag.store(true, Ordering::SeqCst);
+                handle.interrupt();
+            }
+            finished = done_rx => if finished.is_err() { handle.interrupt() },
+        }
+    });
+    let outcome = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let conn = Held::open(&db, &on)?;
+        let _ = handle_tx.send(conn.interrupt_handle());
+        if rows.is_empty() {
+            return arrow_result::execute_all(&conn, &sql, &*policy, &Params::none());
+        }
+        let own_transaction = matches!(on, On::Fresh) && rows.len() > 1;
+        let policy: Arc<dyn StatementPolicy> = if own_transaction {
+            conn.execute(if policy.read_only() {
+                "BEGIN TRANSACTION READ ONLY"
+            } else {
+                "BEGIN TRANSACTION"
+            })?;
+            Arc::new(InTransaction(policy))
+        } else {
+            policy
+        };
+        let mut changed = 0u64;
+        for params in &rows {
+            match arrow_result::execute_all(&conn, &sql, &*policy, params) {
+                Ok(n) => changed += n,
+                Err(e) => {
+                    if own_transaction {
+                        let _ = conn.execute("ROLLBACK");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if own_transaction {
+            conn.execute("COMMIT")?;
+        }
+        Ok(changed)
     })
     .await
-    .map_err(|e| Error::Internal(format!("sql thread failed: {e}")))?
+    .map_err(|e| Error::Internal(format!("sql thread failed: {e}")))?;
+    let _ = done_tx.send(());
+    outcome.map_err(|e| {
+        if timed_out.load(Ordering::SeqCst) {
+            Error::DeadlineExceeded(format!(
+                "the statement exceeded the server's query timeout of {timeout:?}"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// The result schema of the single statement `sql` under `policy`, without
@@ -300,8 +439,19 @@ pub async fn schema(
     policy: Arc<dyn StatementPolicy>,
     scope: Option<ScopeFactory>,
 ) -> Result<SchemaRef> {
+    schema_on(db, sql, policy, scope, On::Fresh).await
+}
+
+/// [`schema`], looked up on `on` (a transaction sees its own uncommitted tables).
+pub async fn schema_on(
+    db: Arc<Database>,
+    sql: String,
+    policy: Arc<dyn StatementPolicy>,
+    scope: Option<ScopeFactory>,
+    on: On,
+) -> Result<SchemaRef> {
     tokio::task::spawn_blocking(move || -> Result<SchemaRef> {
-        let conn = db.connect_raw()?;
+        let conn = Held::open(&db, &on)?;
         let _scope = scope.map(|scope| {
             let interrupt = conn.interrupt_handle();
             db.scopes.enter(conn.id(), scope(interrupt.watch()))

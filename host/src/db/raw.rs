@@ -8,6 +8,7 @@ use duckdb::ffi;
 use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A DuckDB database handle owned by Mallard; closed on drop (connections opened
@@ -93,6 +94,7 @@ impl RawDatabase {
             interrupt: Arc::new(Interrupt {
                 handle: Mutex::new(con),
                 fired: tokio::sync::watch::Sender::new(false),
+                armed: AtomicBool::new(true),
             }),
         })
     }
@@ -120,6 +122,10 @@ unsafe impl Send for RawConnection {}
 pub struct Interrupt {
     handle: Mutex<ffi::duckdb_connection>,
     fired: tokio::sync::watch::Sender<bool>,
+    /// Whether a query of this request runs: a connection kept across requests
+    /// (a transaction's) is disarmed between them, so a late interrupt cannot
+    /// reach the next request's query.
+    armed: AtomicBool,
 }
 
 // SAFETY: the handle is only used under the mutex, and only for duckdb_interrupt,
@@ -131,8 +137,11 @@ unsafe impl Sync for Interrupt {}
 impl Interrupt {
     /// Asks DuckDB to stop the connection's running query.
     pub fn interrupt(&self) {
-        self.fired.send_replace(true);
         let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.fired.send_replace(true);
         if !handle.is_null() {
             // SAFETY: the connection is open while the handle is non-null.
             unsafe { ffi::duckdb_interrupt(*handle) };
@@ -141,6 +150,21 @@ impl Interrupt {
 }
 
 impl Interrupt {
+    /// Starts a request on a connection kept across requests: interrupts reach
+    /// it again, and nothing of an earlier request's interrupt remains.
+    pub fn arm(&self) {
+        let _handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        self.fired.send_replace(false);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a request on a connection kept across requests: once this returns,
+    /// no interrupt meant for it can reach the connection.
+    pub fn disarm(&self) {
+        let _handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
     /// Becomes true once the connection's query is interrupted.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
         self.fired.subscribe()

@@ -5,9 +5,10 @@
 //! schema without running, which is how schema lookups answer.
 
 use super::arrow_result::{V2_OK, V2Error, V2Str};
+use crate::db::params::Params;
 use crate::db::raw::RawConnection;
 use crate::error::{Error, Result};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ffi::FFI_ArrowSchema;
 use duckdb::ffi;
 use std::ffi::{CStr, CString, c_char};
@@ -347,14 +348,44 @@ pub fn check_mentions(conn: &RawConnection, sql: &str, policy: &dyn StatementPol
     Ok(())
 }
 
-/// Whether DuckDB's plan for the read-only statement `text` reads files.
-fn reads_files(conn: &RawConnection, text: &str) -> Result<bool> {
+/// Whether DuckDB's plan for the read-only statement `text` reads files; its
+/// parameters bound to `params` (DuckDB plans a parameterised statement only
+/// with values).
+fn reads_files(conn: &RawConnection, text: &str, params: &Params) -> Result<bool> {
     let sql = CString::new(format!("EXPLAIN (FORMAT json) {text}"))
         .map_err(|_| Error::InvalidArgument("the SQL contains a NUL byte".into()))?;
     // SAFETY: zeroed result struct is the documented initial state.
     let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
-    // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
-    let state = unsafe { ffi::duckdb_query(conn.handle(), sql.as_ptr(), &mut result) };
+    let state = if params.is_empty() {
+        // SAFETY: valid connection and NUL-terminated SQL; result destroyed below.
+        unsafe { ffi::duckdb_query(conn.handle(), sql.as_ptr(), &mut result) }
+    } else {
+        let mut prepared: ffi::duckdb_prepared_statement = ptr::null_mut();
+        // SAFETY: valid connection and SQL; the statement is destroyed below.
+        let mut state = unsafe { ffi::duckdb_prepare(conn.handle(), sql.as_ptr(), &mut prepared) };
+        if state != ffi::DuckDBSuccess {
+            // SAFETY: the failed statement holds its error until destroyed.
+            let error = message(
+                unsafe { ffi::duckdb_prepare_error(prepared) },
+                "EXPLAIN failed",
+            );
+            unsafe { ffi::duckdb_destroy_prepare(&mut prepared) };
+            return Err(super::errors::classify_message(error));
+        }
+        for (i, value) in params.handles().into_iter().enumerate() {
+            // SAFETY: live statement and value; DuckDB copies the value.
+            if state == ffi::DuckDBSuccess {
+                state = unsafe { ffi::duckdb_bind_value(prepared, i as u64 + 1, value) };
+            }
+        }
+        if state == ffi::DuckDBSuccess {
+            // SAFETY: live, fully bound statement; result destroyed below.
+            state = unsafe { ffi::duckdb_execute_prepared(prepared, &mut result) };
+        }
+        // SAFETY: we own the statement; the result does not borrow from it.
+        unsafe { ffi::duckdb_destroy_prepare(&mut prepared) };
+        state
+    };
     let plan = if state == ffi::DuckDBSuccess {
         // SAFETY: a successful EXPLAIN result has rows of (key, plan text); the
         // value is ours to free.
@@ -399,13 +430,14 @@ pub fn judge(
     prepared: &Prepared,
     text: &str,
     policy: &dyn StatementPolicy,
+    params: &Params,
 ) -> Result<()> {
     let kind = prepared.kind();
     policy.allow(kind)?;
     if kind == StatementKind::Read
         && !prepared.is_explain()
         && policy.allow(StatementKind::Files).is_err()
-        && reads_files(conn, text)?
+        && reads_files(conn, text, params)?
     {
         policy.allow(StatementKind::Files)?;
     }
@@ -421,7 +453,7 @@ pub fn judge_expanding(
     policy: &dyn StatementPolicy,
 ) -> Result<()> {
     policy.allow(StatementKind::Session)?;
-    if policy.allow(StatementKind::Files).is_err() && reads_files(conn, text)? {
+    if policy.allow(StatementKind::Files).is_err() && reads_files(conn, text, &Params::none())? {
         policy.allow(StatementKind::Files)?;
     }
     Ok(())
@@ -617,6 +649,85 @@ impl Prepared {
         }
         outcome
     }
+}
+
+impl Prepared {
+    /// The statement's parameters (`$1`, `$2`, ...) as an Arrow schema; a
+    /// parameter whose type DuckDB leaves open (or has no Arrow twin here) is
+    /// typed Null, so clients send what they have and DuckDB casts it.
+    pub fn parameter_schema(&self) -> SchemaRef {
+        // SAFETY: live prepared statement.
+        let count = unsafe { ffi::duckdb_nparams(self.0) };
+        let fields: Vec<Field> = (1..=count)
+            .map(|i| {
+                // SAFETY: 1 <= i <= nparams.
+                let ty = unsafe { ffi::duckdb_param_type(self.0, i) };
+                Field::new(format!("${i}"), parameter_arrow_type(ty), true)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+fn parameter_arrow_type(ty: ffi::duckdb_type) -> DataType {
+    use arrow::datatypes::TimeUnit;
+    match ty {
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN => DataType::Boolean,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT => DataType::Int8,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT => DataType::Int16,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER => DataType::Int32,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT => DataType::Int64,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => DataType::UInt8,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => DataType::UInt16,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER => DataType::UInt32,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT => DataType::UInt64,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => DataType::Float32,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => DataType::Float64,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => DataType::Utf8,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB => DataType::Binary,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_DATE => DataType::Date32,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => DataType::Null,
+    }
+}
+
+/// What one statement is, before it runs: what it does, the schema of its
+/// result and of its parameters (what a Flight SQL statement reports).
+pub struct Shape {
+    /// What the statement does.
+    pub kind: StatementKind,
+    /// Its result's schema (empty when DuckDB cannot tell before running).
+    pub result: SchemaRef,
+    /// Its parameters (`$1`, ...).
+    pub params: SchemaRef,
+}
+
+/// The [`Shape`] of the single statement `sql`, judged by `policy`, without
+/// running it. InvalidArgument unless `sql` is exactly one statement.
+pub fn statement_shape(
+    conn: &RawConnection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<Shape> {
+    check_mentions(conn, sql, policy)?;
+    let statements = Extracted::parse(conn, sql)?;
+    if statements.len() != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "a Flight SQL statement holds exactly one SQL statement, got {}",
+            statements.len()
+        )));
+    }
+    let prepared = statements.prepare(conn, 0)?;
+    let kind = prepared.kind();
+    policy.allow(kind)?;
+    let result = prepared
+        .result_schema(conn)
+        .unwrap_or_else(|_| Arc::new(Schema::empty()));
+    Ok(Shape {
+        kind,
+        result,
+        params: prepared.parameter_schema(),
+    })
 }
 
 impl Drop for Prepared {

@@ -219,7 +219,7 @@ impl BoundSource for BoundExchange {
             let scope: ScopeFactory = Box::new(move |_| Arc::new(inner) as Scope);
             let source = query::run_with_budget(
                 state.db.clone(),
-                self.query.clone(),
+                self.query.clone().into(),
                 policy,
                 None,
                 Some(scope),

@@ -1,11 +1,16 @@
 //! The Arrow Flight service: authentication of every call, then dispatch to DuckDB
-//! (`do_get`, `do_put`), exchangers (`do_exchange`) and actions (`do_action`).
+//! (`do_get`, `do_put`), exchangers (`do_exchange`) and actions (`do_action`),
+//! in the seeds' protocol or in Flight SQL ([`sql`]) on the same listener.
 
 pub mod actions;
 pub mod auth_layer;
+pub mod body_outcome;
+pub mod inbound;
 pub mod push;
+pub mod results;
 pub mod rpc_metrics;
 pub mod service;
+pub mod sql;
 pub mod stall;
 
 pub use service::MallardService;

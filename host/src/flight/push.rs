@@ -136,7 +136,7 @@ pub async fn push(
             let scope = crate::exchange::sql::caller_scope(state, principal, receipts.clone());
             query::run_with_budget(
                 state.db.clone(),
-                sql,
+                sql.into(),
                 state.authz.sql(principal),
                 None,
                 Some(scope),

@@ -1,4 +1,5 @@
-//! The `FlightService` implementation.
+//! The `FlightService` implementation: the seeds' protocol here, Flight SQL
+//! requests handed to [`crate::flight::sql`].
 
 use crate::auth::{Authenticated, Principal};
 use crate::authz::Operation;
@@ -7,12 +8,10 @@ use crate::db::query;
 use crate::error::{Error, Result};
 use crate::exchange::output::Output;
 use crate::exchange::{CHANNEL_MESSAGES, ExchangeRequest, pipeline, sql};
-use crate::flight::{actions, auth_layer, stall};
+use crate::flight::inbound::next_within;
+use crate::flight::{actions, auth_layer, body_outcome, inbound, results, sql as flight_sql};
 use crate::state::ServerState;
-use crate::transport::MAX_FLIGHT_DATA_BYTES;
 use arrow::datatypes::SchemaRef;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, BasicAuth, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
@@ -20,8 +19,8 @@ use arrow_flight::{
     SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
@@ -118,25 +117,6 @@ pub fn receipt_trailer(receipts: &[mallard_protocol::Receipt], as_list: bool) ->
     Status::with_metadata(tonic::Code::Ok, "", metadata)
 }
 
-fn to_status(e: FlightError) -> Status {
-    Error::from(e).into()
-}
-
-/// The next client message, or DeadlineExceeded when none comes within `idle`.
-async fn next_within(
-    incoming: &mut Streaming<FlightData>,
-    idle: std::time::Duration,
-    what: &str,
-) -> Result<Option<FlightData>, Status> {
-    tokio::time::timeout(idle, incoming.message())
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "{what} received nothing from the client for {idle:?}; the stream was stopped"
-            ))
-        })?
-}
-
 #[tonic::async_trait]
 impl FlightService for MallardService {
     type HandshakeStream = Stream<HandshakeResponse>;
@@ -223,6 +203,11 @@ impl FlightService for MallardService {
     ) -> Result<Response<FlightInfo>, Status> {
         let auth = self.authenticate(&request).await?;
         let descriptor = request.into_inner();
+        if let Some(command) = flight_sql::command(&descriptor.cmd) {
+            let info =
+                flight_sql::flight_info(&self.state, &auth.principal, descriptor, command?).await?;
+            return Ok(respond(info, &auth));
+        }
         let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
         let info = self
@@ -237,11 +222,19 @@ impl FlightService for MallardService {
     ) -> Result<Response<PollInfo>, Status> {
         let auth = self.authenticate(&request).await?;
         let descriptor = request.into_inner();
-        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
-            .map_err(Error::from)?;
-        let info = self
-            .flight_info(&auth.principal, descriptor.clone(), target)
-            .await?;
+        let info = match flight_sql::command(&descriptor.cmd) {
+            Some(command) => {
+                flight_sql::flight_info(&self.state, &auth.principal, descriptor.clone(), command?)
+                    .await?
+            }
+            None => {
+                let target =
+                    descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+                        .map_err(Error::from)?;
+                self.flight_info(&auth.principal, descriptor.clone(), target)
+                    .await?
+            }
+        };
         Ok(respond(
             PollInfo::new().with_info(info).with_descriptor(descriptor),
             &auth,
@@ -254,8 +247,14 @@ impl FlightService for MallardService {
     ) -> Result<Response<SchemaResult>, Status> {
         let auth = self.authenticate(&request).await?;
         let d = request.get_ref();
-        let target = descriptor::info_target(d.r#type, &d.cmd, &d.path).map_err(Error::from)?;
-        let schema = self.schema_of(&auth.principal, &target).await?;
+        let schema = match flight_sql::command(&d.cmd) {
+            Some(command) => flight_sql::schema(&self.state, &auth.principal, &command?).await?,
+            None => {
+                let target =
+                    descriptor::info_target(d.r#type, &d.cmd, &d.path).map_err(Error::from)?;
+                self.schema_of(&auth.principal, &target).await?
+            }
+        };
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::from(Error::from(e)))?;
@@ -267,43 +266,17 @@ impl FlightService for MallardService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let auth = self.authenticate(&request).await?;
+        if let Some(command) = flight_sql::command(&request.get_ref().ticket) {
+            let stream = flight_sql::do_get(&self.state, &auth.principal, command?).await?;
+            return Ok(respond(stream, &auth));
+        }
         let sql = descriptor::ticket_sql(&request.get_ref().ticket)
             .map_err(Error::from)?
             .to_owned();
         tracing::debug!(user = ?auth.principal.user, "do_get");
-        let slot = self.state.query_slots.acquire(&auth.principal.user)?;
         let policy = self.state.authz.sql(&auth.principal);
-        let budget = self.state.query_output.of(&auth.principal.user);
-        let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let scope = sql::caller_scope(&self.state, &auth.principal, receipts.clone());
-        let result = query::run_with_budget(
-            self.state.db.clone(),
-            sql,
-            policy,
-            Some(budget),
-            Some(scope),
-        )
-        .await?;
-        let schema = result.schema.clone();
-        let batches = result
-            .into_stream()
-            .map_err(|e| FlightError::Tonic(Box::new(e.into())));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-            .build(batches)
-            .map_err(to_status);
-        // After a clean end, the receipts of the exchanges the SQL ran, if any.
-        let trailer = futures::stream::once(async move {
-            let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
-            (!receipts.is_empty()).then(|| Err(receipt_trailer(&receipts, true)))
-        })
-        .filter_map(|item| async move { item });
-        let stream = data.chain(trailer).map(move |item| {
-            let _slot = &slot; // held until the stream is dropped
-            item
-        });
-        let (stream, _) = stall::guard(stream, self.state.config.stall_timeout, "do_get");
+        let stream =
+            results::query_data(&self.state, &auth.principal, sql.into(), policy, None).await?;
         Ok(respond(stream.boxed(), &auth))
     }
 
@@ -312,9 +285,8 @@ impl FlightService for MallardService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let auth = self.authenticate(&request).await?;
-        self.state.authz.check(&auth.principal, Operation::Put)?;
-        let _slot = self.state.put_slots.acquire(&auth.principal.user)?;
         let idle = self.state.config.stall_timeout;
+        let outcome = body_outcome::of(&request);
         let mut incoming = request.into_inner();
         let first = next_within(&mut incoming, idle, "do_put")
             .await?
@@ -322,16 +294,25 @@ impl FlightService for MallardService {
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
             Status::invalid_argument("the first do_put message must carry a descriptor")
         })?;
+        if let Some(command) = flight_sql::command(&descriptor.cmd) {
+            let put = flight_sql::Put {
+                first,
+                incoming: &mut incoming,
+                outcome: &outcome,
+            };
+            let result = flight_sql::do_put(&self.state, &auth.principal, command?, put).await?;
+            return Ok(respond(
+                futures::stream::once(async { Ok(result) }).boxed(),
+                &auth,
+            ));
+        }
+        self.state.authz.check(&auth.principal, Operation::Put)?;
+        let _slot = self.state.put_slots.acquire(&auth.principal.user)?;
         let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
         // Only bytes move here: the ingest thread decodes (bounded, validated).
-        let mut message = first;
-        while message.data_header.is_empty() {
-            message = next_within(&mut incoming, idle, "do_put")
-                .await?
-                .ok_or_else(|| Status::invalid_argument("do_put stream carried no schema"))?;
-        }
-        let (schema, _) = crate::exchange::validated_schema_message(message.data_header)?;
+        let header = inbound::schema_message(first, &mut incoming, idle, "do_put").await?;
+        let (schema, _) = crate::exchange::validated_schema_message(header)?;
         let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
         while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
             if !message.data_header.is_empty() {
@@ -340,6 +321,7 @@ impl FlightService for MallardService {
                     .await?;
             }
         }
+        body_outcome::ensure_complete(&outcome, "do_put")?;
         let rows = ingest.commit().await?;
         tracing::debug!(user = ?auth.principal.user, table = ?table.as_str(), rows, "do_put committed");
         let result = PutResult {
@@ -412,6 +394,15 @@ impl FlightService for MallardService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let auth = self.authenticate(&request).await?;
         let action = request.into_inner();
+        if flight_sql::is_action(&action.r#type) {
+            let results =
+                flight_sql::do_action(&self.state, &auth.principal, &action.r#type, action.body)
+                    .await?;
+            return Ok(respond(
+                futures::stream::iter(results.into_iter().map(Ok)).boxed(),
+                &auth,
+            ));
+        }
         let value = actions::run(
             &self.state,
             &auth.principal,
@@ -438,7 +429,10 @@ impl FlightService for MallardService {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let auth = self.authenticate(&request).await?;
-        let actions = actions::action_types().into_iter().map(Ok);
+        let actions = actions::action_types()
+            .into_iter()
+            .chain(flight_sql::action_types())
+            .map(Ok);
         Ok(respond(futures::stream::iter(actions).boxed(), &auth))
     }
 }

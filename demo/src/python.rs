@@ -1,0 +1,59 @@
+//! Python packages for the parts of the demo that drive Python clients (the
+//! ADBC Flight SQL driver): installed once with pip into a cache directory
+//! shared with the tests, then put on `PYTHONPATH`.
+
+use anyhow::{Context, Result, ensure};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The ADBC Flight SQL driver and what its DB-API needs.
+pub const ADBC: &[&str] = &["adbc-driver-flightsql", "adbc-driver-manager", "pyarrow"];
+
+/// A directory holding `packages` for `python3`, installed on first use.
+pub fn packages(packages: &[&str]) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = home.join(".cache/mallard-python").join(packages.join("+"));
+    let stamp = dir.join(".installed");
+    if !stamp.exists() {
+        eprintln!("installing {packages:?} for python3 into {}", dir.display());
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dir)
+            .args(packages)
+            .status()
+            .context("running python3 -m pip")?;
+        ensure!(status.success(), "pip install {packages:?} failed");
+        std::fs::write(&stamp, b"")?;
+    }
+    Ok(dir)
+}
+
+/// Runs `demo/scripts/<script>` with `args` and the ADBC packages; returns its
+/// last stdout line parsed as JSON.
+pub fn run_adbc_script(script: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let dir = packages(ADBC)?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env("PYTHONPATH", &dir)
+        .output()
+        .with_context(|| format!("running {}", path.display()))?;
+    ensure!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let last = stdout.lines().last().context("no output")?;
+    Ok(serde_json::from_str(last)?)
+}

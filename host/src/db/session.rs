@@ -1,0 +1,62 @@
+//! Connections kept across requests: an open Flight SQL transaction holds one,
+//! and every request of that transaction runs on it, one at a time.
+
+use super::raw::RawConnection;
+use super::statements::{StatementKind, StatementPolicy};
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One connection with a transaction open on it.
+pub struct SessionConnection {
+    conn: Mutex<RawConnection>,
+}
+
+impl SessionConnection {
+    /// Wraps `conn`, on which the caller has begun a transaction.
+    pub fn new(conn: RawConnection) -> Self {
+        Self {
+            conn: Mutex::new(conn),
+        }
+    }
+
+    /// The connection for one request; FailedPrecondition while another request
+    /// of the same transaction still runs (a transaction runs one statement at
+    /// a time, as DuckDB's connection does).
+    pub fn lock(&self) -> Result<MutexGuard<'_, RawConnection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Ok(conn),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => Err(Error::FailedPrecondition(
+                "the transaction is busy with another request (read the previous result \
+                 to its end first)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Where a statement runs.
+#[derive(Clone, Default)]
+pub enum On {
+    /// A connection of its own, closed afterwards (its work commits unless it
+    /// runs inside a read-only transaction).
+    #[default]
+    Fresh,
+    /// An open transaction's connection.
+    Session(Arc<SessionConnection>),
+}
+
+/// A policy for statements inside an open transaction: the same judgement,
+/// without beginning a read-only transaction per request (the transaction was
+/// begun read-only when the caller's role asks for it).
+pub struct InTransaction(pub Arc<dyn StatementPolicy>);
+
+impl StatementPolicy for InTransaction {
+    fn allow(&self, kind: StatementKind) -> Result<()> {
+        self.0.allow(kind)
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+}

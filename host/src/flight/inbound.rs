@@ -1,0 +1,84 @@
+//! Reading what clients stream in (`do_put`, `do_exchange`, Flight SQL's puts):
+//! every wait bounded by the stall timeout, every collected input bounded.
+
+use crate::error::{Error, Result};
+use arrow::array::RecordBatch;
+use arrow_flight::FlightData;
+use bytes::Bytes;
+use std::time::Duration;
+use tonic::{Status, Streaming};
+
+/// The next client message, or DeadlineExceeded when none comes within `idle`.
+pub async fn next_within(
+    incoming: &mut Streaming<FlightData>,
+    idle: Duration,
+    what: &str,
+) -> Result<Option<FlightData>, Status> {
+    tokio::time::timeout(idle, incoming.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "{what} received nothing from the client for {idle:?}; the stream was stopped"
+            ))
+        })?
+}
+
+/// The stream's schema message header: `first`'s if it carries one (pyarrow
+/// sends it with the descriptor), else the next message that does.
+pub async fn schema_message(
+    first: FlightData,
+    incoming: &mut Streaming<FlightData>,
+    idle: Duration,
+    what: &str,
+) -> Result<Bytes> {
+    let mut message = first;
+    while message.data_header.is_empty() {
+        message = next_within(incoming, idle, what)
+            .await?
+            .ok_or_else(|| Error::InvalidArgument(format!("{what} stream carried no schema")))?;
+    }
+    Ok(message.data_header)
+}
+
+/// All batches of a small input stream (prepared statement parameters), at
+/// most `max_rows` rows in at most `max_bytes` bytes of messages:
+/// ResourceExhausted beyond either. A stream without messages holds none.
+pub async fn bounded_batches(
+    first: FlightData,
+    incoming: &mut Streaming<FlightData>,
+    idle: Duration,
+    max_rows: usize,
+    max_bytes: usize,
+    what: &str,
+) -> Result<Vec<RecordBatch>> {
+    let mut messages = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = Some(first);
+    while let Some(message) = next {
+        if !message.data_header.is_empty() {
+            bytes += message.data_header.len() + message.data_body.len();
+            if bytes > max_bytes {
+                return Err(Error::ResourceExhausted(format!(
+                    "{what} exceed {max_bytes} bytes"
+                )));
+            }
+            messages.push(FlightData {
+                flight_descriptor: None,
+                ..message
+            });
+        }
+        next = next_within(incoming, idle, what).await?;
+    }
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = arrow_flight::utils::flight_data_to_batches(&messages)
+        .map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows > max_rows {
+        return Err(Error::ResourceExhausted(format!(
+            "{what}: {rows} rows; at most {max_rows} are accepted"
+        )));
+    }
+    Ok(batches)
+}

@@ -1,0 +1,80 @@
+//! Query results as Flight data streams, one way for every door: the seeds'
+//! `do_get` and Flight SQL's both come here, so slots, the output budget, the
+//! stall guard and the receipts trailer hold alike.
+
+use crate::auth::Principal;
+use crate::db::query::{self, Query};
+use crate::db::statements::StatementPolicy;
+use crate::error::{Error, Result};
+use crate::exchange::sql;
+use crate::flight::service::receipt_trailer;
+use crate::flight::stall;
+use crate::state::ServerState;
+use crate::transport::MAX_FLIGHT_DATA_BYTES;
+use arrow::array::RecordBatch;
+use arrow_flight::FlightData;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+use tonic::Status;
+
+/// A stream of Flight data for a response.
+pub type DataStream = BoxStream<'static, Result<FlightData, Status>>;
+
+/// Runs `query` for `principal` under `policy` and streams its result: one of
+/// the caller's query slots held while it streams, its queued batches drawn
+/// from the caller's output budget, a stall guard on the reader, and the
+/// receipts of the exchanges it ran in the trailer.
+pub async fn query_data(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    query: Query,
+    policy: Arc<dyn StatementPolicy>,
+    cancel_id: Option<String>,
+) -> Result<DataStream> {
+    let slot = state.query_slots.acquire(&principal.user)?;
+    let budget = state.query_output.of(&principal.user);
+    let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let scope = sql::caller_scope(state, principal, receipts.clone());
+    let result =
+        query::run_with_budget(state.db.clone(), query, policy, Some(budget), Some(scope)).await?;
+    let schema = result.schema.clone();
+    // Cancellable by id while it streams (Flight SQL's CancelFlightInfo).
+    let registration = cancel_id.map(|id| {
+        state
+            .running_queries
+            .register(id, &principal.user, result.interrupt_handle())
+    });
+    let batches = result
+        .into_stream()
+        .map_err(|e| FlightError::Tonic(Box::new(e.into())));
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+        .build(batches)
+        .map_err(|e| Status::from(Error::from(e)));
+    // After a clean end, the receipts of the exchanges the SQL ran, if any.
+    let trailer = futures::stream::once(async move {
+        let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
+        (!receipts.is_empty()).then(|| Err(receipt_trailer(&receipts, true)))
+    })
+    .filter_map(|item| async move { item });
+    let stream = data.chain(trailer).map(move |item| {
+        let _held = (&slot, &registration); // until the stream is dropped
+        item
+    });
+    let (stream, _) = stall::guard(stream, state.config.stall_timeout, "do_get");
+    Ok(stream.boxed())
+}
+
+/// One batch the server built (catalog metadata) as a Flight data stream.
+pub fn batch_data(batch: RecordBatch) -> DataStream {
+    FlightDataEncoderBuilder::new()
+        .with_schema(batch.schema())
+        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(|e| Status::from(Error::from(e)))
+        .boxed()
+}
