@@ -93,6 +93,7 @@ async fn the_adbc_flight_sql_driver_queries_ingests_and_is_refused_what_it_may_n
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
     for line in [
         "ingest create: 1000000 rows, checksum equal",
         "ingest append: 2000000 rows, checksum doubled",
