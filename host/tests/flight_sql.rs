@@ -777,3 +777,58 @@ async fn updates_obey_the_query_timeout() {
     assert_eq!(code(e), tonic::Code::NotFound);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flight_sql_clients_call_exchangers_like_any_sql() {
+    let server = common::start_with(common::config_with_accounts()).await;
+    let mut seeds = common::login(&server, common::ALICE).await;
+    common::put(&mut seeds, "flights", common::flights(50_000, 10_000))
+        .await
+        .unwrap();
+    common::upload(&mut seeds, "add_processed").await;
+    let mut alice = sql_client(&server, common::ALICE).await;
+    let processed = scalar(
+        &mut alice,
+        "SELECT count(*) FROM exchange('add_processed', 'SELECT * FROM flights') WHERE processed",
+    )
+    .await;
+    assert_eq!(processed, 50_000);
+    // Through a prepared statement with a parameter in the outer query too.
+    let mut prepared = alice
+        .prepare(
+            "SELECT count(*) FROM exchange('add_processed', 'SELECT * FROM flights') \
+             WHERE processed AND passengers > $1"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = RecordBatch::try_from_iter([(
+        "$1",
+        Arc::new(Int64Array::from(vec![100])) as Arc<dyn Array>,
+    )])
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let through = fetch(&mut alice, info).await.unwrap()[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    let plain = scalar(
+        &mut alice,
+        "SELECT count(*) FROM flights WHERE passengers > 100",
+    )
+    .await;
+    assert_eq!(through, plain);
+    // Another user's exchanger is as unknown here as anywhere.
+    let mut bob = sql_client(&server, common::BOB).await;
+    let e = query(
+        &mut bob,
+        "SELECT * FROM exchange('alice/add_processed', 'SELECT * FROM flights')",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(e), tonic::Code::NotFound);
+    common::assert_idle(&mut seeds).await;
+    server.stop().await.unwrap();
+}
