@@ -131,6 +131,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let state = tokio::task::spawn_blocking(move || build_state(config))
         .await
         .map_err(|e| Error::Internal(format!("startup thread: {e}")))??;
+    crate::flight::sql::expire_idle_in_background(&state);
     if state.auth.uses_default_credentials() {
         if addr.ip().is_loopback() {
             tracing::warn!(%addr, "using the development credentials admin/password123");

@@ -227,10 +227,8 @@ mod tests {
     fn rows_beyond_the_batch_and_unknown_types_are_refused() {
         let e = Params::from_row(&batch(), 2).err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        let list = arrow::array::ListArray::new_null(
-            Arc::new(Field::new("item", DataType::Int32, true)),
-            1,
-        );
+        let list =
+            arrow::array::ListArray::from_iter_primitive::<Int32Type, _, _>([Some([Some(1)])]);
         let odd = RecordBatch::try_from_iter([("l", Arc::new(list) as _)]).unwrap();
         let e = Params::from_row(&odd, 0).err().unwrap();
         assert!(e.to_string().contains("not supported"), "{e}");

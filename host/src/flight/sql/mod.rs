@@ -131,6 +131,34 @@ impl FlightSqlState {
     }
 }
 
+/// How often idle prepared statements and transactions are looked for.
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
+
+/// Drops idle prepared statements and rolls back idle transactions every
+/// [`EXPIRY_SWEEP`] while the server's state lives.
+pub fn expire_idle_in_background(state: &Arc<ServerState>) {
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(EXPIRY_SWEEP).await;
+            let Some(live) = state.upgrade() else { return };
+            let now = std::time::Instant::now();
+            let prepared = live.flight_sql.prepared.expire(now);
+            let transactions = live.flight_sql.transactions.expire(now);
+            drop(live);
+            if !prepared.is_empty() || !transactions.is_empty() {
+                tracing::debug!(
+                    prepared = prepared.len(),
+                    transactions = transactions.len(),
+                    "expired idle Flight SQL handles"
+                );
+            }
+            // Dropping a transaction's connection rolls it back: off the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(transactions)).await;
+        }
+    });
+}
+
 /// A prepared statement: its SQL (prepared again by DuckDB at each run, so it
 /// is judged against the catalog as it is then), its shape, and bound rows.
 struct PreparedStatement {
