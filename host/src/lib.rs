@@ -25,6 +25,7 @@ pub mod flight;
 pub mod flights;
 pub mod gauges;
 pub mod metrics;
+pub mod polyglot;
 pub mod sandbox;
 pub mod server;
 pub mod slots;

@@ -64,7 +64,7 @@ impl WasmSession {
                 .mallard_exchanger_exchange()
                 .call_open(store, input_schema, params)
         })?;
-        let session = opened.map_err(|e| exchanger_error(name, "open", e.into()))?;
+        let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
         let header = this.call(&mut store, "output-schema", |store| {
             instance
                 .mallard_exchanger_exchange()
@@ -137,9 +137,7 @@ impl ExchangeSession for WasmSession {
                     &body[..],
                 )
             })
-            .and_then(|result| {
-                result.map_err(|e| exchanger_error(&self.info.name, &what, e.into()))
-            })
+            .and_then(|result| result.map_err(|e| self.info.refusal(&self.store, &what, e.into())))
             .and_then(|messages| self.validate(messages, &what));
         if outcome.is_err() && !is_dictionary {
             decode_input(&mut self.input, header, body, &what)?;
@@ -155,7 +153,7 @@ impl ExchangeSession for WasmSession {
                 .session()
                 .call_finish(store, session)
         })?;
-        let messages = result.map_err(|e| exchanger_error(&self.info.name, "finish", e.into()))?;
+        let messages = result.map_err(|e| self.info.refusal(&self.store, "finish", e.into()))?;
         self.validate(messages, "finish")
     }
 
@@ -192,8 +190,41 @@ impl CallInfo {
         f: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R> {
         store.data_mut().call_deadline = Instant::now() + self.call_timeout;
+        // What the memory limit refused is judged per call.
+        store.data_mut().memory.denied = None;
         store.set_epoch_deadline(1);
         f(store).map_err(|e| self.classify(store, what, e))
+    }
+
+    /// A refusal the guest returned. Returned after the memory limit refused it
+    /// memory in this call, it is that limit (an interpreter's `MemoryError`,
+    /// SpiderMonkey's "out of memory"), not the exchanger's own verdict.
+    fn refusal(
+        &self,
+        store: &Store<StoreState>,
+        what: &str,
+        e: mallard_exchanger::ExchangeError,
+    ) -> Error {
+        let who = format!("exchanger {:?} at {what}", self.name);
+        self.memory_exhausted(store, &who, &format!("; the guest reported: {e}"))
+            .unwrap_or_else(|| exchanger_error(&self.name, what, e))
+    }
+
+    fn memory_exhausted(&self, store: &Store<StoreState>, who: &str, tail: &str) -> Option<Error> {
+        match store.data().memory.denied? {
+            MemoryDenied::Instance => Some(Error::ResourceExhausted(format!(
+                "{who}: hit the memory limit of {} MiB per instance (--exchanger-memory-mb){tail}",
+                self.max_memory_bytes >> 20
+            ))),
+            MemoryDenied::User => {
+                let pool = self.pool.as_ref().map_or(0, |p| p.max_bytes() >> 20);
+                Some(Error::ResourceExhausted(format!(
+                    "{who}: the user's exchanges together hold the {pool} MiB of guest memory \
+                     allowed ({}){tail}",
+                    crate::exchange::quotas::flags::GUEST_MEMORY
+                )))
+            }
+        }
     }
 
     fn classify(&self, store: &Store<StoreState>, what: &str, e: wasmtime::Error) -> Error {
@@ -220,22 +251,8 @@ impl CallInfo {
         if let Some(denied) = e.downcast_ref::<CapabilityDenied>() {
             return Error::PermissionDenied(format!("{who}: {denied}"));
         }
-        match store.data().memory.denied {
-            Some(MemoryDenied::Instance) => {
-                return Error::ResourceExhausted(format!(
-                    "{who}: hit the memory limit of {} MiB per instance (--exchanger-memory-mb){tail}",
-                    self.max_memory_bytes >> 20
-                ));
-            }
-            Some(MemoryDenied::User) => {
-                let pool = self.pool.as_ref().map_or(0, |p| p.max_bytes() >> 20);
-                return Error::ResourceExhausted(format!(
-                    "{who}: the user's exchanges together hold the {pool} MiB of guest memory \
-                     allowed ({}){tail}",
-                    crate::exchange::quotas::flags::GUEST_MEMORY
-                ));
-            }
-            None => {}
+        if let Some(exhausted) = self.memory_exhausted(store, &who, &tail) {
+            return exhausted;
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => {

@@ -19,9 +19,16 @@ impl Exchanger for MemoryBomb {
         self.0.clone()
     }
     fn push(&mut self, _: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
+        // Touch one byte per wasm page: every page is really committed, but the
+        // limit is reached in milliseconds, not after a memset of the whole budget
+        // (which, on a loaded machine, met the CPU deadline first).
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
-            hoard.push(std::hint::black_box(vec![7u8; 16 << 20]));
+            let mut block = Vec::<u8>::with_capacity(16 << 20);
+            for page in (0..block.capacity()).step_by(64 << 10) {
+                block.spare_capacity_mut()[page].write(7);
+            }
+            hoard.push(std::hint::black_box(block));
         }
     }
 }

@@ -1,0 +1,12 @@
+// Hostile: never returns from `push` (the host's per-call deadline ends it).
+import { Exchanger, exportExchanger } from '../../mallard-exchanger.js';
+
+class EndlessLoop extends Exchanger {
+  static info = { name: 'js_endless_loop', version: '0.1.0', description: '' };
+  push() {
+    let n = 0;
+    for (;;) n++;
+  }
+}
+
+export const exchange = exportExchanger(EndlessLoop);

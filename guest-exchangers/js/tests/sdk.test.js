@@ -1,0 +1,108 @@
+// Unit tests of the JavaScript SDK's IPC framing and columns, checked with
+// apache-arrow's own reader. Bundled with esbuild and run by node from
+// `host/tests/polyglot.rs`.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExchanger, withField } from '../mallard-exchanger.js';
+
+function messages(table) {
+  const stream = arrow.tableToIPC(table, 'stream');
+  const view = new DataView(stream.buffer, stream.byteOffset);
+  const out = [];
+  let at = 0;
+  for (;;) {
+    const len = view.getInt32(at + 4, true);
+    if (len === 0) break;
+    const header = stream.slice(at + 8, at + 8 + len);
+    const body = bodyOf(stream, at + 8 + len, header);
+    out.push({ header, body });
+    at += 8 + len + body.length;
+  }
+  return out;
+}
+
+function bodyOf(stream, at, header) {
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  const table = view.getUint32(0, true);
+  const vtable = table - view.getInt32(table, true);
+  const off = view.getUint16(vtable, true) > 10 ? view.getUint16(vtable + 10, true) : 0;
+  const n = off ? Number(view.getBigInt64(table + off, true)) : 0;
+  return stream.slice(at, at + n);
+}
+
+function frame(header, body) {
+  const pad = (8 - (header.length % 8)) % 8;
+  const out = new Uint8Array(8 + header.length + pad + body.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, 0xffffffff, true);
+  view.setInt32(4, header.length + pad, true);
+  out.set(header, 8);
+  out.set(body, 8 + header.length + pad);
+  return out;
+}
+
+function read(schemaHeader, outputs) {
+  const parts = [frame(schemaHeader, new Uint8Array(0)), ...outputs.map((m) => frame(m.header, m.body)), new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0])];
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  return new arrow.Table([...arrow.RecordBatchReader.from(all)]);
+}
+
+const input = arrow.tableFromArrays({
+  id: BigInt64Array.from({ length: 1000 }, (_, i) => BigInt(i)),
+  carrier: Array.from({ length: 1000 }, (_, i) => (i % 7 ? `C${i % 5}` : null)),
+  passengers: Int32Array.from({ length: 1000 }, (_, i) => i % 300),
+});
+
+class AddProcessed extends Exchanger {
+  static info = { name: 'add_processed', version: '1.0.0', description: 'test' };
+  open(schema) {
+    if (schema.fields.some((f) => f.name === 'processed')) throw new InvalidInput('already processed');
+    return withField(schema, new arrow.Field('processed', new arrow.Bool(), false));
+  }
+  push(batch) {
+    return [appendColumn(batch, this.output, constantColumn(new arrow.Bool(), true, batch.numRows))];
+  }
+}
+
+test('a session appends a column and passes the others through', () => {
+  const exchange = exportExchanger(AddProcessed);
+  assert.equal(exchange.describe().name, 'add_processed');
+  const [schema, ...batches] = messages(input);
+  const session = exchange.open(schema.header, []);
+  const out = batches.flatMap((m) => session.push(m.header, m.body));
+  const table = read(session.outputSchema(), [...out, ...session.finish()]);
+  assert.equal(table.numRows, 1000);
+  assert.deepEqual(table.getChild('carrier').toArray(), input.getChild('carrier').toArray());
+  assert.deepEqual([...table.getChild('id')], [...input.getChild('id')]);
+  assert.ok([...table.getChild('processed')].every((v) => v === true));
+});
+
+test('refusals carry the WIT variant the host maps to a status', () => {
+  const exchange = exportExchanger(AddProcessed);
+  const processed = arrow.tableFromArrays({ processed: [true] });
+  assert.throws(() => exchange.open(messages(processed)[0].header, []), (e) => e.payload.tag === 'invalid-input' && e.payload.val === 'already processed');
+  assert.throws(() => exchange.open(new Uint8Array([1, 2, 3]), []), (e) => e.payload.tag === 'invalid-input');
+});
+
+test('an arbitrary exception becomes `failed` with its message', () => {
+  class Broken extends Exchanger {
+    push() { throw new TypeError('nope'); }
+  }
+  const exchange = exportExchanger(Broken);
+  // `carrier` is dictionary-encoded by tableFromArrays: the dictionary is held,
+  // the record batch reaches `push`.
+  const [schema, dictionary, batch] = messages(input);
+  const session = exchange.open(schema.header, []);
+  assert.deepEqual(session.push(dictionary.header, dictionary.body), []);
+  assert.throws(() => session.push(batch.header, batch.body), (e) => e.payload.tag === 'failed' && e.payload.val.startsWith('TypeError: nope'));
+});
+
+test('constant columns of every kind have the right length and nulls', () => {
+  assert.equal(constantColumn(new arrow.Int32(), 7, 10).length, 10);
+  assert.equal(constantColumn(new arrow.Utf8(), 'x', 3).length, 3);
+  assert.equal(constantColumn(new arrow.Float64(), null, 4).nullCount, 4);
+  const batch = [...arrow.RecordBatchReader.from(arrow.tableToIPC(input, 'stream'))][0];
+  assert.throws(() => appendColumn(batch, batch.schema, constantColumn(new arrow.Int32(), 1, 5)), /5 rows/);
+});

@@ -1,0 +1,234 @@
+//! Exchangers written in Python (componentize-py) and JavaScript
+//! (componentize-js), built from `guest-exchangers/python` and
+//! `guest-exchangers/js` by the test itself: the SDKs' unit tests, ports that
+//! must match the Rust built-ins row for row, and hostile guests that must end
+//! with their precise status while other clients are served.
+//!
+//! The toolchains are installed into caches on first use; when a registry
+//! cannot be reached the tests say so and skip.
+
+mod common;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use common::*;
+use mallard::polyglot::{BuildError, Language};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// Builds a component, or explains why the test skips (no registry).
+async fn built(language: Language, app: &'static str) -> Option<Vec<u8>> {
+    let path = tokio::task::spawn_blocking(move || mallard::polyglot::build(language, app))
+        .await
+        .unwrap();
+    match path {
+        Ok(path) => Some(std::fs::read(path).unwrap()),
+        Err(BuildError::ToolchainUnavailable(why)) => {
+            eprintln!("SKIPPED: the {language:?} toolchain cannot be installed: {why}");
+            None
+        }
+        Err(e) => panic!("{language:?} {app}: {e}"),
+    }
+}
+
+/// Uploads `bytes` as the caller; returns the exchanger's name.
+async fn upload_bytes(client: &mut arrow_flight::FlightClient, bytes: Vec<u8>) -> String {
+    let report = action(client, "upload_exchanger", bytes)
+        .await
+        .expect("upload succeeds");
+    report["name"].as_str().unwrap().to_owned()
+}
+
+fn one(batches: &[RecordBatch]) -> RecordBatch {
+    concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+#[test]
+fn the_python_sdk_reads_and_writes_what_pyarrow_does() {
+    let pyarrow = match mallard::polyglot::pyarrow_for_tests() {
+        Ok(dir) => dir,
+        Err(e) => return eprintln!("SKIPPED: pyarrow cannot be installed: {e}"),
+    };
+    let flatbuffers = mallard::polyglot::flatbuffers_package().unwrap();
+    let sdk = mallard::components::workspace().join("guest-exchangers/python");
+    let paths = std::env::join_paths([pyarrow, flatbuffers]).unwrap();
+    let output = Command::new("python3")
+        .arg(sdk.join("tests/test_sdk.py"))
+        .env("PYTHONPATH", paths)
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    assert!(output.status.success(), "Python SDK tests failed");
+    assert!(stderr.contains("OK"), "{stderr}");
+}
+
+#[test]
+fn the_javascript_sdk_reads_and_writes_what_apache_arrow_does() {
+    let modules = match mallard::polyglot::node_modules() {
+        Ok(dir) => dir,
+        Err(e) => return eprintln!("SKIPPED: the JavaScript toolchain cannot be installed: {e}"),
+    };
+    let sdk = mallard::components::workspace().join("guest-exchangers/js");
+    let bundle =
+        std::env::temp_dir().join(format!("mallard-js-sdk-{}.test.mjs", std::process::id()));
+    let status = Command::new(modules.join(".bin/esbuild"))
+        .arg(sdk.join("tests/sdk.test.js"))
+        .args([
+            "--bundle",
+            "--format=esm",
+            "--platform=node",
+            "--log-level=warning",
+        ])
+        .arg(format!("--outfile={}", bundle.display()))
+        .env("NODE_PATH", &modules)
+        .status()
+        .expect("esbuild runs");
+    assert!(status.success());
+    let output = Command::new("node")
+        .arg("--test")
+        .arg(&bundle)
+        .output()
+        .expect("node runs");
+    let _ = std::fs::remove_file(&bundle);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(output.status.success(), "JavaScript SDK tests failed");
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_and_javascript_ports_match_the_rust_builtins_on_a_million_rows() {
+    let mut ports = Vec::new();
+    for language in [Language::Python, Language::JavaScript] {
+        let Some(add) = built(language, "add_processed").await else {
+            return;
+        };
+        let Some(totals) = built(language, "running_totals").await else {
+            return;
+        };
+        ports.push((language, add, totals));
+    }
+    let server = start_with(config_with_accounts()).await;
+    let mut admin = login(&server, ("admin", "password123")).await;
+    upload(&mut admin, "add_processed").await;
+    upload(&mut admin, "running_totals").await;
+    // Each port lives in its own user's namespace under the built-ins' names.
+    let mut clients = Vec::new();
+    for ((language, add, totals), who) in ports.into_iter().zip([ALICE, BOB]) {
+        let mut client = login(&server, who).await;
+        assert_eq!(upload_bytes(&mut client, add).await, "add_processed");
+        assert_eq!(upload_bytes(&mut client, totals).await, "running_totals");
+        clients.push((language, client));
+    }
+    let input = flights(1_000_000, 122_880);
+    put(&mut admin, "flights", input.clone()).await.unwrap();
+    for command in [
+        "add_processed",
+        "running_totals",
+        r#"{"exchanger": "running_totals", "params": {"key": "origin"}}"#,
+        r#"{"exchanger": "running_totals", "params": {"value": "distance_miles", "key": "carrier"}}"#,
+    ] {
+        let expected = one(&exchange(&mut admin, command, input.clone()).await.unwrap());
+        assert_eq!(expected.num_rows(), 1_000_000);
+        for (language, client) in &mut clients {
+            let started = Instant::now();
+            let out = exchange(client, command, input.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{language:?} {command}: {e}"));
+            eprintln!("{language:?} {command}: {:?}", started.elapsed());
+            assert_eq!(one(&out), expected, "{language:?} {command}");
+        }
+    }
+    // And through SQL: the table function calls each user's own port.
+    let sql = "SELECT * FROM exchange('running_totals', 'SELECT * FROM flights ORDER BY flight_id', \
+               params := map{'key': 'destination'}) ORDER BY flight_id";
+    let expected = one(&query(&mut admin, sql).await.unwrap());
+    assert_eq!(expected.num_rows(), 1_000_000);
+    for (language, client) in &mut clients {
+        let out = one(&query(client, sql).await.unwrap());
+        assert_eq!(out, expected, "{language:?} through exchange()");
+    }
+    server.stop().await.unwrap();
+}
+
+const DEADLINE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
+    let mut guests = Vec::new();
+    for (language, app, code, needle) in [
+        (
+            Language::Python,
+            "hostile/endless_loop",
+            Code::DeadlineExceeded,
+            "deadline",
+        ),
+        (
+            Language::Python,
+            "hostile/memory_bomb",
+            Code::ResourceExhausted,
+            "memory limit",
+        ),
+        (
+            Language::Python,
+            "hostile/raises",
+            Code::Aborted,
+            "RuntimeError: the guest gave up on batch 2",
+        ),
+        (
+            Language::JavaScript,
+            "hostile/endless_loop",
+            Code::DeadlineExceeded,
+            "deadline",
+        ),
+        (
+            Language::JavaScript,
+            "hostile/memory_bomb",
+            Code::ResourceExhausted,
+            "memory limit",
+        ),
+        (
+            Language::JavaScript,
+            "hostile/throws",
+            Code::Aborted,
+            "TypeError: the guest gave up on batch 2",
+        ),
+    ] {
+        let Some(bytes) = built(language, app).await else {
+            return;
+        };
+        guests.push((language, app, bytes, code, needle));
+    }
+    let mut config = test_config();
+    config.limits.call_timeout = DEADLINE;
+    config.limits.max_memory_bytes = 256 << 20;
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    let mut bystander = common::client(&server).await;
+    for (language, app, bytes, code, needle) in guests {
+        let name = upload_bytes(&mut client, bytes).await;
+        let started = Instant::now();
+        let hostile = exchange(&mut client, &name, flights(2_000, 1_000));
+        let meanwhile = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            scalar_i64(&mut bystander, "SELECT 40 + 2").await
+        };
+        let (result, answer) = tokio::join!(hostile, meanwhile);
+        let err = result.expect_err("a hostile guest must fail");
+        assert_eq!(err.code(), code, "{language:?} {app}: {err}");
+        assert!(err.message().contains(needle), "{language:?} {app}: {err}");
+        assert!(
+            started.elapsed() < DEADLINE * 2 + Duration::from_secs(3),
+            "{language:?} {app} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            answer, 42,
+            "the server kept serving during {language:?} {app}"
+        );
+    }
+    assert_idle(&mut client).await;
+    server.stop().await.unwrap();
+}
