@@ -1,6 +1,8 @@
 //! `mallard-demo bench`: times PUT, GET, TRANSFER, PUSH and EXCHANGE (wasm and
-//! native), and Flight SQL GET and ingest through the ADBC driver, each the
-//! median of K runs after a warm-up, with rows/s, MB/s and the servers' peak RSS. Data is generated as it is sent: memory stays flat at any N.
+//! native; `add_processed` in Rust, Python and JavaScript), and Flight SQL GET
+//! and ingest through the ADBC driver, each the median of K runs after a
+//! warm-up, with rows/s, MB/s and the servers' peak RSS. Data is generated as it
+//! is sent: memory stays flat at any N.
 
 use crate::data::{BATCH_ROWS, peer_batch, peer_row_bytes, peer_schema};
 use crate::figures::figure;
@@ -9,6 +11,7 @@ use crate::servers::{self, Server};
 use anyhow::{Result, ensure};
 use arrow_flight::FlightClient;
 use indicatif::{ProgressBar, ProgressStyle};
+use mallard::polyglot::Language;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +42,19 @@ pub struct BenchOptions {
     /// Also run Flight SQL GET and ingest through the ADBC driver (Python,
     /// installed on first use): the credentials it logs in with.
     pub adbc: Option<(String, String)>,
+    /// Also run EXCHANGE through the Python and JavaScript `add_processed`
+    /// (toolchains installed on first use).
+    pub polyglot: bool,
 }
+
+/// The `add_processed` ports timed beside the Rust one: op name and language.
+const PORTS: [(&str, Language); 2] = [
+    ("exchange_python", Language::Python),
+    ("exchange_js", Language::JavaScript),
+];
+
+/// Exchanges of one row timed to measure what a stream costs to start.
+const START_RUNS: usize = 15;
 
 const TABLE: &str = "bench_flights";
 
@@ -112,6 +127,9 @@ pub async fn run(
     if options.sandbox != SandboxMode::On {
         ops.push("exchange_native");
     }
+    if options.sandbox != SandboxMode::Off && options.polyglot {
+        ops.extend(PORTS.map(|(op, _)| op));
+    }
     if options.adbc.is_some() {
         ops.extend(["adbc_get", "adbc_ingest"]);
     }
@@ -139,11 +157,36 @@ pub async fn run(
         );
     }
     let mut upload = None;
+    let mut ports = BTreeMap::new();
     if options.sandbox != SandboxMode::Off {
-        let component = std::fs::read(crate::guest::build("add-processed")?)?;
         // Identical bytes would be the same version, ready at once: start clean
-        // so the figure is a real upload (an error only means there was none).
+        // so the figures are real uploads (an error only means there was none).
         let _ = ops::action(c1, "remove_exchanger", "add_processed").await;
+        // The ports first, pinned by hash: the Rust upload comes last and is
+        // what `add_processed` means for every other operation.
+        for (op, language) in PORTS {
+            if !ops.contains(&op) {
+                continue;
+            }
+            let path = tokio::task::spawn_blocking(move || {
+                mallard::polyglot::build(language, "add_processed")
+            })
+            .await??;
+            let component = std::fs::read(path)?;
+            let started = Instant::now();
+            let report = ops::action(c1, "upload_exchanger", component.clone()).await?;
+            let upload_s = started.elapsed().as_secs_f64();
+            let sha = report["sha256"].as_str().unwrap_or_default().to_owned();
+            ports.insert(
+                op,
+                (
+                    format!("add_processed@sha256:{sha}"),
+                    component.len(),
+                    upload_s,
+                ),
+            );
+        }
+        let component = std::fs::read(crate::guest::build("add-processed")?)?;
         let started = Instant::now();
         ops::action(c1, "upload_exchanger", component.clone()).await?;
         upload = Some((component.len(), started.elapsed().as_secs_f64()));
@@ -199,6 +242,14 @@ pub async fn run(
                     ensure!(out.processed_true == n, "{op}: processed is not all true");
                     out.rows
                 }
+                "exchange_python" | "exchange_js" => {
+                    let command = &ports[op].0;
+                    let out =
+                        ops::exchange(c1, command, peer_schema(), generated(&pool, n), &progress)
+                            .await?;
+                    ensure!(out.processed_true == n, "{op}: processed is not all true");
+                    out.rows
+                }
                 "adbc_get" | "adbc_ingest" => {
                     let (user, password) = options.adbc.clone().expect("checked above");
                     let url = s1.url.clone();
@@ -243,6 +294,31 @@ pub async fn run(
         // Upload to ready: sent, compiled by the server, stored, acknowledged.
         out.insert("upload_ms".to_owned(), figure(seconds * 1e3, 1));
     }
+    if options.sandbox != SandboxMode::Off {
+        let mut starts = vec![("rust", "add_processed".to_owned())];
+        for (op, (pin, bytes, upload_s)) in &ports {
+            let language = op.trim_start_matches("exchange_");
+            out.insert(
+                format!("{language}_component_bytes"),
+                serde_json::json!(bytes),
+            );
+            out.insert(format!("{language}_upload_ms"), figure(upload_s * 1e3, 1));
+            starts.push((language, pin.clone()));
+        }
+        for (language, command) in starts {
+            let ms = stream_start_ms(c1, &command).await?;
+            out.insert(format!("{language}_stream_start_ms"), figure(ms, 2));
+        }
+    }
+    for (op, _) in PORTS {
+        if let (Some(port), Some(rust)) = (
+            out.get(&format!("{op}_rows_per_s")),
+            out.get("exchange_wasm_rows_per_s"),
+        ) {
+            let ratio = port.as_f64().unwrap_or(0.0) / rust.as_f64().unwrap_or(1.0);
+            out.insert(format!("{op}_over_rust"), figure(ratio, 3));
+        }
+    }
     if let (Some(w), Some(nat)) = (
         out.get("exchange_wasm_rows_per_s"),
         out.get("exchange_native_rows_per_s"),
@@ -276,6 +352,29 @@ pub async fn run(
     Ok(out)
 }
 
+/// Median milliseconds of a one-row exchange through `command`: instantiating
+/// the component, `open`, one `push`, `finish` and the round trip.
+async fn stream_start_ms(client: &mut FlightClient, command: &str) -> Result<f64> {
+    let one = peer_batch(0, 1);
+    let mut runs = Vec::with_capacity(START_RUNS);
+    for _ in 0..=START_RUNS {
+        let batches = futures::stream::iter([Ok(one.clone())]);
+        let started = Instant::now();
+        let out = ops::exchange(
+            client,
+            command,
+            peer_schema(),
+            batches,
+            &ProgressBar::hidden(),
+        )
+        .await?;
+        ensure!(out.rows == 1, "{command}: {} rows for 1", out.rows);
+        runs.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    runs.remove(0);
+    Ok(median(runs))
+}
+
 /// Prints the results as a table on stderr.
 pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
     let n = results["rows"].as_u64().unwrap_or(0);
@@ -294,6 +393,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "push",
         "exchange_wasm",
         "exchange_native",
+        "exchange_python",
+        "exchange_js",
         "sql_exchange",
         "push_exchange",
         "adbc_get",
@@ -316,6 +417,11 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         eprintln!("sandbox cost: wasm/native exchange throughput = {r}");
     }
     for key in [
+        "exchange_python_over_rust",
+        "exchange_js_over_rust",
+        "rust_stream_start_ms",
+        "python_stream_start_ms",
+        "js_stream_start_ms",
         "sql_exchange_over_get",
         "push_exchange_over_push",
         "adbc_get_over_get",

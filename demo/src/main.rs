@@ -140,12 +140,16 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these operations (comma-separated: put,get,transfer,push,exchange,
-        /// sql_exchange,push_exchange,adbc_get,adbc_ingest).
+        /// exchange_python,exchange_js,sql_exchange,push_exchange,adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
         /// Skip Flight SQL through the ADBC driver (which needs python3 and pip).
         #[arg(long)]
         no_adbc: bool,
+        /// Skip EXCHANGE through the Python and JavaScript `add_processed`
+        /// (which need python3, pip, node and npm).
+        #[arg(long)]
+        no_polyglot: bool,
     },
     /// Concurrent clients doing get, put, exchange and push for a fixed time.
     Load {
@@ -325,6 +329,7 @@ async fn run(cli: Cli) -> Result<()> {
             json,
             ops,
             no_adbc,
+            no_polyglot,
         }) => {
             let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
@@ -336,6 +341,7 @@ async fn run(cli: Cli) -> Result<()> {
                 json,
                 ops,
                 adbc: (!no_adbc).then(|| (cli.user.clone(), cli.password.clone())),
+                polyglot: !no_polyglot,
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);

@@ -49,6 +49,12 @@ fn bench_json_has_every_key_and_the_row_count() {
         "adbc_get_rows_per_s",
         "adbc_ingest_rows_per_s",
         "adbc_get_over_get",
+        "exchange_python_rows_per_s",
+        "exchange_js_rows_per_s",
+        "exchange_python_over_rust",
+        "python_stream_start_ms",
+        "js_stream_start_ms",
+        "rust_stream_start_ms",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// A server running in the background.
@@ -149,7 +150,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = TcpListenerStream::new(listener);
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds itself:
+    // set it on every accepted connection, or each streamed response waits out
+    // Nagle against the client's delayed ACK (~40 ms per call, measured).
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &state.config.tls {
         let mut config = tonic::transport::ServerTlsConfig::new().identity(
@@ -175,7 +184,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     crate::flight::push::serve(addr, state.config.tls.is_some());
     let task = tokio::spawn(async move {
         builder
-            .tcp_nodelay(true)
             .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
             .max_frame_size(transport::MAX_FRAME_BYTES)

@@ -663,3 +663,25 @@ async fn a_put_the_client_cancels_writes_nothing() {
     drop(tx);
     server.stop().await.unwrap();
 }
+
+/// Accepted connections have Nagle off: a small streamed response (data, then
+/// trailers) is not held back until the client's delayed ACK (about 40 ms on
+/// Linux), which made every `do_get`/`do_action`/`do_exchange` take 40+ ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_streamed_calls_do_not_wait_for_delayed_acks() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let mut took = Vec::new();
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "median SELECT 1 round trip {median:?}: a delayed-ACK stall is back"
+    );
+    server.stop().await.unwrap();
+}
