@@ -1,11 +1,14 @@
 """DuckDB alone, in one process, on the peer's data: the ceiling for PUT and GET.
 
 No network, no Flight: how fast DuckDB itself ingests a stream of Arrow batches
-and scans a table back out as Arrow batches. Run with the peer's environment:
+and scans a table back out as Arrow batches; the last line is JSON.
+`mallard-demo bench` runs it with the peer's pinned packages (installed into a
+cache) unless given --no-ceiling. By hand, with the peer's environment:
 
     ../shared/peers/seed_python/run.sh --rows 1000   # once, creates its .venv
     ../shared/peers/seed_python/.venv/bin/python demo/scripts/duckdb_ceiling.py 10000000
 """
+import json
 import os
 import statistics
 import sys
@@ -37,3 +40,9 @@ for _ in range(4):  # the first run is a warm-up
 print(f"duckdb {duckdb.__version__}, {n:,} rows, median of {len(ingest) - 1} after a warm-up")
 print(f"ingest (Arrow batches -> table): {n / statistics.median(ingest[1:]) / 1e6:.2f}M rows/s")
 print(f"scan (table -> Arrow batches):   {n / statistics.median(scan[1:]) / 1e6:.2f}M rows/s")
+print(json.dumps({
+    "duckdb": duckdb.__version__,
+    "rows": n,
+    "ingest_rows_per_s": n / statistics.median(ingest[1:]),
+    "scan_rows_per_s": n / statistics.median(scan[1:]),
+}))

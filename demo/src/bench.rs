@@ -45,6 +45,9 @@ pub struct BenchOptions {
     /// Also run EXCHANGE through the Python and JavaScript `add_processed`
     /// (toolchains installed on first use).
     pub polyglot: bool,
+    /// Also measure DuckDB's own in-process ceilings on the same rows and report
+    /// each path's ratio to them (Python, the peer's pinned packages).
+    pub ceiling: bool,
 }
 
 /// The `add_processed` ports timed beside the Rust one: op name and language.
@@ -193,6 +196,11 @@ pub async fn run(
     }
     let pool = pool(n);
     let mut seconds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Both servers' CPU seconds per timed run (the work of a path, whichever server does it).
+    let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let servers_cpu = || -> Option<f64> {
+        Some(servers::cpu_seconds(s1.pid()?)? + servers::cpu_seconds(s2.pid()?)?)
+    };
     // Run 0 is the warm-up and is not counted.
     for run in 0..=options.repeat {
         for &op in &ops {
@@ -211,6 +219,7 @@ pub async fn run(
             if op == "push" || op == "push_exchange" {
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}_pushed")).await?;
             }
+            let cpu_before = servers_cpu();
             let started = Instant::now();
             let mut timed_by_client = None;
             let moved = match op {
@@ -272,6 +281,9 @@ pub async fn run(
             ensure!(moved == n, "{op}: moved {moved} rows, expected {n}");
             if run > 0 {
                 seconds.entry(op).or_default().push(elapsed);
+                if let (Some(before), Some(after)) = (cpu_before, servers_cpu()) {
+                    cpu.entry(op).or_default().push(after - before);
+                }
             }
         }
     }
@@ -288,6 +300,19 @@ pub async fn run(
             format!("{op}_mb_per_s"),
             figure(n as f64 * row_bytes / s / 1e6, 1),
         );
+    }
+    for (op, runs) in cpu {
+        out.insert(
+            format!("{op}_server_cpu_s_per_m_rows"),
+            figure(median(runs) / (n as f64 / 1e6), 4),
+        );
+    }
+    if options.ceiling {
+        let ceiling = tokio::task::spawn_blocking(move || crate::python::duckdb_ceiling(n)).await?;
+        match ceiling {
+            Ok(c) => ceiling_ratios(&mut out, &c),
+            Err(e) => eprintln!("no DuckDB ceiling this run: {e:#}"),
+        }
     }
     if let Some((bytes, seconds)) = upload {
         out.insert("component_bytes".to_owned(), serde_json::json!(bytes));
@@ -350,6 +375,38 @@ pub async fn run(
         out.insert("client_peak_rss_mib".to_owned(), figure(rss, 0));
     }
     Ok(out)
+}
+
+/// Each path's throughput over DuckDB's own in-process ceiling: PUT over Arrow
+/// ingest, GET over scan to Arrow, PUSH and TRANSFER over a scan then an ingest
+/// of the same rows (`1 / (1/scan + 1/ingest)`).
+fn ceiling_ratios(out: &mut BTreeMap<String, serde_json::Value>, ceiling: &serde_json::Value) {
+    let (Some(ingest), Some(scan)) = (
+        ceiling["ingest_rows_per_s"].as_f64(),
+        ceiling["scan_rows_per_s"].as_f64(),
+    ) else {
+        return;
+    };
+    let both = 1.0 / (1.0 / scan + 1.0 / ingest);
+    out.insert("ceiling_ingest_rows_per_s".to_owned(), figure(ingest, 0));
+    out.insert("ceiling_scan_rows_per_s".to_owned(), figure(scan, 0));
+    out.insert("ceiling_scan_ingest_rows_per_s".to_owned(), figure(both, 0));
+    if let Some(version) = ceiling["duckdb"].as_str() {
+        out.insert("ceiling_duckdb".to_owned(), serde_json::json!(version));
+    }
+    for (op, reference) in [
+        ("put", ingest),
+        ("get", scan),
+        ("push", both),
+        ("transfer", both),
+    ] {
+        if let Some(rate) = out
+            .get(&format!("{op}_rows_per_s"))
+            .and_then(serde_json::Value::as_f64)
+        {
+            out.insert(format!("{op}_over_ceiling"), figure(rate / reference, 3));
+        }
+    }
 }
 
 /// Median milliseconds of a one-row exchange through `command`: instantiating
@@ -417,6 +474,12 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         eprintln!("sandbox cost: wasm/native exchange throughput = {r}");
     }
     for key in [
+        "put_over_ceiling",
+        "get_over_ceiling",
+        "push_over_ceiling",
+        "transfer_over_ceiling",
+        "get_server_cpu_s_per_m_rows",
+        "exchange_wasm_server_cpu_s_per_m_rows",
         "exchange_python_over_rust",
         "exchange_js_over_rust",
         "rust_stream_start_ms",

@@ -150,6 +150,9 @@ enum Command {
         /// (which need python3, pip, node and npm).
         #[arg(long)]
         no_polyglot: bool,
+        /// Skip measuring DuckDB's in-process ceilings (which need python3 and pip).
+        #[arg(long)]
+        no_ceiling: bool,
     },
     /// Concurrent clients doing get, put, exchange and push for a fixed time.
     Load {
@@ -330,6 +333,7 @@ async fn run(cli: Cli) -> Result<()> {
             ops,
             no_adbc,
             no_polyglot,
+            no_ceiling,
         }) => {
             let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
@@ -342,6 +346,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ops,
                 adbc: (!no_adbc).then(|| (cli.user.clone(), cli.password.clone())),
                 polyglot: !no_polyglot,
+                ceiling: !no_ceiling,
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);

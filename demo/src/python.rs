@@ -57,3 +57,41 @@ pub fn run_adbc_script(script: &str, args: &[&str]) -> Result<serde_json::Value>
     let last = stdout.lines().last().context("no output")?;
     Ok(serde_json::from_str(last)?)
 }
+
+/// DuckDB's own in-process ceilings on the peer's data (`demo/scripts/duckdb_ceiling.py`
+/// with the peer's pinned packages): `{"ingest_rows_per_s", "scan_rows_per_s", ...}`.
+pub fn duckdb_ceiling(rows: u64) -> Result<serde_json::Value> {
+    let peer = peer_dir();
+    let requirements = std::fs::read_to_string(peer.join("requirements.txt"))
+        .with_context(|| format!("the Python peer at {}", peer.display()))?;
+    let pinned: Vec<&str> = requirements
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let dir = packages(&pinned)?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/duckdb_ceiling.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(rows.to_string())
+        .env("PYTHONPATH", &dir)
+        .output()
+        .context("running duckdb_ceiling.py")?;
+    ensure!(
+        output.status.success(),
+        "duckdb_ceiling.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(serde_json::from_str(
+        stdout.lines().last().context("no output")?,
+    )?)
+}
+
+/// The Python peer: `$MALLARD_PEER_DIR`, else `../shared/peers/seed_python` beside
+/// the workspace.
+pub fn peer_dir() -> PathBuf {
+    std::env::var_os("MALLARD_PEER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::guest::workspace().join("../shared/peers/seed_python"))
+}

@@ -258,6 +258,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         ops: Vec::new(),
         adbc: None,
         polyglot: false,
+        ceiling: false,
     };
     let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
     bench::print_table(&results);

@@ -61,4 +61,27 @@ fn bench_json_has_every_key_and_the_row_count() {
             "{key} missing or zero in {json}"
         );
     }
+    // CPU time is counted in 10 ms ticks: at this size a path may take none.
+    for key in [
+        "get_server_cpu_s_per_m_rows",
+        "exchange_wasm_server_cpu_s_per_m_rows",
+    ] {
+        assert!(
+            json[key].as_f64().is_some_and(|v| v >= 0.0),
+            "{key} missing in {json}"
+        );
+    }
+    // The ceilings need the Python peer's data generator beside the workspace.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if workspace
+        .join("../shared/peers/seed_python/bench.py")
+        .exists()
+    {
+        for key in ["put_over_ceiling", "get_over_ceiling", "push_over_ceiling"] {
+            assert!(
+                json[key].as_f64().is_some_and(|v| v > 0.0),
+                "{key} missing or zero in {json}"
+            );
+        }
+    }
 }
