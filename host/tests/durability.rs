@@ -137,3 +137,73 @@ async fn push_to_a_server_that_dies_midway_fails_and_leaves_no_partial_table() {
     assert_eq!(landed, 0, "no partial table on the target");
     source.stop().await.unwrap();
 }
+
+/// File-backed puts: a put that fails midway leaves nothing, appends add to what
+/// was there, no staging view is left in the catalog, and what was acknowledged
+/// survives `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("grpc://127.0.0.1:{port}");
+    let mut child = spawn(port, dir.path());
+    let mut client = connect_when_up(&url).await;
+    assert_eq!(
+        put(&mut client, "kept", flights(300_000, 65_536))
+            .await
+            .unwrap(),
+        300_000
+    );
+    assert_eq!(
+        put(&mut client, "kept", flights(1_000, 1_000))
+            .await
+            .unwrap(),
+        1_000
+    );
+
+    let good = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("kept")))
+        .build(futures::stream::iter(
+            flights(200_000, 50_000).into_iter().map(Ok),
+        ));
+    let garbage = futures::stream::once(async {
+        Ok(FlightData {
+            data_header: vec![1u8, 2, 3, 4, 5].into(),
+            data_body: vec![9u8; 64].into(),
+            ..Default::default()
+        })
+    });
+    let failed = match client.do_put(good.chain(garbage)).await {
+        Ok(results) => results
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .any(|r| r.is_err()),
+        Err(_) => true,
+    };
+    assert!(failed, "a put with a malformed message must fail");
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM kept").await,
+        301_000
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "SELECT count(*) FROM duckdb_views() WHERE view_name LIKE 'mallard_ingest%'"
+        )
+        .await,
+        0
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let _child = spawn(port, dir.path());
+    let mut client = connect_when_up(&url).await;
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM kept").await,
+        301_000
+    );
+}
