@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 PEER = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "peers", "seed_python")
@@ -37,7 +38,18 @@ for _ in range(4):  # the first run is a warm-up
     rows = sum(b.num_rows for b in con.sql("SELECT * FROM t").to_arrow_reader(BATCH_ROWS))
     scan.append(time.perf_counter() - started)
     assert rows == n
+# The same ingest into a file database (what `mallard serve --db` does).
+file_ingest = []
+with tempfile.TemporaryDirectory() as scratch:
+    for i in range(4):
+        file_con = duckdb.connect(os.path.join(scratch, f"ceiling{i}.duckdb"))
+        source = pa.RecordBatchReader.from_batches(table.schema, batches)
+        started = time.perf_counter()
+        file_con.execute("CREATE TABLE t AS SELECT * FROM source")
+        file_ingest.append(time.perf_counter() - started)
+        file_con.close()
 print(f"duckdb {duckdb.__version__}, {n:,} rows, median of {len(ingest) - 1} after a warm-up")
+print(f"ingest into a file database:     {n / statistics.median(file_ingest[1:]) / 1e6:.2f}M rows/s")
 print(f"ingest (Arrow batches -> table): {n / statistics.median(ingest[1:]) / 1e6:.2f}M rows/s")
 print(f"scan (table -> Arrow batches):   {n / statistics.median(scan[1:]) / 1e6:.2f}M rows/s")
 print(json.dumps({
@@ -45,4 +57,5 @@ print(json.dumps({
     "rows": n,
     "ingest_rows_per_s": n / statistics.median(ingest[1:]),
     "scan_rows_per_s": n / statistics.median(scan[1:]),
+    "file_ingest_rows_per_s": n / statistics.median(file_ingest[1:]),
 }))

@@ -391,6 +391,9 @@ fn ceiling_ratios(out: &mut BTreeMap<String, serde_json::Value>, ceiling: &serde
     out.insert("ceiling_ingest_rows_per_s".to_owned(), figure(ingest, 0));
     out.insert("ceiling_scan_rows_per_s".to_owned(), figure(scan, 0));
     out.insert("ceiling_scan_ingest_rows_per_s".to_owned(), figure(both, 0));
+    if let Some(file) = ceiling["file_ingest_rows_per_s"].as_f64() {
+        out.insert("ceiling_file_ingest_rows_per_s".to_owned(), figure(file, 0));
+    }
     if let Some(version) = ceiling["duckdb"].as_str() {
         out.insert("ceiling_duckdb".to_owned(), serde_json::json!(version));
     }
