@@ -11,28 +11,7 @@ pub const ADBC: &[&str] = &["adbc-driver-flightsql", "adbc-driver-manager", "pya
 
 /// A directory holding `packages` for `python3`, installed on first use.
 pub fn packages(packages: &[&str]) -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = home.join(".cache/mallard-python").join(packages.join("+"));
-    let stamp = dir.join(".installed");
-    if !stamp.exists() {
-        eprintln!("installing {packages:?} for python3 into {}", dir.display());
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&dir)
-            .args(packages)
-            .status()
-            .context("running python3 -m pip")?;
-        ensure!(status.success(), "pip install {packages:?} failed");
-        std::fs::write(&stamp, b"")?;
-    }
-    Ok(dir)
+    Ok(mallard::polyglot::pip_packages(packages)?)
 }
 
 /// Runs `demo/scripts/<script>` with `args` and the ADBC packages; returns its

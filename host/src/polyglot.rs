@@ -104,10 +104,13 @@ fn install_once(
     Ok(())
 }
 
-/// pip-installs `package` into its own directory once; returns the directory.
-fn pip_package(package: &str) -> Result<PathBuf, BuildError> {
-    let dir = cache_root().join("mallard-python").join(package);
-    install_once(&dir, package, |staging| {
+/// pip-installs `packages` together into their own directory under
+/// `~/.cache/mallard-python` (named by the packages joined with `+`) once;
+/// returns the directory, for `PYTHONPATH`. Shared by the demo and the tests.
+pub fn pip_packages(packages: &[&str]) -> Result<PathBuf, BuildError> {
+    let name = packages.join("+");
+    let dir = cache_root().join("mallard-python").join(&name);
+    install_once(&dir, &name, |staging| {
         run(
             Command::new("python3")
                 .args([
@@ -119,11 +122,15 @@ fn pip_package(package: &str) -> Result<PathBuf, BuildError> {
                 ])
                 .arg("--target")
                 .arg(staging)
-                .arg(package),
-            &format!("pip install {package}"),
+                .args(packages),
+            &format!("pip install {name}"),
         )
     })?;
     Ok(dir)
+}
+
+fn pip_package(package: &str) -> Result<PathBuf, BuildError> {
+    pip_packages(&[package])
 }
 
 /// npm-installs the JavaScript toolchain once; returns its `node_modules`.

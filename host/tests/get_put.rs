@@ -7,8 +7,8 @@ use arrow::array::{
     RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightData, FlightDescriptor};
 use common::*;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -202,23 +202,10 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
         .build(futures::stream::iter(
             (0..3).map(|i| Ok(typed_batch(i * 1000, 1000))),
         ));
-    let garbage = futures::stream::once(async {
-        Ok(FlightData {
-            data_header: vec![1u8, 2, 3, 4, 5].into(),
-            data_body: vec![9u8; 64].into(),
-            ..Default::default()
-        })
-    });
-    let err = match client.do_put(good.chain(garbage)).await {
-        Ok(results) => results
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .find_map(|r| r.err())
-            .map(to_status),
-        Err(e) => Some(to_status(e)),
-    }
-    .expect("the put fails");
+    let garbage = futures::stream::once(async { Ok(malformed_message()) });
+    let err = put_error(&mut client, good.chain(garbage))
+        .await
+        .expect("the put fails");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let tables = action(&mut client, "list_tables", "").await.unwrap();
     assert!(
@@ -509,15 +496,7 @@ async fn malformed_requests_get_precise_statuses() {
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(vec![Ok(batch.clone())]));
-        let outcome = match client.do_put(data).await {
-            Ok(results) => results
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .find_map(|r| r.err())
-                .map_or(Ok(()), |e| Err(to_status(e))),
-            Err(e) => Err(to_status(e)),
-        };
+        let outcome = put_error(&mut client, data).await.map_or(Ok(()), Err);
         invalid(outcome, what);
     }
 

@@ -9,37 +9,15 @@ use std::process::Command;
 
 /// A directory holding `packages` for `python3` (installed once, then reused).
 fn python_packages(packages: &[&str]) -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = home.join(".cache/mallard-python").join(packages.join("+"));
-    let stamp = dir.join(".installed");
-    if !stamp.exists() {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&dir)
-            .args(packages)
-            .status()
-            .expect("python3 runs pip");
-        assert!(status.success(), "pip install {packages:?} failed");
-        std::fs::write(&stamp, b"").unwrap();
-    }
-    dir
+    mallard::polyglot::pip_packages(packages).expect("pip installs the packages")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_adbc_flight_sql_driver_completes_its_handshake() {
-    let packages = tokio::task::spawn_blocking(|| python_packages(&["adbc-driver-flightsql"]))
-        .await
-        .unwrap();
-    let server = common::start().await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/adbc_handshake.py");
-    let url = server.url();
+/// Runs `tests/python/<script>` against `url` with `packages`; returns its
+/// stdout once it exited successfully.
+async fn run_python(script: &str, url: String, packages: PathBuf) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(&script)
@@ -50,9 +28,19 @@ async fn the_adbc_flight_sql_driver_completes_its_handshake() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adbc_flight_sql_driver_completes_its_handshake() {
+    let packages = tokio::task::spawn_blocking(|| python_packages(&["adbc-driver-flightsql"]))
+        .await
+        .unwrap();
+    let server = common::start().await;
+    let stdout = run_python("adbc_handshake.py", server.url(), packages).await;
     assert!(
         stdout.contains("handshake with admin/password123: ok"),
         "{stdout}"
@@ -78,21 +66,7 @@ async fn the_adbc_flight_sql_driver_queries_ingests_and_is_refused_what_it_may_n
         .await
         .unwrap();
     assert_eq!(rows, 1_000_000);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/adbc_flight_sql.py");
-    let url = server.url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .arg(url)
-            .env("PYTHONPATH", &packages)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = run_python("adbc_flight_sql.py", server.url(), packages).await;
     println!("{stdout}");
     for line in [
         "ingest create: 1000000 rows, checksum equal",

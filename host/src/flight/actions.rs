@@ -14,7 +14,12 @@ use std::sync::Arc;
 
 /// The `list_actions` answer.
 pub fn action_types() -> Vec<ActionType> {
-    ACTIONS
+    action_types_of(ACTIONS)
+}
+
+/// `(type, description)` pairs as Flight `ActionType`s.
+pub fn action_types_of(table: &[(&str, &str)]) -> Vec<ActionType> {
+    table
         .iter()
         .map(|(t, d)| ActionType {
             r#type: (*t).into(),

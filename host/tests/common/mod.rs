@@ -183,6 +183,35 @@ pub async fn exchange(
     output.try_collect().await.map_err(to_status)
 }
 
+/// A message whose header is not a flatbuffer: what a broken or hostile client
+/// sends in the middle of a stream.
+pub fn malformed_message() -> arrow_flight::FlightData {
+    arrow_flight::FlightData {
+        data_header: vec![1u8, 2, 3, 4, 5].into(),
+        data_body: vec![9u8; 64].into(),
+        ..Default::default()
+    }
+}
+
+/// Puts the raw messages `data`; returns the status the put ended with, or
+/// `None` when it succeeded.
+pub async fn put_error(
+    client: &mut FlightClient,
+    data: impl futures::Stream<Item = arrow_flight::error::Result<arrow_flight::FlightData>>
+    + Send
+    + 'static,
+) -> Option<tonic::Status> {
+    match client.do_put(data).await {
+        Ok(results) => results
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .find_map(|r| r.err())
+            .map(to_status),
+        Err(e) => Some(to_status(e)),
+    }
+}
+
 /// The gRPC status inside a Flight error.
 pub fn to_status(e: arrow_flight::error::FlightError) -> tonic::Status {
     match e {

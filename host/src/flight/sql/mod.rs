@@ -228,13 +228,7 @@ pub fn is_action(kind: &str) -> bool {
 
 /// Flight SQL's actions for `list_actions`.
 pub fn action_types() -> Vec<ActionType> {
-    ACTIONS
-        .iter()
-        .map(|(t, d)| ActionType {
-            r#type: (*t).into(),
-            description: (*d).into(),
-        })
-        .collect()
+    crate::flight::actions::action_types_of(&ACTIONS)
 }
 
 fn unsupported(what: &str) -> Error {
