@@ -101,15 +101,21 @@ function concat(parts) {
   return out;
 }
 
-/** Message.bodyLength (slot 3) of a flatbuffer IPC header. */
-function bodyLength(header) {
+/** Where slot `slot` of the root table (the `Message`) of a flatbuffer IPC
+ *  header lies: a DataView over the header and the slot's position, 0 if absent. */
+function messageSlot(header, slot) {
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   const table = view.getUint32(0, true);
   const vtable = table - view.getInt32(table, true);
-  const vsize = view.getUint16(vtable, true);
-  if (4 + 2 * 3 + 2 > vsize) return 0;
-  const off = view.getUint16(vtable + 4 + 2 * 3, true);
-  return off ? Number(view.getBigInt64(table + off, true)) : 0;
+  const entry = 4 + 2 * slot;
+  const off = entry + 2 <= view.getUint16(vtable, true) ? view.getUint16(vtable + entry, true) : 0;
+  return [view, off ? table + off : 0];
+}
+
+/** Message.bodyLength (slot 3) of a flatbuffer IPC header. */
+function bodyLength(header) {
+  const [view, at] = messageSlot(header, 3);
+  return at ? Number(view.getBigInt64(at, true)) : 0;
 }
 
 /** The (header, body) messages of an IPC stream. */
@@ -208,9 +214,6 @@ const DICTIONARY_BATCH = 2;
 
 /** Message.header_type (slot 1) of a flatbuffer IPC header. */
 function headerKind(header) {
-  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  const table = view.getUint32(0, true);
-  const vtable = table - view.getInt32(table, true);
-  const off = view.getUint16(vtable, true) >= 8 ? view.getUint16(vtable + 4 + 2, true) : 0;
-  return off ? view.getUint8(table + off) : 0;
+  const [view, at] = messageSlot(header, 1);
+  return at ? view.getUint8(at) : 0;
 }
