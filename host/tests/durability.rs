@@ -196,3 +196,77 @@ async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
         301_000
     );
 }
+
+/// Flight SQL ingest inside a transaction on a file-backed server: rolled back it
+/// leaves nothing, committed it survives `kill -9`, and it reads the same as the
+/// rows sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_backed_ingest_inside_a_transaction_commits_and_rolls_back() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use arrow_flight::sql::{
+        CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption,
+        TableNotExistOption,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("grpc://127.0.0.1:{port}");
+    let mut child = spawn(port, dir.path());
+    connect_when_up(&url).await;
+    let channel = mallard::transport::connect_with(&url, None).await.unwrap();
+    let mut sql = FlightSqlServiceClient::new(channel);
+    sql.handshake("admin", "password123").await.unwrap();
+    let command = |table: &str, tx: bytes::Bytes| CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Create as i32,
+            if_exists: TableExistsOption::Append as i32,
+        }),
+        table: table.into(),
+        schema: None,
+        catalog: None,
+        temporary: false,
+        transaction_id: Some(tx),
+        options: Default::default(),
+    };
+    let batches = |n| futures::stream::iter(flights(n, 40_000).into_iter().map(Ok));
+
+    let tx = sql.begin_transaction().await.unwrap();
+    let n = sql
+        .execute_ingest(command("dropped", tx.clone()), batches(100_000))
+        .await
+        .unwrap();
+    assert_eq!(n, 100_000);
+    sql.end_transaction(tx, EndTransaction::Rollback)
+        .await
+        .unwrap();
+
+    let tx = sql.begin_transaction().await.unwrap();
+    for _ in 0..2 {
+        sql.execute_ingest(command("kept", tx.clone()), batches(150_000))
+            .await
+            .unwrap();
+    }
+    sql.end_transaction(tx, EndTransaction::Commit)
+        .await
+        .unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let _child = spawn(port, dir.path());
+    let mut client = connect_when_up(&url).await;
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM kept").await,
+        300_000
+    );
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT sum(flight_id) FROM kept").await,
+        2 * (149_999 * 150_000 / 2)
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'dropped'"
+        )
+        .await,
+        0
+    );
+}

@@ -1,8 +1,9 @@
 //! Streaming ingest of Arrow batches into a DuckDB table, all or nothing.
 //!
 //! A blocking thread opens a transaction, creates the table from the stream's schema
-//! if it is missing, and runs one `INSERT ... SELECT` over DuckDB's own Arrow scan of
-//! a stream that yields each batch as it arrives through a bounded channel.
+//! if it is missing, and inserts through DuckDB's own (parallel) Arrow scan of a
+//! stream that yields each batch as it arrives through a bounded channel, the same
+//! way for in-memory and file databases.
 //! Only an explicit [`Ingest::commit`] commits; a dropped sender (client gone,
 //! stream failed) rolls everything back, the table creation included.
 //!
@@ -22,7 +23,6 @@ use arrow::ffi_stream::FFI_ArrowArrayStream;
 use bytes::Bytes;
 use mallard_exchanger::ipc::MessageDecoder;
 use mallard_protocol::TableName;
-use mallard_protocol::quote;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -232,6 +232,8 @@ impl RecordBatchReader for ChannelReader {
 
 const CANCELLED: &str = "put stream ended without completing; nothing was written";
 
+/// Runs the ingest on `on`: its own transaction, or inside a client's open one,
+/// through DuckDB's Arrow scan of the put's channel (in memory or into a file).
 fn consume(
     db: &Database,
     on: &On,
@@ -241,29 +243,6 @@ fn consume(
     rx: mpsc::Receiver<Command>,
 ) -> Result<u64> {
     let prepare = mode.prepare_sql(table, schema)?;
-    // A file database writes every catalog change of a transaction to its WAL,
-    // even a view created and dropped inside it, and cannot serialize a view over a
-    // process-local Arrow stream; durable databases take the (slower) appender.
-    match (db.options().path.is_some(), on) {
-        (true, On::Fresh) => consume_with_appender(db, table, schema, &prepare, rx),
-        (true, On::Session(_)) => Err(Error::Unimplemented(
-            "ingest inside a transaction needs an in-memory server (this one is file-backed); \
-             ingest with autocommit on"
-                .into(),
-        )),
-        (false, on) => consume_with_arrow_scan(db, on, table, schema, &prepare, rx),
-    }
-}
-
-/// Ingest through DuckDB's C++ Arrow scan: one `INSERT ... SELECT` over the stream.
-fn consume_with_arrow_scan(
-    db: &Database,
-    on: &On,
-    table: &TableName,
-    schema: &SchemaRef,
-    prepare: &[String],
-    rx: mpsc::Receiver<Command>,
-) -> Result<u64> {
     let own;
     let guard;
     let con: &RawConnection = match on {
@@ -290,24 +269,15 @@ fn consume_with_arrow_scan(
         done: false,
     };
     let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
-    // The view lives and dies inside the transaction, so no other connection ever
-    // sees it: a query that bound it could steal batches and outlive the stream.
-    // Unguessable, so nobody can create a view by that name ahead of the put.
-    let view_name = format!("mallard_ingest_{:032x}", rand::random::<u128>());
-    let view = quote(&view_name);
     if own_transaction {
         con.execute("BEGIN TRANSACTION")?;
     }
     let result = (|| -> Result<u64> {
-        con.register_arrow_stream(&view_name, &mut stream)?;
-        for sql in prepare {
+        for sql in &prepare {
             con.execute(sql)?;
         }
         let inserted = con
-            .execute(&format!(
-                "INSERT INTO {} SELECT * FROM {view}",
-                table.quoted()
-            ))
+            .insert_arrow_stream(table.as_str(), &mut stream)
             .map_err(|e| e.context(format!("appending to {table:?}")))?;
         if !committed.load(Ordering::SeqCst) {
             return Err(Error::Cancelled(CANCELLED.into()));
@@ -315,7 +285,6 @@ fn consume_with_arrow_scan(
         Ok(inserted)
     })();
     let outcome = result.and_then(|rows| {
-        con.execute(&format!("DROP VIEW {view}"))?;
         if own_transaction {
             con.execute("COMMIT")?;
         }
@@ -332,58 +301,4 @@ fn consume_with_arrow_scan(
     drop(stream);
     let decoding_failure = failure.lock().expect("failure lock").take();
     outcome.map_err(|e| decoding_failure.unwrap_or(e))
-}
-
-/// Ingest through duckdb-rs's Arrow appender (2,048-row slices), for file databases.
-fn consume_with_appender(
-    db: &Database,
-    table: &TableName,
-    schema: &SchemaRef,
-    prepare: &[String],
-    mut rx: mpsc::Receiver<Command>,
-) -> Result<u64> {
-    let conn = db.connect()?;
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let mut decoding = Decoding::new(schema);
-    let result = (|| -> Result<Option<u64>> {
-        for sql in prepare {
-            conn.execute_batch(sql)?;
-        }
-        let mut appender = conn.appender(table.as_str())?;
-        let mut rows = 0u64;
-        while let Some(command) = rx.blocking_recv() {
-            let batch = match command {
-                Command::Batch(batch) => batch,
-                Command::Message { header, body } => match decoding.decode(&header, &body)? {
-                    Some(batch) => batch,
-                    None => continue,
-                },
-                Command::Commit => {
-                    appender.flush()?;
-                    return Ok(Some(rows));
-                }
-            };
-            rows += batch.num_rows() as u64;
-            appender
-                .append_record_batch(batch)
-                .map_err(|e| Error::from(e).context(format!("appending to {table:?}")))?;
-        }
-        Ok(None) // sender dropped without commit: cancelled
-    })();
-    match result {
-        Ok(Some(rows)) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(rows)
-        }
-        Ok(None) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(Error::Cancelled(
-                "put stream ended without completing; nothing was written".into(),
-            ))
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
 }

@@ -1,11 +1,11 @@
-//! The few DuckDB C API calls duckdb-rs does not expose: opening the database so we
-//! keep its raw handle, and registering an Arrow C stream as a view so ingest runs
-//! through DuckDB's own (C++) Arrow scan instead of a row-slice appender.
+//! The few DuckDB calls duckdb-rs does not expose: opening the database so we keep
+//! its raw handle, and inserting an Arrow C stream through DuckDB's own (C++) Arrow
+//! scan, the latter through a small C++ shim (`arrow_insert.cpp`).
 
 use crate::error::{Error, Result};
 use arrow::ffi_stream::FFI_ArrowArrayStream;
 use duckdb::ffi;
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, c_char};
 use std::path::Path;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,28 +222,43 @@ impl RawConnection {
         outcome
     }
 
-    /// Registers `stream` as the view `view`. DuckDB makes it an ordinary catalog
-    /// view, visible to every connection once committed: register it inside a
-    /// transaction that drops it again. The stream must outlive every query that
-    /// reads the view; the caller keeps ownership.
-    pub fn register_arrow_stream(
+    /// Appends every batch of `stream` to `table` (in the default schema) through
+    /// DuckDB's own parallel Arrow scan, inside whatever transaction the
+    /// connection has open, and returns the number of rows inserted. Nothing
+    /// enters the catalog (see `arrow_insert.cpp`). The caller keeps ownership of
+    /// the stream; DuckDB reads it only during this call.
+    pub fn insert_arrow_stream(
         &self,
-        view: &str,
+        table: &str,
         stream: &mut FFI_ArrowArrayStream,
-    ) -> Result<()> {
-        let name = cstring(view)?;
-        let arrow = (stream as *mut FFI_ArrowArrayStream).cast();
-        // SAFETY: valid connection; DuckDB borrows the stream (restores its release
-        // callback) and reads it only during queries on `view`.
-        if unsafe { ffi::duckdb_arrow_scan(self.handle, name.as_ptr(), arrow) }
-            != ffi::DuckDBSuccess
-        {
-            return Err(Error::Internal(format!(
-                "registering Arrow stream {view} failed"
-            )));
+    ) -> Result<u64> {
+        let table = cstring(table)?;
+        let mut rows = 0u64;
+        // SAFETY: valid connection, stream and NUL-terminated name, all alive for
+        // the call; a returned message is ours to free.
+        let message =
+            unsafe { mallard_insert_arrow_stream(self.handle, stream, table.as_ptr(), &mut rows) };
+        if message.is_null() {
+            return Ok(rows);
         }
-        Ok(())
+        // SAFETY: a NUL-terminated message from malloc, freed right after.
+        let text = unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned();
+        unsafe { mallard_free_message(message) };
+        Err(super::errors::classify_message(text))
     }
+}
+
+unsafe extern "C" {
+    /// `host/src/db/arrow_insert.cpp`.
+    fn mallard_insert_arrow_stream(
+        connection: ffi::duckdb_connection,
+        stream: *mut FFI_ArrowArrayStream,
+        table: *const c_char,
+        rows: *mut u64,
+    ) -> *mut c_char;
+    fn mallard_free_message(message: *mut c_char);
 }
 
 impl Drop for RawConnection {
