@@ -48,6 +48,8 @@ pub struct BenchOptions {
     /// Also measure DuckDB's own in-process ceilings on the same rows and report
     /// each path's ratio to them (Python, the peer's pinned packages).
     pub ceiling: bool,
+    /// Who the bench logs in as on the file-backed server it starts for PUT_FILE.
+    pub credentials: (String, String),
 }
 
 /// The `add_processed` ports timed beside the Rust one: op name and language.
@@ -123,7 +125,7 @@ pub async fn run(
 ) -> Result<BTreeMap<String, serde_json::Value>> {
     let n = options.rows;
     let quiet = options.json;
-    let mut ops: Vec<&str> = vec!["put", "get", "transfer", "push"];
+    let mut ops: Vec<&str> = vec!["put", "put_file", "get", "transfer", "push"];
     if options.sandbox != SandboxMode::Off {
         ops.extend(["exchange_wasm", "sql_exchange", "push_exchange"]);
     }
@@ -194,13 +196,34 @@ pub async fn run(
         ops::action(c1, "upload_exchanger", component.clone()).await?;
         upload = Some((component.len(), started.elapsed().as_secs_f64()));
     }
+    // PUT_FILE puts into a file-backed server of its own (dropped before its
+    // directory: fields drop in order).
+    let mut durable = match ops.contains(&"put_file") {
+        true => {
+            let dir = tempfile::tempdir()?;
+            let server = servers::start_durable(dir.path()).await?;
+            let (user, password) = &options.credentials;
+            let client = servers::connect(&server.url, user, password).await?;
+            Some((server, client, dir))
+        }
+        false => None,
+    };
+    let durable_pid = durable.as_ref().and_then(|(server, ..)| server.pid());
     let pool = pool(n);
     let mut seconds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     // Both servers' CPU seconds per timed run (the work of a path, whichever server does it).
     let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let servers_cpu = || -> Option<f64> {
-        Some(servers::cpu_seconds(s1.pid()?)? + servers::cpu_seconds(s2.pid()?)?)
+        let durable = durable_pid.and_then(servers::cpu_seconds).unwrap_or(0.0);
+        Some(servers::cpu_seconds(s1.pid()?)? + servers::cpu_seconds(s2.pid()?)? + durable)
     };
+    // This process's CPU seconds per timed run: the client's share of the same cores
+    // (not for the ADBC paths, whose client is a Python child process).
+    let mut client_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // (Servers + client) CPU seconds over wall seconds: how many of the machine's
+    // cores the path kept busy.
+    let mut cores_busy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let own_cpu = || servers::cpu_seconds(std::process::id());
     // Run 0 is the warm-up and is not counted.
     for run in 0..=options.repeat {
         for &op in &ops {
@@ -213,6 +236,10 @@ pub async fn run(
             if op == "put" {
                 ops::action(c1, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
             }
+            if op == "put_file" {
+                let (_, c3, _) = durable.as_mut().expect("started above");
+                ops::action(c3, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
+            }
             if op == "transfer" {
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}")).await?;
             }
@@ -220,10 +247,15 @@ pub async fn run(
                 ops::action(c2, "sql", format!("DROP TABLE IF EXISTS {TABLE}_pushed")).await?;
             }
             let cpu_before = servers_cpu();
+            let own_before = own_cpu();
             let started = Instant::now();
             let mut timed_by_client = None;
             let moved = match op {
                 "put" => ops::put(c1, TABLE, peer_schema(), generated(&pool, n), &progress).await?,
+                "put_file" => {
+                    let (_, c3, _) = durable.as_mut().expect("started above");
+                    ops::put(c3, TABLE, peer_schema(), generated(&pool, n), &progress).await?
+                }
                 "get" => ops::get_count(c1, &format!("SELECT * FROM {TABLE}"), &progress).await?,
                 "transfer" => {
                     ops::transfer(c1, &format!("SELECT * FROM {TABLE}"), c2, TABLE, &progress)
@@ -281,8 +313,25 @@ pub async fn run(
             ensure!(moved == n, "{op}: moved {moved} rows, expected {n}");
             if run > 0 {
                 seconds.entry(op).or_default().push(elapsed);
-                if let (Some(before), Some(after)) = (cpu_before, servers_cpu()) {
-                    cpu.entry(op).or_default().push(after - before);
+                let server_seconds = match (cpu_before, servers_cpu()) {
+                    (Some(before), Some(after)) => Some(after - before),
+                    _ => None,
+                };
+                if let Some(spent) = server_seconds {
+                    cpu.entry(op).or_default().push(spent);
+                }
+                let client_seconds = match (own_before, own_cpu()) {
+                    (Some(before), Some(after)) if !op.starts_with("adbc_") => Some(after - before),
+                    _ => None,
+                };
+                if let Some(spent) = client_seconds {
+                    client_cpu.entry(op).or_default().push(spent);
+                }
+                if let (Some(server), Some(client)) = (server_seconds, client_seconds) {
+                    cores_busy
+                        .entry(op)
+                        .or_default()
+                        .push((server + client) / started.elapsed().as_secs_f64());
                 }
             }
         }
@@ -306,6 +355,15 @@ pub async fn run(
             format!("{op}_server_cpu_s_per_m_rows"),
             figure(median(runs) / (n as f64 / 1e6), 4),
         );
+    }
+    for (op, runs) in client_cpu {
+        out.insert(
+            format!("{op}_client_cpu_s_per_m_rows"),
+            figure(median(runs) / (n as f64 / 1e6), 4),
+        );
+    }
+    for (op, runs) in cores_busy {
+        out.insert(format!("{op}_cores_busy"), figure(median(runs), 2));
     }
     if options.ceiling {
         let ceiling = tokio::task::spawn_blocking(move || crate::python::duckdb_ceiling(n)).await?;
@@ -357,6 +415,7 @@ pub async fn run(
         ("push_exchange_over_push", "push_exchange", "push"),
         ("adbc_get_over_get", "adbc_get", "get"),
         ("adbc_ingest_over_put", "adbc_ingest", "put"),
+        ("put_file_over_put", "put_file", "put"),
     ] {
         if let (Some(t), Some(p)) = (
             out.get(&format!("{through}_rows_per_s")),
@@ -393,6 +452,9 @@ fn ceiling_ratios(out: &mut BTreeMap<String, serde_json::Value>, ceiling: &serde
     out.insert("ceiling_scan_ingest_rows_per_s".to_owned(), figure(both, 0));
     if let Some(file) = ceiling["file_ingest_rows_per_s"].as_f64() {
         out.insert("ceiling_file_ingest_rows_per_s".to_owned(), figure(file, 0));
+        if let Some(rate) = out.get("put_file_rows_per_s").and_then(|v| v.as_f64()) {
+            out.insert("put_file_over_ceiling".to_owned(), figure(rate / file, 3));
+        }
     }
     if let Some(version) = ceiling["duckdb"].as_str() {
         out.insert("ceiling_duckdb".to_owned(), serde_json::json!(version));
@@ -448,6 +510,7 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
     );
     for op in [
         "put",
+        "put_file",
         "get",
         "transfer",
         "push",
@@ -478,10 +541,15 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
     }
     for key in [
         "put_over_ceiling",
+        "put_file_over_put",
+        "put_file_over_ceiling",
         "get_over_ceiling",
         "push_over_ceiling",
         "transfer_over_ceiling",
         "get_server_cpu_s_per_m_rows",
+        "get_client_cpu_s_per_m_rows",
+        "get_cores_busy",
+        "put_cores_busy",
         "exchange_wasm_server_cpu_s_per_m_rows",
         "exchange_python_over_rust",
         "exchange_js_over_rust",

@@ -139,7 +139,7 @@ enum Command {
         /// Print one JSON line last on stdout.
         #[arg(long)]
         json: bool,
-        /// Only these operations (comma-separated: put,get,transfer,push,exchange,
+        /// Only these operations (comma-separated: put,put_file,get,transfer,push,exchange,
         /// exchange_python,exchange_js,sql_exchange,push_exchange,adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
@@ -201,6 +201,12 @@ enum Command {
         /// DuckDB's memory limit (e.g. `1GB`); inherited by the servers the demo starts.
         #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
         duckdb_memory_limit: Option<String>,
+        /// A DuckDB file for durable tables (in memory without).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Where exchangers are stored.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -347,6 +353,7 @@ async fn run(cli: Cli) -> Result<()> {
                 adbc: (!no_adbc).then(|| (cli.user.clone(), cli.password.clone())),
                 polyglot: !no_polyglot,
                 ceiling: !no_ceiling,
+                credentials: (cli.user.clone(), cli.password.clone()),
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);
@@ -400,9 +407,13 @@ async fn run(cli: Cli) -> Result<()> {
             push_allow,
             add_user,
             duckdb_memory_limit,
+            db,
+            data_dir,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
             config.db.memory_limit = duckdb_memory_limit;
+            config.db.path = db;
+            config.data_dir = data_dir;
             config.max_exchanges_per_user = max_exchanges_per_user;
             config.max_queries_per_user = max_exchanges_per_user;
             config.max_puts_per_user = max_exchanges_per_user;

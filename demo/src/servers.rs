@@ -106,9 +106,40 @@ async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server
             "no server answers at {url}; start one with `cargo run --release -p mallard -- serve`"
         );
     }
+    spawn(addr, peer, &[]).await
+}
+
+/// A file-backed server of its own (`--db` in `dir`) on a free loopback port, for
+/// timing durable ingest beside the in-memory pair.
+pub async fn start_durable(dir: &std::path::Path) -> Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = dir.join("bench.duckdb");
+    let data = dir.join("data");
+    let extra = [
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ];
+    spawn(&addr, &addr, &extra).await
+}
+
+/// Starts this binary's `serve` on `addr`, allowed to push to `peer`, with `extra`
+/// arguments, and waits until it answers.
+async fn spawn(addr: &str, peer: &str, extra: &[&std::ffi::OsStr]) -> Result<Server> {
+    let scheme = if TLS.get().is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    let url = format!("{scheme}://{addr}");
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
+    command.args(extra);
     command
         .arg("--push-allow")
         .arg(format!("{scheme}://{peer}"));

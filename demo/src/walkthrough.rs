@@ -259,6 +259,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         adbc: None,
         polyglot: false,
         ceiling: false,
+        credentials: (options.user.clone(), options.password.clone()),
     };
     let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
     bench::print_table(&results);
