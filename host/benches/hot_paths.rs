@@ -1,5 +1,6 @@
 //! Hot-path micro-benchmarks (`cargo bench -p mallard`), so regressions show:
-//! DuckDB → Arrow batches, Arrow → DuckDB ingest, a wasm session's instantiation,
+//! DuckDB → Arrow batches, Arrow → DuckDB ingest (in memory and into a file), a wasm
+//! session's instantiation,
 //! and one 122,880-row batch through `add_processed` in wasm and natively
 //! (IPC into the guest, transform, IPC out, host validation).
 
@@ -49,20 +50,38 @@ fn duckdb_paths(c: &mut Criterion) {
         .step_by(BATCH_ROWS)
         .map(|s| mallard::flights::batch(s, BATCH_ROWS.min((rows - s) as usize)))
         .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let file_db = Arc::new(
+        Database::open(DbOptions {
+            path: Some(scratch.path().join("bench.duckdb")),
+            ..DbOptions::default()
+        })
+        .unwrap(),
+    );
+    let ingest_into = |db: &Arc<Database>, n: usize| {
+        let table = TableName::parse(&format!("t{n}")).unwrap();
+        rt.block_on(async {
+            let mut ingest = Ingest::start(db.clone(), table, batches[0].schema());
+            for batch in &batches {
+                ingest.append(batch.clone()).await.unwrap();
+            }
+            assert_eq!(ingest.commit().await.unwrap(), rows);
+        });
+    };
     let mut group = c.benchmark_group("duckdb");
     group.sample_size(10).throughput(Throughput::Elements(rows));
     let mut n = 0;
     group.bench_function("ingest_1m_flights_rows", |b| {
         b.iter(|| {
             n += 1;
-            let table = TableName::parse(&format!("t{n}")).unwrap();
-            rt.block_on(async {
-                let mut ingest = Ingest::start(db.clone(), table, batches[0].schema());
-                for batch in &batches {
-                    ingest.append(batch.clone()).await.unwrap();
-                }
-                assert_eq!(ingest.commit().await.unwrap(), rows);
-            });
+            ingest_into(&db, n);
+        })
+    });
+    let mut n = 0;
+    group.bench_function("ingest_1m_flights_rows_into_a_file", |b| {
+        b.iter(|| {
+            n += 1;
+            ingest_into(&file_db, n);
         })
     });
     group.bench_function("query_1m_flights_rows", |b| {
