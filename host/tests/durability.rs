@@ -52,12 +52,26 @@ async fn connect_when_up(url: &str) -> arrow_flight::FlightClient {
     }
 }
 
+/// Kills the server with SIGKILL (no shutdown path runs), starts it again on the
+/// same files and connects.
+async fn kill_9_and_restart(
+    mut child: Guard,
+    port: u16,
+    dir: &std::path::Path,
+) -> (Guard, arrow_flight::FlightClient) {
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let child = spawn(port, dir);
+    let client = connect_when_up(&format!("grpc://127.0.0.1:{port}")).await;
+    (child, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_data_and_exchangers_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("grpc://127.0.0.1:{port}");
-    let mut child = spawn(port, dir.path());
+    let child = spawn(port, dir.path());
     let mut client = connect_when_up(&url).await;
     assert_eq!(
         put(&mut client, "flights", flights(200_000, 50_000))
@@ -66,11 +80,7 @@ async fn acknowledged_data_and_exchangers_survive_kill_9() {
         200_000
     );
     upload(&mut client, "add_processed").await;
-    child.0.kill().unwrap(); // SIGKILL: no shutdown path runs
-    child.0.wait().unwrap();
-
-    let mut child = spawn(port, dir.path());
-    let mut client = connect_when_up(&url).await;
+    let (mut child, mut client) = kill_9_and_restart(child, port, dir.path()).await;
     assert_eq!(
         scalar_i64(&mut client, "SELECT count(*) FROM flights").await,
         200_000
@@ -149,7 +159,7 @@ async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("grpc://127.0.0.1:{port}");
-    let mut child = spawn(port, dir.path());
+    let child = spawn(port, dir.path());
     let mut client = connect_when_up(&url).await;
     assert_eq!(
         put(&mut client, "kept", flights(300_000, 65_536))
@@ -181,16 +191,12 @@ async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
     assert_eq!(
         scalar_i64(
             &mut client,
-            "SELECT count(*) FROM duckdb_views() WHERE view_name LIKE 'mallard_ingest%'"
+            "SELECT count(*) FROM duckdb_views() WHERE NOT internal"
         )
         .await,
         0
     );
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-
-    let _child = spawn(port, dir.path());
-    let mut client = connect_when_up(&url).await;
+    let (_child, mut client) = kill_9_and_restart(child, port, dir.path()).await;
     assert_eq!(
         scalar_i64(&mut client, "SELECT count(*) FROM kept").await,
         301_000
@@ -210,7 +216,7 @@ async fn file_backed_ingest_inside_a_transaction_commits_and_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("grpc://127.0.0.1:{port}");
-    let mut child = spawn(port, dir.path());
+    let child = spawn(port, dir.path());
     connect_when_up(&url).await;
     let channel = mallard::transport::connect_with(&url, None).await.unwrap();
     let mut sql = FlightSqlServiceClient::new(channel);
@@ -248,11 +254,7 @@ async fn file_backed_ingest_inside_a_transaction_commits_and_rolls_back() {
     sql.end_transaction(tx, EndTransaction::Commit)
         .await
         .unwrap();
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-
-    let _child = spawn(port, dir.path());
-    let mut client = connect_when_up(&url).await;
+    let (_child, mut client) = kill_9_and_restart(child, port, dir.path()).await;
     assert_eq!(
         scalar_i64(&mut client, "SELECT count(*) FROM kept").await,
         300_000
