@@ -1,8 +1,8 @@
 //! Hot-path micro-benchmarks (`cargo bench -p mallard`), so regressions show:
 //! DuckDB → Arrow batches, Arrow → DuckDB ingest (in memory and into a file), a wasm
 //! session's instantiation,
-//! and one 122,880-row batch through `add_processed` in wasm and natively
-//! (IPC into the guest, transform, IPC out, host validation).
+//! and one 122,880-row (and one 16,384-row) batch through `add_processed` in wasm
+//! and natively (IPC into the guest, transform, IPC out, host validation).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 const BATCH_ROWS: usize = 122_880;
+const SMALL_BATCH_ROWS: usize = 16_384;
 
 fn add_processed_wasm() -> Vec<u8> {
     let path =
@@ -121,18 +122,9 @@ fn exchange_paths(c: &mut Criterion) {
         panic!("uploaded")
     };
     let uploaded = ("add_processed", pre);
-    let batch = mallard::flights::batch(0, BATCH_ROWS);
-    let mut encoder = MessageEncoder::new(batch.schema());
-    let schema_header = encoder.schema_header();
-    let input = (&schema_header[..], batch.schema());
-    let mut messages = Vec::new();
-    encoder.encode(&batch, &mut messages).unwrap();
-    let message = messages.pop().unwrap();
-    let data = FlightData {
-        data_header: Bytes::from(message.header),
-        data_body: Bytes::from(message.body),
-        ..Default::default()
-    };
+    let schema = mallard::flights::batch(0, 1).schema();
+    let schema_header = MessageEncoder::new(schema.clone()).schema_header();
+    let input = (&schema_header[..], schema.clone());
     let cancelled = Arc::new(AtomicBool::new(false));
 
     let mut group = c.benchmark_group("exchange");
@@ -149,28 +141,47 @@ fn exchange_paths(c: &mut Criterion) {
             .unwrap()
         })
     });
-    group.throughput(Throughput::Elements(BATCH_ROWS as u64));
-    let mut wasm = WasmSession::open(
-        &engine,
-        uploaded,
-        input.clone(),
-        &[],
-        cancelled.clone(),
-        None,
-    )
-    .unwrap();
-    group.bench_function("add_processed_wasm_batch", |b| {
-        b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
-    });
     let builtin = builtins()
         .into_iter()
         .find(|b| b.info.name == "add_processed")
         .unwrap();
-    let mut native = NativeSession::open(&builtin, batch.schema(), Vec::new()).unwrap();
-    group.bench_function("add_processed_native_batch", |b| {
-        b.iter(|| native.push(&data.data_header, &data.data_body).unwrap())
-    });
+    // The flights batch the bench and the peer send, and one that fits in cache.
+    for (rows, suffix) in [(BATCH_ROWS, ""), (SMALL_BATCH_ROWS, "_16k")] {
+        let data = encoded_flights(rows);
+        group.throughput(Throughput::Elements(rows as u64));
+        let mut wasm = WasmSession::open(
+            &engine,
+            uploaded,
+            input.clone(),
+            &[],
+            cancelled.clone(),
+            None,
+        )
+        .unwrap();
+        group.bench_function(format!("add_processed_wasm_batch{suffix}"), |b| {
+            b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
+        });
+        let mut native = NativeSession::open(&builtin, schema.clone(), Vec::new()).unwrap();
+        group.bench_function(format!("add_processed_native_batch{suffix}"), |b| {
+            b.iter(|| native.push(&data.data_header, &data.data_body).unwrap())
+        });
+    }
     group.finish();
+}
+
+/// One record-batch message of `rows` flights rows, as a client sends it.
+fn encoded_flights(rows: usize) -> FlightData {
+    let batch = mallard::flights::batch(0, rows);
+    let mut messages = Vec::new();
+    MessageEncoder::new(batch.schema())
+        .encode(&batch, &mut messages)
+        .unwrap();
+    let message = messages.pop().unwrap();
+    FlightData {
+        data_header: Bytes::from(message.header),
+        data_body: Bytes::from(message.body),
+        ..Default::default()
+    }
 }
 
 criterion_group!(benches, duckdb_paths, exchange_paths);
