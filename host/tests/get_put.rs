@@ -664,3 +664,38 @@ async fn small_streamed_calls_do_not_wait_for_delayed_acks() {
     );
     server.stop().await.unwrap();
 }
+
+/// A put of many small batches (joined on the server before DuckDB sees them) lands
+/// complete, in the order sent, and a failure between joins still writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_batches_land_complete_and_in_order() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let n = 300_001;
+    assert_eq!(
+        put(&mut client, "small", flights(n, 1_000)).await.unwrap(),
+        n as u64
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "SELECT count(*) FILTER (WHERE flight_id = rn - 1) \
+             FROM (SELECT flight_id, row_number() OVER () AS rn FROM small)"
+        )
+        .await,
+        n as i64
+    );
+    // 150 small batches are pending when the malformed message arrives.
+    let good = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("small")))
+        .build(futures::stream::iter(
+            flights(150_000, 1_000).into_iter().map(Ok),
+        ));
+    let garbage = futures::stream::once(async { Ok(malformed_message()) });
+    assert!(put_error(&mut client, good.chain(garbage)).await.is_some());
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM small").await,
+        n as i64
+    );
+    server.stop().await.unwrap();
+}

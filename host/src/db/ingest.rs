@@ -30,6 +30,12 @@ use tokio::sync::{mpsc, oneshot};
 /// Batches buffered between the network and DuckDB.
 pub const CHANNEL_BATCHES: usize = 4;
 
+/// DuckDB's insert costs far more per row on small Arrow batches, so batches of
+/// fewer rows are joined until they reach this many...
+pub const COALESCE_ROWS: usize = 122_880;
+/// ...or hold this many bytes, whichever comes first (wide rows are not held back).
+pub const COALESCE_BYTES: usize = 16 << 20;
+
 enum Command {
     /// A decoded batch (in-process callers).
     Batch(RecordBatch),
@@ -175,12 +181,49 @@ impl Ingest {
     }
 }
 
+/// Joins consecutive small batches into ones of at least [`COALESCE_ROWS`] rows or
+/// [`COALESCE_BYTES`] bytes; a batch that is already that large passes untouched.
+#[derive(Default)]
+struct Coalescer {
+    pending: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Coalescer {
+    /// Takes one batch; returns a joined one once enough is pending.
+    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>, ArrowError> {
+        self.rows += batch.num_rows();
+        // The bytes of the batch's own slices, not of the message they point into.
+        for column in batch.columns() {
+            self.bytes += column.to_data().get_slice_memory_size()?;
+        }
+        self.pending.push(batch);
+        if self.rows >= COALESCE_ROWS || self.bytes >= COALESCE_BYTES {
+            return self.flush();
+        }
+        Ok(None)
+    }
+
+    /// Whatever is pending, joined.
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let pending = std::mem::take(&mut self.pending);
+        (self.rows, self.bytes) = (0, 0);
+        match pending.len() {
+            0 => Ok(None),
+            1 => Ok(pending.into_iter().next()),
+            _ => arrow::compute::concat_batches(pending[0].schema_ref(), &pending).map(Some),
+        }
+    }
+}
+
 /// Feeds the batches a put receives to DuckDB's Arrow scan, ending at `Commit`
 /// (clean end of stream) or with an error if the sender goes away first.
 struct ChannelReader {
     schema: SchemaRef,
     rx: mpsc::Receiver<Command>,
     decoding: Decoding,
+    coalescer: Coalescer,
     /// The decoding error, kept so the put reports it rather than DuckDB's wrapping.
     failure: Arc<Mutex<Option<Error>>>,
     committed: Arc<AtomicBool>,
@@ -195,31 +238,34 @@ impl Iterator for ChannelReader {
             if self.done {
                 return None;
             }
-            return match self.rx.blocking_recv() {
-                Some(Command::Batch(batch)) => Some(Ok(batch)),
+            let batch = match self.rx.blocking_recv() {
+                Some(Command::Batch(batch)) => batch,
                 Some(Command::Message { header, body }) => {
                     match self.decoding.decode(&header, &body) {
-                        Ok(Some(batch)) => Some(Ok(batch)),
+                        Ok(Some(batch)) => batch,
                         Ok(None) => continue, // a dictionary, remembered
                         Err(e) => {
                             self.done = true;
                             *self.failure.lock().expect("failure lock") = Some(e);
-                            Some(Err(ArrowError::ExternalError(
+                            return Some(Err(ArrowError::ExternalError(
                                 "a put message could not be decoded".into(),
-                            )))
+                            )));
                         }
                     }
                 }
                 Some(Command::Commit) => {
                     self.committed.store(true, Ordering::SeqCst);
                     self.done = true;
-                    None
+                    return self.coalescer.flush().transpose();
                 }
                 None => {
                     self.done = true;
-                    Some(Err(ArrowError::ExternalError(CANCELLED.into())))
+                    return Some(Err(ArrowError::ExternalError(CANCELLED.into())));
                 }
             };
+            if let Some(joined) = self.coalescer.push(batch).transpose() {
+                return Some(joined);
+            }
         }
     }
 }
@@ -264,6 +310,7 @@ fn consume(
         schema: schema.clone(),
         rx,
         decoding: Decoding::new(schema),
+        coalescer: Coalescer::default(),
         failure: failure.clone(),
         committed: committed.clone(),
         done: false,
@@ -301,4 +348,73 @@ fn consume(
     drop(stream);
     let decoding_failure = failure.lock().expect("failure lock").take();
     outcome.map_err(|e| decoding_failure.unwrap_or(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    fn rows(
+        coalescer: &mut Coalescer,
+        batches: impl IntoIterator<Item = RecordBatch>,
+    ) -> Vec<usize> {
+        batches
+            .into_iter()
+            .filter_map(|b| coalescer.push(b).unwrap())
+            .map(|b| b.num_rows())
+            .collect()
+    }
+
+    #[test]
+    fn small_batches_are_joined_up_to_the_row_limit_and_flushed_at_the_end() {
+        let mut coalescer = Coalescer::default();
+        let step = 16_384;
+        let joined = rows(
+            &mut coalescer,
+            (0..20).map(|i| crate::flights::batch(i * step as u64, step)),
+        );
+        // 8 × 16,384 = 131,072 is the first count at or above COALESCE_ROWS.
+        assert_eq!(joined, vec![8 * step, 8 * step]);
+        let rest = coalescer.flush().unwrap().unwrap();
+        assert_eq!(rest.num_rows(), 4 * step);
+        // Order and values survive the join.
+        let ids = rest.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.value(0), 16 * step as i64);
+        assert_eq!(ids.value(rest.num_rows() - 1), 20 * step as i64 - 1);
+        assert!(coalescer.flush().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_at_the_limit_passes_untouched() {
+        let mut coalescer = Coalescer::default();
+        let big = crate::flights::batch(0, COALESCE_ROWS);
+        let out = coalescer.push(big.clone()).unwrap().unwrap();
+        // The same buffers, not a copy.
+        assert_eq!(
+            out.column(0).to_data().buffers()[0].as_ptr(),
+            big.column(0).to_data().buffers()[0].as_ptr()
+        );
+        let below = coalescer
+            .push(crate::flights::batch(0, COALESCE_ROWS - 1))
+            .unwrap();
+        assert!(below.is_none(), "one row short of the limit is held");
+    }
+
+    #[test]
+    fn wide_rows_are_released_at_the_byte_limit() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        // 4 rows of 1 MiB each: 4 MiB per batch, far below the row limit.
+        let wide = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(vec!["x".repeat(1 << 20); 4]))],
+        )
+        .unwrap();
+        let mut coalescer = Coalescer::default();
+        let joined = rows(&mut coalescer, std::iter::repeat_n(wide, 9));
+        // 16 MiB of values are reached at the fourth batch, again at the eighth.
+        assert_eq!(joined, vec![16, 16]);
+        assert_eq!(coalescer.flush().unwrap().unwrap().num_rows(), 4);
+    }
 }
