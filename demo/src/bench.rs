@@ -313,19 +313,16 @@ pub async fn run(
             ensure!(moved == n, "{op}: moved {moved} rows, expected {n}");
             if run > 0 {
                 seconds.entry(op).or_default().push(elapsed);
-                let server_seconds = match (cpu_before, servers_cpu()) {
-                    (Some(before), Some(after)) => Some(after - before),
-                    _ => None,
-                };
+                let server_seconds = cpu_before.zip(servers_cpu()).map(|(b, a)| a - b);
                 // The ADBC ingest script first reads the table from the server
                 // (untimed), which the servers' CPU would count.
                 if let Some(spent) = server_seconds.filter(|_| op != "adbc_ingest") {
                     cpu.entry(op).or_default().push(spent);
                 }
-                let client_seconds = match (own_before, own_cpu()) {
-                    (Some(before), Some(after)) if !op.starts_with("adbc_") => Some(after - before),
-                    _ => None,
-                };
+                let client_seconds = own_before
+                    .zip(own_cpu())
+                    .map(|(b, a)| a - b)
+                    .filter(|_| !op.starts_with("adbc_"));
                 if let Some(spent) = client_seconds {
                     client_cpu.entry(op).or_default().push(spent);
                 }
@@ -333,7 +330,7 @@ pub async fn run(
                     cores_busy
                         .entry(op)
                         .or_default()
-                        .push((server + client) / started.elapsed().as_secs_f64());
+                        .push((server + client) / elapsed);
                 }
             }
         }
@@ -352,17 +349,13 @@ pub async fn run(
             figure(n as f64 * row_bytes / s / 1e6, 1),
         );
     }
-    for (op, runs) in cpu {
-        out.insert(
-            format!("{op}_server_cpu_s_per_m_rows"),
-            figure(median(runs) / (n as f64 / 1e6), 4),
-        );
-    }
-    for (op, runs) in client_cpu {
-        out.insert(
-            format!("{op}_client_cpu_s_per_m_rows"),
-            figure(median(runs) / (n as f64 / 1e6), 4),
-        );
+    for (side, spent) in [("server", cpu), ("client", client_cpu)] {
+        for (op, runs) in spent {
+            out.insert(
+                format!("{op}_{side}_cpu_s_per_m_rows"),
+                figure(median(runs) / (n as f64 / 1e6), 4),
+            );
+        }
     }
     for (op, runs) in cores_busy {
         out.insert(format!("{op}_cores_busy"), figure(median(runs), 2));

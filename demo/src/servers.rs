@@ -89,15 +89,19 @@ pub async fn ensure_pair(
     Ok((s1, s2))
 }
 
-/// Uses the server at `addr` if one answers, else starts one as a child process
-/// that may push to `peer`.
-async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server> {
-    let scheme = if TLS.get().is_some() {
+/// `grpc+tls` when the demo speaks TLS, else `grpc`.
+fn scheme() -> &'static str {
+    if TLS.get().is_some() {
         "grpc+tls"
     } else {
         "grpc"
-    };
-    let url = format!("{scheme}://{addr}");
+    }
+}
+
+/// Uses the server at `addr` if one answers, else starts one as a child process
+/// that may push to `peer`.
+async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server> {
+    let url = format!("{}://{addr}", scheme());
     if answers(&url).await {
         return Ok(Server { url, child: None });
     }
@@ -130,19 +134,14 @@ pub async fn start_durable(dir: &std::path::Path) -> Result<Server> {
 /// Starts this binary's `serve` on `addr`, allowed to push to `peer`, with `extra`
 /// arguments, and waits until it answers.
 async fn spawn(addr: &str, peer: &str, extra: &[&std::ffi::OsStr]) -> Result<Server> {
-    let scheme = if TLS.get().is_some() {
-        "grpc+tls"
-    } else {
-        "grpc"
-    };
-    let url = format!("{scheme}://{addr}");
+    let url = format!("{}://{addr}", scheme());
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
     command.args(extra);
     command
         .arg("--push-allow")
-        .arg(format!("{scheme}://{peer}"));
+        .arg(format!("{}://{peer}", scheme()));
     for user in EXTRA_USERS.get().into_iter().flatten() {
         command.arg("--add-user").arg(user);
     }

@@ -127,20 +127,20 @@ fn exchange_paths(c: &mut Criterion) {
     let input = (&schema_header[..], schema.clone());
     let cancelled = Arc::new(AtomicBool::new(false));
 
+    let open_wasm = || {
+        WasmSession::open(
+            &engine,
+            uploaded,
+            input.clone(),
+            &[],
+            cancelled.clone(),
+            None,
+        )
+        .unwrap()
+    };
+
     let mut group = c.benchmark_group("exchange");
-    group.bench_function("wasm_instantiate_and_open", |b| {
-        b.iter(|| {
-            WasmSession::open(
-                &engine,
-                uploaded,
-                input.clone(),
-                &[],
-                cancelled.clone(),
-                None,
-            )
-            .unwrap()
-        })
-    });
+    group.bench_function("wasm_instantiate_and_open", |b| b.iter(&open_wasm));
     let builtin = builtins()
         .into_iter()
         .find(|b| b.info.name == "add_processed")
@@ -149,15 +149,7 @@ fn exchange_paths(c: &mut Criterion) {
     for (rows, suffix) in [(BATCH_ROWS, ""), (SMALL_BATCH_ROWS, "_16k")] {
         let data = encoded_flights(rows);
         group.throughput(Throughput::Elements(rows as u64));
-        let mut wasm = WasmSession::open(
-            &engine,
-            uploaded,
-            input.clone(),
-            &[],
-            cancelled.clone(),
-            None,
-        )
-        .unwrap();
+        let mut wasm = open_wasm();
         group.bench_function(format!("add_processed_wasm_batch{suffix}"), |b| {
             b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
         });

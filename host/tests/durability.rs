@@ -52,6 +52,25 @@ async fn connect_when_up(url: &str) -> arrow_flight::FlightClient {
     }
 }
 
+fn url(port: u16) -> String {
+    format!("grpc://127.0.0.1:{port}")
+}
+
+/// Starts (or starts again) the server of `port` on the files in `dir`, and connects.
+async fn start_on(port: u16, dir: &std::path::Path) -> (Guard, arrow_flight::FlightClient) {
+    let child = spawn(port, dir);
+    let client = connect_when_up(&url(port)).await;
+    (child, client)
+}
+
+/// A server on a free port with files in a fresh directory, and its admin client.
+async fn start_file_backed() -> (tempfile::TempDir, u16, Guard, arrow_flight::FlightClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (child, client) = start_on(port, dir.path()).await;
+    (dir, port, child, client)
+}
+
 /// Kills the server with SIGKILL (no shutdown path runs), starts it again on the
 /// same files and connects.
 async fn kill_9_and_restart(
@@ -61,18 +80,12 @@ async fn kill_9_and_restart(
 ) -> (Guard, arrow_flight::FlightClient) {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    let child = spawn(port, dir);
-    let client = connect_when_up(&format!("grpc://127.0.0.1:{port}")).await;
-    (child, client)
+    start_on(port, dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_data_and_exchangers_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("grpc://127.0.0.1:{port}");
-    let child = spawn(port, dir.path());
-    let mut client = connect_when_up(&url).await;
+    let (dir, port, child, mut client) = start_file_backed().await;
     assert_eq!(
         put(&mut client, "flights", flights(200_000, 50_000))
             .await
@@ -121,14 +134,10 @@ async fn push_to_a_server_that_dies_midway_fails_and_leaves_no_partial_table() {
         .await
         .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("grpc://127.0.0.1:{port}");
-    let mut target = spawn(port, dir.path());
-    connect_when_up(&url).await;
+    let (dir, port, mut target, _) = start_file_backed().await;
 
-    let body =
-        serde_json::json!({"table": "flights", "to": url, "target_table": "landed"}).to_string();
+    let body = serde_json::json!({"table": "flights", "to": url(port), "target_table": "landed"})
+        .to_string();
     let push = tokio::spawn(async move { action(&mut a, "push_table", body).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     target.0.kill().unwrap();
@@ -137,8 +146,7 @@ async fn push_to_a_server_that_dies_midway_fails_and_leaves_no_partial_table() {
     let err = outcome.expect_err("the push must fail when its target dies");
     assert_ne!(err.code(), tonic::Code::Ok);
 
-    let _target = spawn(port, dir.path());
-    let mut b = connect_when_up(&url).await;
+    let (_target, mut b) = start_on(port, dir.path()).await;
     let landed = scalar_i64(
         &mut b,
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'landed'",
@@ -149,18 +157,11 @@ async fn push_to_a_server_that_dies_midway_fails_and_leaves_no_partial_table() {
 }
 
 /// File-backed puts: a put that fails midway leaves nothing, appends add to what
-/// was there, no staging view is left in the catalog, and what was acknowledged
+/// was there, no view is ever left in the catalog, and what was acknowledged
 /// survives `kill -9`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
-    use arrow_flight::FlightDescriptor;
-    use arrow_flight::encode::FlightDataEncoderBuilder;
-    use futures::StreamExt;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("grpc://127.0.0.1:{port}");
-    let child = spawn(port, dir.path());
-    let mut client = connect_when_up(&url).await;
+    let (dir, port, child, mut client) = start_file_backed().await;
     assert_eq!(
         put(&mut client, "kept", flights(300_000, 65_536))
             .await
@@ -174,14 +175,10 @@ async fn file_backed_puts_are_all_or_nothing_and_leave_no_views() {
         1_000
     );
 
-    let good = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("kept")))
-        .build(futures::stream::iter(
-            flights(200_000, 50_000).into_iter().map(Ok),
-        ));
-    let garbage = futures::stream::once(async { Ok(malformed_message()) });
     assert!(
-        put_error(&mut client, good.chain(garbage)).await.is_some(),
+        put_ending_in_garbage(&mut client, "kept", flights(200_000, 50_000))
+            .await
+            .is_some(),
         "a put with a malformed message must fail"
     );
     assert_eq!(
@@ -213,12 +210,10 @@ async fn file_backed_ingest_inside_a_transaction_commits_and_rolls_back() {
         CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption,
         TableNotExistOption,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("grpc://127.0.0.1:{port}");
-    let child = spawn(port, dir.path());
-    connect_when_up(&url).await;
-    let channel = mallard::transport::connect_with(&url, None).await.unwrap();
+    let (dir, port, child, _) = start_file_backed().await;
+    let channel = mallard::transport::connect_with(&url(port), None)
+        .await
+        .unwrap();
     let mut sql = FlightSqlServiceClient::new(channel);
     sql.handshake("admin", "password123").await.unwrap();
     let command = |table: &str, tx: bytes::Bytes| CommandStatementIngest {

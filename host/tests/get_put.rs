@@ -197,13 +197,8 @@ async fn a_put_that_fails_midway_leaves_nothing_behind() {
     let server = start().await;
     let mut client = client(&server).await;
     // Malformed message after good batches: InvalidArgument and no table.
-    let good = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("half")))
-        .build(futures::stream::iter(
-            (0..3).map(|i| Ok(typed_batch(i * 1000, 1000))),
-        ));
-    let garbage = futures::stream::once(async { Ok(malformed_message()) });
-    let err = put_error(&mut client, good.chain(garbage))
+    let good = (0..3).map(|i| typed_batch(i * 1000, 1000)).collect();
+    let err = put_ending_in_garbage(&mut client, "half", good)
         .await
         .expect("the put fails");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
@@ -686,13 +681,11 @@ async fn small_batches_land_complete_and_in_order() {
         n as i64
     );
     // 150 small batches are pending when the malformed message arrives.
-    let good = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd("small")))
-        .build(futures::stream::iter(
-            flights(150_000, 1_000).into_iter().map(Ok),
-        ));
-    let garbage = futures::stream::once(async { Ok(malformed_message()) });
-    assert!(put_error(&mut client, good.chain(garbage)).await.is_some());
+    assert!(
+        put_ending_in_garbage(&mut client, "small", flights(150_000, 1_000))
+            .await
+            .is_some()
+    );
     assert_eq!(
         scalar_i64(&mut client, "SELECT count(*) FROM small").await,
         n as i64

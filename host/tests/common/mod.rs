@@ -193,6 +193,20 @@ pub fn malformed_message() -> arrow_flight::FlightData {
     }
 }
 
+/// Puts `batches` into `table` and then a [`malformed_message`]; returns the status
+/// the put ended with (`None` if it wrongly succeeded).
+pub async fn put_ending_in_garbage(
+    client: &mut FlightClient,
+    table: &str,
+    batches: Vec<RecordBatch>,
+) -> Option<tonic::Status> {
+    let good = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(table.to_owned())))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let garbage = futures::stream::once(async { Ok(malformed_message()) });
+    put_error(client, good.chain(garbage)).await
+}
+
 /// Puts the raw messages `data`; returns the status the put ended with, or
 /// `None` when it succeeded.
 pub async fn put_error(
