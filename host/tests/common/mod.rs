@@ -193,6 +193,38 @@ pub fn malformed_message() -> arrow_flight::FlightData {
     }
 }
 
+/// Exchanges `input` through the hostile guest `command` while another client asks
+/// the server a question: the exchange must end within `limit` with `code` and a
+/// message containing `needle`, and the question must be answered meanwhile.
+/// `what` names the guest in failures.
+pub async fn expect_hostile_contained(
+    server: &RunningServer,
+    what: &str,
+    command: &str,
+    input: Vec<RecordBatch>,
+    (code, needle): (tonic::Code, &str),
+    limit: Duration,
+) {
+    let mut caller = client(server).await;
+    let mut other = client(server).await;
+    let started = std::time::Instant::now();
+    let hostile = exchange(&mut caller, command, input);
+    let bystander = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        scalar_i64(&mut other, "SELECT 40 + 2").await
+    };
+    let (result, answer) = tokio::join!(hostile, bystander);
+    let err = result.expect_err("a hostile guest must fail");
+    assert_eq!(err.code(), code, "{what}: {err}");
+    assert!(err.message().contains(needle), "{what}: {err}");
+    assert!(
+        started.elapsed() < limit,
+        "{what} took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer, 42, "the server kept serving during {what}");
+}
+
 /// Puts `batches` into `table` and then a [`malformed_message`]; returns the status
 /// the put ended with (`None` if it wrongly succeeded).
 pub async fn put_ending_in_garbage(
