@@ -267,3 +267,68 @@ async fn file_backed_ingest_inside_a_transaction_commits_and_rolls_back() {
         0
     );
 }
+
+/// What a hostile writer puts into a file-backed server (where ingest runs through
+/// the C++ relation shim): into a view, into a table of another shape, a column type
+/// DuckDB has no column for, no columns at all. Each is InvalidArgument, nothing
+/// changes, and the database still opens after `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_file_backed_puts_are_refused_and_change_nothing() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UnionArray};
+    use arrow::datatypes::{DataType, Field, Schema, UnionFields};
+    use std::sync::Arc;
+    let (dir, port, child, mut client) = start_file_backed().await;
+    for sql in [
+        "CREATE TABLE base (a BIGINT)",
+        "CREATE VIEW v AS SELECT * FROM base",
+    ] {
+        action(&mut client, "sql", sql).await.unwrap();
+    }
+    let column = |name: &str, array: ArrayRef| {
+        let schema = Schema::new(vec![Field::new(name, array.data_type().clone(), true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![array]).unwrap()
+    };
+    let one_bigint = column("a", Arc::new(Int64Array::from(vec![1, 2, 3])));
+    let two_columns = RecordBatch::try_from_iter([
+        ("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("b", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+    ])
+    .unwrap();
+    let fields = UnionFields::try_new([0], [Field::new("i", DataType::Int64, true)]).unwrap();
+    let union = UnionArray::try_new(
+        fields,
+        vec![0i8, 0].into(),
+        None,
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
+    )
+    .unwrap();
+    let no_columns = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(3)),
+    )
+    .unwrap();
+    for (table, batch) in [
+        ("v", one_bigint),
+        ("base", two_columns),
+        ("u", column("u", Arc::new(union))),
+        ("z", no_columns),
+    ] {
+        let err = put(&mut client, table, vec![batch]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{table}: {err}");
+    }
+    assert_eq!(
+        scalar_i64(&mut client, "SELECT count(*) FROM base").await,
+        0
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut client,
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('u', 'z')"
+        )
+        .await,
+        0
+    );
+    let (_child, mut client) = kill_9_and_restart(child, port, dir.path()).await;
+    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM v").await, 0);
+}
