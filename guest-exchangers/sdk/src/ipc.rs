@@ -4,12 +4,13 @@
 //! output with these types, and the host uses the same decoder to validate every
 //! message a guest emits before a byte of it reaches a client.
 
+use crate::footprint::{DictionarySizes, ValueSizes, Walk, allowed_footprint};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_data::UnsafeFlag;
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_ipc::{MessageHeader, convert, reader, root_as_message};
-use arrow_schema::{ArrowError, Schema, SchemaRef};
+use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -137,6 +138,7 @@ impl MessageBounds {
 pub struct MessageDecoder {
     schema: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
+    dictionary_sizes: HashMap<i64, DictionarySizes>,
     skip_validation: UnsafeFlag,
     bounds: MessageBounds,
 }
@@ -148,6 +150,7 @@ impl MessageDecoder {
         Self {
             schema,
             dictionaries: HashMap::new(),
+            dictionary_sizes: HashMap::new(),
             skip_validation: UnsafeFlag::new(),
             bounds: MessageBounds::default(),
         }
@@ -169,6 +172,7 @@ impl MessageDecoder {
         Self {
             schema,
             dictionaries: HashMap::new(),
+            dictionary_sizes: HashMap::new(),
             skip_validation,
             bounds: MessageBounds::default(),
         }
@@ -181,13 +185,15 @@ impl MessageDecoder {
 
     /// Decodes one message. Dictionary batches are remembered and yield `None`;
     /// record batches yield `Some`. Anything else, a body that does not match its
-    /// header, a claim beyond [`MessageBounds`], or data that breaks Arrow's
-    /// invariants is an error.
+    /// header, a claim beyond [`MessageBounds`], a footprint beyond
+    /// [`allowed_footprint`] (bytes referenced many times), or data that breaks
+    /// Arrow's invariants is an error. Never panics, whatever the bytes.
     pub fn decode(
         &mut self,
         header: &[u8],
         body: Buffer,
     ) -> Result<Option<RecordBatch>, ArrowError> {
+        let sent = header.len().saturating_add(body.len());
         let message = root_as_message(header).map_err(|e| {
             ArrowError::IpcError(format!("message header is not a flatbuffer: {e}"))
         })?;
@@ -199,13 +205,46 @@ impl MessageDecoder {
             )));
         }
         self.bounds.check(&message, body.len())?;
+        // The walk checks every buffer and node against the body before arrow-ipc
+        // slices it; the catch is a second net for any decoder panic left.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.decode_checked(&message, &body, sent)
+        }));
+        decoded.unwrap_or_else(|_| {
+            Err(ArrowError::IpcError(
+                "the message could not be decoded (malformed buffers)".into(),
+            ))
+        })
+    }
+
+    fn decode_checked(
+        &mut self,
+        message: &arrow_ipc::Message<'_>,
+        body: &Buffer,
+        sent: usize,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let within = |footprint: u64| {
+            let allowed = allowed_footprint(sent);
+            if footprint > allowed {
+                Err(ArrowError::IpcError(format!(
+                    "a message of {sent} bytes references {footprint} bytes once decoded \
+                     (shared views, repeated dictionary keys or overlapping buffers); at most \
+                     {allowed} are accepted for its size"
+                )))
+            } else {
+                Ok(())
+            }
+        };
         match message.header_type() {
             MessageHeader::RecordBatch => {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| ArrowError::IpcError("unreadable record batch header".into()))?;
+                let footprint = Walk::new(&batch, body.as_slice(), &self.dictionary_sizes)
+                    .columns(self.schema.fields())?;
+                within(footprint)?;
                 reader::RecordBatchDecoder::try_new(
-                    &body,
+                    body,
                     batch,
                     self.schema.clone(),
                     &self.dictionaries,
@@ -219,8 +258,16 @@ impl MessageDecoder {
                 let batch = message
                     .header_as_dictionary_batch()
                     .ok_or_else(|| ArrowError::IpcError("unreadable dictionary header".into()))?;
+                let id = batch.id();
+                let data = batch
+                    .data()
+                    .ok_or_else(|| ArrowError::IpcError("dictionary batch without data".into()))?;
+                let value_field = self.dictionary_value_field(id)?;
+                let column = Walk::new(&data, body.as_slice(), &self.dictionary_sizes)
+                    .column(&value_field, true)?;
+                within(column.footprint)?;
                 reader::read_dictionary_impl(
-                    &body,
+                    body,
                     batch,
                     &self.schema,
                     &mut self.dictionaries,
@@ -228,10 +275,36 @@ impl MessageDecoder {
                     false,
                     self.skip_validation.clone(),
                 )?;
+                let sizes = column.sizes.unwrap_or(ValueSizes::Each(column.footprint));
+                let entry = match self.dictionary_sizes.remove(&id) {
+                    Some(stored) if batch.isDelta() => DictionarySizes {
+                        len: stored.len.saturating_add(column.len),
+                        sizes: stored.sizes.extended(stored.len, sizes, column.len),
+                    },
+                    _ => DictionarySizes {
+                        len: column.len,
+                        sizes,
+                    },
+                };
+                self.dictionary_sizes.insert(id, entry);
                 Ok(None)
             }
             other => Err(ArrowError::IpcError(format!(
                 "expected a record batch or dictionary message, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The values field of dictionary `id`, as the schema declares it.
+    fn dictionary_value_field(&self, id: i64) -> Result<Field, ArrowError> {
+        #[expect(deprecated, reason = "arrow-ipc keys dictionaries by the field's id")]
+        let fields = self.schema.fields_with_dict_id(id);
+        match fields.first().map(|f| f.data_type()) {
+            Some(arrow_schema::DataType::Dictionary(_, values)) => {
+                Ok(Field::new("dictionary", values.as_ref().clone(), true))
+            }
+            _ => Err(ArrowError::IpcError(format!(
+                "dictionary id {id} is not in the stream's schema"
             ))),
         }
     }
@@ -422,6 +495,164 @@ mod tests {
             .check_header(&dictionary_header(1000, true, size), size)
             .unwrap_err();
         assert!(err.to_string().contains("dictionaries would hold"), "{err}");
+    }
+
+    fn decode_all(
+        schema: SchemaRef,
+        messages: Vec<Message>,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let mut decoder = MessageDecoder::new(schema);
+        let mut out = Vec::new();
+        for m in messages {
+            if let Some(b) = decoder.decode(&m.header, Buffer::from(m.body))? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    fn encoded_all(batch: &RecordBatch) -> Vec<Message> {
+        let mut encoder = MessageEncoder::new(batch.schema());
+        let mut out = Vec::new();
+        encoder.encode(batch, &mut out).unwrap();
+        out
+    }
+
+    /// A `Utf8View` column of `rows` views of one `len`-byte string.
+    fn shared_views(rows: usize, len: usize) -> RecordBatch {
+        let mut builder = arrow_array::builder::StringViewBuilder::new();
+        let block = builder.append_block(Buffer::from(vec![b'x'; len]));
+        for _ in 0..rows {
+            builder.try_append_view(block, 0, len as u32).unwrap();
+        }
+        let array = builder.finish();
+        RecordBatch::try_from_iter([("s", Arc::new(array) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn views_of_one_string_repeated_are_refused_before_validation() {
+        // 65,536 views (1 MiB) of one 64 KiB string reference 4 GiB.
+        let batch = shared_views(65_536, 64 << 10);
+        let started = std::time::Instant::now();
+        let err = decode_all(batch.schema(), encoded_all(&batch)).unwrap_err();
+        assert!(err.to_string().contains("references"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // The same column with distinct short strings passes.
+        let fine = shared_views(65_536, 12);
+        assert_eq!(
+            decode_all(fine.schema(), encoded_all(&fine)).unwrap()[0].num_rows(),
+            65_536
+        );
+    }
+
+    fn dictionary_batch(categories: usize, width: usize, rows: usize) -> RecordBatch {
+        let values = arrow_array::StringArray::from_iter_values(
+            (0..categories).map(|i| format!("{i:08}{}", "x".repeat(width - 8))),
+        );
+        let keys =
+            arrow_array::Int8Array::from_iter_values((0..rows).map(|i| (i % categories) as i8));
+        let array = arrow_array::DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        RecordBatch::try_from_iter([("d", Arc::new(array) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn dictionary_keys_are_costed_by_the_values_they_repeat() {
+        // Ordinary categories: 100 values of 30 bytes over 1M rows (30x) pass.
+        let ordinary = dictionary_batch(100, 30, 1_000_000);
+        let decoded = decode_all(ordinary.schema(), encoded_all(&ordinary)).unwrap();
+        assert_eq!(decoded[0].num_rows(), 1_000_000);
+        // One 64 KiB value repeated by 100,000 one-byte keys (6.5 GB) is refused.
+        let bomb = dictionary_batch(1, 64 << 10, 100_000);
+        let err = decode_all(bomb.schema(), encoded_all(&bomb)).unwrap_err();
+        assert!(err.to_string().contains("references"), "{err}");
+    }
+
+    /// A record batch header of one Int64 column with the given node and buffers.
+    fn int64_header(length: i64, buffers: &[(i64, i64)], body_len: i64) -> Vec<u8> {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[arrow_ipc::FieldNode::new(length, 0)]);
+        let specs: Vec<_> = buffers
+            .iter()
+            .map(|(o, l)| arrow_ipc::Buffer::new(*o, *l))
+            .collect();
+        let buffers = fbb.create_vector(&specs);
+        let batch = {
+            let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
+            b.add_length(length.max(0));
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
+            b.add_version(arrow_ipc::MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(body_len);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        fbb.finished_data().to_vec()
+    }
+
+    #[test]
+    fn buffers_outside_the_body_and_negative_lengths_are_errors_not_panics() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let body = Buffer::from(vec![0u8; 80]);
+        for (length, buffers) in [
+            (10, vec![(0, 0), (1 << 40, 80)]),
+            (10, vec![(0, 0), (72, 80)]),
+            (10, vec![(0, 0), (-8, 80)]),
+            (10, vec![(0, 0), (0, -1)]),
+            (-5, vec![(0, 0), (0, 80)]),
+            (10, vec![(i64::MAX, i64::MAX)]),
+        ] {
+            let header = int64_header(length, &buffers, 80);
+            let err = MessageDecoder::new(schema.clone())
+                .decode(&header, body.clone())
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("outside") || err.to_string().contains("length"),
+                "{length} {buffers:?}: {err}"
+            );
+        }
+        // Two columns sharing one region of the body are costed twice.
+        let two = Arc::new(Schema::new(
+            (0..100)
+                .map(|i| Field::new(format!("v{i}"), DataType::Int64, false))
+                .collect::<Vec<_>>(),
+        ));
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&vec![arrow_ipc::FieldNode::new(131_072, 0); 100]);
+        let specs: Vec<_> = (0..100)
+            .flat_map(|_| {
+                [
+                    arrow_ipc::Buffer::new(0, 0),
+                    arrow_ipc::Buffer::new(0, 1 << 20),
+                ]
+            })
+            .collect();
+        let buffers = fbb.create_vector(&specs);
+        let batch = {
+            let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
+            b.add_length(131_072);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
+            b.add_version(arrow_ipc::MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(1 << 20);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let err = MessageDecoder::new(two)
+            .decode(fbb.finished_data(), Buffer::from(vec![0u8; 1 << 20]))
+            .unwrap_err();
+        assert!(err.to_string().contains("references"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! off: one source, two builds, no logic written twice.
 
 mod error;
+pub mod footprint;
 pub mod ipc;
 pub mod native;
 mod params;
