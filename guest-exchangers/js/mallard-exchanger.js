@@ -141,13 +141,50 @@ function schemaHeader(schema) {
   return messages(arrow.tableToIPC(new arrow.Table(schema), 'stream'))[0].header;
 }
 
-function encode(batches) {
+/** RecordBatch.length: slot 0 of the table the Message's header (slot 2) points at. */
+function recordBatchLength(header) {
+  const [view, at] = messageSlot(header, 2);
+  if (!at) return 0;
+  const table = at + view.getUint32(at, true);
+  const vtable = table - view.getInt32(table, true);
+  const off = 6 <= view.getUint16(vtable, true) ? view.getUint16(vtable + 4, true) : 0;
+  return off ? Number(view.getBigInt64(table + off, true)) : 0;
+}
+
+const RECORD_BATCH = 3;
+
+/** The IPC messages of `batches`, which must be real RecordBatches of `output`'s
+ *  fields: anything else (an object that only looks like a batch, another schema,
+ *  rows the writer would not encode) is refused, never dropped. */
+function encode(batches, output, name) {
+  if (!Array.isArray(batches)) throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned ${typeof batches}, not an array of RecordBatches`);
   if (batches.length === 0) return [];
+  let rows = 0;
   for (const b of batches) {
-    if (!(b instanceof arrow.RecordBatch)) throw new Failed(`push/finish returned ${typeof b}, not a RecordBatch`);
+    if (!(b instanceof arrow.RecordBatch) || !(b.data instanceof arrow.Data) || !(b.schema instanceof arrow.Schema)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned ${b?.constructor?.name ?? typeof b}, not a RecordBatch`);
+    }
+    if (!sameFields(b.schema, output)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch whose schema (${b.schema.fields.join(', ')}) is not the output schema open returned (${output.fields.join(', ')})`);
+    }
+    if (b.data.length !== b.numRows || b.data.children.some((c) => c.length < b.numRows)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch of ${b.numRows} rows whose columns do not hold them`);
+    }
+    rows += b.numRows;
   }
-  const stream = arrow.RecordBatchStreamWriter.writeAll(batches).toUint8Array(true);
-  return messages(stream).slice(1);
+  const stream = arrow.RecordBatchStreamWriter.writeAll(batches.map((b) => new arrow.RecordBatch(output, b.data))).toUint8Array(true);
+  const out = messages(stream).slice(1);
+  const written = out.filter((m) => headerKind(m.header) === RECORD_BATCH).reduce((n, m) => n + recordBatchLength(m.header), 0);
+  if (written !== rows) {
+    throw new Failed(`exchanger ${JSON.stringify(name)}: ${rows} rows returned but ${written} encoded`);
+  }
+  return out;
+}
+
+function sameFields(a, b) {
+  return a.fields.length === b.fields.length
+    && a.fields.every((f, i) => f.name === b.fields[i].name && f.nullable === b.fields[i].nullable
+      && f.type.typeId === b.fields[i].type.typeId && String(f.type) === String(b.fields[i].type));
 }
 
 function guard(f, tag) {
@@ -184,10 +221,10 @@ export function exportExchanger(cls) {
         const stream = concat([frame(this.input, new Uint8Array(0)), ...this.dictionaries, frame(header, body), EOS]);
         return [...arrow.RecordBatchReader.from(stream)];
       }, 'invalid-input');
-      return guard(() => encode(batches.flatMap((b) => this.exchanger.push(b))), 'failed');
+      return guard(() => encode(batches.flatMap((b) => this.exchanger.push(b)), this.exchanger.output, cls.info.name), 'failed');
     }
     finish() {
-      return guard(() => encode(this.exchanger.finish()), 'failed');
+      return guard(() => encode(this.exchanger.finish(), this.exchanger.output, cls.info.name), 'failed');
     }
   }
   return {

@@ -106,3 +106,26 @@ test('constant columns of every kind have the right length and nulls', () => {
   const batch = [...arrow.RecordBatchReader.from(arrow.tableToIPC(input, 'stream'))][0];
   assert.throws(() => appendColumn(batch, batch.schema, constantColumn(new arrow.Int32(), 1, 5)), /5 rows/);
 });
+
+test('what is not a batch of the output schema is refused, never dropped', () => {
+  const [schema, dictionary, batch] = messages(input);
+  const liars = {
+    lookalike: (b) => [Object.assign(Object.create(arrow.RecordBatch.prototype), { numRows: b.numRows, schema: b.schema })],
+    plainObject: (b) => [{ numRows: b.numRows, schema: b.schema, data: b.data }],
+    otherSchema: (b) => [b],
+    notAnArray: (b) => b,
+  };
+  for (const [what, lie] of Object.entries(liars)) {
+    class Liar extends AddProcessed {
+      static info = { name: 'liar', version: '1.0.0', description: what };
+      push(b) { return lie(b); }
+    }
+    const session = exportExchanger(Liar).open(schema.header, []);
+    session.push(dictionary.header, dictionary.body);
+    assert.throws(
+      () => session.push(batch.header, batch.body),
+      (e) => e.payload.tag === 'failed' && e.payload.val.includes('"liar"'),
+      what,
+    );
+  }
+});

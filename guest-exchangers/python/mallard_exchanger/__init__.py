@@ -115,11 +115,18 @@ def export(cls):
         except Exception as e:
             raise refusal(e, default) from None
 
-    def messages(batches):
+    def messages(batches, output):
         out = []
         for batch in batches:
             if not isinstance(batch, Batch):
-                raise Failed(f"push/finish returned {type(batch).__name__}, not a Batch")
+                raise Failed(
+                    f"exchanger {cls.name!r}: push/finish returned {type(batch).__name__}, not a Batch"
+                )
+            if batch.schema.fields != output.fields:
+                raise Failed(
+                    f"exchanger {cls.name!r}: push/finish returned a batch whose schema is not "
+                    "the output schema open returned"
+                )
             header, body = batch.encode()
             out.append(types.IpcMessage(header, body))
         return out
@@ -143,10 +150,16 @@ def export(cls):
                 lambda: Batch.from_message(self.schema, message, body),
                 types.ExchangeError_InvalidInput,
             )
-            return run(lambda: messages(self.exchanger.push(batch)), types.ExchangeError_Failed)
+            return run(
+                lambda: messages(self.exchanger.push(batch), self.exchanger.output),
+                types.ExchangeError_Failed,
+            )
 
         def finish(self):
-            return run(lambda: messages(self.exchanger.finish()), types.ExchangeError_Failed)
+            return run(
+                lambda: messages(self.exchanger.finish(), self.exchanger.output),
+                types.ExchangeError_Failed,
+            )
 
     class Exchange:
         def describe(self):

@@ -90,10 +90,33 @@ pub fn decode_input(
 /// (Aborted). `what` says where (`open`, `batch 3`, `finish`).
 pub fn exchanger_error(name: &str, what: &str, e: mallard_exchanger::ExchangeError) -> Error {
     use mallard_exchanger::ExchangeError as E;
-    let message = format!("exchanger {name:?} at {what}: {e}");
+    let message = format!(
+        "exchanger {name:?} at {what}: {}",
+        guest_text(&e.to_string())
+    );
     match e {
         E::InvalidParams(_) | E::InvalidInput(_) => Error::InvalidArgument(message),
         E::Failed(_) => Error::Aborted(message),
+    }
+}
+
+/// Most bytes of a guest's own words (an error it returns) that reach a status or a
+/// log line: a gRPC status travels in a header most clients cap at 16 KiB.
+pub const MAX_GUEST_TEXT_BYTES: usize = 4_096;
+
+/// A guest's text as a status or log may carry it: escaped (a guest cannot forge log
+/// lines or header bytes) and cut at [`MAX_GUEST_TEXT_BYTES`], saying how much was cut.
+pub fn guest_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_GUEST_TEXT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept: String = text[..end].escape_debug().collect();
+    let kept = kept.replace("\\'", "'").replace("\\\"", "\"");
+    if end < text.len() {
+        format!("{kept}… ({} more bytes cut)", text.len() - end)
+    } else {
+        kept
     }
 }
 
@@ -103,5 +126,26 @@ pub struct CancelOnDrop(pub Arc<AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_cut_at_its_bound_on_a_character_and_escaped() {
+        assert_eq!(guest_text("it's \"bad\""), "it's \"bad\"");
+        assert_eq!(guest_text("two\nlines"), "two\\nlines");
+        let long = "é".repeat(MAX_GUEST_TEXT_BYTES);
+        let cut = guest_text(&long);
+        assert!(cut.len() < MAX_GUEST_TEXT_BYTES + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} more bytes cut)", MAX_GUEST_TEXT_BYTES)));
+        let error = exchanger_error(
+            "x",
+            "batch 0",
+            mallard_exchanger::ExchangeError::Failed("y".repeat(100 << 20)),
+        );
+        assert!(error.to_string().len() < 2 * MAX_GUEST_TEXT_BYTES);
     }
 }

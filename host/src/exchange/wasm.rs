@@ -8,7 +8,9 @@
 //! client's (InvalidArgument) rather than as the exchanger's failure.
 
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeSession, decode_input, exchanger_error, validated_schema_message};
+use crate::exchange::{
+    ExchangeSession, decode_input, exchanger_error, guest_text, validated_schema_message,
+};
 use crate::sandbox::bindings::ExchangerPre;
 use crate::sandbox::bindings::{Exchanger, IpcMessage};
 use crate::sandbox::engine::SandboxEngine;
@@ -89,9 +91,21 @@ impl WasmSession {
         })
     }
 
+    /// Validates a call's output. The validation counts against the call's deadline:
+    /// output that takes the host longer to check than the guest had left ends the
+    /// stream as the guest running over would (each message's check is itself
+    /// bounded by the decoder's footprint rule).
     fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
+        let deadline = self.store.data().call_deadline;
         let mut out = Vec::with_capacity(messages.len());
         for message in messages {
+            if Instant::now() > deadline {
+                return Err(Error::DeadlineExceeded(format!(
+                    "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
+                     {:?} to validate",
+                    self.info.name, self.info.call_timeout
+                )));
+            }
             let header = Bytes::from(message.header);
             let body = Bytes::from(message.body);
             self.validator
@@ -206,7 +220,7 @@ impl CallInfo {
         e: mallard_exchanger::ExchangeError,
     ) -> Error {
         let who = format!("exchanger {:?} at {what}", self.name);
-        self.memory_exhausted(store, &who, &format!("; the guest reported: {e}"))
+        self.memory_exhausted(store, &who, &format!("; the guest reported: {}", guest_text(&e.to_string())))
             .unwrap_or_else(|| exchanger_error(&self.name, what, e))
     }
 

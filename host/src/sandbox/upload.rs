@@ -154,6 +154,8 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
         .call_describe(&mut store)
         .map_err(|e| Error::InvalidArgument(format!("component's describe() failed: {e:#}")))?;
     mallard_protocol::exchanger_ref::validate_name(&info.name).map_err(Error::from)?;
+    check_described("version", &info.version, MAX_VERSION_BYTES)?;
+    check_described("description", &info.description, MAX_DESCRIPTION_BYTES)?;
     Ok(Compiled {
         info,
         imports,
@@ -164,9 +166,40 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
     })
 }
 
+/// Longest version string `describe()` may return; it is listed and logged.
+pub const MAX_VERSION_BYTES: usize = 64;
+/// Longest description `describe()` may return (one line for humans); it is stored
+/// with every version and listed to its owner.
+pub const MAX_DESCRIPTION_BYTES: usize = 1_024;
+
+/// Refuses a `describe()` string that is too long or holds control characters
+/// (it would be stored, listed and logged as it came).
+fn check_described(what: &str, text: &str, max_bytes: usize) -> Result<()> {
+    if text.len() > max_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "component's describe() returned a {what} of {} bytes; at most {max_bytes} are accepted",
+            text.len()
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "component's describe() returned a {what} with control characters"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn described_strings_are_bounded_and_printable() {
+        assert!(check_described("description", &"d".repeat(MAX_DESCRIPTION_BYTES), MAX_DESCRIPTION_BYTES).is_ok());
+        let long = check_described("description", &"d".repeat(MAX_DESCRIPTION_BYTES + 1), MAX_DESCRIPTION_BYTES);
+        assert!(long.unwrap_err().to_string().contains("at most 1024"));
+        assert!(check_described("version", "1.0\n[forged log line]", MAX_VERSION_BYTES).is_err());
+    }
 
     #[test]
     fn only_wasi_0_2_imports_are_provided() {
