@@ -21,7 +21,18 @@ pub async fn connect_with(
     password: &str,
     tls: Option<&transport::ClientTls>,
 ) -> Result<FlightClient> {
-    let channel = transport::connect_with(url, tls).await?;
+    connect_to(&mallard_protocol::PushTarget::parse(url)?, user, password, tls).await
+}
+
+/// An authenticated client of `target`, dialled exactly as parsed (see
+/// [`transport::connect_to`]): the credentials go nowhere else.
+pub async fn connect_to(
+    target: &mallard_protocol::PushTarget,
+    user: &str,
+    password: &str,
+    tls: Option<&transport::ClientTls>,
+) -> Result<FlightClient> {
+    let channel = transport::connect_to(target, tls).await?;
     let inner = FlightServiceClient::new(channel)
         .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub quotas: crate::exchange::quotas::Quotas,
     /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
     pub metrics_listen: Option<SocketAddr>,
+    /// A bearer token that may read `/metrics` (admins' credentials always may).
+    pub metrics_token: Option<String>,
+    /// Whether `/metrics` names users' private exchangers (owner, name, version,
+    /// digest); off: they are added up under `owner="private"`.
+    pub metrics_private_labels: bool,
     /// Users; empty means the development default `admin`/`password123`.
     pub users: HashMap<String, User>,
     /// Bearer token lifetime.
@@ -126,6 +131,8 @@ impl ServerConfig {
             limits: Limits::default(),
             quotas: Default::default(),
             metrics_listen: None,
+            metrics_token: None,
+            metrics_private_labels: false,
             users: HashMap::new(),
             token_ttl: DEFAULT_TOKEN_TTL,
             push_credentials: None,

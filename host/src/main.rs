@@ -94,10 +94,22 @@ struct ServeArgs {
     /// Seconds one upload may spend compiling.
     #[arg(long, env = "MALLARD_MAX_COMPILE_SECS", default_value_t = quotas::DEFAULT_MAX_COMPILE_TIME.as_secs())]
     max_compile_secs: u64,
+    /// Seconds one upload may wait for its turn at the compiler (uploads compile
+    /// one at a time, users served in turn).
+    #[arg(long, env = "MALLARD_MAX_COMPILE_WAIT_SECS", default_value_t = mallard::exchange::compile_queue::DEFAULT_MAX_COMPILE_WAIT.as_secs())]
+    max_compile_wait_secs: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default); with
     /// several --listen, the Nth server uses the port N-1 above this one.
     #[arg(long, env = "MALLARD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// A file holding a bearer token that may read /metrics (for Prometheus's
+    /// `authorization.credentials_file`); admins' credentials always may.
+    #[arg(long, env = "MALLARD_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// Name users' private exchangers in /metrics (by default they are added up
+    /// under owner="private").
+    #[arg(long, env = "MALLARD_METRICS_PRIVATE_LABELS")]
+    metrics_private_labels: bool,
     /// DuckDB memory limit (e.g. `4GB`).
     #[arg(long, env = "MALLARD_DUCKDB_MEMORY_LIMIT")]
     duckdb_memory_limit: Option<String>,
@@ -229,6 +241,22 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         max_component_bytes: (args.max_upload_mb as usize) << 20,
         ..Limits::default()
     };
+    let metrics_token = args
+        .metrics_token_file
+        .as_ref()
+        .map(|path| -> anyhow::Result<String> {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --metrics-token-file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "--metrics-token-file {} holds a token of {} characters; use at least 16",
+                path.display(),
+                token.len()
+            );
+            Ok(token)
+        })
+        .transpose()?;
     let quotas = quotas::Quotas {
         max_exchangers_per_user: args.max_exchangers_per_user,
         max_versions_per_exchanger: args.max_versions_per_exchanger,
@@ -236,6 +264,7 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         stored_bytes_total: (args.max_stored_mb as usize) << 20,
         guest_memory_per_user: args.guest_memory_per_user_mib << 20,
         max_compile_time: Duration::from_secs(args.max_compile_secs),
+        max_compile_wait: Duration::from_secs(args.max_compile_wait_secs),
     };
     Ok(args
         .listen
@@ -250,6 +279,8 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
                 }
                 at
             });
+            config.metrics_token = metrics_token.clone();
+            config.metrics_private_labels = args.metrics_private_labels;
             config.db.path = args.db.clone();
             config.db.memory_limit = args.duckdb_memory_limit.clone();
             config.db.threads = args.duckdb_threads;

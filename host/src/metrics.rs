@@ -217,32 +217,21 @@ impl Collector for StateCollector {
             .into_iter()
             .flat_map(|(_, vs)| vs)
             .collect();
-        let labels = |v: &crate::exchange::catalog::Version| {
-            vec![
-                ("owner", v.owner.label().to_owned()),
-                ("exchanger", v.name.clone()),
-                ("version", v.report.version.clone()),
-                (
-                    "sha256",
-                    v.report
-                        .sha256
-                        .as_deref()
-                        .map_or("native".to_owned(), |s| s[..12].to_owned()),
-                ),
-            ]
+        let groups = exchanger_series(&versions, state.config.metrics_private_labels);
+        type Version = crate::exchange::catalog::Version;
+        let sum = |group: &[&Version], read: &dyn Fn(&Version) -> u64| -> u64 {
+            group.iter().map(|v| read(v)).sum()
         };
-        let snapshots: Vec<_> = versions.iter().map(|v| (labels(v), v)).collect();
-        let counter =
-            |name: &str, help: &str, read: &dyn Fn(&crate::exchange::catalog::Version) -> u64| {
-                (
-                    name.to_owned(),
-                    help.to_owned(),
-                    snapshots
-                        .iter()
-                        .map(|(l, v)| (l.clone(), ConstCounter::new(read(v))))
-                        .collect::<Vec<_>>(),
-                )
-            };
+        let counter = |name: &str, help: &str, read: &dyn Fn(&Version) -> u64| {
+            (
+                name.to_owned(),
+                help.to_owned(),
+                groups
+                    .iter()
+                    .map(|(l, g)| (l.clone(), ConstCounter::new(sum(g, read))))
+                    .collect::<Vec<_>>(),
+            )
+        };
         use std::sync::atomic::Ordering::Relaxed;
         for (name, help, series) in [
             counter("exchanger_calls", "Exchanges started", &|v| {
@@ -268,11 +257,9 @@ impl Collector for StateCollector {
             "exchanger_cpu_seconds",
             "CPU time of the exchange workers",
             MetricType::Counter,
-            snapshots.iter().map(|(l, v)| {
-                (
-                    l.clone(),
-                    ConstCounter::new(v.metrics.cpu_nanos.load(Relaxed) as f64 / 1e9),
-                )
+            groups.iter().map(|(l, g)| {
+                let nanos = sum(g, &|v| v.metrics.cpu_nanos.load(Relaxed));
+                (l.clone(), ConstCounter::new(nanos as f64 / 1e9))
             }),
         )?;
         family(
@@ -280,15 +267,19 @@ impl Collector for StateCollector {
             "exchanger_errors",
             "Exchanges that ended with an error, by gRPC status",
             MetricType::Counter,
-            snapshots.iter().flat_map(|(l, v)| {
-                v.metrics
-                    .errors_by_code()
-                    .into_iter()
-                    .map(move |(code, n)| {
-                        let mut labels = l.clone();
-                        labels.push(("code", code_name(code).to_owned()));
-                        (labels, ConstCounter::new(n))
-                    })
+            groups.iter().flat_map(|(l, g)| {
+                let mut by_code: std::collections::BTreeMap<&'static str, u64> =
+                    std::collections::BTreeMap::new();
+                for v in g {
+                    for (code, n) in v.metrics.errors_by_code() {
+                        *by_code.entry(code_name(code)).or_default() += n;
+                    }
+                }
+                by_code.into_iter().map(move |(code, n)| {
+                    let mut labels = l.clone();
+                    labels.push(("code", code.to_owned()));
+                    (labels, ConstCounter::new(n))
+                })
             }),
         )?;
         family(
@@ -296,42 +287,142 @@ impl Collector for StateCollector {
             "exchanger_batch_seconds",
             "Wall time of one batch through the exchanger",
             MetricType::Histogram,
-            snapshots.iter().map(|(l, v)| {
-                let h = &v.metrics.batch_wall;
-                (
-                    l.clone(),
-                    ConstHistogram {
-                        sum: h.sum_seconds(),
-                        count: h.count(),
-                        buckets: h.cumulative(),
-                    },
-                )
+            groups.iter().map(|(l, g)| {
+                let mut merged = ConstHistogram {
+                    sum: 0.0,
+                    count: 0,
+                    buckets: Vec::new(),
+                };
+                for v in g {
+                    let h = &v.metrics.batch_wall;
+                    merged.sum += h.sum_seconds();
+                    merged.count += h.count();
+                    let buckets = h.cumulative();
+                    if merged.buckets.is_empty() {
+                        merged.buckets = buckets;
+                    } else {
+                        for (into, (_, n)) in merged.buckets.iter_mut().zip(buckets) {
+                            into.1 += n;
+                        }
+                    }
+                }
+                (l.clone(), merged)
             }),
         )?;
-        type Read<'r> = &'r dyn Fn(&crate::exchange::catalog::Version) -> usize;
-        let gauges: [(&str, &str, Read); 2] = [
-            (
-                "exchanger_peak_memory_bytes",
-                "Largest guest memory one instance reached",
-                &|v| v.metrics.peak_memory_bytes.load(Relaxed),
-            ),
-            ("exchanger_instances", "Exchanges running now", &|v| {
-                v.metrics.live.load(Relaxed)
+        type Read<'r> = &'r dyn Fn(&Version) -> usize;
+        let peak: Read = &|v| v.metrics.peak_memory_bytes.load(Relaxed);
+        let live: Read = &|v| v.metrics.live.load(Relaxed);
+        family(
+            &mut encoder,
+            "exchanger_peak_memory_bytes",
+            "Largest guest memory one instance reached",
+            MetricType::Gauge,
+            groups.iter().map(|(l, g)| {
+                let most = g.iter().map(|v| peak(v)).max().unwrap_or(0);
+                (l.clone(), ConstGauge::new(most as i64))
             }),
-        ];
-        for (name, help, read) in gauges {
-            family(
-                &mut encoder,
-                name,
-                help,
-                MetricType::Gauge,
-                snapshots
-                    .iter()
-                    .map(|(l, v)| (l.clone(), ConstGauge::new(read(v) as i64))),
-            )?;
-        }
+        )?;
+        family(
+            &mut encoder,
+            "exchanger_instances",
+            "Exchanges running now",
+            MetricType::Gauge,
+            groups.iter().map(|(l, g)| {
+                let running: usize = g.iter().map(|v| live(v)).sum();
+                (l.clone(), ConstGauge::new(running as i64))
+            }),
+        )?;
         Ok(())
     }
+}
+
+/// Labels of one exchanger series.
+type Labels = Vec<(&'static str, String)>;
+
+/// The series exchanger metrics are reported under, each with the versions it
+/// adds up. Shared exchangers (built-ins, admins' uploads) are named; a user's
+/// private ones are named only when the operator asked (`--metrics-private-labels`),
+/// else they are added up under `owner="private"`, so a scrape does not tell which
+/// user keeps which exchanger.
+fn exchanger_series(
+    versions: &[Arc<crate::exchange::catalog::Version>],
+    private_labels: bool,
+) -> Vec<(Labels, Vec<&crate::exchange::catalog::Version>)> {
+    let mut groups: Vec<(Labels, Vec<&crate::exchange::catalog::Version>)> = Vec::new();
+    for v in versions {
+        let named = private_labels || v.owner == crate::exchange::catalog::Owner::Shared;
+        let labels: Labels = if named {
+            vec![
+                ("owner", v.owner.label().to_owned()),
+                ("exchanger", v.name.clone()),
+                ("version", v.report.version.clone()),
+                (
+                    "sha256",
+                    v.report
+                        .sha256
+                        .as_deref()
+                        .map_or("native".to_owned(), |s| s[..12].to_owned()),
+                ),
+            ]
+        } else {
+            vec![
+                ("owner", PRIVATE_OWNER.to_owned()),
+                ("exchanger", PRIVATE_OWNER.to_owned()),
+                ("version", String::new()),
+                ("sha256", String::new()),
+            ]
+        };
+        match groups.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, group)) => group.push(v),
+            None => groups.push((labels, vec![v])),
+        }
+    }
+    groups
+}
+
+/// The owner (and exchanger) label that users' private exchangers are added up under.
+pub const PRIVATE_OWNER: &str = "private";
+
+/// Whether a `/metrics` request may read: the operator's metrics token as a
+/// bearer token, or an admin's credentials (Basic, or a Flight bearer token),
+/// checked by the same parser and password checks as Flight calls.
+async fn scrape_allowed(
+    state: &ServerState,
+    headers: &http::HeaderMap,
+    peer: std::net::IpAddr,
+) -> std::result::Result<(), &'static str> {
+    use mallard_protocol::credentials::{Credentials, parse_authorization};
+    let Some(header) = headers.get(http::header::AUTHORIZATION) else {
+        return Err("no authorization header; use the metrics token or an admin's credentials");
+    };
+    let header = header.to_str().map_err(|_| "authorization header is not ASCII")?;
+    let principal = match parse_authorization(header).map_err(|_| "malformed authorization")? {
+        Credentials::Bearer(token) => {
+            if let Some(expected) = &state.config.metrics_token
+                && same_secret(token, expected)
+            {
+                return Ok(());
+            }
+            state.auth.check_token(token).map_err(|_| "invalid token")?
+        }
+        Credentials::Basic { user, password } => state
+            .auth
+            .check_password(&user, &password, Some(peer))
+            .await
+            .map_err(|_| "invalid credentials")?,
+    };
+    if principal.role == crate::auth::Role::Admin {
+        Ok(())
+    } else {
+        Err("metrics are for admins and the metrics token only")
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves `/metrics` on `addr` until the returned task is aborted.
@@ -348,20 +439,37 @@ pub async fn serve(
     let weak = Arc::downgrade(state);
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let weak = weak.clone();
-            async move {
-                let body = weak.upgrade().map(|s| encode(&s)).unwrap_or_default();
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
+        axum::routing::get(
+            move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+                  headers: http::HeaderMap| {
+                let weak = weak.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    let Some(state) = weak.upgrade() else {
+                        return http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    };
+                    if let Err(why) = scrape_allowed(&state, &headers, peer.ip()).await {
+                        state.metrics.auth_failures.inc();
+                        return (
+                            http::StatusCode::UNAUTHORIZED,
+                            [(http::header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"mallard\"")],
+                            why,
+                        )
+                            .into_response();
+                    }
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        encode(&state),
+                    )
+                        .into_response()
+                }
+            },
+        ),
     );
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "metrics listener stopped");

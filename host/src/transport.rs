@@ -52,21 +52,27 @@ pub async fn connect(url: &str) -> Result<Channel> {
     connect_with(url, None).await
 }
 
-/// A tuned channel to `url`: `grpc://`/`grpc+tcp://` plain, `grpc+tls://` with `tls`.
+/// A tuned channel to `url`: `grpc://`/`grpc+tcp://` plain, `grpc+tls://` with `tls`
+/// (parsed once, as [`connect_to`] dials it).
 pub async fn connect_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
-    let secure = url.starts_with("grpc+tls://") || url.starts_with("https://");
-    let http = url
-        .replacen("grpc+tls://", "https://", 1)
-        .replacen("grpc+tcp://", "http://", 1)
-        .replacen("grpc://", "http://", 1);
-    let mut endpoint = Endpoint::from_shared(http)
+    connect_to(&mallard_protocol::PushTarget::parse(url)?, tls).await
+}
+
+/// A tuned channel to `target`: TLS exactly when the target says so (verified
+/// against `tls`'s CA; never a plaintext fallback), to exactly its host and port.
+pub async fn connect_to(
+    target: &mallard_protocol::PushTarget,
+    tls: Option<&ClientTls>,
+) -> Result<Channel> {
+    let url = target.to_string();
+    let mut endpoint = Endpoint::from_shared(target.endpoint_uri())
         .map_err(|e| Error::InvalidArgument(format!("bad server address {url:?}: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(30));
-    if secure {
+    if target.tls {
         let tls = tls.ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{url} uses TLS; give the CA certificate that signed its certificate"

@@ -451,17 +451,26 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
     server.stop().await.unwrap();
 }
 
-/// `GET /metrics` over a plain TCP connection.
-async fn scrape(addr: std::net::SocketAddr) -> String {
+/// `GET /metrics` over a plain TCP connection, with `authorization` if given:
+/// the status code and the whole response.
+async fn get_metrics(addr: std::net::SocketAddr, authorization: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: mallard\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let header = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: mallard\r\n{header}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let code = response[9..12].parse().unwrap();
+    (code, response)
+}
+
+/// A scrape with the admin's credentials.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let admin = mallard_protocol::credentials::basic_header("admin", "password123");
+    let (code, response) = get_metrics(addr, Some(&admin)).await;
+    assert_eq!(code, 200, "{response}");
     response
 }
 
@@ -478,6 +487,7 @@ fn series(text: &str, prefix: &str) -> f64 {
 async fn metrics_are_scraped_over_http_and_match_the_listing() {
     let mut config = config_with_accounts();
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_private_labels = true;
     let server = start_with(config).await;
     let addr = server.metrics_addr.expect("metrics served");
     let mut alice = login(&server, ALICE).await;
@@ -567,5 +577,52 @@ async fn metrics_are_scraped_over_http_and_match_the_listing() {
     let mut bob = login(&server, BOB).await;
     let listing = action(&mut bob, "list_exchangers", "").await.unwrap();
     assert!(listed(&listing, "alice/add_processed").is_none());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_token_or_an_admin_and_do_not_name_private_exchangers() {
+    let token = "metrics-token-0123456789abcdef";
+    let mut config = config_with_accounts();
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_token = Some(token.into());
+    let server = start_with(config).await;
+    let addr = server.metrics_addr.expect("metrics served");
+    let mut alice = login(&server, ALICE).await;
+    let report = action(&mut alice, "upload_exchanger", component("add_processed"))
+        .await
+        .unwrap();
+    assert_eq!(run(&mut alice, "add_processed").await.unwrap(), 1000);
+
+    // Anyone else who reaches the port: refused, whatever they present.
+    let basic = mallard_protocol::credentials::basic_header;
+    for authorization in [
+        None,
+        Some(basic(ALICE.0, ALICE.1)),
+        Some(basic("admin", "wrong")),
+        Some(format!("Bearer {token}x")),
+        Some("Bearer ".to_owned()),
+        Some("Digest whatever".to_owned()),
+    ] {
+        let (code, response) = get_metrics(addr, authorization.as_deref()).await;
+        assert_eq!(code, 401, "{authorization:?}: {response}");
+        assert!(!response.contains("mallard_"), "{response}");
+    }
+    // The token and an admin's credentials read.
+    let (code, by_token) = get_metrics(addr, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(code, 200, "{by_token}");
+    let by_admin = scrape(addr).await;
+    for text in [&by_token, &by_admin] {
+        // Alice's exchanger is counted, under "private", never by owner, name or digest.
+        assert_eq!(
+            series(text, "mallard_exchanger_calls_total{owner=\"private\",exchanger=\"private\""),
+            1.0
+        );
+        assert!(!text.contains("alice"), "{text}");
+        let sha = report["sha256"].as_str().expect("the upload report names its sha256");
+        assert!(!text.contains(&sha[..12]), "{text}");
+        // Shared built-ins keep their names.
+        assert!(text.contains("exchanger=\"running_totals\""), "{text}");
+    }
     server.stop().await.unwrap();
 }

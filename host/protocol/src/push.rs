@@ -22,8 +22,9 @@ pub struct PushRequest {
     pub source: PushSource,
     /// The exchange the rows pass through on this server first, if any.
     pub exchange: Option<ExchangeRequest>,
-    /// Target server, e.g. `grpc://host:port` or `grpc+tls://host:port`.
-    pub to: String,
+    /// Target server, parsed once: the allow list and the connection both read
+    /// this value, so they cannot disagree on its scheme, host or port.
+    pub to: PushTarget,
     /// Table on the target (defaults to the source table).
     pub target_table: TableName,
     /// User and password on the target; `None` uses the server's push credentials.
@@ -69,7 +70,7 @@ impl PushRequest {
             Some(serde_json::Value::String(text)) => Some(ExchangeRequest::parse(text.as_bytes())?),
             Some(stages) => Some(ExchangeRequest::parse(stages.to_string().as_bytes())?),
         };
-        PushTarget::parse(&json.to)?;
+        let to = PushTarget::parse(&json.to)?;
         let credentials = match (json.user, json.password) {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
@@ -78,7 +79,7 @@ impl PushRequest {
         Ok(Self {
             source,
             exchange,
-            to: json.to,
+            to,
             target_table,
             credentials,
         })
@@ -127,6 +128,26 @@ impl PushTarget {
     }
 }
 
+impl PushTarget {
+    /// The URI a connection to this target dials (`https://` exactly when `tls`).
+    pub fn endpoint_uri(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether the target is this machine's loopback (credentials sent to it in
+    /// plaintext never leave the machine).
+    pub fn is_loopback(&self) -> bool {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 impl std::fmt::Display for PushTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.tls { "grpc+tls" } else { "grpc" };
@@ -152,6 +173,20 @@ mod tests {
         assert!(tls.tls);
         assert_eq!(tls.host, "::1");
         assert_ne!(PushTarget::parse("grpc+tls://127.0.0.1:8816").unwrap(), a);
+    }
+
+    #[test]
+    fn the_connection_dials_what_the_check_compared() {
+        for url in ["GRPC+TLS://Example.COM:8815", "HTTPS://example.com:8815", "grpc+tls://example.com:8815/"] {
+            let target = PushTarget::parse(url).unwrap();
+            assert!(target.tls, "{url}");
+            assert_eq!(target.endpoint_uri(), "https://example.com:8815", "{url}");
+        }
+        let plain = PushTarget::parse("Grpc://LocalHost:1").unwrap();
+        assert_eq!(plain.endpoint_uri(), "http://127.0.0.1:1");
+        assert!(plain.is_loopback());
+        assert_eq!(PushTarget::parse("grpc://[::1]:2").unwrap().endpoint_uri(), "http://[::1]:2");
+        assert!(!PushTarget::parse("grpc://10.0.0.1:2").unwrap().is_loopback());
     }
 
     #[test]

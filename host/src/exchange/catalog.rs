@@ -17,6 +17,7 @@
 use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeSession;
+use crate::exchange::compile_queue::CompileQueue;
 use crate::exchange::layout::{Layout, StoredMeta, now_secs};
 use crate::exchange::metrics::{ExchangerMetrics, MetricsSnapshot};
 use crate::exchange::native::NativeSession;
@@ -245,9 +246,10 @@ pub struct Catalog {
     exchangers: RwLock<Exchangers>,
     /// Serialises the quota checks of uploads with their inserts.
     upload_lock: Mutex<()>,
-    /// One compile at a time, held by the compiling thread (also by one whose
-    /// caller gave up on it at the compile-time quota).
-    compile_gate: Arc<Mutex<()>>,
+    /// Turns at the compiler, one at a time, users served in turn; a turn is held
+    /// by the compiling thread (also by one whose caller gave up on it at the
+    /// compile-time quota).
+    compile_queue: Arc<CompileQueue>,
     next_seq: AtomicU64,
 }
 
@@ -275,7 +277,7 @@ impl Catalog {
             layout,
             exchangers: RwLock::new(BTreeMap::new()),
             upload_lock: Mutex::new(()),
-            compile_gate: Arc::new(Mutex::new(())),
+            compile_queue: CompileQueue::new(quotas.max_compile_wait),
             next_seq: AtomicU64::new(0),
         };
         for builtin in builtins() {
@@ -509,7 +511,7 @@ impl Catalog {
             }
             self.check_bytes(&exchangers, &owner, bytes.len())?;
         }
-        let compiled = self.compile(bytes)?;
+        let compiled = self.compile(&uploader.user, bytes)?;
         let name = compiled.info.name.clone();
         let _one_at_a_time = self.upload_lock.lock().expect("upload lock");
         {
@@ -532,26 +534,22 @@ impl Catalog {
         Ok(self.insert(self.make_version(owner, bytes, compiled, meta)))
     }
 
-    /// Compiles on a thread of its own, one upload at a time, giving up after
-    /// the compile-time quota (the thread finishes its work in the background,
-    /// still holding the gate, so abandoned compiles cannot pile up).
-    fn compile(&self, bytes: &bytes::Bytes) -> Result<Compiled> {
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
+    /// Compiles on a thread of its own once `user`'s turn at the compiler comes
+    /// (see [`CompileQueue`]), giving up after the compile-time quota (the thread
+    /// finishes its work in the background, still holding the turn, so abandoned
+    /// compiles cannot pile up).
+    fn compile(&self, user: &str, bytes: &bytes::Bytes) -> Result<Compiled> {
+        let turn = self.compile_queue.turn(user)?;
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
-        let gate = self.compile_gate.clone();
         let bytes = bytes.clone();
         std::thread::Builder::new()
             .name("mallard-compile".into())
             .spawn(move || {
-                let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = started_tx.send(());
+                let _turn = turn;
                 let _ = done_tx.send(upload::compile(&engine, &bytes));
             })
             .map_err(|e| Error::Internal(format!("compile thread: {e}")))?;
-        started_rx
-            .recv()
-            .map_err(|_| Error::Internal("compile thread ended early".into()))?;
         let limit = self.quotas.max_compile_time;
         match done_rx.recv_timeout(limit) {
             Ok(result) => result,

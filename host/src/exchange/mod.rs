@@ -10,6 +10,7 @@
 //! from the queue's byte budget.
 
 pub mod catalog;
+pub mod compile_queue;
 pub mod dry_run;
 pub mod layout;
 pub mod metrics;

@@ -38,6 +38,8 @@ pub struct Quotas {
     pub guest_memory_per_user: usize,
     /// Longest one upload may compile.
     pub max_compile_time: Duration,
+    /// Longest one upload may wait for its turn at the compiler.
+    pub max_compile_wait: Duration,
 }
 
 impl Default for Quotas {
@@ -49,6 +51,7 @@ impl Default for Quotas {
             stored_bytes_total: DEFAULT_STORED_BYTES_TOTAL,
             guest_memory_per_user: DEFAULT_GUEST_MEMORY_PER_USER,
             max_compile_time: DEFAULT_MAX_COMPILE_TIME,
+            max_compile_wait: super::compile_queue::DEFAULT_MAX_COMPILE_WAIT,
         }
     }
 }

@@ -163,6 +163,9 @@ fn probe(
     request: &ExchangeRequest,
     input: &SchemaRef,
 ) -> Result<SchemaRef> {
+    // The probe opens guests: it holds one of the caller's exchange slots while
+    // they live, like any exchange, so binding cannot open guests beyond the cap.
+    let _slot = state.exchange_slots.acquire(&principal.user)?;
     let engine = state.catalog.engine();
     let pool = state.guest_memory.of(&principal.user);
     let mut schema = input.clone();

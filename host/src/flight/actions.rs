@@ -63,6 +63,8 @@ pub async fn run(
     match request {
         ActionRequest::Healthcheck => Ok(health(state).await),
         ActionRequest::Sql(sql) => {
+            // A statement is a query like any other: it takes one of the caller's slots.
+            let _slot = state.query_slots.acquire(&principal.user)?;
             let rows = query::execute(state.db.clone(), sql, state.authz.sql(principal)).await?;
             Ok(json!({ "rows_affected": rows }))
         }

@@ -65,15 +65,14 @@ pub fn served_targets() -> Vec<PushTarget> {
 }
 
 /// PermissionDenied unless the operator allowed `to` (before any connection).
-pub fn check_target(state: &ServerState, to: &str) -> Result<PushTarget> {
-    let target = PushTarget::parse(to)?;
+pub fn check_target(state: &ServerState, target: &PushTarget) -> Result<()> {
     let allowed = if state.config.push_allow.is_empty() {
         served_targets()
     } else {
         state.config.push_allow.clone()
     };
-    if allowed.contains(&target) {
-        Ok(target)
+    if allowed.contains(target) {
+        Ok(())
     } else {
         Err(Error::PermissionDenied(format!(
             "push target {target} is not allowed on this server; the operator allows \
@@ -104,7 +103,8 @@ pub async fn push(
         target_table: target,
         credentials,
     } = request;
-    let target_address = check_target(state, &to)?;
+    check_target(state, &to)?;
+    let target_address = to.clone();
     let (user, password) = credentials.unwrap_or_else(|| {
         state.config.push_credentials.clone().unwrap_or_else(|| {
             (
@@ -187,7 +187,7 @@ pub async fn push(
         };
     let (flight_data, stalled) = stall::guard(flight_data, state.config.stall_timeout, "push");
     let flight_data = flight_data.map_err(|s| FlightError::Tonic(Box::new(s)));
-    let mut remote = client::connect_with(&to, &user, &password, state.config.push_tls.as_ref())
+    let mut remote = client::connect_to(&to, &user, &password, state.config.push_tls.as_ref())
         .await
         .map_err(|e| e.context(&failed_push))?;
     let send = async {

@@ -351,6 +351,7 @@ pub async fn flight_info(
                 };
                 (shape.result, ticket.ticket())
             } else {
+                let _slot = state.query_slots.acquire(&principal.user)?;
                 let (on, policy) = placement(state, principal, transaction)?;
                 let rows =
                     query::execute_each(state.db.clone(), q.query, Vec::new(), on, policy).await?;
@@ -559,6 +560,7 @@ pub async fn do_put(
     let idle = state.config.stall_timeout;
     let app_metadata = match command {
         Command::CommandStatementUpdate(u) => {
+            let _slot = state.query_slots.acquire(&principal.user)?;
             let (on, policy) = placement(state, principal, u.transaction_id.as_ref())?;
             let rows =
                 query::execute_each(state.db.clone(), u.query, Vec::new(), on, policy).await?;
@@ -611,6 +613,7 @@ async fn run_prepared_update(
     prepared: &PreparedStatement,
 ) -> Result<u64> {
     let rows = bound_rows(prepared)?;
+    let _slot = state.query_slots.acquire(&principal.user)?;
     let (on, policy) = placement(state, principal, prepared.transaction.as_ref())?;
     query::execute_each(state.db.clone(), prepared.sql.clone(), rows, on, policy).await
 }
