@@ -1,5 +1,5 @@
-//! Compiles `src/db/arrow_insert.cpp` against the headers of the DuckDB that
-//! libduckdb-sys bundles and links into this crate (see that file for why).
+//! Compiles `src/db/arrow_insert.cpp` and `src/db/bound_schema.cpp` against the headers of the DuckDB that
+//! libduckdb-sys bundles and links into this crate (see those files for why).
 
 fn main() {
     let include = std::env::var("DEP_DUCKDB_INCLUDE")
@@ -18,8 +18,10 @@ fn main() {
         .std("c++17")
         .include(include)
         .file("src/db/arrow_insert.cpp")
+        .file("src/db/bound_schema.cpp")
         .warnings(false)
         .flag_if_supported("-w")
         .compile("mallard_arrow_insert");
     println!("cargo:rerun-if-changed=src/db/arrow_insert.cpp");
+    println!("cargo:rerun-if-changed=src/db/bound_schema.cpp");
 }

@@ -293,11 +293,15 @@ fn produce(
     };
     let interrupt = conn.interrupt_handle();
     let _ = handle.send(interrupt.clone());
-    let _scope = scope.map(|scope| db.scopes.enter(conn.id(), scope(interrupt.watch())));
+    let scope = scope.map(|scope| db.scopes.enter(conn.id(), scope(interrupt.watch())));
+    // The connection (an open transaction's, maybe) is released before the
+    // stream's last item is sent: a client that read to the end, or saw the
+    // error, may use the transaction again at once.
     let reader =
         match arrow_result::run(&conn, &query.sql, TARGET_BATCH_ROWS, policy, &query.params) {
             Ok(Outcome::Rows(reader)) => reader,
             Ok(Outcome::Done) => {
+                drop((scope, conn));
                 let status = status_batch();
                 let _ = ready.send(Ok((status.schema(), interrupt)));
                 if tx.blocking_send(Produced::Batch(status, None)).is_ok() {
@@ -306,6 +310,7 @@ fn produce(
                 return;
             }
             Err(e) => {
+                drop((scope, conn));
                 let _ = ready.send(Err(limit.explain(e)));
                 return;
             }
@@ -313,36 +318,37 @@ fn produce(
     if ready.send(Ok((reader.schema(), interrupt))).is_err() {
         return;
     }
-    for batch in reader {
-        let item = match batch {
-            Ok(batch) => {
-                let permit = match &limit.budget {
-                    None => None,
-                    Some(budget) => {
-                        let bytes = batch.get_array_memory_size().clamp(1, budget.bytes);
-                        let acquire = budget.permits.clone().acquire_many_owned(bytes as u32);
-                        let granted = limit.runtime.block_on(async {
-                            tokio::select! {
-                                permit = acquire => permit.ok(),
-                                () = tx.closed() => None,
-                            }
-                        });
-                        match granted {
-                            Some(permit) => Some(permit),
-                            None => return, // consumer gone
-                        }
-                    }
-                };
-                Produced::Batch(batch, permit)
-            }
-            Err(e) => Produced::Failed(limit.explain(classify_message(e.to_string()))),
+    let mut reader = reader;
+    let last = loop {
+        let batch = match reader.next() {
+            None => break Produced::End,
+            Some(Err(e)) => break Produced::Failed(limit.explain(classify_message(e.to_string()))),
+            Some(Ok(batch)) => batch,
         };
-        let failed = matches!(item, Produced::Failed(_));
-        if tx.blocking_send(item).is_err() || failed {
-            return; // consumer gone, or the error was the last message
+        let permit = match &limit.budget {
+            None => None,
+            Some(budget) => {
+                let bytes = batch.get_array_memory_size().clamp(1, budget.bytes);
+                let acquire = budget.permits.clone().acquire_many_owned(bytes as u32);
+                let granted = limit.runtime.block_on(async {
+                    tokio::select! {
+                        permit = acquire => permit.ok(),
+                        () = tx.closed() => None,
+                    }
+                });
+                match granted {
+                    Some(permit) => Some(permit),
+                    None => return, // consumer gone
+                }
+            }
+        };
+        if tx.blocking_send(Produced::Batch(batch, permit)).is_err() {
+            return; // consumer gone
         }
-    }
-    let _ = tx.blocking_send(Produced::End);
+    };
+    drop(reader);
+    drop((scope, conn));
+    let _ = tx.blocking_send(last);
 }
 
 /// Runs statements without a result set (DDL/DML) under `policy`; returns

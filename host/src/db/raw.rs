@@ -250,7 +250,52 @@ impl RawConnection {
     }
 }
 
+impl RawConnection {
+    /// The result schema of `sql` (one statement) with `values` bound to its
+    /// parameters, as executing it would give, without running it (see
+    /// `bound_schema.cpp`). The caller judges the statement first.
+    pub fn bound_result_schema(
+        &self,
+        sql: &str,
+        values: &[ffi::duckdb_value],
+    ) -> Result<arrow::datatypes::SchemaRef> {
+        let sql = cstring(sql)?;
+        let mut schema = arrow::ffi::FFI_ArrowSchema::empty();
+        // SAFETY: valid connection, NUL-terminated SQL, `values` live DuckDB values
+        // borrowed for the call, an empty schema DuckDB fills; a returned message
+        // is ours to free.
+        let message = unsafe {
+            mallard_bound_result_schema(
+                self.handle,
+                sql.as_ptr(),
+                values.as_ptr().cast_mut(),
+                values.len() as u64,
+                &mut schema,
+            )
+        };
+        if !message.is_null() {
+            // SAFETY: a NUL-terminated message from malloc, freed right after.
+            let text = unsafe { CStr::from_ptr(message) }
+                .to_string_lossy()
+                .into_owned();
+            unsafe { mallard_free_message(message) };
+            return Err(super::errors::classify_message(text));
+        }
+        let schema = arrow::datatypes::Schema::try_from(&schema)
+            .map_err(|e| Error::Internal(format!("DuckDB's bound schema: {e}")))?;
+        Ok(Arc::new(schema))
+    }
+}
+
 unsafe extern "C" {
+    /// `host/src/db/bound_schema.cpp`.
+    fn mallard_bound_result_schema(
+        connection: ffi::duckdb_connection,
+        sql: *const c_char,
+        values: *mut ffi::duckdb_value,
+        count: u64,
+        schema: *mut arrow::ffi::FFI_ArrowSchema,
+    ) -> *mut c_char;
     /// `host/src/db/arrow_insert.cpp`.
     fn mallard_insert_arrow_stream(
         connection: ffi::duckdb_connection,

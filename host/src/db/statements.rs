@@ -479,6 +479,28 @@ pub fn result_schema(
     prepared.result_schema(conn)
 }
 
+/// [`result_schema`] with `params` bound: the schema executing it with them would
+/// give (DuckDB types `SELECT ? + 1` only once the parameter's type is known).
+pub fn bound_result_schema(
+    conn: &RawConnection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+    params: &Params,
+) -> Result<SchemaRef> {
+    check_mentions(conn, sql, policy)?;
+    let statements = Extracted::parse(conn, sql)?;
+    if statements.len() != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "a schema lookup takes exactly one statement, got {}",
+            statements.len()
+        )));
+    }
+    let prepared = statements.prepare(conn, 0)?;
+    policy.allow(prepared.kind())?;
+    drop(prepared);
+    conn.bound_result_schema(sql, &params.handles())
+}
+
 fn message(ptr: *const c_char, fallback: &str) -> String {
     if ptr.is_null() {
         fallback.to_owned()

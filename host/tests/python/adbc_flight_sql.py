@@ -89,6 +89,13 @@ def main():
     assert bound == literal and bound > 0, (bound, literal)
     print(f"prepared statement with a bound parameter: {bound} rows, as the literal")
 
+    # A result typed only by its parameter: the schema is described after binding.
+    cur.execute("SELECT ? + 1 AS answer", (41,))
+    assert cur.fetchone() == (42,)
+    cur.execute("SELECT ? AS echoed", ("text",))
+    assert cur.fetchone() == ("text",)
+    print("SELECT ? + 1 with a bound integer: 42")
+
     objects = admin.adbc_get_objects(depth="all").read_all().to_pylist()
     catalogs = [c["catalog_name"] for c in objects]
     assert "memory" in catalogs, catalogs

@@ -300,7 +300,7 @@ pub async fn schema(
                 .prepared
                 .get(&principal.user, &p.prepared_statement_handle)?;
             if prepared.kind == StatementKind::Read {
-                prepared.dataset_schema.clone()
+                prepared_result_schema(state, principal, &prepared).await?
             } else {
                 changed_batch(0)?.schema()
             }
@@ -368,8 +368,9 @@ pub async fn flight_info(
                 .prepared
                 .get(&principal.user, &p.prepared_statement_handle)?;
             if prepared.kind == StatementKind::Read {
+                let schema = prepared_result_schema(state, principal, &prepared).await?;
                 let ticket = Command::CommandPreparedStatementQuery(p).into_any();
-                (prepared.dataset_schema.clone(), ticket.encode_to_vec())
+                (schema, ticket.encode_to_vec())
             } else {
                 let rows = run_prepared_update(state, principal, &prepared).await?;
                 let ticket = StatementTicket {
@@ -878,9 +879,21 @@ fn shape(
     scope: crate::db::query::ScopeFactory,
     on: On,
 ) -> Result<Shape> {
+    with_connection(db, scope, &on, |conn| {
+        statements::statement_shape(conn, sql, policy)
+    })
+}
+
+/// Runs `f` on `on`'s connection, serving `scope` (so `exchange()` acts for the caller).
+fn with_connection<T>(
+    db: &crate::db::Database,
+    scope: crate::db::query::ScopeFactory,
+    on: &On,
+    f: impl FnOnce(&crate::db::raw::RawConnection) -> Result<T>,
+) -> Result<T> {
     let own;
     let guard;
-    let conn = match &on {
+    let conn = match on {
         On::Fresh => {
             own = db.connect_raw()?;
             &own
@@ -893,7 +906,32 @@ fn shape(
     let _scope = db
         .scopes
         .enter(conn.id(), scope(conn.interrupt_handle().watch()));
-    statements::statement_shape(conn, sql, policy)
+    f(conn)
+}
+
+/// The schema a prepared query's stream will have: with one row of parameters
+/// bound, the schema DuckDB gives the statement bound with them (it may type
+/// the result only then); without, the one it gave when prepared.
+async fn prepared_result_schema(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    prepared: &PreparedStatement,
+) -> Result<SchemaRef> {
+    let mut rows = bound_rows(prepared)?;
+    if rows.len() != 1 {
+        return Ok(prepared.dataset_schema.clone());
+    }
+    let params = rows.pop().expect("one row");
+    let (on, policy) = placement(state, principal, prepared.transaction.as_ref())?;
+    let db = state.db.clone();
+    let scope = caller_scope(state, principal, Arc::default());
+    let sql = prepared.sql.clone();
+    crate::flight::actions::blocking(move || {
+        with_connection(&db, scope, &on, |conn| {
+            statements::bound_result_schema(conn, &sql, &*policy, &params)
+        })
+    })
+    .await
 }
 
 /// Interrupts the statement `info`'s ticket names, if it is the caller's and runs.
