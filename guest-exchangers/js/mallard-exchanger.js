@@ -162,7 +162,7 @@ function encode(batches, output, name) {
   let rows = 0;
   for (const b of batches) {
     if (!(b instanceof arrow.RecordBatch) || !(b.data instanceof arrow.Data) || !(b.schema instanceof arrow.Schema)) {
-      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned ${b?.constructor?.name ?? typeof b}, not a RecordBatch`);
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a ${b?.constructor?.name ?? typeof b} that is not a real apache-arrow RecordBatch`);
     }
     if (!sameFields(b.schema, output)) {
       throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch whose schema (${b.schema.fields.join(', ')}) is not the output schema open returned (${output.fields.join(', ')})`);

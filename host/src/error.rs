@@ -58,6 +58,7 @@ impl From<mallard_protocol::ProtocolError> for Error {
             P::Invalid(m) => Self::InvalidArgument(m),
             P::UnknownAction(m) => Self::NotFound(m),
             P::BadCredentials(m) => Self::Unauthenticated(m),
+            P::TooLarge(m) => Self::ResourceExhausted(m),
         }
     }
 }

@@ -199,6 +199,18 @@ async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
             Code::Aborted,
             "TypeError: the guest gave up on batch 2",
         ),
+        (
+            Language::JavaScript,
+            "hostile/lookalike",
+            Code::Aborted,
+            "exchanger \"js_lookalike\": push/finish returned",
+        ),
+        (
+            Language::Python,
+            "hostile/lookalike",
+            Code::Aborted,
+            "'py_lookalike': push/finish returned a batch whose schema is not",
+        ),
     ] {
         let Some(bytes) = built(language, app).await else {
             return;

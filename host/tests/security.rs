@@ -498,3 +498,199 @@ async fn a_guest_re_emitting_dictionary_deltas_is_held_to_a_bound() {
     assert_eq!(scalar_i64(&mut alice, "SELECT 1").await, 1);
     server.stop().await.unwrap();
 }
+
+/// A `Utf8View` column of `rows` views of one `len`-byte string: about 16 bytes a
+/// row sent, `len` bytes a row referenced.
+fn shared_views(rows: usize, len: usize) -> RecordBatch {
+    let mut builder = arrow::array::StringViewBuilder::new();
+    let block = builder.append_block(arrow::buffer::Buffer::from(vec![b'x'; len]));
+    for _ in 0..rows {
+        builder.try_append_view(block, 0, len as u32).unwrap();
+    }
+    RecordBatch::try_from_iter([("s", Arc::new(builder.finish()) as arrow::array::ArrayRef)])
+        .unwrap()
+}
+
+/// Bob asks a question and gets the answer within a second.
+async fn bystander_served(server: &mallard::RunningServer) {
+    let mut bob = login(server, BOB).await;
+    let answer = within(Duration::from_secs(1), scalar_i64(&mut bob, "SELECT 40 + 2")).await;
+    assert_eq!(answer, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_bytes_cannot_amplify_a_put_or_an_exchange() {
+    let server = start_with(config_with_accounts()).await;
+    let mut alice = login(&server, ALICE).await;
+    let mut admin = client(&server).await;
+    upload_shared(&mut admin, "add_processed").await;
+    // 1 MiB of views of one 64 KiB string reference 4 GiB.
+    let bomb = shared_views(65_536, 64 << 10);
+    let started = std::time::Instant::now();
+    let err = put(&mut alice, "views", vec![bomb.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("references"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(!tables(&mut admin).await.contains(&"views".to_owned()));
+    bystander_served(&server).await;
+    for exchanger in [
+        "add_processed",
+        r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
+    ] {
+        let err = exchange(&mut alice, exchanger, vec![bomb.clone()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{exchanger}: {err}");
+        assert!(err.message().contains("references"), "{exchanger}: {err}");
+        bystander_served(&server).await;
+    }
+    // Views of distinct short strings (what writers produce) go through.
+    let ordinary = shared_views(65_536, 12);
+    assert_eq!(put(&mut alice, "views", vec![ordinary]).await.unwrap(), 65_536);
+    assert_eq!(scalar_i64(&mut alice, "SELECT count(*) FROM views").await, 65_536);
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_that_lie_in_their_output_are_refused_precisely() {
+    let mut config = config_with_accounts();
+    config.limits.call_timeout = Duration::from_secs(2);
+    let server = start_with(config).await;
+    let mut admin = client(&server).await;
+    upload_shared(&mut admin, "hostile_liar").await;
+    let limit = Duration::from_secs(8);
+    for (lie, code, needle) in [
+        ("shared-views", Code::InvalidArgument, "references"),
+        ("offset-past-body", Code::InvalidArgument, "outside"),
+        ("negative-length", Code::InvalidArgument, "length -5"),
+        ("huge-error", Code::Aborted, "more bytes cut"),
+    ] {
+        let command = format!(r#"{{"exchanger": "hostile_liar", "params": {{"lie": "{lie}"}}}}"#);
+        let input = flights(2_000, 1_000);
+        expect_hostile_contained(&server, lie, &command, input, (code, needle), limit).await;
+    }
+    // The 100 MiB error reaches the client cut to a few KiB.
+    let command = r#"{"exchanger": "hostile_liar", "params": {"lie": "huge-error"}}"#;
+    let err = exchange(&mut admin, command, flights(10, 10)).await.unwrap_err();
+    assert!(err.message().len() < 16 << 10, "{} bytes", err.message().len());
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_describe_says_is_bounded_before_it_is_stored() {
+    let server = start_with(config_with_accounts()).await;
+    let mut alice = login(&server, ALICE).await;
+    let err = action(
+        &mut alice,
+        "upload_exchanger",
+        component("hostile_long_description"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("at most 1024"), "{err}");
+    // Nothing stored; listings still answer, for alice and for the admin.
+    let listing = action(&mut alice, "list_exchangers", "").await.unwrap();
+    assert!(!listing.to_string().contains("hostile_long_description"));
+    let mut admin = client(&server).await;
+    action(&mut admin, "list_exchangers", "").await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_that_runs_a_statement_takes_a_query_slot() {
+    let mut config = config_with_accounts();
+    config.max_queries_per_user = 2;
+    let server = start_with(config).await;
+    let mut admin = client(&server).await;
+    let big = "SELECT range AS v FROM range(50000000)";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(admin.do_get(Ticket::new(big)).await.unwrap());
+    }
+    // The `sql` action and Flight SQL updates count against the same cap.
+    let err = action(&mut admin, "sql", "CREATE TABLE made AS SELECT 1 AS x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    let channel = mallard::transport::connect(&server.url()).await.unwrap();
+    let mut sql = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    sql.handshake("admin", "password123").await.unwrap();
+    let err = sql
+        .execute_update("CREATE TABLE made AS SELECT 1 AS x".into(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already runs 2"), "{err}");
+    let health = action(&mut admin, "healthcheck", "").await.unwrap();
+    assert_eq!(health["live"]["get_streams"], 2, "{health}");
+    assert!(!tables(&mut admin).await.contains(&"made".to_owned()));
+    // Slots free, the same statements run.
+    drop(open);
+    let started = std::time::Instant::now();
+    loop {
+        match action(&mut admin, "sql", "CREATE TABLE made AS SELECT 1 AS x").await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(started.elapsed() < Duration::from_secs(5), "slots never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        sql.execute_update("INSERT INTO made VALUES (2)".into(), None)
+            .await
+            .unwrap(),
+        1
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
+    let mut config = config_with_accounts();
+    config.max_exchanges_per_user = 1;
+    let server = start_with(config).await;
+    let mut alice = login(&server, ALICE).await;
+    // One exchange held open: its input never ends.
+    let batches = flights(100, 100);
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(batches[0].schema())
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            r#"{"exchanger": "add_processed", "sandbox": "off"}"#.to_owned(),
+        )))
+        .build(rx);
+    tx.unbounded_send(Ok(batches[0].clone())).unwrap();
+    let mut held = alice.do_exchange(data).await.unwrap();
+    assert!(held.next().await.is_some(), "the held exchange answers");
+    // Schema lookups, prepared statements and queries that bind exchange() are refused.
+    let sql = "SELECT * FROM exchange('{\"exchanger\": \"add_processed\", \"sandbox\": \"off\"}', 'SELECT 1 AS x')";
+    let descriptor = FlightDescriptor::new_cmd(sql.to_owned());
+    let err = alice.get_flight_info(descriptor.clone()).await.map_err(to_status).unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    let err = query(&mut alice, sql).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    let mut admin = client(&server).await;
+    let health = action(&mut admin, "healthcheck", "").await.unwrap();
+    assert_eq!(health["live"]["exchanges"], 1, "{health}");
+    // Once the held exchange ends, the same lookup answers.
+    drop(tx);
+    while held.next().await.is_some() {}
+    drop(held);
+    let started = std::time::Instant::now();
+    loop {
+        match alice.get_flight_info(descriptor.clone()).await.map_err(to_status) {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(started.elapsed() < Duration::from_secs(5), "slot never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}

@@ -92,3 +92,72 @@ async fn mtls_requires_a_client_certificate() {
     assert_eq!(scalar_i64(&mut client, "SELECT 7").await, 7);
     server.stop().await.unwrap();
 }
+
+/// Accepts one connection on `listener` and returns what the peer sent first (up
+/// to 4 KiB, or what came within two seconds).
+async fn first_bytes(listener: tokio::net::TcpListener) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Ok(Ok((mut stream, _))) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept()).await
+    else {
+        return Vec::new();
+    };
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_target_allowed_as_tls_is_never_reached_in_plaintext() {
+    let pki = pki();
+    // A listener standing where a TLS target is allowed: it records what arrives.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let target = tls_server(&pki, false).await;
+    let mut config = test_config();
+    config.push_allow = vec![
+        mallard_protocol::PushTarget::parse(&format!("grpc+tls://127.0.0.1:{port}")).unwrap(),
+        mallard_protocol::PushTarget::parse(&format!("grpc+tls://{}", target.addr)).unwrap(),
+    ];
+    config.push_tls = Some(ClientTls::trusting(pki.ca_pem.clone()));
+    let source = start_with(config).await;
+    let mut admin = client(&source).await;
+    put(&mut admin, "t", flights(10, 10)).await.unwrap();
+
+    // Spelled in capitals, the target is still reached with TLS: the first byte is
+    // a TLS handshake record, and neither the HTTP/2 preface nor the credentials
+    // ever cross in the clear.
+    let received = tokio::spawn(first_bytes(trap));
+    let body = serde_json::json!({
+        "table": "t",
+        "to": format!("GRPC+TLS://LOCALHOST:{port}"),
+        "user": "pushing-user",
+        "password": "pushing-secret",
+    });
+    let err = action(&mut admin, "push_table", body.to_string()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    let received = received.await.unwrap();
+    assert_eq!(received.first(), Some(&0x16), "not a TLS ClientHello: {received:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("PRI * HTTP/2.0"), "{text}");
+    let basic = mallard_protocol::credentials::basic_header("pushing-user", "pushing-secret");
+    assert!(!text.contains("pushing-secret") && !text.contains(basic.trim_start_matches("Basic ")));
+
+    // The same target as plain gRPC is not allowed at all.
+    let body = serde_json::json!({"table": "t", "to": format!("grpc://127.0.0.1:{port}")});
+    let err = action(&mut admin, "push_table", body.to_string()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    // A real TLS target, spelled any way, receives the rows over verified TLS.
+    let to = format!("Grpc+Tls://{}", target.addr);
+    let body = serde_json::json!({"table": "t", "to": to, "target_table": "pushed"});
+    let pushed = action(&mut admin, "push_table", body.to_string()).await.unwrap();
+    assert_eq!(pushed["rows"], 10);
+    source.stop().await.unwrap();
+    target.stop().await.unwrap();
+}

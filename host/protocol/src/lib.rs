@@ -1,6 +1,6 @@
 //! What Mallard clients send, parsed and validated: table names, tickets and
-//! descriptors, `do_exchange` requests, `do_action` bodies, Basic credentials and
-//! users files.
+//! descriptors, `do_exchange` requests, `do_action` bodies, Flight SQL commands and
+//! parameters, Basic credentials and users files.
 //!
 //! Everything here runs on untrusted bytes before the server does any work, so it
 //! is kept free of DuckDB, wasmtime and I/O: `fuzz/` runs it under libFuzzer on
@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod descriptor;
 pub mod exchange;
 pub mod exchanger_ref;
+pub mod flight_sql;
 pub mod fuzzing;
 pub mod push;
 pub mod receipt;
@@ -38,6 +39,9 @@ pub enum ProtocolError {
     /// Credentials that cannot be decoded (Unauthenticated).
     #[error("{0}")]
     BadCredentials(String),
+    /// Well-formed but beyond a documented bound (ResourceExhausted).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// Results of parsing.

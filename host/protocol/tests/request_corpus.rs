@@ -24,3 +24,23 @@ fn fuzz_corpus_never_panics() {
     }
     assert!(replayed > 0, "the committed corpus is missing");
 }
+
+#[test]
+fn flight_sql_corpus_never_panics() {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = crate_dir.join("fuzz");
+    let mut replayed = 0;
+    for dir in ["corpus/flight_sql", "regressions_flight_sql"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten().filter(|e| e.path().is_file()) {
+            let data = std::fs::read(entry.path()).unwrap();
+            mallard_protocol::fuzzing::exercise_flight_sql(&data);
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "the committed corpus is missing");
+}

@@ -3,9 +3,6 @@
 
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
-use arrow::buffer::Buffer;
-use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
-use std::sync::Arc;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use std::time::Duration;
@@ -78,40 +75,13 @@ pub async fn bounded_batches(
     let what = what.to_string();
     // Decoding validates every string: off the async runtime, so a costly input
     // (bounded by the decoder's footprint rule) slows its sender only.
-    tokio::task::spawn_blocking(move || decode_small_stream(messages, max_rows, &what))
-        .await
-        .map_err(|e| Error::Internal(format!("decoding a small input stream: {e}")))?
-}
-
-/// Decodes a schema message followed by batch and dictionary messages through the
-/// same bounded decoder as every other Arrow input.
-fn decode_small_stream(
-    messages: Vec<FlightData>,
-    max_rows: usize,
-    what: &str,
-) -> Result<Vec<RecordBatch>> {
-    let mut messages = messages.into_iter();
-    let Some(first) = messages.next() else {
-        return Ok(Vec::new());
-    };
-    let schema = schema_from_header(&first.data_header)
-        .map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
-    let mut decoder = MessageDecoder::new(Arc::new(schema));
-    let mut batches = Vec::new();
-    let mut rows = 0usize;
-    for (index, message) in messages.enumerate() {
-        let decoded = decoder
-            .decode(&message.data_header, Buffer::from(message.data_body))
-            .map_err(|e| Error::InvalidArgument(format!("{what} at message {}: {e}", index + 2)))?;
-        if let Some(batch) = decoded {
-            rows = rows.saturating_add(batch.num_rows());
-            if rows > max_rows {
-                return Err(Error::ResourceExhausted(format!(
-                    "{what}: more than {max_rows} rows; at most {max_rows} are accepted"
-                )));
-            }
-            batches.push(batch);
-        }
-    }
-    Ok(batches)
+    tokio::task::spawn_blocking(move || {
+        let messages = messages
+            .into_iter()
+            .map(|m| (m.data_header, m.data_body));
+        mallard_protocol::flight_sql::decode_parameters(messages, max_rows, &what)
+            .map_err(Error::from)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("decoding a small input stream: {e}")))?
 }

@@ -26,6 +26,8 @@ pub const GUESTS: &[&str] = &[
     "hostile-wasi-probe",
     "hostile-delta-flood",
     "hostile-foreign-import",
+    "hostile-liar",
+    "hostile-long-description",
 ];
 
 /// Installs logging once (RUST_LOG controls it).

@@ -55,7 +55,7 @@ use std::time::Duration;
 use tonic::Streaming;
 
 /// The `Any` type prefix of every Flight SQL message.
-pub const TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
+pub use mallard_protocol::flight_sql::TYPE_PREFIX;
 
 /// Prepared statements: per user, in all, and how long one may sit unused.
 pub const PREPARED_LIMITS: Limits = Limits {
@@ -207,14 +207,7 @@ fn changed_batch(rows: u64) -> Result<RecordBatch> {
 
 /// The Flight SQL command in `bytes`, if they hold one.
 pub fn command(bytes: &[u8]) -> Option<Result<Command>> {
-    let any = Any::decode(bytes).ok()?;
-    if !any.type_url.starts_with(TYPE_PREFIX) {
-        return None;
-    }
-    Some(
-        Command::try_from(any)
-            .map_err(|e| Error::InvalidArgument(format!("malformed Flight SQL command: {e}"))),
-    )
+    mallard_protocol::flight_sql::decode_command(bytes).map(|r| r.map_err(Error::from))
 }
 
 /// Whether an action of this type is Flight SQL's.
