@@ -87,6 +87,10 @@ pub async fn run(
             let state = state.clone();
             let uploader = principal.clone();
             blocking(move || {
+                // The dry run opens the guest: the upload takes one of the uploader's
+                // exchange slots first, like any exchange (so nothing is stored when
+                // none is free).
+                let _slot = state.exchange_slots.acquire(&uploader.user)?;
                 let version = state.catalog.upload(&uploader, &upload)?;
                 tracing::info!(exchanger = %version.describe(), size = version.report.size, compile_ms = version.report.compile_ms, user = ?uploader.user, "exchanger uploaded");
                 let dry_run = dry_run::dry_run(
