@@ -694,3 +694,75 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
     assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
+
+/// A put's messages: the schema of one Int64 column `v`, then a record batch
+/// header whose values buffer lies at `offset` with `length` rows, an 80-byte body.
+fn put_with_buffer_at(table: &str, offset: i64, length: i64) -> Vec<arrow_flight::FlightData> {
+    use arrow::ipc::{FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder};
+    let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+    let schema_header = mallard_exchanger::ipc::schema_to_header(&schema);
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let nodes = fbb.create_vector(&[FieldNode::new(length, 0)]);
+    let buffers = fbb.create_vector(&[
+        arrow::ipc::Buffer::new(0, 0),
+        arrow::ipc::Buffer::new(offset, 80),
+    ]);
+    let batch = {
+        let mut b = RecordBatchBuilder::new(&mut fbb);
+        b.add_length(length.max(0));
+        b.add_nodes(nodes);
+        b.add_buffers(buffers);
+        b.finish()
+    };
+    let message = {
+        let mut b = MessageBuilder::new(&mut fbb);
+        b.add_version(MetadataVersion::V5);
+        b.add_header_type(MessageHeader::RecordBatch);
+        b.add_header(batch.as_union_value());
+        b.add_bodyLength(80);
+        b.finish()
+    };
+    fbb.finish(message, None);
+    vec![
+        arrow_flight::FlightData {
+            flight_descriptor: Some(FlightDescriptor::new_cmd(table.to_owned())),
+            data_header: schema_header.into(),
+            ..Default::default()
+        },
+        arrow_flight::FlightData {
+            data_header: fbb.finished_data().to_vec().into(),
+            data_body: vec![0u8; 80].into(),
+            ..Default::default()
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_messages_lying_about_their_buffers_are_invalid_argument() {
+    let server = start_with(config_with_accounts()).await;
+    let mut alice = login(&server, ALICE).await;
+    for (offset, length, needle) in [
+        (1 << 40, 10, "outside"),
+        (-8, 10, "outside"),
+        (0, -5, "length -5"),
+    ] {
+        let messages = put_with_buffer_at("lies", offset, length);
+        let input = futures::stream::iter(
+            messages
+                .into_iter()
+                .map(Ok::<_, arrow_flight::error::FlightError>),
+        );
+        let outcome: Result<Vec<_>, _> = match alice.do_put(input).await {
+            Ok(results) => results.collect::<Vec<_>>().await.into_iter().collect(),
+            Err(e) => Err(e),
+        };
+        let err = to_status(outcome.unwrap_err());
+        assert_eq!(err.code(), Code::InvalidArgument, "{offset} {length}: {err}");
+        assert!(err.message().contains(needle), "{offset} {length}: {err}");
+    }
+    let mut admin = client(&server).await;
+    assert!(!tables(&mut admin).await.contains(&"lies".to_owned()));
+    bystander_served(&server).await;
+    assert_idle(&mut admin).await;
+    server.stop().await.unwrap();
+}

@@ -99,7 +99,6 @@ pub fn exercise_parsers(data: &[u8]) {
 /// a 2-byte header length, a 2-byte body length and the bytes, after a schema
 /// message framed the same way.
 pub fn exercise_flight_sql(data: &[u8]) {
-    use arrow_flight::sql::ProstMessageExt;
     use prost::Message;
     let Some((&selector, input)) = data.split_first() else {
         return;
