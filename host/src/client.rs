@@ -21,7 +21,13 @@ pub async fn connect_with(
     password: &str,
     tls: Option<&transport::ClientTls>,
 ) -> Result<FlightClient> {
-    connect_to(&mallard_protocol::PushTarget::parse(url)?, user, password, tls).await
+    connect_to(
+        &mallard_protocol::PushTarget::parse(url)?,
+        user,
+        password,
+        tls,
+    )
+    .await
 }
 
 /// An authenticated client of `target`, dialled exactly as parsed (see

@@ -395,7 +395,9 @@ async fn scrape_allowed(
     let Some(header) = headers.get(http::header::AUTHORIZATION) else {
         return Err("no authorization header; use the metrics token or an admin's credentials");
     };
-    let header = header.to_str().map_err(|_| "authorization header is not ASCII")?;
+    let header = header
+        .to_str()
+        .map_err(|_| "authorization header is not ASCII")?;
     let principal = match parse_authorization(header).map_err(|_| "malformed authorization")? {
         Credentials::Bearer(token) => {
             if let Some(expected) = &state.config.metrics_token
@@ -422,7 +424,10 @@ async fn scrape_allowed(
 fn same_secret(given: &str, expected: &str) -> bool {
     use sha2::{Digest, Sha256};
     let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Serves `/metrics` on `addr` until the returned task is aborted.
@@ -452,7 +457,10 @@ pub async fn serve(
                         state.metrics.auth_failures.inc();
                         return (
                             http::StatusCode::UNAUTHORIZED,
-                            [(http::header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"mallard\"")],
+                            [(
+                                http::header::WWW_AUTHENTICATE,
+                                "Bearer, Basic realm=\"mallard\"",
+                            )],
                             why,
                         )
                             .into_response();

@@ -838,7 +838,10 @@ async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     let server = common::start_with(common::config_with_accounts()).await;
     let mut alice = sql_client(&server, common::ALICE).await;
     // A result typed only by its parameter: described after binding, as it streams.
-    let mut prepared = alice.prepare("SELECT $1 + 1 AS answer".into(), None).await.unwrap();
+    let mut prepared = alice
+        .prepare("SELECT $1 + 1 AS answer".into(), None)
+        .await
+        .unwrap();
     prepared
         .set_parameters(
             RecordBatch::try_from_iter([(
@@ -852,7 +855,10 @@ async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     let described = info.clone().try_decode_schema().unwrap();
     let batches = fetch(&mut alice, info).await.unwrap();
     assert_eq!(batches[0].schema().as_ref(), &described);
-    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 42);
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        42
+    );
     prepared.close().await.unwrap();
 
     // 1 MiB of views of one 64 KiB string (4 GiB referenced) as a parameter batch.
@@ -861,12 +867,12 @@ async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     for _ in 0..65_536 {
         builder.try_append_view(block, 0, 64 << 10).unwrap();
     }
-    let bomb = RecordBatch::try_from_iter([(
-        "$1",
-        Arc::new(builder.finish()) as Arc<dyn Array>,
-    )])
-    .unwrap();
-    let mut prepared = alice.prepare("SELECT length($1) AS n".into(), None).await.unwrap();
+    let bomb =
+        RecordBatch::try_from_iter([("$1", Arc::new(builder.finish()) as Arc<dyn Array>)]).unwrap();
+    let mut prepared = alice
+        .prepare("SELECT length($1) AS n".into(), None)
+        .await
+        .unwrap();
     prepared.set_parameters(bomb).unwrap();
     let mut bob = sql_client(&server, common::BOB).await;
     let started = std::time::Instant::now();
@@ -876,6 +882,10 @@ async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     });
     assert_eq!(code(refused.unwrap_err()), tonic::Code::InvalidArgument);
     assert_eq!(answer, 42);
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await.unwrap();
 }

@@ -615,11 +615,16 @@ async fn metrics_need_the_token_or_an_admin_and_do_not_name_private_exchangers()
     for text in [&by_token, &by_admin] {
         // Alice's exchanger is counted, under "private", never by owner, name or digest.
         assert_eq!(
-            series(text, "mallard_exchanger_calls_total{owner=\"private\",exchanger=\"private\""),
+            series(
+                text,
+                "mallard_exchanger_calls_total{owner=\"private\",exchanger=\"private\""
+            ),
             1.0
         );
         assert!(!text.contains("alice"), "{text}");
-        let sha = report["sha256"].as_str().expect("the upload report names its sha256");
+        let sha = report["sha256"]
+            .as_str()
+            .expect("the upload report names its sha256");
         assert!(!text.contains(&sha[..12]), "{text}");
         // Shared built-ins keep their names.
         assert!(text.contains("exchanger=\"running_totals\""), "{text}");

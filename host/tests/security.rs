@@ -514,7 +514,11 @@ fn shared_views(rows: usize, len: usize) -> RecordBatch {
 /// Bob asks a question and gets the answer within a second.
 async fn bystander_served(server: &mallard::RunningServer) {
     let mut bob = login(server, BOB).await;
-    let answer = within(Duration::from_secs(1), scalar_i64(&mut bob, "SELECT 40 + 2")).await;
+    let answer = within(
+        Duration::from_secs(1),
+        scalar_i64(&mut bob, "SELECT 40 + 2"),
+    )
+    .await;
     assert_eq!(answer, 42);
 }
 
@@ -527,10 +531,16 @@ async fn shared_bytes_cannot_amplify_a_put_or_an_exchange() {
     // 1 MiB of views of one 64 KiB string reference 4 GiB.
     let bomb = shared_views(65_536, 64 << 10);
     let started = std::time::Instant::now();
-    let err = put(&mut alice, "views", vec![bomb.clone()]).await.unwrap_err();
+    let err = put(&mut alice, "views", vec![bomb.clone()])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("references"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!tables(&mut admin).await.contains(&"views".to_owned()));
     bystander_served(&server).await;
     for exchanger in [
@@ -546,8 +556,14 @@ async fn shared_bytes_cannot_amplify_a_put_or_an_exchange() {
     }
     // Views of distinct short strings (what writers produce) go through.
     let ordinary = shared_views(65_536, 12);
-    assert_eq!(put(&mut alice, "views", vec![ordinary]).await.unwrap(), 65_536);
-    assert_eq!(scalar_i64(&mut alice, "SELECT count(*) FROM views").await, 65_536);
+    assert_eq!(
+        put(&mut alice, "views", vec![ordinary]).await.unwrap(),
+        65_536
+    );
+    assert_eq!(
+        scalar_i64(&mut alice, "SELECT count(*) FROM views").await,
+        65_536
+    );
     assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
@@ -572,8 +588,14 @@ async fn guests_that_lie_in_their_output_are_refused_precisely() {
     }
     // The 100 MiB error reaches the client cut to a few KiB.
     let command = r#"{"exchanger": "hostile_liar", "params": {"lie": "huge-error"}}"#;
-    let err = exchange(&mut admin, command, flights(10, 10)).await.unwrap_err();
-    assert!(err.message().len() < 16 << 10, "{} bytes", err.message().len());
+    let err = exchange(&mut admin, command, flights(10, 10))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().len() < 16 << 10,
+        "{} bytes",
+        err.message().len()
+    );
     assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
@@ -605,10 +627,12 @@ async fn every_door_that_runs_a_statement_takes_a_query_slot() {
     config.max_queries_per_user = 2;
     let server = start_with(config).await;
     let mut admin = client(&server).await;
+    // The unread streams on a connection of their own: they fill its HTTP/2 window.
+    let mut holder = client(&server).await;
     let big = "SELECT range AS v FROM range(50000000)";
     let mut open = Vec::new();
     for _ in 0..2 {
-        open.push(admin.do_get(Ticket::new(big)).await.unwrap());
+        open.push(holder.do_get(Ticket::new(big)).await.unwrap());
     }
     // The `sql` action and Flight SQL updates count against the same cap.
     let err = action(&mut admin, "sql", "CREATE TABLE made AS SELECT 1 AS x")
@@ -633,7 +657,10 @@ async fn every_door_that_runs_a_statement_takes_a_query_slot() {
         match action(&mut admin, "sql", "CREATE TABLE made AS SELECT 1 AS x").await {
             Ok(_) => break,
             Err(e) if e.code() == Code::ResourceExhausted => {
-                assert!(started.elapsed() < Duration::from_secs(5), "slots never freed");
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "slots never freed"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e}"),
@@ -669,7 +696,11 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
     // Schema lookups, prepared statements and queries that bind exchange() are refused.
     let sql = "SELECT * FROM exchange('{\"exchanger\": \"add_processed\", \"sandbox\": \"off\"}', 'SELECT 1 AS x')";
     let descriptor = FlightDescriptor::new_cmd(sql.to_owned());
-    let err = alice.get_flight_info(descriptor.clone()).await.map_err(to_status).unwrap_err();
+    let err = alice
+        .get_flight_info(descriptor.clone())
+        .await
+        .map_err(to_status)
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     let err = query(&mut alice, sql).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
@@ -682,10 +713,17 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
     drop(held);
     let started = std::time::Instant::now();
     loop {
-        match alice.get_flight_info(descriptor.clone()).await.map_err(to_status) {
+        match alice
+            .get_flight_info(descriptor.clone())
+            .await
+            .map_err(to_status)
+        {
             Ok(_) => break,
             Err(e) if e.code() == Code::ResourceExhausted => {
-                assert!(started.elapsed() < Duration::from_secs(5), "slot never freed");
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "slot never freed"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e}"),
@@ -698,7 +736,9 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
 /// A put's messages: the schema of one Int64 column `v`, then a record batch
 /// header whose values buffer lies at `offset` with `length` rows, an 80-byte body.
 fn put_with_buffer_at(table: &str, offset: i64, length: i64) -> Vec<arrow_flight::FlightData> {
-    use arrow::ipc::{FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder};
+    use arrow::ipc::{
+        FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+    };
     let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
     let schema_header = mallard_exchanger::ipc::schema_to_header(&schema);
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
@@ -757,7 +797,11 @@ async fn client_messages_lying_about_their_buffers_are_invalid_argument() {
             Err(e) => Err(e),
         };
         let err = to_status(outcome.unwrap_err());
-        assert_eq!(err.code(), Code::InvalidArgument, "{offset} {length}: {err}");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{offset} {length}: {err}"
+        );
         assert!(err.message().contains(needle), "{offset} {length}: {err}");
     }
     let mut admin = client(&server).await;

@@ -139,10 +139,16 @@ async fn a_push_target_allowed_as_tls_is_never_reached_in_plaintext() {
         "user": "pushing-user",
         "password": "pushing-secret",
     });
-    let err = action(&mut admin, "push_table", body.to_string()).await.unwrap_err();
+    let err = action(&mut admin, "push_table", body.to_string())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     let received = received.await.unwrap();
-    assert_eq!(received.first(), Some(&0x16), "not a TLS ClientHello: {received:?}");
+    assert_eq!(
+        received.first(),
+        Some(&0x16),
+        "not a TLS ClientHello: {received:?}"
+    );
     let text = String::from_utf8_lossy(&received);
     assert!(!text.contains("PRI * HTTP/2.0"), "{text}");
     let basic = mallard_protocol::credentials::basic_header("pushing-user", "pushing-secret");
@@ -150,13 +156,17 @@ async fn a_push_target_allowed_as_tls_is_never_reached_in_plaintext() {
 
     // The same target as plain gRPC is not allowed at all.
     let body = serde_json::json!({"table": "t", "to": format!("grpc://127.0.0.1:{port}")});
-    let err = action(&mut admin, "push_table", body.to_string()).await.unwrap_err();
+    let err = action(&mut admin, "push_table", body.to_string())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
     // A real TLS target, spelled any way, receives the rows over verified TLS.
     let to = format!("Grpc+Tls://{}", target.addr);
     let body = serde_json::json!({"table": "t", "to": to, "target_table": "pushed"});
-    let pushed = action(&mut admin, "push_table", body.to_string()).await.unwrap();
+    let pushed = action(&mut admin, "push_table", body.to_string())
+        .await
+        .unwrap();
     assert_eq!(pushed["rows"], 10);
     source.stop().await.unwrap();
     target.stop().await.unwrap();

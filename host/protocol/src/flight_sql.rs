@@ -82,7 +82,10 @@ mod tests {
             type_url: format!("{TYPE_PREFIX}CommandStatementQuery"),
             value: vec![0xff, 0xff, 0xff].into(),
         };
-        assert!(matches!(decode_command(&forged.encode_to_vec()), Some(Err(_))));
+        assert!(matches!(
+            decode_command(&forged.encode_to_vec()),
+            Some(Err(_))
+        ));
     }
 
     fn parameter_stream(rows: usize, batches: usize) -> Vec<(Bytes, Bytes)> {
@@ -108,7 +111,10 @@ mod tests {
     #[test]
     fn parameter_rows_are_capped_at_the_limit() {
         let at_limit = decode_parameters(parameter_stream(10, 3), 30, "parameters").unwrap();
-        assert_eq!(at_limit.iter().map(RecordBatch::num_rows).sum::<usize>(), 30);
+        assert_eq!(
+            at_limit.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            30
+        );
         let over = decode_parameters(parameter_stream(10, 3), 29, "parameters").unwrap_err();
         assert!(matches!(over, ProtocolError::TooLarge(_)), "{over}");
         let mut broken = parameter_stream(10, 1);

@@ -177,7 +177,11 @@ mod tests {
 
     #[test]
     fn the_connection_dials_what_the_check_compared() {
-        for url in ["GRPC+TLS://Example.COM:8815", "HTTPS://example.com:8815", "grpc+tls://example.com:8815/"] {
+        for url in [
+            "GRPC+TLS://Example.COM:8815",
+            "HTTPS://example.com:8815",
+            "grpc+tls://example.com:8815/",
+        ] {
             let target = PushTarget::parse(url).unwrap();
             assert!(target.tls, "{url}");
             assert_eq!(target.endpoint_uri(), "https://example.com:8815", "{url}");
@@ -185,8 +189,15 @@ mod tests {
         let plain = PushTarget::parse("Grpc://LocalHost:1").unwrap();
         assert_eq!(plain.endpoint_uri(), "http://127.0.0.1:1");
         assert!(plain.is_loopback());
-        assert_eq!(PushTarget::parse("grpc://[::1]:2").unwrap().endpoint_uri(), "http://[::1]:2");
-        assert!(!PushTarget::parse("grpc://10.0.0.1:2").unwrap().is_loopback());
+        assert_eq!(
+            PushTarget::parse("grpc://[::1]:2").unwrap().endpoint_uri(),
+            "http://[::1]:2"
+        );
+        assert!(
+            !PushTarget::parse("grpc://10.0.0.1:2")
+                .unwrap()
+                .is_loopback()
+        );
     }
 
     #[test]

@@ -271,13 +271,14 @@ impl Catalog {
         data_dir: Option<&Path>,
     ) -> Result<Self> {
         let layout = data_dir.map(Layout::open).transpose()?;
+        let compile_queue = CompileQueue::new(quotas.max_compile_wait);
         let catalog = Self {
             engine,
             quotas,
             layout,
             exchangers: RwLock::new(BTreeMap::new()),
             upload_lock: Mutex::new(()),
-            compile_queue: CompileQueue::new(quotas.max_compile_wait),
+            compile_queue,
             next_seq: AtomicU64::new(0),
         };
         for builtin in builtins() {

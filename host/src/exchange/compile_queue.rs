@@ -145,7 +145,11 @@ impl CompileQueue {
 
     /// Uploads waiting now, all users together.
     pub fn waiting(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).waiting.len()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .len()
     }
 }
 

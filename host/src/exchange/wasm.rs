@@ -220,8 +220,12 @@ impl CallInfo {
         e: mallard_exchanger::ExchangeError,
     ) -> Error {
         let who = format!("exchanger {:?} at {what}", self.name);
-        self.memory_exhausted(store, &who, &format!("; the guest reported: {}", guest_text(&e.to_string())))
-            .unwrap_or_else(|| exchanger_error(&self.name, what, e))
+        self.memory_exhausted(
+            store,
+            &who,
+            &format!("; the guest reported: {}", guest_text(&e.to_string())),
+        )
+        .unwrap_or_else(|| exchanger_error(&self.name, what, e))
     }
 
     fn memory_exhausted(&self, store: &Store<StoreState>, who: &str, tail: &str) -> Option<Error> {

@@ -76,9 +76,7 @@ pub async fn bounded_batches(
     // Decoding validates every string: off the async runtime, so a costly input
     // (bounded by the decoder's footprint rule) slows its sender only.
     tokio::task::spawn_blocking(move || {
-        let messages = messages
-            .into_iter()
-            .map(|m| (m.data_header, m.data_body));
+        let messages = messages.into_iter().map(|m| (m.data_header, m.data_body));
         mallard_protocol::flight_sql::decode_parameters(messages, max_rows, &what)
             .map_err(Error::from)
     })

@@ -195,8 +195,19 @@ mod tests {
 
     #[test]
     fn described_strings_are_bounded_and_printable() {
-        assert!(check_described("description", &"d".repeat(MAX_DESCRIPTION_BYTES), MAX_DESCRIPTION_BYTES).is_ok());
-        let long = check_described("description", &"d".repeat(MAX_DESCRIPTION_BYTES + 1), MAX_DESCRIPTION_BYTES);
+        assert!(
+            check_described(
+                "description",
+                &"d".repeat(MAX_DESCRIPTION_BYTES),
+                MAX_DESCRIPTION_BYTES
+            )
+            .is_ok()
+        );
+        let long = check_described(
+            "description",
+            &"d".repeat(MAX_DESCRIPTION_BYTES + 1),
+            MAX_DESCRIPTION_BYTES,
+        );
         assert!(long.unwrap_err().to_string().contains("at most 1024"));
         assert!(check_described("version", "1.0\n[forged log line]", MAX_VERSION_BYTES).is_err());
     }

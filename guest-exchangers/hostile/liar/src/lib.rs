@@ -71,7 +71,11 @@ impl RawExchanger for Liar {
             Some("offset-past-body") => Lie::OffsetPastBody,
             Some("negative-length") => Lie::NegativeLength,
             Some("huge-error") => Lie::HugeError,
-            other => return Err(ExchangeError::InvalidParams(format!("unknown lie {other:?}"))),
+            other => {
+                return Err(ExchangeError::InvalidParams(format!(
+                    "unknown lie {other:?}"
+                )));
+            }
         };
         let data_type = match lie {
             Lie::SharedViews => DataType::Utf8View,
@@ -89,10 +93,13 @@ impl RawExchanger for Liar {
                 let mut builder = StringViewBuilder::new();
                 let block = builder.append_block(Buffer::from(vec![b'x'; 64 << 10]));
                 for _ in 0..65_536 {
-                    builder.try_append_view(block, 0, 64 << 10).map_err(failed)?;
+                    builder
+                        .try_append_view(block, 0, 64 << 10)
+                        .map_err(failed)?;
                 }
-                let batch = RecordBatch::try_new(self.schema.clone(), vec![Arc::new(builder.finish())])
-                    .map_err(failed)?;
+                let batch =
+                    RecordBatch::try_new(self.schema.clone(), vec![Arc::new(builder.finish())])
+                        .map_err(failed)?;
                 let mut out = Vec::new();
                 MessageEncoder::new(self.schema.clone())
                     .encode(&batch, &mut out)
