@@ -259,13 +259,13 @@ impl<'a, 'd> Walk<'a, 'd> {
                 let child = self.column(child, false)?;
                 column.footprint =
                     ((nulls.len() + offsets.len()) as u64).saturating_add(child.footprint);
-                column.sizes = sizes.then(|| ValueSizes::Each(child.footprint));
+                column.sizes = sizes.then_some(ValueSizes::Each(child.footprint));
             }
             FixedSizeList(child, _) => {
                 let [nulls] = self.buffers_n::<1>(field)?;
                 let child = self.column(child, false)?;
                 column.footprint = (nulls.len() as u64).saturating_add(child.footprint);
-                column.sizes = sizes.then(|| ValueSizes::Each(child.footprint));
+                column.sizes = sizes.then_some(ValueSizes::Each(child.footprint));
             }
             Struct(children) => {
                 let [nulls] = self.buffers_n::<1>(field)?;
@@ -274,7 +274,7 @@ impl<'a, 'd> Walk<'a, 'd> {
                     footprint = footprint.saturating_add(self.column(child, false)?.footprint);
                 }
                 column.footprint = footprint;
-                column.sizes = sizes.then(|| ValueSizes::Each(footprint));
+                column.sizes = sizes.then_some(ValueSizes::Each(footprint));
             }
             Dictionary(key_type, _) => {
                 let [nulls, keys] = self.buffers_n::<2>(field)?;
