@@ -2,7 +2,8 @@
 //! DuckDB → Arrow batches, Arrow → DuckDB ingest (in memory and into a file), a wasm
 //! session's instantiation,
 //! and one 122,880-row (and one 16,384-row) batch through `add_processed` in wasm
-//! and natively (IPC into the guest, transform, IPC out, host validation).
+//! and natively (IPC into the guest, transform, IPC out, host validation), and the
+//! bounded decoder every client and guest message passes (and its footprint walk).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -176,5 +177,43 @@ fn encoded_flights(rows: usize) -> FlightData {
     }
 }
 
-criterion_group!(benches, duckdb_paths, exchange_paths);
+/// What validating a client's message costs, and the footprint walk's share of it:
+/// one 122,880-row flights batch (its dictionaries included) through the bounded
+/// decoder every Arrow input passes, and the walk over its record batch alone.
+fn decode_paths(c: &mut Criterion) {
+    let batch = mallard::flights::batch(0, BATCH_ROWS);
+    let schema = batch.schema();
+    let mut messages = Vec::new();
+    MessageEncoder::new(schema.clone())
+        .encode(&batch, &mut messages)
+        .unwrap();
+    let buffers: Vec<(Vec<u8>, arrow::buffer::Buffer)> = messages
+        .into_iter()
+        .map(|m| (m.header, arrow::buffer::Buffer::from(m.body)))
+        .collect();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(BATCH_ROWS as u64));
+    group.bench_function("validated_flights_batch", |b| {
+        b.iter(|| {
+            let mut decoder = mallard_exchanger::ipc::MessageDecoder::new(schema.clone());
+            for (header, body) in &buffers {
+                decoder.decode(header, body.clone()).unwrap();
+            }
+        })
+    });
+    let (header, body) = buffers.last().unwrap();
+    let message = arrow::ipc::root_as_message(header).unwrap();
+    let record = message.header_as_record_batch().unwrap();
+    let dictionaries = std::collections::HashMap::new();
+    group.bench_function("footprint_walk_flights_batch", |b| {
+        b.iter(|| {
+            mallard_exchanger::footprint::Walk::new(&record, body.as_slice(), &dictionaries)
+                .columns(schema.fields())
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, duckdb_paths, exchange_paths, decode_paths);
 criterion_main!(benches);
