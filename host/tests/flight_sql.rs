@@ -883,7 +883,7 @@ async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     assert_eq!(code(refused.unwrap_err()), tonic::Code::InvalidArgument);
     assert_eq!(answer, 42);
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );

@@ -511,11 +511,12 @@ fn shared_views(rows: usize, len: usize) -> RecordBatch {
         .unwrap()
 }
 
-/// Bob asks a question and gets the answer within a second.
+/// Bob asks a question and gets the answer within five seconds (the attacks this
+/// follows stalled other users for 14 s; tests run side by side on 2 cores).
 async fn bystander_served(server: &mallard::RunningServer) {
     let mut bob = login(server, BOB).await;
     let answer = within(
-        Duration::from_secs(1),
+        Duration::from_secs(5),
         scalar_i64(&mut bob, "SELECT 40 + 2"),
     )
     .await;
@@ -537,7 +538,7 @@ async fn shared_bytes_cannot_amplify_a_put_or_an_exchange() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("references"), "{err}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
