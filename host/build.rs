@@ -24,4 +24,5 @@ fn main() {
         .compile("mallard_arrow_insert");
     println!("cargo:rerun-if-changed=src/db/arrow_insert.cpp");
     println!("cargo:rerun-if-changed=src/db/bound_schema.cpp");
+    println!("cargo:rerun-if-changed=src/db/shim_message.hpp");
 }

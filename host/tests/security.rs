@@ -622,6 +622,31 @@ async fn what_describe_says_is_bounded_before_it_is_stored() {
     server.stop().await.unwrap();
 }
 
+/// Repeats `call` while it is refused with ResourceExhausted (a slot is released
+/// when its stream's end reaches the server), for at most five seconds; any other
+/// error fails the test.
+async fn once_slots_free<T>(
+    client: &mut FlightClient,
+    call: impl for<'c> Fn(
+        &'c mut FlightClient,
+    ) -> futures::future::BoxFuture<'c, Result<T, tonic::Status>>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match call(client).await {
+            Ok(answer) => return answer,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "slots never freed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_door_that_runs_a_statement_takes_a_query_slot() {
     let mut config = config_with_accounts();
@@ -653,20 +678,10 @@ async fn every_door_that_runs_a_statement_takes_a_query_slot() {
     assert!(!tables(&mut admin).await.contains(&"made".to_owned()));
     // Slots free, the same statements run.
     drop(open);
-    let started = std::time::Instant::now();
-    loop {
-        match action(&mut admin, "sql", "CREATE TABLE made AS SELECT 1 AS x").await {
-            Ok(_) => break,
-            Err(e) if e.code() == Code::ResourceExhausted => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "slots never freed"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    once_slots_free(&mut admin, |c| {
+        Box::pin(action(c, "sql", "CREATE TABLE made AS SELECT 1 AS x"))
+    })
+    .await;
     assert_eq!(
         sql.execute_update("INSERT INTO made VALUES (2)".into(), None)
             .await
@@ -712,24 +727,11 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
     drop(tx);
     while held.next().await.is_some() {}
     drop(held);
-    let started = std::time::Instant::now();
-    loop {
-        match alice
-            .get_flight_info(descriptor.clone())
-            .await
-            .map_err(to_status)
-        {
-            Ok(_) => break,
-            Err(e) if e.code() == Code::ResourceExhausted => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "slot never freed"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    once_slots_free(&mut alice, |c| {
+        let descriptor = descriptor.clone();
+        Box::pin(async move { c.get_flight_info(descriptor).await.map_err(to_status) })
+    })
+    .await;
     assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
@@ -737,33 +739,10 @@ async fn binding_sql_that_calls_exchange_takes_an_exchange_slot() {
 /// A put's messages: the schema of one Int64 column `v`, then a record batch
 /// header whose values buffer lies at `offset` with `length` rows, an 80-byte body.
 fn put_with_buffer_at(table: &str, offset: i64, length: i64) -> Vec<arrow_flight::FlightData> {
-    use arrow::ipc::{
-        FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
-    };
     let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
     let schema_header = mallard_exchanger::ipc::schema_to_header(&schema);
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let nodes = fbb.create_vector(&[FieldNode::new(length, 0)]);
-    let buffers = fbb.create_vector(&[
-        arrow::ipc::Buffer::new(0, 0),
-        arrow::ipc::Buffer::new(offset, 80),
-    ]);
-    let batch = {
-        let mut b = RecordBatchBuilder::new(&mut fbb);
-        b.add_length(length.max(0));
-        b.add_nodes(nodes);
-        b.add_buffers(buffers);
-        b.finish()
-    };
-    let message = {
-        let mut b = MessageBuilder::new(&mut fbb);
-        b.add_version(MetadataVersion::V5);
-        b.add_header_type(MessageHeader::RecordBatch);
-        b.add_header(batch.as_union_value());
-        b.add_bodyLength(80);
-        b.finish()
-    };
-    fbb.finish(message, None);
+    let header =
+        mallard_exchanger::ipc::forged_int64_batch_header(1, length, &[(0, 0), (offset, 80)], 80);
     vec![
         arrow_flight::FlightData {
             flight_descriptor: Some(FlightDescriptor::new_cmd(table.to_owned())),
@@ -771,7 +750,7 @@ fn put_with_buffer_at(table: &str, offset: i64, length: i64) -> Vec<arrow_flight
             ..Default::default()
         },
         arrow_flight::FlightData {
-            data_header: fbb.finished_data().to_vec().into(),
+            data_header: header.into(),
             data_body: vec![0u8; 80].into(),
             ..Default::default()
         },

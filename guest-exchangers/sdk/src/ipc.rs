@@ -377,6 +377,43 @@ pub fn shared(schema: Schema) -> SchemaRef {
     Arc::new(schema)
 }
 
+/// A hand-made record batch header of `columns` Int64 columns, each a node of
+/// `length` rows, with `buffers` as (offset, length) pairs and the declared body
+/// length: what a lying client or guest sends, for the tests and hostile guests
+/// that attack the decoder.
+#[doc(hidden)]
+pub fn forged_int64_batch_header(
+    columns: usize,
+    length: i64,
+    buffers: &[(i64, i64)],
+    body_len: i64,
+) -> Vec<u8> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let nodes = fbb.create_vector(&vec![arrow_ipc::FieldNode::new(length, 0); columns]);
+    let specs: Vec<_> = buffers
+        .iter()
+        .map(|(o, l)| arrow_ipc::Buffer::new(*o, *l))
+        .collect();
+    let buffers = fbb.create_vector(&specs);
+    let batch = {
+        let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
+        b.add_length(length.max(0));
+        b.add_nodes(nodes);
+        b.add_buffers(buffers);
+        b.finish()
+    };
+    let message = {
+        let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
+        b.add_version(arrow_ipc::MetadataVersion::V5);
+        b.add_header_type(MessageHeader::RecordBatch);
+        b.add_header(batch.as_union_value());
+        b.add_bodyLength(body_len);
+        b.finish()
+    };
+    fbb.finish(message, None);
+    fbb.finished_data().to_vec()
+}
+
 /// Feeds arbitrary bytes through the schema and message decoders, as the fuzz target
 /// and its corpus regression test do. Must never panic.
 #[doc(hidden)]
@@ -567,34 +604,6 @@ mod tests {
         assert!(err.to_string().contains("references"), "{err}");
     }
 
-    /// A record batch header of one Int64 column with the given node and buffers.
-    fn int64_header(length: i64, buffers: &[(i64, i64)], body_len: i64) -> Vec<u8> {
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let nodes = fbb.create_vector(&[arrow_ipc::FieldNode::new(length, 0)]);
-        let specs: Vec<_> = buffers
-            .iter()
-            .map(|(o, l)| arrow_ipc::Buffer::new(*o, *l))
-            .collect();
-        let buffers = fbb.create_vector(&specs);
-        let batch = {
-            let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
-            b.add_length(length.max(0));
-            b.add_nodes(nodes);
-            b.add_buffers(buffers);
-            b.finish()
-        };
-        let message = {
-            let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
-            b.add_version(arrow_ipc::MetadataVersion::V5);
-            b.add_header_type(MessageHeader::RecordBatch);
-            b.add_header(batch.as_union_value());
-            b.add_bodyLength(body_len);
-            b.finish()
-        };
-        fbb.finish(message, None);
-        fbb.finished_data().to_vec()
-    }
-
     #[test]
     fn buffers_outside_the_body_and_negative_lengths_are_errors_not_panics() {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
@@ -607,7 +616,7 @@ mod tests {
             (-5, vec![(0, 0), (0, 80)]),
             (10, vec![(i64::MAX, i64::MAX)]),
         ] {
-            let header = int64_header(length, &buffers, 80);
+            let header = forged_int64_batch_header(1, length, &buffers, 80);
             let err = MessageDecoder::new(schema.clone())
                 .decode(&header, body.clone())
                 .unwrap_err();
@@ -622,35 +631,10 @@ mod tests {
                 .map(|i| Field::new(format!("v{i}"), DataType::Int64, false))
                 .collect::<Vec<_>>(),
         ));
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let nodes = fbb.create_vector(&vec![arrow_ipc::FieldNode::new(131_072, 0); 100]);
-        let specs: Vec<_> = (0..100)
-            .flat_map(|_| {
-                [
-                    arrow_ipc::Buffer::new(0, 0),
-                    arrow_ipc::Buffer::new(0, 1 << 20),
-                ]
-            })
-            .collect();
-        let buffers = fbb.create_vector(&specs);
-        let batch = {
-            let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
-            b.add_length(131_072);
-            b.add_nodes(nodes);
-            b.add_buffers(buffers);
-            b.finish()
-        };
-        let message = {
-            let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
-            b.add_version(arrow_ipc::MetadataVersion::V5);
-            b.add_header_type(MessageHeader::RecordBatch);
-            b.add_header(batch.as_union_value());
-            b.add_bodyLength(1 << 20);
-            b.finish()
-        };
-        fbb.finish(message, None);
+        let shared: Vec<(i64, i64)> = (0..100).flat_map(|_| [(0, 0), (0, 1 << 20)]).collect();
+        let header = forged_int64_batch_header(100, 131_072, &shared, 1 << 20);
         let err = MessageDecoder::new(two)
-            .decode(fbb.finished_data(), Buffer::from(vec![0u8; 1 << 20]))
+            .decode(&header, Buffer::from(vec![0u8; 1 << 20]))
             .unwrap_err();
         assert!(err.to_string().contains("references"), "{err}");
     }

@@ -12,8 +12,9 @@
 #include "duckdb/common/arrow/arrow_wrapper.hpp"
 #include "duckdb/function/table/arrow.hpp"
 
+#include "shim_message.hpp"
+
 #include <cstdlib>
-#include <cstring>
 
 namespace {
 
@@ -45,14 +46,6 @@ private:
 	ArrowArrayStream &stream;
 };
 
-char *copy_message(const std::string &message) {
-	auto copy = static_cast<char *>(std::malloc(message.size() + 1));
-	if (copy) {
-		std::memcpy(copy, message.c_str(), message.size() + 1);
-	}
-	return copy;
-}
-
 } // namespace
 
 // Appends every batch of `stream` to `table` (one unqualified name, in the default
@@ -66,15 +59,15 @@ extern "C" char *mallard_insert_arrow_stream(duckdb_connection connection, Arrow
 		auto result = source->InsertRel(duckdb::Identifier::InvalidSchema(), duckdb::Identifier(std::string(table)))
 		                  ->Execute();
 		if (result->HasError()) {
-			return copy_message(result->GetError());
+			return mallard::copy_message(result->GetError());
 		}
 		auto chunk = result->Fetch();
 		*rows = chunk && chunk->size() > 0 ? chunk->GetValue(0, 0).GetValue<int64_t>() : 0;
 		return nullptr;
 	} catch (std::exception &e) {
-		return copy_message(duckdb::ErrorData(e).Message());
+		return mallard::copy_message(duckdb::ErrorData(e).Message());
 	} catch (...) {
-		return copy_message("unknown DuckDB error during ingest");
+		return mallard::copy_message("unknown DuckDB error during ingest");
 	}
 }
 

@@ -14,20 +14,8 @@
 #include "duckdb/common/arrow/arrow_converter.hpp"
 #include "duckdb/planner/planner.hpp"
 
-#include <cstdlib>
-#include <cstring>
+#include "shim_message.hpp"
 
-namespace {
-
-char *copy_message(const std::string &message) {
-	auto copy = static_cast<char *>(std::malloc(message.size() + 1));
-	if (copy) {
-		std::memcpy(copy, message.c_str(), message.size() + 1);
-	}
-	return copy;
-}
-
-} // namespace
 
 // Fills `out` with the result schema of `sql` (exactly one statement) bound with
 // `count` positional `values` ($1 first; duckdb_value handles, borrowed).
@@ -38,7 +26,7 @@ extern "C" char *mallard_bound_result_schema(duckdb_connection connection, const
 		auto conn = reinterpret_cast<duckdb::Connection *>(connection);
 		auto statements = conn->ExtractStatements(std::string(sql));
 		if (statements.size() != 1) {
-			return copy_message("a schema lookup takes exactly one statement");
+			return mallard::copy_message("a schema lookup takes exactly one statement");
 		}
 		auto statement = std::move(statements[0]);
 		auto &context = *conn->context;
@@ -61,8 +49,8 @@ extern "C" char *mallard_bound_result_schema(duckdb_connection connection, const
 		duckdb::ArrowConverter::ToArrowSchema(out, types, names, properties);
 		return nullptr;
 	} catch (std::exception &e) {
-		return copy_message(duckdb::ErrorData(e).Message());
+		return mallard::copy_message(duckdb::ErrorData(e).Message());
 	} catch (...) {
-		return copy_message("unknown DuckDB error while binding");
+		return mallard::copy_message("unknown DuckDB error while binding");
 	}
 }

@@ -238,19 +238,11 @@ impl RawConnection {
         // the call; a returned message is ours to free.
         let message =
             unsafe { mallard_insert_arrow_stream(self.handle, stream, table.as_ptr(), &mut rows) };
-        if message.is_null() {
-            return Ok(rows);
-        }
-        // SAFETY: a NUL-terminated message from malloc, freed right after.
-        let text = unsafe { CStr::from_ptr(message) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { mallard_free_message(message) };
-        Err(super::errors::classify_message(text))
+        // SAFETY: the shim's own message, or null.
+        unsafe { shim_outcome(message) }?;
+        Ok(rows)
     }
-}
 
-impl RawConnection {
     /// The result schema of `sql` (one statement) with `values` bound to its
     /// parameters, as executing it would give, without running it (see
     /// `bound_schema.cpp`). The caller judges the statement first.
@@ -273,18 +265,31 @@ impl RawConnection {
                 &mut schema,
             )
         };
-        if !message.is_null() {
-            // SAFETY: a NUL-terminated message from malloc, freed right after.
-            let text = unsafe { CStr::from_ptr(message) }
-                .to_string_lossy()
-                .into_owned();
-            unsafe { mallard_free_message(message) };
-            return Err(super::errors::classify_message(text));
-        }
+        // SAFETY: the shim's own message, or null.
+        unsafe { shim_outcome(message) }?;
         let schema = arrow::datatypes::Schema::try_from(&schema)
             .map_err(|e| Error::Internal(format!("DuckDB's bound schema: {e}")))?;
         Ok(Arc::new(schema))
     }
+}
+
+/// Ok for a null message from a C++ shim, else the error it carries (classified
+/// like any DuckDB error); the message is freed.
+///
+/// # Safety
+///
+/// `message` is null or a NUL-terminated string the shim allocated with malloc,
+/// not used after this call.
+unsafe fn shim_outcome(message: *mut c_char) -> Result<()> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: forwarded to the caller; freed right after it is read.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { mallard_free_message(message) };
+    Err(super::errors::classify_message(text))
 }
 
 unsafe extern "C" {

@@ -466,17 +466,7 @@ pub fn result_schema(
     sql: &str,
     policy: &dyn StatementPolicy,
 ) -> Result<SchemaRef> {
-    check_mentions(conn, sql, policy)?;
-    let statements = Extracted::parse(conn, sql)?;
-    if statements.len() != 1 {
-        return Err(Error::InvalidArgument(format!(
-            "a schema lookup takes exactly one statement, got {}",
-            statements.len()
-        )));
-    }
-    let prepared = statements.prepare(conn, 0)?;
-    policy.allow(prepared.kind())?;
-    prepared.result_schema(conn)
+    judged_single(conn, sql, policy)?.result_schema(conn)
 }
 
 /// [`result_schema`] with `params` bound: the schema executing it with them would
@@ -487,6 +477,17 @@ pub fn bound_result_schema(
     policy: &dyn StatementPolicy,
     params: &Params,
 ) -> Result<SchemaRef> {
+    drop(judged_single(conn, sql, policy)?);
+    conn.bound_result_schema(sql, &params.handles())
+}
+
+/// The one statement of a schema lookup, prepared and judged by `policy`;
+/// InvalidArgument unless `sql` is exactly one statement.
+fn judged_single(
+    conn: &RawConnection,
+    sql: &str,
+    policy: &dyn StatementPolicy,
+) -> Result<Prepared> {
     check_mentions(conn, sql, policy)?;
     let statements = Extracted::parse(conn, sql)?;
     if statements.len() != 1 {
@@ -497,8 +498,7 @@ pub fn bound_result_schema(
     }
     let prepared = statements.prepare(conn, 0)?;
     policy.allow(prepared.kind())?;
-    drop(prepared);
-    conn.bound_result_schema(sql, &params.handles())
+    Ok(prepared)
 }
 
 fn message(ptr: *const c_char, fallback: &str) -> String {

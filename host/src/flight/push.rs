@@ -104,7 +104,6 @@ pub async fn push(
         credentials,
     } = request;
     check_target(state, &to)?;
-    let target_address = to.clone();
     let (user, password) = credentials.unwrap_or_else(|| {
         state.config.push_credentials.clone().unwrap_or_else(|| {
             (
@@ -113,7 +112,7 @@ pub async fn push(
             )
         })
     });
-    let failed_push = format!("push_table to {target_address}");
+    let failed_push = format!("push_table to {to}");
     let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let source = match source {
         PushSource::Table(table) => {
@@ -202,9 +201,7 @@ pub async fn push(
                 rows = v.get("rows").and_then(|r| r.as_u64());
             }
         }
-        rows.ok_or_else(|| {
-            Error::Unavailable(format!("{target_address} did not acknowledge the put"))
-        })
+        rows.ok_or_else(|| Error::Unavailable(format!("{to} did not acknowledge the put")))
     };
     let rows = tokio::select! {
         outcome = send => outcome?,

@@ -8,8 +8,7 @@
 
 use arrow_array::builder::StringViewBuilder;
 use arrow_buffer::Buffer;
-use arrow_ipc::MessageHeader;
-use mallard_exchanger::ipc::MessageEncoder;
+use mallard_exchanger::ipc::{MessageEncoder, forged_int64_batch_header};
 use mallard_exchanger::prelude::*;
 
 /// The lie this session tells.
@@ -29,34 +28,6 @@ pub struct Liar {
 
 fn failed(e: impl std::fmt::Display) -> ExchangeError {
     ExchangeError::Failed(e.to_string())
-}
-
-/// A record batch header of one Int64 column: `length` rows, its values buffer
-/// at `offset`, an 80-byte body.
-fn int64_header(length: i64, offset: i64) -> Vec<u8> {
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let nodes = fbb.create_vector(&[arrow_ipc::FieldNode::new(length, 0)]);
-    let buffers = fbb.create_vector(&[
-        arrow_ipc::Buffer::new(0, 0),
-        arrow_ipc::Buffer::new(offset, 80),
-    ]);
-    let batch = {
-        let mut b = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
-        b.add_length(length.max(0));
-        b.add_nodes(nodes);
-        b.add_buffers(buffers);
-        b.finish()
-    };
-    let message = {
-        let mut b = arrow_ipc::MessageBuilder::new(&mut fbb);
-        b.add_version(arrow_ipc::MetadataVersion::V5);
-        b.add_header_type(MessageHeader::RecordBatch);
-        b.add_header(batch.as_union_value());
-        b.add_bodyLength(80);
-        b.finish()
-    };
-    fbb.finish(message, None);
-    fbb.finished_data().to_vec()
 }
 
 impl RawExchanger for Liar {
@@ -107,11 +78,11 @@ impl RawExchanger for Liar {
                 Ok(out)
             }
             Lie::OffsetPastBody => Ok(vec![Message {
-                header: int64_header(10, 1 << 40),
+                header: forged_int64_batch_header(1, 10, &[(0, 0), (1 << 40, 80)], 80),
                 body: vec![0; 80],
             }]),
             Lie::NegativeLength => Ok(vec![Message {
-                header: int64_header(-5, 0),
+                header: forged_int64_batch_header(1, -5, &[(0, 0), (0, 80)], 80),
                 body: vec![0; 80],
             }]),
             Lie::HugeError => Err(ExchangeError::Failed("x".repeat(100 << 20))),

@@ -266,10 +266,42 @@ async fn statement_shape(
     sql: String,
     transaction: Option<&Bytes>,
 ) -> Result<Shape> {
+    on_callers_connection(state, principal, transaction, move |conn, policy| {
+        statements::statement_shape(conn, &sql, policy)
+    })
+    .await
+}
+
+/// Runs `f` on a blocking thread, on the connection `transaction` places the
+/// caller's statements on, with the caller's SQL policy and its `exchange()` scope.
+async fn on_callers_connection<T: Send + 'static>(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    transaction: Option<&Bytes>,
+    f: impl FnOnce(&crate::db::raw::RawConnection, &dyn StatementPolicy) -> Result<T> + Send + 'static,
+) -> Result<T> {
     let (on, policy) = placement(state, principal, transaction)?;
     let db = state.db.clone();
     let scope = caller_scope(state, principal, Arc::default());
-    crate::flight::actions::blocking(move || shape(&db, &sql, &*policy, scope, on)).await
+    crate::flight::actions::blocking(move || {
+        let own;
+        let guard;
+        let conn = match &on {
+            On::Fresh => {
+                own = db.connect_raw()?;
+                &own
+            }
+            On::Session(session) => {
+                guard = session.lock()?;
+                &*guard
+            }
+        };
+        let _scope = db
+            .scopes
+            .enter(conn.id(), scope(conn.interrupt_handle().watch()));
+        f(conn, &*policy)
+    })
+    .await
 }
 
 fn metadata_only(state: &ServerState, principal: &Principal) -> Result<()> {
@@ -742,13 +774,13 @@ pub async fn do_action(
     match kind {
         "CreatePreparedStatement" => {
             let request: ActionCreatePreparedStatementRequest = unpack(any()?, kind)?;
-            let (on, policy) = placement(state, principal, request.transaction_id.as_ref())?;
-            let sql = request.query.clone();
-            let db = state.db.clone();
-            let scope = caller_scope(state, principal, Arc::default());
-            let shape =
-                crate::flight::actions::blocking(move || shape(&db, &sql, &*policy, scope, on))
-                    .await?;
+            let shape = statement_shape(
+                state,
+                principal,
+                request.query.clone(),
+                request.transaction_id.as_ref(),
+            )
+            .await?;
             let dataset_schema = if shape.kind == StatementKind::Read {
                 shape.result
             } else {
@@ -870,43 +902,6 @@ pub async fn do_action(
 }
 
 /// The [`Shape`] of one statement, judged by `policy`, on the connection `on` names.
-fn shape(
-    db: &crate::db::Database,
-    sql: &str,
-    policy: &dyn StatementPolicy,
-    scope: crate::db::query::ScopeFactory,
-    on: On,
-) -> Result<Shape> {
-    with_connection(db, scope, &on, |conn| {
-        statements::statement_shape(conn, sql, policy)
-    })
-}
-
-/// Runs `f` on `on`'s connection, serving `scope` (so `exchange()` acts for the caller).
-fn with_connection<T>(
-    db: &crate::db::Database,
-    scope: crate::db::query::ScopeFactory,
-    on: &On,
-    f: impl FnOnce(&crate::db::raw::RawConnection) -> Result<T>,
-) -> Result<T> {
-    let own;
-    let guard;
-    let conn = match on {
-        On::Fresh => {
-            own = db.connect_raw()?;
-            &own
-        }
-        On::Session(session) => {
-            guard = session.lock()?;
-            &*guard
-        }
-    };
-    let _scope = db
-        .scopes
-        .enter(conn.id(), scope(conn.interrupt_handle().watch()));
-    f(conn)
-}
-
 /// The schema a prepared query's stream will have: with one row of parameters
 /// bound, the schema DuckDB gives the statement bound with them (it may type
 /// the result only then); without, the one it gave when prepared.
@@ -920,14 +915,10 @@ async fn prepared_result_schema(
         return Ok(prepared.dataset_schema.clone());
     }
     let params = rows.pop().expect("one row");
-    let (on, policy) = placement(state, principal, prepared.transaction.as_ref())?;
-    let db = state.db.clone();
-    let scope = caller_scope(state, principal, Arc::default());
     let sql = prepared.sql.clone();
-    crate::flight::actions::blocking(move || {
-        with_connection(&db, scope, &on, |conn| {
-            statements::bound_result_schema(conn, &sql, &*policy, &params)
-        })
+    let transaction = prepared.transaction.as_ref();
+    on_callers_connection(state, principal, transaction, move |conn, policy| {
+        statements::bound_result_schema(conn, &sql, policy, &params)
     })
     .await
 }
