@@ -11,7 +11,7 @@ use crate::servers::{self, Server};
 use anyhow::{Result, ensure};
 use arrow_flight::FlightClient;
 use indicatif::{ProgressBar, ProgressStyle};
-use mallard::polyglot::Language;
+use mallard_guest_builder::polyglot::Language;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -174,7 +174,7 @@ pub async fn run(
                 continue;
             }
             let path = tokio::task::spawn_blocking(move || {
-                mallard::polyglot::build(language, "add_processed")
+                mallard_guest_builder::polyglot::build(language, "add_processed")
             })
             .await??;
             let component = std::fs::read(path)?;

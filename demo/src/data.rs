@@ -29,11 +29,11 @@ pub fn write_parquet(path: &Path, rows: u64, progress: &ProgressBar) -> Result<(
     let props = WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(file, mallard::flights::schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, mallard_flights::schema(), Some(props))?;
     let mut start = 0u64;
     while start < rows {
         let n = (rows - start).min(BATCH_ROWS as u64) as usize;
-        writer.write(&mallard::flights::batch(start, n))?;
+        writer.write(&mallard_flights::batch(start, n))?;
         start += n as u64;
         progress.set_position(start);
     }

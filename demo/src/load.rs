@@ -311,7 +311,7 @@ async fn leaks(
     let started = Instant::now();
     loop {
         let live = health(client).await?["live"].clone();
-        let busy: Vec<String> = mallard::gauges::IDLE_AT_ZERO
+        let busy: Vec<String> = mallard_core::gauges::IDLE_AT_ZERO
             .into_iter()
             .filter(|k| live[*k].as_u64() != Some(0))
             .map(|k| format!("{k}={}", live[k]))

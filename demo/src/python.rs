@@ -11,7 +11,7 @@ pub const ADBC: &[&str] = &["adbc-driver-flightsql", "adbc-driver-manager", "pya
 
 /// A directory holding `packages` for `python3`, installed on first use.
 pub fn packages(packages: &[&str]) -> Result<PathBuf> {
-    Ok(mallard::polyglot::pip_packages(packages)?)
+    Ok(mallard_guest_builder::polyglot::pip_packages(packages)?)
 }
 
 /// Runs `demo/scripts/<script>` with `args` and the ADBC packages; returns its

@@ -64,8 +64,8 @@ fn client_tls() -> Option<&'static mallard::transport::ClientTls> {
 pub async fn connect(url: &str, user: &str, password: &str) -> Result<FlightClient> {
     match mallard::client::connect_with(url, user, password, client_tls()).await {
         Ok(c) => Ok(c),
-        Err(mallard::Error::Unauthenticated(m)) => {
-            bail!("{url} refused the credentials ({m}); pass --user and --password")
+        Err(e) if e.kind() == mallard::ErrorKind::Unauthenticated => {
+            bail!("{url} refused the credentials ({e}); pass --user and --password")
         }
         Err(e) => Err(e).with_context(|| format!("cannot reach {url}")),
     }

@@ -56,9 +56,11 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.parquet");
     let output = dir.path().join("out.parquet");
-    let component =
-        mallard::components::build_one("add-processed", mallard::components::Profile::Release)
-            .unwrap();
+    let component = mallard_guest_builder::components::build_one(
+        "add-processed",
+        mallard_guest_builder::components::Profile::Release,
+    )
+    .unwrap();
 
     ok(demo(
         &server,

@@ -12,17 +12,17 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use mallard::db::ingest::Ingest;
-use mallard::db::statements::ServerSql;
-use mallard::db::{Database, DbOptions, query};
-use mallard::exchange::ExchangeSession;
-use mallard::exchange::catalog::{Catalog, Code, builtins};
-use mallard::exchange::native::NativeSession;
-use mallard::exchange::wasm::WasmSession;
-use mallard::sandbox::Limits;
-use mallard::sandbox::engine::SandboxEngine;
+use mallard_db::ingest::Ingest;
+use mallard_db::statements::ServerSql;
+use mallard_db::{Database, DbOptions, query};
+use mallard_exchange::ExchangeSession;
+use mallard_exchange::catalog::{Catalog, Code, builtins};
+use mallard_exchange::native::NativeSession;
+use mallard_exchange::wasm::WasmSession;
 use mallard_exchanger::ipc::MessageEncoder;
 use mallard_protocol::TableName;
+use mallard_sandbox::Limits;
+use mallard_sandbox::engine::SandboxEngine;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -30,9 +30,11 @@ const BATCH_ROWS: usize = 122_880;
 const SMALL_BATCH_ROWS: usize = 16_384;
 
 fn add_processed_wasm() -> Vec<u8> {
-    let path =
-        mallard::components::build_one("add-processed", mallard::components::Profile::Optimized)
-            .unwrap();
+    let path = mallard_guest_builder::components::build_one(
+        "add-processed",
+        mallard_guest_builder::components::Profile::Optimized,
+    )
+    .unwrap();
     std::fs::read(path).unwrap()
 }
 
@@ -50,7 +52,7 @@ fn duckdb_paths(c: &mut Criterion) {
     let rows = 1_000_000u64;
     let batches: Vec<RecordBatch> = (0..rows)
         .step_by(BATCH_ROWS)
-        .map(|s| mallard::flights::batch(s, BATCH_ROWS.min((rows - s) as usize)))
+        .map(|s| mallard_flights::batch(s, BATCH_ROWS.min((rows - s) as usize)))
         .collect();
     let scratch = tempfile::tempdir().unwrap();
     let file_db = Arc::new(
@@ -123,7 +125,7 @@ fn exchange_paths(c: &mut Criterion) {
         panic!("uploaded")
     };
     let uploaded = ("add_processed", pre);
-    let schema = mallard::flights::batch(0, 1).schema();
+    let schema = mallard_flights::batch(0, 1).schema();
     let schema_header = MessageEncoder::new(schema.clone()).schema_header();
     let input = (&schema_header[..], schema.clone());
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -164,7 +166,7 @@ fn exchange_paths(c: &mut Criterion) {
 
 /// One record-batch message of `rows` flights rows, as a client sends it.
 fn encoded_flights(rows: usize) -> FlightData {
-    let batch = mallard::flights::batch(0, rows);
+    let batch = mallard_flights::batch(0, rows);
     let mut messages = Vec::new();
     MessageEncoder::new(batch.schema())
         .encode(&batch, &mut messages)
@@ -181,7 +183,7 @@ fn encoded_flights(rows: usize) -> FlightData {
 /// one 122,880-row flights batch (its dictionaries included) through the bounded
 /// decoder every Arrow input passes, and the walk over its record batch alone.
 fn decode_paths(c: &mut Criterion) {
-    let batch = mallard::flights::batch(0, BATCH_ROWS);
+    let batch = mallard_flights::batch(0, BATCH_ROWS);
     let schema = batch.schema();
     let mut messages = Vec::new();
     MessageEncoder::new(schema.clone())

@@ -7,12 +7,12 @@
 //! runtime, a few at a time, and an address that keeps failing is refused
 //! unverified for a while. Neither tokens nor passwords are ever logged.
 
-use crate::error::{Error, Result};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mallard_core::{Error, Result};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
 
+pub use mallard_access::{Principal, Role};
 pub use mallard_protocol::credentials::basic_header;
 use mallard_protocol::credentials::{Credentials, parse_authorization};
-pub use mallard_protocol::users::Role;
 
 /// The seeds' development credentials, used when no users are configured.
 pub const DEFAULT_USER: &str = "admin";
@@ -32,15 +32,6 @@ pub const DEFAULT_USER: &str = "admin";
 pub const DEFAULT_PASSWORD: &str = "password123";
 /// How long a bearer token stays valid unless configured otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// The caller of a request.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// User name.
-    pub user: String,
-    /// The user's role.
-    pub role: Role,
-}
 
 /// A configured user: an argon2id password hash and a role.
 #[derive(Clone)]
@@ -257,7 +248,7 @@ impl Authenticator {
                 .expect("failure table lock")
                 .blocked(address, Instant::now())
         {
-            return Err(Error::Unauthenticated(format!(
+            return Err(Error::unauthenticated(format!(
                 "too many failed logins from {address}; wait up to {} s",
                 FAILURE_WINDOW.as_secs()
             )));
@@ -272,11 +263,11 @@ impl Authenticator {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
+            .map_err(|_| Error::unavailable("server is shutting down"))?;
         let password = password.to_owned();
         let verified = tokio::task::spawn_blocking(move || entry.verify(&password))
             .await
-            .map_err(|e| Error::Internal(format!("password check failed: {e}")))?;
+            .map_err(|e| Error::internal(format!("password check failed: {e}")))?;
         if verified && known {
             Ok(Principal {
                 user: user.to_owned(),
@@ -289,9 +280,7 @@ impl Authenticator {
                     .expect("failure table lock")
                     .record(address, Instant::now());
             }
-            Err(Error::Unauthenticated(
-                "invalid user name or password".into(),
-            ))
+            Err(Error::unauthenticated("invalid user name or password"))
         }
     }
 
@@ -338,11 +327,11 @@ impl Authenticator {
             Some(s) if s.expires > Instant::now() => Ok(s.principal.clone()),
             Some(_) => {
                 sessions.remove(&key);
-                Err(Error::Unauthenticated(
-                    "bearer token expired; authenticate again".into(),
+                Err(Error::unauthenticated(
+                    "bearer token expired; authenticate again",
                 ))
             }
-            None => Err(Error::Unauthenticated("invalid bearer token".into())),
+            None => Err(Error::unauthenticated("invalid bearer token")),
         }
     }
 
@@ -354,11 +343,9 @@ impl Authenticator {
     ) -> Result<Authenticated> {
         let header = metadata
             .get("authorization")
-            .ok_or_else(|| {
-                Error::Unauthenticated("no authorization header; use Basic or Bearer".into())
-            })?
+            .ok_or_else(|| Error::unauthenticated("no authorization header; use Basic or Bearer"))?
             .to_str()
-            .map_err(|_| Error::Unauthenticated("authorization header is not ASCII".into()))?;
+            .map_err(|_| Error::unauthenticated("authorization header is not ASCII"))?;
         match parse_authorization(header)? {
             Credentials::Bearer(token) => Ok(Authenticated {
                 principal: self.check_token(token)?,

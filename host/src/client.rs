@@ -2,10 +2,10 @@
 //! tuned transport, Basic handshake, bearer token on every call.
 
 use crate::auth::basic_header;
-use crate::error::{Error, Result};
 use crate::transport;
 use arrow_flight::FlightClient;
 use arrow_flight::flight_service_client::FlightServiceClient;
+use mallard_core::{Error, Result};
 use tonic::metadata::MetadataValue;
 
 /// Connects to `url` and authenticates with a Basic handshake; the returned client
@@ -45,16 +45,16 @@ pub async fn connect_to(
     let mut client = FlightClient::new_from_inner(inner);
     client
         .add_header("authorization", &basic_header(user, password))
-        .map_err(|e| Error::Internal(format!("header: {e}")))?;
+        .map_err(|e| Error::internal(format!("header: {e}")))?;
     let token = client
         .handshake(Vec::<u8>::new())
         .await
         .map_err(Error::from)?;
     let token = String::from_utf8(token.to_vec())
-        .map_err(|_| Error::Internal("server returned a non-UTF-8 token".into()))?;
+        .map_err(|_| Error::internal("server returned a non-UTF-8 token"))?;
     let bearer: MetadataValue<_> = format!("Bearer {token}")
         .parse()
-        .map_err(|_| Error::Internal("server returned an unusable token".into()))?;
+        .map_err(|_| Error::internal("server returned an unusable token"))?;
     client.metadata_mut().insert("authorization", bearer);
     Ok(client)
 }

@@ -1,8 +1,8 @@
 //! Server configuration, independent of how it was given (flags, environment, tests).
 
 use crate::auth::{DEFAULT_TOKEN_TTL, User};
-use crate::db::DbOptions;
-use crate::sandbox::Limits;
+use mallard_db::DbOptions;
+use mallard_sandbox::Limits;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct ServerConfig {
     /// Sandbox limits.
     pub limits: Limits,
     /// What each user's exchangers may take.
-    pub quotas: crate::exchange::quotas::Quotas,
+    pub quotas: mallard_exchange::quotas::Quotas,
     /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
     pub metrics_listen: Option<SocketAddr>,
     /// A bearer token that may read `/metrics` (admins' credentials always may).
@@ -76,7 +76,7 @@ pub struct ServerConfig {
     /// Most exchanges one user may run at once.
     pub max_exchanges_per_user: usize,
     /// Output an exchange may hold for a client that writes before it reads.
-    pub exchange_output: crate::exchange::output::OutputBudget,
+    pub exchange_output: mallard_exchange::output::OutputBudget,
     /// Serve TLS (`grpc+tls://`) instead of plain HTTP/2.
     pub tls: Option<ServerTls>,
     /// How `push_table` connects to `grpc+tls://` targets (CA, client identity).
@@ -97,7 +97,7 @@ pub struct ServerConfig {
     pub max_streams_per_connection: u32,
 }
 
-pub use crate::db::DEFAULT_QUERY_TIMEOUT;
+pub use mallard_db::DEFAULT_QUERY_TIMEOUT;
 /// Default concurrent exchanges per user: a few streams each, so one user cannot
 /// take every core.
 pub const DEFAULT_MAX_EXCHANGES_PER_USER: usize = 8;
@@ -140,7 +140,7 @@ impl ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             allow_default_credentials: false,
             max_exchanges_per_user: DEFAULT_MAX_EXCHANGES_PER_USER,
-            exchange_output: crate::exchange::output::OutputBudget {
+            exchange_output: mallard_exchange::output::OutputBudget {
                 bytes: DEFAULT_EXCHANGE_OUTPUT_BUFFER_MIB << 20,
                 stall: DEFAULT_EXCHANGE_OUTPUT_STALL,
             },

@@ -4,12 +4,12 @@
 //! Counted as things happen: RPCs by method and status and their latency
 //! ([`crate::flight::rpc_metrics`]), authentication failures. Read at scrape
 //! time, so they cannot drift from what `list_exchangers` and the healthcheck
-//! show: every exchanger version's counters ([`crate::exchange::metrics`]) and
+//! show: every exchanger version's counters ([`mallard_exchange::metrics`]) and
 //! the live gauges (queries, ingests, exchanges, instances, threads, …).
 
-use crate::error::{Error, Result};
-use crate::exchange::metrics::code_name;
 use crate::state::ServerState;
+use mallard_core::{Error, Result};
+use mallard_exchange::metrics::code_name;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -177,13 +177,13 @@ impl Collector for StateCollector {
         let live = [
             ("queries", state.db.live_queries.get()),
             ("ingests", state.db.live_ingests.get()),
-            ("exchanges", state.exchange_slots.total()),
+            ("exchanges", state.exchanges.slots.total()),
             ("get_streams", state.query_slots.total()),
             ("put_streams", state.put_slots.total()),
             ("sessions", state.auth.live_sessions()),
             (
                 "wasm_instances",
-                state.catalog.engine().live_instances.get(),
+                state.exchanges.catalog.engine().live_instances.get(),
             ),
         ];
         family(
@@ -200,7 +200,7 @@ impl Collector for StateCollector {
             MetricType::Gauge,
             [(
                 vec![],
-                ConstGauge::new(crate::gauges::process_threads().unwrap_or(0) as i64),
+                ConstGauge::new(mallard_core::gauges::process_threads().unwrap_or(0) as i64),
             )],
         )?;
         family(
@@ -208,17 +208,21 @@ impl Collector for StateCollector {
             "guest_memory_bytes",
             "Guest memory held by live exchanger instances, all users",
             MetricType::Gauge,
-            [(vec![], ConstGauge::new(state.guest_memory.in_use() as i64))],
+            [(
+                vec![],
+                ConstGauge::new(state.exchanges.guest_memory.in_use() as i64),
+            )],
         )?;
 
         let versions: Vec<_> = state
+            .exchanges
             .catalog
             .versions()
             .into_iter()
             .flat_map(|(_, vs)| vs)
             .collect();
         let groups = exchanger_series(&versions, state.config.metrics_private_labels);
-        type Version = crate::exchange::catalog::Version;
+        type Version = mallard_exchange::catalog::Version;
         let sum = |group: &[&Version], read: &dyn Fn(&Version) -> u64| -> u64 {
             group.iter().map(|v| read(v)).sum()
         };
@@ -345,12 +349,12 @@ type Labels = Vec<(&'static str, String)>;
 /// else they are added up under `owner="private"`, so a scrape does not tell which
 /// user keeps which exchanger.
 fn exchanger_series(
-    versions: &[Arc<crate::exchange::catalog::Version>],
+    versions: &[Arc<mallard_exchange::catalog::Version>],
     private_labels: bool,
-) -> Vec<(Labels, Vec<&crate::exchange::catalog::Version>)> {
-    let mut groups: Vec<(Labels, Vec<&crate::exchange::catalog::Version>)> = Vec::new();
+) -> Vec<(Labels, Vec<&mallard_exchange::catalog::Version>)> {
+    let mut groups: Vec<(Labels, Vec<&mallard_exchange::catalog::Version>)> = Vec::new();
     for v in versions {
-        let named = private_labels || v.owner == crate::exchange::catalog::Owner::Shared;
+        let named = private_labels || v.owner == mallard_exchange::catalog::Owner::Shared;
         let labels: Labels = if named {
             vec![
                 ("owner", v.owner.label().to_owned()),
@@ -437,10 +441,10 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr} for metrics: {e}")))?;
+        .map_err(|e| Error::unavailable(format!("cannot listen on {addr} for metrics: {e}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     let weak = Arc::downgrade(state);
     let app = axum::Router::new().route(
         "/metrics",

@@ -2,19 +2,20 @@
 //! shut down gracefully within a bounded time.
 
 use crate::auth::Authenticator;
-use crate::authz::Authorizer;
 use crate::config::ServerConfig;
-use crate::db::Database;
-use crate::error::{Error, Result};
-use crate::exchange::catalog::Catalog;
 use crate::flight::MallardService;
 use crate::flight::auth_layer::AuthenticateLayer;
 use crate::flight::rpc_metrics::RpcMetricsLayer;
-use crate::sandbox::engine::SandboxEngine;
-use crate::slots::UserSlots;
 use crate::state::ServerState;
 use crate::transport;
 use arrow_flight::flight_service_server::FlightServiceServer;
+use mallard_access::authz::Authorizer;
+use mallard_access::slots::{MemoryPools, UserSlots};
+use mallard_core::{Error, Result};
+use mallard_db::Database;
+use mallard_exchange::Exchanges;
+use mallard_exchange::catalog::Catalog;
+use mallard_sandbox::engine::SandboxEngine;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -59,7 +60,7 @@ impl RunningServer {
         }
         let grace = self.state.config.shutdown_grace;
         match tokio::time::timeout(grace, &mut self.task).await {
-            Ok(joined) => joined.map_err(|e| Error::Internal(format!("server task: {e}")))??,
+            Ok(joined) => joined.map_err(|e| Error::internal(format!("server task: {e}")))??,
             Err(_) => {
                 tracing::warn!(addr = %self.addr, ?grace, "in-flight calls did not finish in time; cancelling them");
                 self.task.abort();
@@ -72,7 +73,7 @@ impl RunningServer {
         let db = self.state.db.clone();
         tokio::task::spawn_blocking(move || db.checkpoint())
             .await
-            .map_err(|e| Error::Internal(format!("checkpoint thread: {e}")))??;
+            .map_err(|e| Error::internal(format!("checkpoint thread: {e}")))??;
         tracing::info!(addr = %self.addr, "server stopped");
         Ok(())
     }
@@ -81,7 +82,7 @@ impl RunningServer {
 /// Builds the server's state: database, authenticator, sandbox and catalogue.
 pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let db = Arc::new(Database::open(config.db.clone())?);
-    crate::exchange::sql::register(&db)?;
+    mallard_exchange::sql::register(&db)?;
     let auth = Authenticator::new(config.users.clone(), config.token_ttl);
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let catalog = Arc::new(Catalog::open(
@@ -90,15 +91,27 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
         config.data_dir.as_deref(),
     )?);
     let slots = |what, flag, max| UserSlots::new(what, flag, max);
+    let authz = Authorizer {
+        files_allowed: !config.db.allowed_dirs.is_empty(),
+    };
+    let exchanges = Arc::new(Exchanges {
+        db: db.clone(),
+        catalog,
+        guest_memory: MemoryPools::new(config.quotas.guest_memory_per_user),
+        slots: slots(
+            "exchanges",
+            "--max-exchanges-per-user",
+            config.max_exchanges_per_user,
+        ),
+        authz,
+        output: config.exchange_output,
+    });
     Ok(Arc::new(ServerState {
         db,
+        exchanges,
         auth,
-        guest_memory: crate::slots::MemoryPools::new(config.quotas.guest_memory_per_user),
-        catalog,
         metrics: Arc::new(crate::metrics::ServerMetrics::default()),
-        authz: Authorizer {
-            files_allowed: !config.db.allowed_dirs.is_empty(),
-        },
+        authz,
         query_slots: slots(
             "do_get streams",
             "--max-queries-per-user",
@@ -109,12 +122,7 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
             "--max-puts-per-user",
             config.max_puts_per_user,
         ),
-        query_output: crate::slots::OutputBudgets::new(config.query_output_per_user_bytes),
-        exchange_slots: slots(
-            "exchanges",
-            "--max-exchanges-per-user",
-            config.max_exchanges_per_user,
-        ),
+        query_output: mallard_access::slots::OutputBudgets::new(config.query_output_per_user_bytes),
         flight_sql: crate::flight::sql::FlightSqlState::new(config.db.query_timeout)?,
         running_queries: Arc::default(),
         config,
@@ -125,13 +133,13 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
 pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     let state = tokio::task::spawn_blocking(move || build_state(config))
         .await
-        .map_err(|e| Error::Internal(format!("startup thread: {e}")))??;
+        .map_err(|e| Error::internal(format!("startup thread: {e}")))??;
     crate::flight::sql::expire_idle_in_background(&state);
     if state.auth.uses_default_credentials() {
         if addr.ip().is_loopback() {
@@ -139,7 +147,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         } else if state.config.allow_default_credentials {
             tracing::error!(%addr, "DEVELOPMENT CREDENTIALS admin/password123 ON A NON-LOOPBACK ADDRESS: configure users");
         } else {
-            return Err(Error::PermissionDenied(format!(
+            return Err(Error::permission_denied(format!(
                 "refusing to serve {addr} with the development credentials admin/password123; \
                  configure --users, or pass --allow-default-credentials"
             )));
@@ -169,7 +177,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         }
         builder = builder
             .tls_config(config)
-            .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+            .map_err(|e| Error::invalid_argument(format!("TLS settings: {e}")))?;
     }
     let max_streams = state.config.max_streams_per_connection;
     let layer_state = state.clone();
@@ -200,7 +208,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
                 let _ = rx.await;
             })
             .await
-            .map_err(|e| Error::Internal(format!("server: {e}")))
+            .map_err(|e| Error::internal(format!("server: {e}")))
     });
     tracing::info!(%addr, "mallard listening");
     Ok(RunningServer {

@@ -1,11 +1,11 @@
 //! What every request handler of one server shares.
 
 use crate::auth::Authenticator;
-use crate::authz::Authorizer;
 use crate::config::ServerConfig;
-use crate::db::Database;
-use crate::exchange::catalog::Catalog;
-use crate::slots::{MemoryPools, UserSlots};
+use mallard_access::authz::Authorizer;
+use mallard_access::slots::UserSlots;
+use mallard_db::Database;
+use mallard_exchange::Exchanges;
 use std::sync::Arc;
 
 /// The shared state of one server.
@@ -14,10 +14,8 @@ pub struct ServerState {
     pub db: Arc<Database>,
     /// Credentials and tokens.
     pub auth: Authenticator,
-    /// Known exchangers, by owner, name and version.
-    pub catalog: Arc<Catalog>,
-    /// Each user's guest memory, across their live instances.
-    pub guest_memory: MemoryPools,
+    /// What exchanges run in: catalogue, guest memory, exchange slots.
+    pub exchanges: Arc<Exchanges>,
     /// What the Prometheus exporter and the RPC layer count.
     pub metrics: Arc<crate::metrics::ServerMetrics>,
     /// Who may do what.
@@ -25,11 +23,9 @@ pub struct ServerState {
     /// Open `do_get` streams per user.
     pub query_slots: Arc<UserSlots>,
     /// Query output each user may have queued.
-    pub query_output: crate::slots::OutputBudgets,
+    pub query_output: mallard_access::slots::OutputBudgets,
     /// Open `do_put` streams per user.
     pub put_slots: Arc<UserSlots>,
-    /// Concurrent exchanges per user.
-    pub exchange_slots: Arc<UserSlots>,
     /// Flight SQL's prepared statements and transactions.
     pub flight_sql: crate::flight::sql::FlightSqlState,
     /// Queries a Flight SQL client may cancel by id while they stream.

@@ -4,7 +4,7 @@
 //! for small RPCs and roughly halve Flight throughput; these are sized for
 //! multi-megabyte record batches.
 
-use crate::error::{Error, Result};
+use mallard_core::{Error, Result};
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -66,7 +66,7 @@ pub async fn connect_to(
 ) -> Result<Channel> {
     let url = target.to_string();
     let mut endpoint = Endpoint::from_shared(target.endpoint_uri())
-        .map_err(|e| Error::InvalidArgument(format!("bad server address {url:?}: {e}")))?
+        .map_err(|e| Error::invalid_argument(format!("bad server address {url:?}: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -74,7 +74,7 @@ pub async fn connect_to(
         .http2_keep_alive_interval(Duration::from_secs(30));
     if target.tls {
         let tls = tls.ok_or_else(|| {
-            Error::InvalidArgument(format!(
+            Error::invalid_argument(format!(
                 "{url} uses TLS; give the CA certificate that signed its certificate"
             ))
         })?;
@@ -87,10 +87,10 @@ pub async fn connect_to(
         }
         endpoint = endpoint
             .tls_config(config)
-            .map_err(|e| Error::InvalidArgument(format!("TLS settings for {url}: {e}")))?;
+            .map_err(|e| Error::invalid_argument(format!("TLS settings for {url}: {e}")))?;
     }
     endpoint
         .connect()
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot connect to {url}: {e}")))
+        .map_err(|e| Error::unavailable(format!("cannot connect to {url}: {e}")))
 }

@@ -49,7 +49,7 @@ async fn add_processed_over_a_million_flights_rows_matches_in_and_out_of_the_san
             let processed = batch.column_by_name("processed").unwrap().as_boolean();
             assert_eq!(processed.null_count(), 0);
             assert_eq!(processed.true_count(), batch.num_rows());
-            let expected = mallard::flights::batch(offset as u64, batch.num_rows());
+            let expected = mallard_flights::batch(offset as u64, batch.num_rows());
             for (i, column) in expected.columns().iter().enumerate() {
                 assert_eq!(
                     batch.column(i).to_data(),
@@ -482,7 +482,7 @@ async fn a_client_that_writes_everything_before_reading_is_served_from_the_outpu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exchange_whose_output_is_never_read_fails_with_resource_exhausted_instead_of_hanging() {
     let mut config = test_config();
-    config.exchange_output = mallard::exchange::output::OutputBudget {
+    config.exchange_output = mallard_exchange::output::OutputBudget {
         bytes: 1 << 20,
         stall: Duration::from_secs(1),
     };

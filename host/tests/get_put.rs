@@ -180,13 +180,13 @@ async fn two_million_rows_stream_through_put_and_get() {
     let mut stream = stream;
     while let Some(batch) = stream.next().await {
         let batch = batch.unwrap();
-        assert!(batch.num_rows() <= mallard::db::query::TARGET_BATCH_ROWS);
+        assert!(batch.num_rows() <= mallard_db::query::TARGET_BATCH_ROWS);
         seen += batch.num_rows();
         batches += 1;
     }
     assert_eq!(seen, n);
     assert!(
-        batches >= n / mallard::db::query::TARGET_BATCH_ROWS,
+        batches >= n / mallard_db::query::TARGET_BATCH_ROWS,
         "streamed in many batches, not one"
     );
     server.stop().await.unwrap();

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// A directory holding `packages` for `python3` (installed once, then reused).
 fn python_packages(packages: &[&str]) -> PathBuf {
-    mallard::polyglot::pip_packages(packages).expect("pip installs the packages")
+    mallard_guest_builder::polyglot::pip_packages(packages).expect("pip installs the packages")
 }
 
 /// Runs `tests/python/<script>` against `url` with `packages`; returns its

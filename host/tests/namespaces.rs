@@ -178,7 +178,7 @@ struct OpenExchange {
 async fn open_exchange(client: &mut FlightClient, exchanger: &str) -> OpenExchange {
     let (input, rx) = futures::channel::mpsc::unbounded();
     let data = FlightDataEncoderBuilder::new()
-        .with_schema(mallard::flights::schema())
+        .with_schema(mallard_flights::schema())
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(exchanger.to_owned())))
         .build(rx);
     let output = client.do_exchange(data).await.expect("exchange opens");
@@ -199,7 +199,7 @@ async fn versions_pin_and_a_running_version_is_never_disturbed() {
     let mut first = open_exchange(&mut alice2, "add_processed").await;
     first
         .input
-        .unbounded_send(Ok(mallard::flights::batch(0, 500)))
+        .unbounded_send(Ok(mallard_flights::batch(0, 500)))
         .unwrap();
     let got = first.output.next().await.unwrap().unwrap();
     assert_eq!(got.num_rows(), 500);
@@ -253,7 +253,7 @@ async fn versions_pin_and_a_running_version_is_never_disturbed() {
     for start in [500, 1000] {
         first
             .input
-            .unbounded_send(Ok(mallard::flights::batch(start, 500)))
+            .unbounded_send(Ok(mallard_flights::batch(start, 500)))
             .unwrap();
     }
     drop(first.input);
@@ -407,7 +407,7 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns.len(), mallard::flights::schema().fields().len() + 1);
+    assert_eq!(columns.len(), mallard_flights::schema().fields().len() + 1);
     assert_eq!(columns.last(), Some(&"processed"));
 
     // A client schema and parameters the exchanger refuses: the report says so.

@@ -12,16 +12,18 @@ mod common;
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use common::*;
-use mallard::polyglot::{BuildError, Language};
+use mallard_guest_builder::BuildError;
+use mallard_guest_builder::polyglot::Language;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
 /// Builds a component, or explains why the test skips (no registry).
 async fn built(language: Language, app: &'static str) -> Option<Vec<u8>> {
-    let path = tokio::task::spawn_blocking(move || mallard::polyglot::build(language, app))
-        .await
-        .unwrap();
+    let path =
+        tokio::task::spawn_blocking(move || mallard_guest_builder::polyglot::build(language, app))
+            .await
+            .unwrap();
     match path {
         Ok(path) => Some(std::fs::read(path).unwrap()),
         Err(BuildError::ToolchainUnavailable(why)) => {
@@ -46,12 +48,12 @@ fn one(batches: &[RecordBatch]) -> RecordBatch {
 
 #[test]
 fn the_python_sdk_reads_and_writes_what_pyarrow_does() {
-    let pyarrow = match mallard::polyglot::pyarrow_for_tests() {
+    let pyarrow = match mallard_guest_builder::polyglot::pyarrow_for_tests() {
         Ok(dir) => dir,
         Err(e) => return eprintln!("SKIPPED: pyarrow cannot be installed: {e}"),
     };
-    let flatbuffers = mallard::polyglot::flatbuffers_package().unwrap();
-    let sdk = mallard::components::workspace().join("guest-exchangers/python");
+    let flatbuffers = mallard_guest_builder::polyglot::flatbuffers_package().unwrap();
+    let sdk = mallard_guest_builder::components::workspace().join("guest-exchangers/python");
     let paths = std::env::join_paths([pyarrow, flatbuffers]).unwrap();
     let output = Command::new("python3")
         .arg(sdk.join("tests/test_sdk.py"))
@@ -66,11 +68,11 @@ fn the_python_sdk_reads_and_writes_what_pyarrow_does() {
 
 #[test]
 fn the_javascript_sdk_reads_and_writes_what_apache_arrow_does() {
-    let modules = match mallard::polyglot::node_modules() {
+    let modules = match mallard_guest_builder::polyglot::node_modules() {
         Ok(dir) => dir,
         Err(e) => return eprintln!("SKIPPED: the JavaScript toolchain cannot be installed: {e}"),
     };
-    let sdk = mallard::components::workspace().join("guest-exchangers/js");
+    let sdk = mallard_guest_builder::components::workspace().join("guest-exchangers/js");
     let bundle =
         std::env::temp_dir().join(format!("mallard-js-sdk-{}.test.mjs", std::process::id()));
     let status = Command::new(modules.join(".bin/esbuild"))

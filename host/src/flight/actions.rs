@@ -1,13 +1,13 @@
 //! `do_action` handlers and the `list_actions` catalogue.
 
 use crate::auth::Principal;
-use crate::authz::Operation;
-use crate::db::{catalog, query};
-use crate::error::{Error, Result};
-use crate::exchange::dry_run;
 use crate::flight::push;
 use crate::state::ServerState;
 use arrow_flight::ActionType;
+use mallard_access::authz::Operation;
+use mallard_core::{Error, Result};
+use mallard_db::{catalog, query};
+use mallard_exchange::dry_run;
 use mallard_protocol::{ACTIONS, ActionRequest};
 use serde_json::json;
 use std::sync::Arc;
@@ -90,15 +90,15 @@ pub async fn run(
                 // The dry run opens the guest: the upload takes one of the uploader's
                 // exchange slots first, like any exchange (so nothing is stored when
                 // none is free).
-                let _slot = state.exchange_slots.acquire(&uploader.user)?;
-                let version = state.catalog.upload(&uploader, &upload)?;
+                let _slot = state.exchanges.slots.acquire(&uploader.user)?;
+                let version = state.exchanges.catalog.upload(&uploader, &upload)?;
                 tracing::info!(exchanger = %version.describe(), size = version.report.size, compile_ms = version.report.compile_ms, user = ?uploader.user, "exchanger uploaded");
                 let dry_run = dry_run::dry_run(
-                    state.catalog.engine(),
+                    state.exchanges.catalog.engine(),
                     &version,
                     upload.options.dry_run_schema.as_ref(),
                     &upload.options.params,
-                    state.guest_memory.of(&uploader.user),
+                    state.exchanges.guest_memory.of(&uploader.user),
                 )?;
                 let mut report = serde_json::to_value(&version.report).expect("report serialises");
                 report["exchanger"] = version.owner.qualify(&version.name).into();
@@ -109,18 +109,19 @@ pub async fn run(
             })
             .await
         }
-        ActionRequest::ListExchangers => {
-            Ok(serde_json::to_value(state.catalog.list(principal)).expect("listing serialises"))
-        }
+        ActionRequest::ListExchangers => Ok(serde_json::to_value(
+            state.exchanges.catalog.list(principal),
+        )
+        .expect("listing serialises")),
         ActionRequest::RemoveExchanger(reference) => {
-            let (catalog, caller) = (state.catalog.clone(), principal.clone());
+            let (catalog, caller) = (state.exchanges.catalog.clone(), principal.clone());
             let removed = blocking(move || catalog.remove(&caller, &reference)).await?;
             tracing::info!(removed = ?removed, user = ?principal.user, "exchanger versions removed");
             Ok(json!({ "removed": removed }))
         }
         ActionRequest::PublishExchanger(reference) => {
             // Copies the component's files: off the async runtime.
-            let (catalog, caller) = (state.catalog.clone(), principal.clone());
+            let (catalog, caller) = (state.exchanges.catalog.clone(), principal.clone());
             let version = blocking(move || catalog.publish(&caller, &reference)).await?;
             tracing::info!(exchanger = %version.describe(), user = ?principal.user, "exchanger published");
             let mut report = serde_json::to_value(&version.report).expect("report serialises");
@@ -145,7 +146,7 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
         "live": {
             "queries": state.db.live_queries.get(),
             "ingests": state.db.live_ingests.get(),
-            "exchanges": state.exchange_slots.total(),
+            "exchanges": state.exchanges.slots.total(),
             "get_streams": state.query_slots.total(),
             "queued_output_bytes": state.query_output.in_use(),
             "put_streams": state.put_slots.total(),
@@ -153,9 +154,9 @@ async fn health(state: &Arc<ServerState>) -> serde_json::Value {
             "prepared_statements": state.flight_sql.open_prepared(),
             "cancellable_queries": state.running_queries.len(),
             "sessions": state.auth.live_sessions(),
-            "wasm_instances": state.catalog.engine().live_instances.get(),
-            "guest_memory_bytes": state.guest_memory.in_use(),
-            "threads": crate::gauges::process_threads(),
+            "wasm_instances": state.exchanges.catalog.engine().live_instances.get(),
+            "guest_memory_bytes": state.exchanges.guest_memory.in_use(),
+            "threads": mallard_core::gauges::process_threads(),
         },
     })
 }
@@ -176,5 +177,5 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+        .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
 }

@@ -31,7 +31,7 @@ impl BodyOutcome {
 /// after it ended, before anything is committed).
 pub fn ensure_complete(outcome: &BodyOutcome, what: &str) -> crate::Result<()> {
     if outcome.failed() {
-        return Err(crate::Error::Cancelled(format!(
+        return Err(crate::Error::cancelled(format!(
             "the client cancelled its {what} stream before finishing it; nothing was written"
         )));
     }

@@ -1,10 +1,10 @@
 //! Reading what clients stream in (`do_put`, `do_exchange`, Flight SQL's puts):
 //! every wait bounded by the stall timeout, every collected input bounded.
 
-use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
 use bytes::Bytes;
+use mallard_core::{Error, Result};
 use std::time::Duration;
 use tonic::{Status, Streaming};
 
@@ -35,7 +35,7 @@ pub async fn schema_message(
     while message.data_header.is_empty() {
         message = next_within(incoming, idle, what)
             .await?
-            .ok_or_else(|| Error::InvalidArgument(format!("{what} stream carried no schema")))?;
+            .ok_or_else(|| Error::invalid_argument(format!("{what} stream carried no schema")))?;
     }
     Ok(message.data_header)
 }
@@ -58,7 +58,7 @@ pub async fn bounded_batches(
         if !message.data_header.is_empty() {
             bytes += message.data_header.len() + message.data_body.len();
             if bytes > max_bytes {
-                return Err(Error::ResourceExhausted(format!(
+                return Err(Error::resource_exhausted(format!(
                     "{what} exceed {max_bytes} bytes"
                 )));
             }
@@ -81,5 +81,5 @@ pub async fn bounded_batches(
             .map_err(Error::from)
     })
     .await
-    .map_err(|e| Error::Internal(format!("decoding a small input stream: {e}")))?
+    .map_err(|e| Error::internal(format!("decoding a small input stream: {e}")))?
 }

@@ -9,11 +9,6 @@
 
 use crate::auth::Principal;
 use crate::client;
-use crate::db::query;
-use crate::db::statements::ServerSql;
-use crate::error::{Error, Result};
-use crate::exchange::output::Output;
-use crate::exchange::pipeline::{self, Input};
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -23,6 +18,11 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use mallard_core::{Error, Result};
+use mallard_db::query;
+use mallard_db::statements::ServerSql;
+use mallard_exchange::output::Output;
+use mallard_exchange::pipeline::{self, Input};
 use mallard_protocol::push::PushSource;
 use mallard_protocol::{PushRequest, PushTarget, Receipt};
 use std::collections::HashSet;
@@ -74,7 +74,7 @@ pub fn check_target(state: &ServerState, target: &PushTarget) -> Result<()> {
     if allowed.contains(target) {
         Ok(())
     } else {
-        Err(Error::PermissionDenied(format!(
+        Err(Error::permission_denied(format!(
             "push target {target} is not allowed on this server; the operator allows \
              targets with --push-allow (by default only the servers of this process)"
         )))
@@ -120,7 +120,7 @@ pub async fn push(
             let db = state.db.clone();
             let source_table = table.clone();
             crate::flight::actions::blocking(move || {
-                crate::db::catalog::require(&db, &source_table)
+                mallard_db::catalog::require(&db, &source_table)
             })
             .await?;
             query::run(
@@ -132,7 +132,8 @@ pub async fn push(
         }
         // The caller's query, with the caller's rights (and `exchange(…)` if it calls it).
         PushSource::Query(sql) => {
-            let scope = crate::exchange::sql::caller_scope(state, principal, receipts.clone());
+            let scope =
+                mallard_exchange::sql::caller_scope(&state.exchanges, principal, receipts.clone());
             query::run_with_budget(
                 state.db.clone(),
                 sql.into(),
@@ -162,7 +163,8 @@ pub async fn push(
             Some(exchange) => {
                 let input =
                     Input::from_batches(source.schema.clone(), source.into_stream()).await?;
-                let running = pipeline::start(state, principal, &exchange, input).await?;
+                let running =
+                    pipeline::start(&state.exchanges, principal, &exchange, input).await?;
                 let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel();
                 let mut receipt_tx = Some(receipt_tx);
                 let mut schema_message = running.schema_message;
@@ -201,19 +203,20 @@ pub async fn push(
                 rows = v.get("rows").and_then(|r| r.as_u64());
             }
         }
-        rows.ok_or_else(|| Error::Unavailable(format!("{to} did not acknowledge the put")))
+        rows.ok_or_else(|| Error::unavailable(format!("{to} did not acknowledge the put")))
     };
     let rows = tokio::select! {
         outcome = send => outcome?,
-        () = stalled.stalled() => return Err(Error::DeadlineExceeded(format!(
+        () = stalled.stalled() => return Err(Error::deadline_exceeded(format!(
             "{failed_push}: the target read nothing for {:?}; the push was stopped",
             state.config.stall_timeout
         ))),
     };
     let receipt = match receipt {
-        Some(rx) => Some(rx.await.map_err(|_| {
-            Error::Internal("the push's exchange ended without its receipt".into())
-        })?),
+        Some(rx) => Some(
+            rx.await
+                .map_err(|_| Error::internal("the push's exchange ended without its receipt"))?,
+        ),
         None => receipts.lock().unwrap_or_else(|p| p.into_inner()).pop(),
     };
     Ok(Pushed { rows, receipt })

@@ -3,10 +3,6 @@
 //! stall guard and the receipts trailer hold alike.
 
 use crate::auth::Principal;
-use crate::db::query::{self, Query};
-use crate::db::statements::StatementPolicy;
-use crate::error::{Error, Result};
-use crate::exchange::sql;
 use crate::flight::service::receipt_trailer;
 use crate::flight::stall;
 use crate::state::ServerState;
@@ -17,6 +13,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use mallard_core::{Error, Result};
+use mallard_db::query::{self, Query};
+use mallard_db::statements::StatementPolicy;
+use mallard_exchange::sql;
 use std::sync::Arc;
 use tonic::Status;
 
@@ -37,7 +37,7 @@ pub async fn query_data(
     let slot = state.query_slots.acquire(&principal.user)?;
     let budget = state.query_output.of(&principal.user);
     let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let scope = sql::caller_scope(state, principal, receipts.clone());
+    let scope = sql::caller_scope(&state.exchanges, principal, receipts.clone());
     let result =
         query::run_with_budget(state.db.clone(), query, policy, Some(budget), Some(scope)).await?;
     let schema = result.schema.clone();

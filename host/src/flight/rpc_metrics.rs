@@ -5,9 +5,9 @@
 //! ending Unauthenticated (the handshake's included) are also counted as
 //! authentication failures.
 
-use crate::exchange::metrics::code_name;
 use crate::metrics::{MethodLabels, RpcLabels, ServerMetrics, method_label};
 use http_body::{Body, Frame, SizeHint};
+use mallard_exchange::metrics::code_name;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};

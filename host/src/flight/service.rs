@@ -2,12 +2,6 @@
 //! requests handed to [`crate::flight::sql`].
 
 use crate::auth::{Authenticated, Principal};
-use crate::authz::Operation;
-use crate::db::ingest::Ingest;
-use crate::db::query;
-use crate::error::{Error, Result};
-use crate::exchange::output::Output;
-use crate::exchange::{CHANNEL_MESSAGES, ExchangeRequest, pipeline, sql};
 use crate::flight::inbound::next_within;
 use crate::flight::{actions, auth_layer, body_outcome, inbound, results, sql as flight_sql};
 use crate::state::ServerState;
@@ -21,6 +15,12 @@ use arrow_flight::{
 use arrow_ipc::writer::IpcWriteOptions;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use mallard_access::authz::Operation;
+use mallard_core::{Error, Result};
+use mallard_db::ingest::Ingest;
+use mallard_db::query;
+use mallard_exchange::output::Output;
+use mallard_exchange::{CHANNEL_MESSAGES, ExchangeRequest, pipeline, sql};
 use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
 use prost::Message;
@@ -54,7 +54,7 @@ impl MallardService {
             Target::Table(t) => format!("SELECT * FROM {}", t.quoted()),
             Target::Sql(sql) => sql.clone(),
         };
-        let scope = sql::caller_scope(&self.state, principal, Arc::default());
+        let scope = sql::caller_scope(&self.state.exchanges, principal, Arc::default());
         query::schema(
             self.state.db.clone(),
             sql,
@@ -76,7 +76,7 @@ impl MallardService {
                 let db = self.state.db.clone();
                 let table = t.clone();
                 let info =
-                    actions::blocking(move || crate::db::catalog::describe(&db, &table)).await?;
+                    actions::blocking(move || mallard_db::catalog::describe(&db, &table)).await?;
                 (format!("SELECT * FROM {}", t.quoted()), info.rows as i64)
             }
             Target::Sql(sql) => (sql.clone(), -1),
@@ -183,7 +183,7 @@ impl FlightService for MallardService {
             .authz
             .check(&auth.principal, Operation::Inspect)?;
         let db = self.state.db.clone();
-        let tables = actions::blocking(move || crate::db::catalog::list_tables(&db)).await?;
+        let tables = actions::blocking(move || mallard_db::catalog::list_tables(&db)).await?;
         let mut infos = Vec::with_capacity(tables.len());
         for table in tables {
             let descriptor = FlightDescriptor::new_path(vec![table.name.clone()]);
@@ -312,7 +312,7 @@ impl FlightService for MallardService {
             .map_err(Error::from)?;
         // Only bytes move here: the ingest thread decodes (bounded, validated).
         let header = inbound::schema_message(first, &mut incoming, idle, "do_put").await?;
-        let (schema, _) = crate::exchange::validated_schema_message(header)?;
+        let (schema, _) = mallard_exchange::validated_schema_message(header)?;
         let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
         while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
             if !message.data_header.is_empty() {
@@ -365,7 +365,8 @@ impl FlightService for MallardService {
             schema_header: schema_message.data_header,
             messages,
         };
-        let exchange = pipeline::start(&self.state, &auth.principal, &request, input).await?;
+        let exchange =
+            pipeline::start(&self.state.exchanges, &auth.principal, &request, input).await?;
         tokio::spawn(async move {
             loop {
                 let next = next_within(&mut incoming, idle, "do_exchange").await;

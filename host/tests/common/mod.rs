@@ -46,8 +46,11 @@ pub fn init_logging() {
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        mallard::components::build(GUESTS, mallard::components::Profile::Release)
-            .expect("guests build")
+        mallard_guest_builder::components::build(
+            GUESTS,
+            mallard_guest_builder::components::Profile::Release,
+        )
+        .expect("guests build")
     })
 }
 
@@ -282,7 +285,7 @@ pub fn rows(batches: &[RecordBatch]) -> usize {
 pub fn flights(n: usize, batch_rows: usize) -> Vec<RecordBatch> {
     (0..n)
         .step_by(batch_rows)
-        .map(|s| mallard::flights::batch(s as u64, batch_rows.min(n - s)))
+        .map(|s| mallard_flights::batch(s as u64, batch_rows.min(n - s)))
         .collect()
 }
 
@@ -316,7 +319,7 @@ pub async fn assert_idle(client: &mut FlightClient) {
     loop {
         let health = action(client, "healthcheck", "").await.unwrap();
         let live = &health["live"];
-        let busy: Vec<_> = mallard::gauges::IDLE_AT_ZERO
+        let busy: Vec<_> = mallard_core::gauges::IDLE_AT_ZERO
             .into_iter()
             .filter(|k| live[*k].as_u64() != Some(0))
             .collect();

@@ -6,9 +6,6 @@
 //! The SQL here is the server's own and fixed; what clients send (names,
 //! patterns) only filters rows in Rust, never reaches SQL text.
 
-use crate::db::Database;
-use crate::db::statements::{self, ServerSql};
-use crate::error::{Error, Result};
 use arrow::array::{ArrayRef, Int32Builder, RecordBatch, StringBuilder, UInt8Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::sql::metadata::{
@@ -19,6 +16,9 @@ use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
     Searchable, SqlInfo, SqlSupportedTransaction, XdbcDataType,
 };
+use mallard_core::{Error, Result};
+use mallard_db::Database;
+use mallard_db::statements::{self, ServerSql};
 use mallard_protocol::quote;
 use std::sync::{Arc, LazyLock};
 

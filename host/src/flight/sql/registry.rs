@@ -6,7 +6,7 @@
 //! checks the owner as well: another user's handle is NotFound, exactly like a
 //! handle that never existed.
 
-use crate::error::{Error, Result};
+use mallard_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,13 +78,13 @@ impl<T> Registry<T> {
         let mut entries = self.lock();
         let mine = entries.values().filter(|e| e.owner == owner).count();
         if mine >= self.limits.per_user {
-            return Err(Error::ResourceExhausted(format!(
+            return Err(Error::resource_exhausted(format!(
                 "user {owner:?} holds {mine} open {what}, the most allowed; close one first",
                 what = self.what
             )));
         }
         if entries.len() >= self.limits.total {
-            return Err(Error::ResourceExhausted(format!(
+            return Err(Error::resource_exhausted(format!(
                 "the server holds {} open {}, the most allowed; try again later",
                 entries.len(),
                 self.what
@@ -139,7 +139,7 @@ impl<T> Registry<T> {
 
     fn not_found(&self, handle: &[u8]) -> Error {
         let shown: String = String::from_utf8_lossy(handle).chars().take(40).collect();
-        Error::NotFound(format!(
+        Error::not_found(format!(
             "no open {} with handle {shown:?} (closed, expired after {:?} idle, or not yours)",
             self.what, self.limits.idle
         ))

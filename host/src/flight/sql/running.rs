@@ -2,8 +2,8 @@
 //! `CancelFlightInfo`): only their owner can, and an id that is not running
 //! (finished, never started, someone else's) is "not cancellable".
 
-use crate::db::raw::Interrupt;
 use arrow_flight::CancelStatus;
+use mallard_db::raw::Interrupt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,480 @@
+//! A DuckDB table function whose rows come from Rust as Arrow record batches.
+//!
+//! DuckDB calls `bind` (possibly several times per statement: Mallard prepares a
+//! statement to judge it before running it), then `init` once per execution, then
+//! the scan until it returns an empty chunk. Here `bind` asks the [`TableSource`]
+//! for the output schema only; `init` starts the work; the scan hands DuckDB
+//! slices of at most one vector (2,048 rows) of each batch, converted by DuckDB's
+//! own Arrow conversion (`duckdb_data_chunk_from_arrow`, zero-copy for strings)
+//! and referenced into the output chunk, so no row is copied by Rust.
+//!
+//! Who is calling is found from the connection id DuckDB passes to `bind`, in
+//! [`ConnectionScopes`]: a request registers its caller for its connection.
+//! Errors keep their gRPC status through DuckDB ([`mallard_core::duckdb_errors::tagged`]); a
+//! panic in a callback is an error, never an abort.
+
+use super::raw::RawConnection;
+use super::scopes::{ConnectionScopes, Scope};
+use arrow::array::{Array, RecordBatch, StructArray, new_null_array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use duckdb::ffi;
+use mallard_core::duckdb_errors::tagged;
+use mallard_core::{Error, Result};
+use std::ffi::{CStr, CString, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+/// One call of the function: its positional arguments (VARCHAR) and the named
+/// `params` MAP(VARCHAR, VARCHAR), if given.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// Positional arguments.
+    pub args: Vec<String>,
+    /// The `params := map{…}` pairs.
+    pub params: Vec<(String, String)>,
+}
+
+/// Whether two schemas have the same column names and types (nullability and
+/// metadata aside: DuckDB's column types depend on neither).
+pub fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// What the function does; implemented outside `db`.
+pub trait TableSource: Send + Sync + 'static {
+    /// Binds one call for the connection's `scope`: checks it and returns its
+    /// output schema. Must not start any work (a bind may never run).
+    fn bind(&self, scope: Option<Scope>, call: Call) -> Result<Box<dyn BoundSource>>;
+}
+
+/// A bound call.
+pub trait BoundSource: Send {
+    /// The output schema, fixed at bind.
+    fn schema(&self) -> SchemaRef;
+    /// A connection for DuckDB's Arrow conversions (not the one running the query).
+    fn connection(&self) -> &RawConnection;
+    /// Starts producing (once per execution).
+    fn start(&self) -> Result<Box<dyn Batches>>;
+}
+
+/// The running call's output; `None` is the explicit end.
+pub trait Batches: Send {
+    /// The next batch, waiting for it.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+}
+
+/// The function's extra info: the source and the database's scopes.
+struct Registered {
+    source: Arc<dyn TableSource>,
+    scopes: Arc<ConnectionScopes>,
+}
+
+/// Registers `source` as the table function `name(VARCHAR × positional,
+/// params := MAP(VARCHAR, VARCHAR))` in the database of `conn` (for every
+/// connection: DuckDB keeps table functions in its system catalog).
+pub fn register(
+    conn: &RawConnection,
+    name: &str,
+    positional: usize,
+    source: Arc<dyn TableSource>,
+    scopes: Arc<ConnectionScopes>,
+) -> Result<()> {
+    let cname = CString::new(name).map_err(|_| Error::internal("function name"))?;
+    let params = CString::new("params").expect("static");
+    let extra = Box::into_raw(Box::new(Registered { source, scopes }));
+    // SAFETY: a fresh table function configured and registered here, then
+    // destroyed (DuckDB copies it); `extra` is owned by DuckDB from now on and
+    // freed with `drop_box`.
+    unsafe {
+        let mut function = ffi::duckdb_create_table_function();
+        ffi::duckdb_table_function_set_name(function, cname.as_ptr());
+        let mut varchar = ffi::duckdb_create_logical_type(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
+        for _ in 0..positional {
+            ffi::duckdb_table_function_add_parameter(function, varchar);
+        }
+        let mut map = ffi::duckdb_create_map_type(varchar, varchar);
+        ffi::duckdb_table_function_add_named_parameter(function, params.as_ptr(), map);
+        ffi::duckdb_destroy_logical_type(&mut map);
+        ffi::duckdb_destroy_logical_type(&mut varchar);
+        ffi::duckdb_table_function_set_extra_info(
+            function,
+            extra.cast(),
+            Some(drop_box::<Registered>),
+        );
+        ffi::duckdb_table_function_set_bind(function, Some(bind));
+        ffi::duckdb_table_function_set_init(function, Some(init));
+        ffi::duckdb_table_function_set_function(function, Some(scan));
+        let state = ffi::duckdb_register_table_function(conn.handle(), function);
+        ffi::duckdb_destroy_table_function(&mut function);
+        if state != ffi::DuckDBSuccess {
+            return Err(Error::internal(format!(
+                "registering the table function {name} failed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn drop_box<T>(data: *mut c_void) {
+    // SAFETY: `data` came from Box::<T>::into_raw and DuckDB frees it once.
+    drop(unsafe { Box::from_raw(data.cast::<T>()) });
+}
+
+fn message(e: &Error) -> CString {
+    CString::new(tagged(e).replace('\0', " ")).expect("NUL bytes replaced")
+}
+
+fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Error::internal("a table function callback panicked")))
+}
+
+/// The bound call and DuckDB's view of its schema.
+struct BindData {
+    schema: SchemaRef,
+    /// Behind a lock: DuckDB may call `init` and the scan from different threads.
+    bound: Mutex<Box<dyn BoundSource>>,
+    converted: Converted,
+}
+
+/// The output schema as DuckDB's Arrow conversion needs it.
+struct Converted(ffi::duckdb_arrow_converted_schema);
+
+// SAFETY: an immutable description of a schema, read by one scan at a time.
+unsafe impl Send for Converted {}
+// SAFETY: see above.
+unsafe impl Sync for Converted {}
+
+impl Drop for Converted {
+    fn drop(&mut self) {
+        // SAFETY: created by duckdb_schema_from_arrow, destroyed once.
+        unsafe { ffi::duckdb_destroy_arrow_converted_schema(&mut self.0) };
+    }
+}
+
+/// An error DuckDB returned as error data (null or empty means success).
+fn check(error: ffi::duckdb_error_data, what: &str) -> Result<()> {
+    if error.is_null() {
+        return Ok(());
+    }
+    let mut error = error;
+    // SAFETY: valid error data, destroyed here.
+    let outcome = unsafe {
+        if ffi::duckdb_error_data_has_error(error) {
+            let text = CStr::from_ptr(ffi::duckdb_error_data_message(error))
+                .to_string_lossy()
+                .into_owned();
+            Err(Error::invalid_argument(format!("{what}: {text}")))
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: see above.
+    unsafe { ffi::duckdb_destroy_error_data(&mut error) };
+    outcome
+}
+
+impl Converted {
+    fn new(conn: &RawConnection, schema: &Schema) -> Result<Self> {
+        let mut arrow = FFI_ArrowSchema::try_from(schema)?;
+        let mut converted: ffi::duckdb_arrow_converted_schema = ptr::null_mut();
+        // SAFETY: valid connection and schema; DuckDB reads the schema (we release it).
+        let error = unsafe {
+            ffi::duckdb_schema_from_arrow(
+                conn.handle(),
+                (&mut arrow as *mut FFI_ArrowSchema).cast(),
+                &mut converted,
+            )
+        };
+        check(error, "converting the output schema for DuckDB")?;
+        Ok(Self(converted))
+    }
+
+    /// `batch` as a DuckDB data chunk (at most one vector of rows), sharing its buffers.
+    fn chunk(&self, conn: &RawConnection, batch: &RecordBatch) -> Result<Chunk> {
+        let data = StructArray::from(batch.clone()).into_data();
+        let mut array = FFI_ArrowArray::new(&data);
+        let mut chunk: ffi::duckdb_data_chunk = ptr::null_mut();
+        // SAFETY: valid connection, array and converted schema; DuckDB takes the
+        // array's ownership (it nulls its release callback).
+        let error = unsafe {
+            ffi::duckdb_data_chunk_from_arrow(
+                conn.handle(),
+                (&mut array as *mut FFI_ArrowArray).cast(),
+                self.0,
+                &mut chunk,
+            )
+        };
+        check(error, "converting a batch for DuckDB")?;
+        Ok(Chunk(chunk))
+    }
+}
+
+/// A data chunk we own.
+struct Chunk(ffi::duckdb_data_chunk);
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: created by duckdb_data_chunk_from_arrow, destroyed once.
+        unsafe { ffi::duckdb_destroy_data_chunk(&mut self.0) };
+    }
+}
+
+/// The text of a VARCHAR (or any) value; `None` for NULL.
+///
+/// # Safety
+/// `value` must be a valid value; it is destroyed here.
+unsafe fn value_text(mut value: ffi::duckdb_value) -> Option<String> {
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: valid value, destroyed below; the string is ours to free.
+    unsafe {
+        let text = if ffi::duckdb_is_null_value(value) {
+            None
+        } else {
+            let raw = ffi::duckdb_get_varchar(value);
+            let text = CStr::from_ptr(raw).to_string_lossy().into_owned();
+            ffi::duckdb_free(raw.cast());
+            Some(text)
+        };
+        ffi::duckdb_destroy_value(&mut value);
+        text
+    }
+}
+
+/// The call's arguments, as DuckDB bound them.
+///
+/// # Safety
+/// `info` must be the bind info of a call of a function registered by [`register`].
+unsafe fn arguments(info: ffi::duckdb_bind_info) -> Result<Call> {
+    let mut call = Call::default();
+    // SAFETY: valid bind info; every value obtained is destroyed.
+    unsafe {
+        for i in 0..ffi::duckdb_bind_get_parameter_count(info) {
+            let text = value_text(ffi::duckdb_bind_get_parameter(info, i)).ok_or_else(|| {
+                Error::invalid_argument(format!("argument {} of the function is NULL", i + 1))
+            })?;
+            call.args.push(text);
+        }
+        let name = CString::new("params").expect("static");
+        let mut map = ffi::duckdb_bind_get_named_parameter(info, name.as_ptr());
+        if !map.is_null() {
+            if !ffi::duckdb_is_null_value(map) {
+                for i in 0..ffi::duckdb_get_map_size(map) {
+                    let key = value_text(ffi::duckdb_get_map_key(map, i));
+                    let value = value_text(ffi::duckdb_get_map_value(map, i));
+                    match (key, value) {
+                        (Some(k), Some(v)) => call.params.push((k, v)),
+                        _ => {
+                            ffi::duckdb_destroy_value(&mut map);
+                            return Err(Error::invalid_argument(
+                                "params holds a NULL key or value",
+                            ));
+                        }
+                    }
+                }
+            }
+            ffi::duckdb_destroy_value(&mut map);
+        }
+    }
+    Ok(call)
+}
+
+/// The id of the connection a bind runs for.
+///
+/// # Safety
+/// `info` must be a valid bind info.
+unsafe fn connection_id(info: ffi::duckdb_bind_info) -> u64 {
+    let mut context: ffi::duckdb_client_context = ptr::null_mut();
+    // SAFETY: valid bind info; the context wrapper is destroyed here.
+    unsafe {
+        ffi::duckdb_table_function_get_client_context(info, &mut context);
+        let id = ffi::duckdb_client_context_get_connection_id(context);
+        ffi::duckdb_destroy_client_context(&mut context);
+        id
+    }
+}
+
+/// DuckDB's logical types for `schema`, read from a one-row chunk of nulls
+/// converted exactly as the scan will convert every batch.
+fn logical_types(
+    conn: &RawConnection,
+    converted: &Converted,
+    schema: &Schema,
+) -> Result<Vec<ffi::duckdb_logical_type>> {
+    let nullable: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let columns = nullable
+        .iter()
+        .map(|f| new_null_array(f.data_type(), 1))
+        .collect();
+    let sample = RecordBatch::try_new(Arc::new(Schema::new(nullable)), columns)?;
+    let chunk = converted.chunk(conn, &sample)?;
+    // SAFETY: a valid chunk of schema.len() columns; each type returned is ours.
+    Ok((0..schema.fields().len())
+        .map(|i| unsafe {
+            ffi::duckdb_vector_get_column_type(ffi::duckdb_data_chunk_get_vector(chunk.0, i as u64))
+        })
+        .collect())
+}
+
+unsafe extern "C" fn bind(info: ffi::duckdb_bind_info) {
+    let outcome = caught(|| {
+        // SAFETY: DuckDB passes our extra info and a valid bind info.
+        let registered = unsafe { &*ffi::duckdb_bind_get_extra_info(info).cast::<Registered>() };
+        let scope = registered.scopes.get(unsafe { connection_id(info) });
+        let call = unsafe { arguments(info) }?;
+        let bound = registered.source.bind(scope, call)?;
+        let schema = bound.schema();
+        if schema.fields().is_empty() {
+            return Err(Error::invalid_argument("the output has no columns"));
+        }
+        let converted = Converted::new(bound.connection(), &schema)?;
+        let types = logical_types(bound.connection(), &converted, &schema)?;
+        for (field, mut logical) in schema.fields().iter().zip(types) {
+            let name = CString::new(field.name().replace('\0', " ")).expect("NUL replaced");
+            // SAFETY: valid bind info and type; DuckDB copies both.
+            unsafe {
+                ffi::duckdb_bind_add_result_column(info, name.as_ptr(), logical);
+                ffi::duckdb_destroy_logical_type(&mut logical);
+            }
+        }
+        let data = Box::into_raw(Box::new(BindData {
+            schema,
+            bound: Mutex::new(bound),
+            converted,
+        }));
+        // SAFETY: DuckDB owns the bind data from here and frees it with drop_box.
+        unsafe { ffi::duckdb_bind_set_bind_data(info, data.cast(), Some(drop_box::<BindData>)) };
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        // SAFETY: valid bind info; DuckDB copies the message.
+        unsafe { ffi::duckdb_bind_set_error(info, message(&e).as_ptr()) };
+    }
+}
+
+/// One execution's state: the running source and the batch being handed out.
+struct ScanState {
+    batches: Box<dyn Batches>,
+    current: Option<RecordBatch>,
+    offset: usize,
+}
+
+unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
+    let outcome = caught(|| {
+        // SAFETY: the bind data we set in `bind`.
+        let bind = unsafe { &*ffi::duckdb_init_get_bind_data(info).cast::<BindData>() };
+        let batches = bind
+            .bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .start()?;
+        let state = Box::into_raw(Box::new(Mutex::new(ScanState {
+            batches,
+            current: None,
+            offset: 0,
+        })));
+        // SAFETY: DuckDB owns the init data from here and frees it with drop_box.
+        unsafe {
+            ffi::duckdb_init_set_init_data(info, state.cast(), Some(drop_box::<Mutex<ScanState>>))
+        };
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        // SAFETY: valid init info; DuckDB copies the message.
+        unsafe { ffi::duckdb_init_set_error(info, message(&e).as_ptr()) };
+    }
+}
+
+/// Fills `output` with the next slice; an empty chunk ends the scan.
+fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) -> Result<()> {
+    // SAFETY: a constant of the DuckDB build.
+    let vector = unsafe { ffi::duckdb_vector_size() } as usize;
+    let batch = loop {
+        match &state.current {
+            Some(batch) if state.offset < batch.num_rows() => break batch,
+            _ => {}
+        }
+        match state.batches.next_batch()? {
+            Some(batch) => {
+                if !same_columns(&batch.schema(), &bind.schema) {
+                    return Err(Error::internal(
+                        "a batch does not have the function's bound schema",
+                    ));
+                }
+                state.current = Some(batch);
+                state.offset = 0;
+            }
+            None => {
+                state.current = None;
+                // SAFETY: valid output chunk.
+                unsafe { ffi::duckdb_data_chunk_set_size(output, 0) };
+                return Ok(());
+            }
+        }
+    };
+    let rows = (batch.num_rows() - state.offset).min(vector);
+    let slice = batch.slice(state.offset, rows);
+    let chunk = {
+        let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bind.converted.chunk(bound.connection(), &slice)?
+    };
+    // SAFETY: both chunks have the bound schema's columns with the types bind
+    // declared (same converted schema); the output references the chunk's
+    // vectors, which keep the Arrow buffers alive after `chunk` is destroyed.
+    unsafe {
+        for column in 0..batch.num_columns() as u64 {
+            ffi::duckdb_vector_reference_vector(
+                ffi::duckdb_data_chunk_get_vector(output, column),
+                ffi::duckdb_data_chunk_get_vector(chunk.0, column),
+            );
+        }
+        ffi::duckdb_data_chunk_set_size(output, rows as u64);
+    }
+    state.offset += rows;
+    Ok(())
+}
+
+unsafe extern "C" fn scan(info: ffi::duckdb_function_info, output: ffi::duckdb_data_chunk) {
+    let outcome = caught(|| {
+        // SAFETY: the bind and init data we set.
+        let bind = unsafe { &*ffi::duckdb_function_get_bind_data(info).cast::<BindData>() };
+        let state =
+            unsafe { &*ffi::duckdb_function_get_init_data(info).cast::<Mutex<ScanState>>() };
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        fill(bind, &mut state, output)
+    });
+    if let Err(e) = outcome {
+        // SAFETY: valid function info; DuckDB copies the message.
+        unsafe { ffi::duckdb_function_set_error(info, message(&e).as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::DataType;
+
+    #[test]
+    fn columns_compare_by_name_and_type_only() {
+        let a = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
+        let nullable = Schema::new(vec![Field::new("x", DataType::Int64, true)]);
+        let renamed = Schema::new(vec![Field::new("y", DataType::Int64, false)]);
+        let retyped = Schema::new(vec![Field::new("x", DataType::Int32, false)]);
+        assert!(same_columns(&a, &nullable));
+        assert!(!same_columns(&a, &renamed));
+        assert!(!same_columns(&a, &retyped));
+        assert!(!same_columns(&a, &Schema::empty()));
+    }
+}

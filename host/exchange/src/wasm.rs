@@ -1,0 +1,281 @@
+//! One exchange stream through a sandboxed guest: a fresh instance, one guest call
+//! per message under the call deadline, every output message validated against the
+//! declared schema before it is forwarded, untouched, to the client.
+//!
+//! The client's record batches go into the guest as they came, unvalidated: the
+//! guest holds only this stream, and its output is validated. They are validated
+//! here only when the guest fails on one, so a malformed batch is reported as the
+//! client's (InvalidArgument) rather than as the exchanger's failure.
+
+use crate::{ExchangeSession, decode_input, exchanger_error, guest_text, validated_schema_message};
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::{MessageHeader, root_as_message};
+use arrow_flight::FlightData;
+use bytes::Bytes;
+use mallard_core::{Error, Result};
+use mallard_exchanger::ipc::MessageDecoder;
+use mallard_sandbox::bindings::ExchangerPre;
+use mallard_sandbox::bindings::{Exchanger, IpcMessage};
+use mallard_sandbox::engine::SandboxEngine;
+use mallard_sandbox::store::{MemoryDenied, MemoryPool, Stop, StoreState, new_store};
+use mallard_sandbox::wasi::CapabilityDenied;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap};
+
+/// A guest session for one stream. Dropped (never reused) after any trap.
+pub struct WasmSession {
+    info: CallInfo,
+    store: Store<StoreState>,
+    instance: Exchanger,
+    session: ResourceAny,
+    input: MessageDecoder,
+    validator: MessageDecoder,
+    schema_message: FlightData,
+    batch_index: u64,
+}
+
+impl WasmSession {
+    /// Instantiates the guest `name` and opens a session for `input` (the
+    /// client's schema message header, and the schema decoded from it); its
+    /// memory is also charged to `pool` (the user's).
+    pub fn open(
+        engine: &SandboxEngine,
+        (name, pre): (&str, &ExchangerPre<StoreState>),
+        (input_schema, input): (&[u8], SchemaRef),
+        params: &[(String, String)],
+        cancelled: Arc<AtomicBool>,
+        pool: Option<Arc<MemoryPool>>,
+    ) -> Result<Self> {
+        let mut store = new_store(engine, cancelled, pool.clone());
+        let mut this = CallInfo {
+            name: name.to_owned(),
+            call_timeout: engine.limits.call_timeout,
+            max_memory_bytes: engine.limits.max_memory_bytes,
+            pool,
+        };
+        // Instantiating runs the guest's start code and grows its memory: the
+        // same deadline and budgets apply, and the same statuses.
+        let instance = this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
+        let opened = this.call(&mut store, "open", |store| {
+            instance
+                .mallard_exchanger_exchange()
+                .call_open(store, input_schema, params)
+        })?;
+        let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
+        let header = this.call(&mut store, "output-schema", |store| {
+            instance
+                .mallard_exchanger_exchange()
+                .session()
+                .call_output_schema(store, session)
+        })?;
+        let (schema, schema_message) =
+            validated_schema_message(Bytes::from(header)).map_err(|e| {
+                e.context(format!(
+                    "exchanger {name:?} declared an invalid output schema"
+                ))
+            })?;
+        Ok(Self {
+            info: this,
+            store,
+            instance,
+            session,
+            input: MessageDecoder::new(input),
+            validator: MessageDecoder::new(schema),
+            schema_message,
+            batch_index: 0,
+        })
+    }
+
+    /// Validates a call's output. The validation counts against the call's deadline:
+    /// output that takes the host longer to check than the guest had left ends the
+    /// stream as the guest running over would (each message's check is itself
+    /// bounded by the decoder's footprint rule).
+    fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
+        let deadline = self.store.data().call_deadline;
+        let mut out = Vec::with_capacity(messages.len());
+        for message in messages {
+            if Instant::now() > deadline {
+                return Err(Error::deadline_exceeded(format!(
+                    "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
+                     {:?} to validate",
+                    self.info.name, self.info.call_timeout
+                )));
+            }
+            let header = Bytes::from(message.header);
+            let body = Bytes::from(message.body);
+            self.validator
+                .decode(&header, arrow::buffer::Buffer::from(body.clone()))
+                .map_err(|e| {
+                    Error::invalid_argument(format!(
+                        "exchanger {:?} emitted invalid output at {what}: {e}",
+                        self.info.name
+                    ))
+                })?;
+            out.push(FlightData {
+                data_header: header,
+                data_body: body,
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl ExchangeSession for WasmSession {
+    fn schema_message(&self) -> FlightData {
+        self.schema_message.clone()
+    }
+
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
+        let what = format!("batch {}", self.batch_index);
+        self.batch_index += 1;
+        // Dictionaries are small and later batches need them to be checked.
+        let is_dictionary = root_as_message(header)
+            .is_ok_and(|m| m.header_type() == MessageHeader::DictionaryBatch);
+        if is_dictionary {
+            decode_input(&mut self.input, header, body, &what)?;
+        }
+        let (instance, session) = (&self.instance, self.session);
+        let outcome = self
+            .info
+            .call(&mut self.store, &what, |store| {
+                instance.mallard_exchanger_exchange().session().call_push(
+                    store,
+                    session,
+                    &header[..],
+                    &body[..],
+                )
+            })
+            .and_then(|result| result.map_err(|e| self.info.refusal(&self.store, &what, e.into())))
+            .and_then(|messages| self.validate(messages, &what));
+        if outcome.is_err() && !is_dictionary {
+            decode_input(&mut self.input, header, body, &what)?;
+        }
+        outcome
+    }
+
+    fn finish(&mut self) -> Result<Vec<FlightData>> {
+        let (instance, session) = (&self.instance, self.session);
+        let result = self.info.call(&mut self.store, "finish", |store| {
+            instance
+                .mallard_exchanger_exchange()
+                .session()
+                .call_finish(store, session)
+        })?;
+        let messages = result.map_err(|e| self.info.refusal(&self.store, "finish", e.into()))?;
+        self.validate(messages, "finish")
+    }
+
+    fn guest_output(&self) -> String {
+        self.store.data().output.text()
+    }
+
+    fn guest_memory_bytes(&self) -> usize {
+        self.store.data().memory.used_bytes()
+    }
+}
+
+impl WasmSession {
+    /// The schema message the exchanger declared in `open`.
+    pub fn output_schema(&self) -> Result<SchemaRef> {
+        Ok(validated_schema_message(self.schema_message.data_header.clone())?.0)
+    }
+}
+
+/// What a call needs to know to report a failure; a field of its own so it can be
+/// borrowed beside the store.
+struct CallInfo {
+    name: String,
+    call_timeout: Duration,
+    max_memory_bytes: usize,
+    pool: Option<Arc<MemoryPool>>,
+}
+
+impl CallInfo {
+    fn call<R>(
+        &mut self,
+        store: &mut Store<StoreState>,
+        what: &str,
+        f: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        store.data_mut().call_deadline = Instant::now() + self.call_timeout;
+        // What the memory limit refused is judged per call.
+        store.data_mut().memory.denied = None;
+        store.set_epoch_deadline(1);
+        f(store).map_err(|e| self.classify(store, what, e))
+    }
+
+    /// A refusal the guest returned. Returned after the memory limit refused it
+    /// memory in this call, it is that limit (an interpreter's `MemoryError`,
+    /// SpiderMonkey's "out of memory"), not the exchanger's own verdict.
+    fn refusal(
+        &self,
+        store: &Store<StoreState>,
+        what: &str,
+        e: mallard_exchanger::ExchangeError,
+    ) -> Error {
+        let who = format!("exchanger {:?} at {what}", self.name);
+        self.memory_exhausted(
+            store,
+            &who,
+            &format!("; the guest reported: {}", guest_text(&e.to_string())),
+        )
+        .unwrap_or_else(|| exchanger_error(&self.name, what, e))
+    }
+
+    fn memory_exhausted(&self, store: &Store<StoreState>, who: &str, tail: &str) -> Option<Error> {
+        match store.data().memory.denied? {
+            MemoryDenied::Instance => Some(Error::resource_exhausted(format!(
+                "{who}: hit the memory limit of {} MiB per instance (--exchanger-memory-mb){tail}",
+                self.max_memory_bytes >> 20
+            ))),
+            MemoryDenied::User => {
+                let pool = self.pool.as_ref().map_or(0, |p| p.max_bytes() >> 20);
+                Some(Error::resource_exhausted(format!(
+                    "{who}: the user's exchanges together hold the {pool} MiB of guest memory \
+                     allowed ({}){tail}",
+                    crate::quotas::flags::GUEST_MEMORY
+                )))
+            }
+        }
+    }
+
+    fn classify(&self, store: &Store<StoreState>, what: &str, e: wasmtime::Error) -> Error {
+        let who = format!("exchanger {:?} at {what}", self.name);
+        let output = store.data().output.text();
+        let tail = if output.is_empty() {
+            String::new()
+        } else {
+            let start = output.len().saturating_sub(512);
+            let start = (start..output.len())
+                .find(|&i| output.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("; guest output: {}", output[start..].trim())
+        };
+        if let Some(stop) = e.downcast_ref::<Stop>() {
+            return match stop {
+                Stop::Deadline => Error::deadline_exceeded(format!(
+                    "{who}: exceeded the per-call CPU deadline of {:?}",
+                    self.call_timeout
+                )),
+                Stop::Cancelled => Error::cancelled(format!("{who}: cancelled")),
+            };
+        }
+        if let Some(denied) = e.downcast_ref::<CapabilityDenied>() {
+            return Error::permission_denied(format!("{who}: {denied}"));
+        }
+        if let Some(exhausted) = self.memory_exhausted(store, &who, &tail) {
+            return exhausted;
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => {
+                Error::resource_exhausted(format!("{who}: wasm stack exhausted"))
+            }
+            Some(trap) => Error::aborted(format!("{who}: trapped ({trap}){tail}")),
+            None => Error::aborted(format!("{who}: failed: {e:#}{tail}")),
+        }
+    }
+}
