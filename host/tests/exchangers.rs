@@ -509,3 +509,37 @@ async fn an_exchange_whose_output_is_never_read_fails_with_resource_exhausted_in
         .unwrap();
     assert_eq!(rows(&out), 300_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_0_1_and_0_2_components_run_side_by_side_with_equal_output() {
+    let server = sandboxed_server().await;
+    let mut admin = client(&server).await;
+    let old = action(&mut admin, "upload_exchanger", component_0_1())
+        .await
+        .unwrap();
+    assert_eq!(old["wit"], "mallard:exchanger/exchanger@0.1.0", "{old}");
+    let new = action(&mut admin, "upload_exchanger", component("add_processed"))
+        .await
+        .unwrap();
+    assert_eq!(new["wit"], "mallard:exchanger/exchanger@0.2.0", "{new}");
+    assert_ne!(old["pinned"], new["pinned"], "two versions of one name");
+
+    let input = flights(30_000, 4_096);
+    let mut outputs = Vec::new();
+    for command in [
+        format!(r#"{{"exchanger": {}}}"#, old["pinned"]),
+        format!(r#"{{"exchanger": {}}}"#, new["pinned"]),
+        r#"{"exchanger": "shared/add_processed", "sandbox": "off"}"#.to_owned(),
+    ] {
+        let out = exchange(&mut admin, &command, input.clone()).await.unwrap();
+        let schema = out[0].schema();
+        outputs.push(arrow::compute::concat_batches(&schema, &out).unwrap());
+    }
+    assert_eq!(outputs[0].num_rows(), 30_000);
+    assert_eq!(outputs[0], outputs[1], "0.1 and 0.2 agree");
+    assert_eq!(
+        outputs[1], outputs[2],
+        "the sandbox agrees with the native build"
+    );
+    server.stop().await.unwrap();
+}

@@ -385,7 +385,7 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
             .collect()
     };
     assert!(
-        list("exports").contains(&"mallard:exchanger/exchange@0.1.0".to_owned()),
+        list("exports").contains(&"mallard:exchanger/exchange@0.2.0".to_owned()),
         "{report}"
     );
     assert!(
@@ -394,7 +394,11 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
             .all(|i| i.starts_with("wasi:") || i.starts_with("mallard:exchanger/")),
         "{report}"
     );
-    assert_eq!(report["wit"], "mallard:exchanger/exchanger@0.1.0");
+    assert_eq!(report["wit"], "mallard:exchanger/exchanger@0.2.0");
+    assert!(
+        list("imports").contains(&"mallard:exchanger/output@0.2.0".to_owned()),
+        "a 0.2 component imports emit: {report}"
+    );
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
     assert!(report["compile_ms"].as_f64().unwrap() > 0.0);
     assert!(report["size"].as_u64().unwrap() > 1000);

@@ -582,6 +582,29 @@ async fn guests_that_lie_in_their_output_are_refused_precisely() {
         ("offset-past-body", Code::InvalidArgument, "outside"),
         ("negative-length", Code::InvalidArgument, "length -5"),
         ("huge-error", Code::Aborted, "more bytes cut"),
+        // Contract 0.2: lies about the input columns it passes through, and emit.
+        (
+            "input-index",
+            Code::InvalidArgument,
+            "input column 99 does not exist",
+        ),
+        ("input-type", Code::InvalidArgument, "but output field"),
+        (
+            "input-rows",
+            Code::InvalidArgument,
+            "1 rows but the input columns",
+        ),
+        ("input-in-finish", Code::InvalidArgument, "outside push"),
+        (
+            "emit-flood",
+            Code::ResourceExhausted,
+            "more than 4096 emits",
+        ),
+        (
+            "emit-in-open",
+            Code::InvalidArgument,
+            "outside push and finish",
+        ),
     ] {
         let command = format!(r#"{{"exchanger": "hostile_liar", "params": {{"lie": "{lie}"}}}}"#);
         let input = flights(2_000, 1_000);

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One IPC message: flatbuffer `Message` header and its body buffers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// The flatbuffer `Message` (Flight's `data_header`).
     pub header: Vec<u8>,

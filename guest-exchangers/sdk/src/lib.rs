@@ -19,8 +19,11 @@
 //! export_exchanger!(Identity);
 //! ```
 //!
-//! Built for `wasm32-wasip2`, the macro exports the `mallard:exchanger` WIT world and
-//! the SDK takes care of the Arrow IPC messages that cross the sandbox boundary. Built
+//! Built for `wasm32-wasip2`, the macro exports the `mallard:exchanger@0.2.0` WIT
+//! world (or 0.1 with the feature `contract-0-1`) and the SDK takes care of the
+//! Arrow IPC messages that cross the sandbox boundary. Under 0.2, an output column
+//! that is one of the input batch's own columns (`batch.column(k).clone()`) is
+//! not sent back at all: the host reuses the column it already holds. Built
 //! natively, the macro does nothing and the host calls the same type through
 //! [`native::Builtin`], which is how Mallard runs built-in exchangers with the sandbox
 //! off: one source, two builds, no logic written twice.
@@ -32,8 +35,12 @@ pub mod native;
 mod params;
 pub mod raw;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "contract-0-1"))]
 #[doc(hidden)]
+pub mod guest;
+#[cfg(all(target_arch = "wasm32", not(feature = "contract-0-1")))]
+#[doc(hidden)]
+#[path = "guest_v0_2.rs"]
 pub mod guest;
 
 pub use arrow_array;
@@ -82,7 +89,7 @@ pub trait Exchanger: Sized + 'static {
 /// Everything an exchanger source file needs.
 pub mod prelude {
     pub use crate::ipc::Message;
-    pub use crate::raw::RawExchanger;
+    pub use crate::raw::{ColumnSource, Emission, RawExchanger};
     pub use crate::{
         ExchangeError, Exchanger, Info, Params, export_exchanger, export_raw_exchanger,
     };

@@ -7,8 +7,59 @@
 
 use crate::ipc::{Message, MessageDecoder, MessageEncoder, schema_from_header};
 use crate::{ExchangeError, Exchanger, Info, Params};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
+use arrow_schema::{DataType, Schema, SchemaRef};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Where one column of an emitted batch comes from (contract 0.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnSource {
+    /// Column `k` of the record batch being pushed, unchanged: its bytes stay in
+    /// the host.
+    Input(u32),
+    /// The next column of the emission's messages.
+    Emitted,
+}
+
+/// One output batch as contract 0.2 emits it: per output field its source, and
+/// the messages (dictionaries, then one record batch) of the emitted columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emission {
+    /// One entry per output field.
+    pub columns: Vec<ColumnSource>,
+    /// The emitted columns' messages; empty when every column is from input.
+    pub messages: Vec<Message>,
+}
+
+impl Emission {
+    /// `messages` (a 0.1-style output list) as emissions with every column
+    /// emitted: one per record batch, its dictionaries before it.
+    pub fn all_emitted(messages: Vec<Message>, fields: usize) -> Vec<Self> {
+        let mut out = Vec::new();
+        let mut pending = Vec::new();
+        for message in messages {
+            let is_batch = arrow_ipc::root_as_message(&message.header)
+                .is_ok_and(|m| m.header_type() == arrow_ipc::MessageHeader::RecordBatch);
+            pending.push(message);
+            if is_batch {
+                out.push(Self {
+                    columns: vec![ColumnSource::Emitted; fields],
+                    messages: std::mem::take(&mut pending),
+                });
+            }
+        }
+        if !pending.is_empty() {
+            // Dictionaries without a batch: the host says what is wrong with them.
+            out.push(Self {
+                columns: vec![ColumnSource::Emitted; fields],
+                messages: pending,
+            });
+        }
+        out
+    }
+}
 
 /// An exchanger that works on IPC messages rather than record batches.
 pub trait RawExchanger: Sized + 'static {
@@ -22,6 +73,26 @@ pub trait RawExchanger: Sized + 'static {
     fn push(&mut self, message: Message) -> Result<Vec<Message>, ExchangeError>;
     /// End of input.
     fn finish(&mut self) -> Result<Vec<Message>, ExchangeError>;
+
+    /// Contract 0.2: one input message's output as emissions. The default emits
+    /// every column of what [`RawExchanger::push`] returns.
+    fn push_emissions(&mut self, message: Message) -> Result<Vec<Emission>, ExchangeError> {
+        let fields = output_fields(&self.output_schema());
+        Ok(Emission::all_emitted(self.push(message)?, fields))
+    }
+
+    /// Contract 0.2: the end of input's output as emissions (see
+    /// [`RawExchanger::push_emissions`]).
+    fn finish_emissions(&mut self) -> Result<Vec<Emission>, ExchangeError> {
+        let fields = output_fields(&self.output_schema());
+        Ok(Emission::all_emitted(self.finish()?, fields))
+    }
+}
+
+/// Fields of the schema in a schema message header (0 if it is not one: the
+/// host refuses such a schema when the session opens).
+fn output_fields(header: &[u8]) -> usize {
+    schema_from_header(header).map_or(0, |s| s.fields().len())
 }
 
 /// A typed [`Exchanger`] seen as a [`RawExchanger`]: decodes input messages, encodes
@@ -30,6 +101,11 @@ pub struct Typed<E> {
     exchanger: E,
     decoder: MessageDecoder,
     encoder: MessageEncoder,
+    /// One encoder per layout of emitted columns (contract 0.2), as the host
+    /// keeps one decoder per layout.
+    layouts: HashMap<Vec<bool>, MessageEncoder>,
+    /// Output dictionaries rule out passing columns through (the host's rule).
+    has_dictionaries: bool,
 }
 
 impl<E: Exchanger> Typed<E> {
@@ -68,10 +144,16 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
         let input = Arc::new(input);
         let exchanger = E::open(input.clone(), params)?;
         let output = exchanger.output_schema();
+        let has_dictionaries = output
+            .fields()
+            .iter()
+            .any(|f| matches!(f.data_type(), DataType::Dictionary(..)));
         Ok(Self {
             exchanger,
             decoder: input_decoder(input),
             encoder: MessageEncoder::new(output),
+            layouts: HashMap::new(),
+            has_dictionaries,
         })
     }
 
@@ -98,4 +180,86 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
         let out = self.exchanger.finish()?;
         self.emit(out)
     }
+
+    fn push_emissions(&mut self, message: Message) -> Result<Vec<Emission>, ExchangeError> {
+        let body = Buffer::from_vec(message.body);
+        let decoded = self
+            .decoder
+            .decode(&message.header, body)
+            .map_err(|e| ExchangeError::InvalidInput(e.to_string()))?;
+        let Some(batch) = decoded else {
+            return Ok(Vec::new());
+        };
+        let input: Vec<ArrayRef> = batch.columns().to_vec();
+        let rows = batch.num_rows();
+        let out = self.exchanger.push(batch)?;
+        self.emissions(out, Some((&input, rows)))
+    }
+
+    fn finish_emissions(&mut self) -> Result<Vec<Emission>, ExchangeError> {
+        let out = self.exchanger.finish()?;
+        self.emissions(out, None)
+    }
+}
+
+impl<E: Exchanger> Typed<E> {
+    /// Output batches as emissions: a column that is one of the pushed batch's
+    /// own arrays (the same allocation, as `batch.column(k).clone()` gives) is
+    /// named instead of sent; the rest is encoded.
+    fn emissions(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        input: Option<(&[ArrayRef], usize)>,
+    ) -> Result<Vec<Emission>, ExchangeError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let columns: Vec<ColumnSource> = batch
+                .columns()
+                .iter()
+                .map(|column| match input {
+                    Some((inputs, rows)) if !self.has_dictionaries && batch.num_rows() == rows => {
+                        inputs
+                            .iter()
+                            .position(|i| Arc::ptr_eq(i, column))
+                            .map_or(ColumnSource::Emitted, |k| ColumnSource::Input(k as u32))
+                    }
+                    _ => ColumnSource::Emitted,
+                })
+                .collect();
+            let mut messages = Vec::new();
+            if columns.iter().all(|c| *c == ColumnSource::Emitted) {
+                self.encoder.encode(&batch, &mut messages)?;
+            } else {
+                let layout: Vec<bool> = columns
+                    .iter()
+                    .map(|c| *c == ColumnSource::Emitted)
+                    .collect();
+                if layout.contains(&true) {
+                    let (schema, arrays) = emitted_part(&batch, &layout);
+                    let encoder = self
+                        .layouts
+                        .entry(layout)
+                        .or_insert_with(|| MessageEncoder::new(schema.clone()));
+                    let part = RecordBatch::try_new(schema, arrays)?;
+                    encoder.encode(&part, &mut messages)?;
+                }
+            }
+            out.push(Emission { columns, messages });
+        }
+        Ok(out)
+    }
+}
+
+/// The schema and arrays of `batch`'s emitted columns.
+fn emitted_part(batch: &RecordBatch, layout: &[bool]) -> (SchemaRef, Vec<ArrayRef>) {
+    let (fields, arrays): (Vec<_>, Vec<_>) = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .zip(layout)
+        .filter(|(_, emitted)| **emitted)
+        .map(|((f, a), _)| (f.clone(), a.clone()))
+        .unzip();
+    (Arc::new(Schema::new(fields)), arrays)
 }

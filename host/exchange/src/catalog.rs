@@ -26,11 +26,9 @@ use mallard_access::{Principal, Role};
 use mallard_core::{Error, Result};
 use mallard_exchanger::native::Builtin;
 use mallard_protocol::{ExchangerRef, Namespace, Pin, UploadRequest};
-use mallard_sandbox::bindings::ExchangerPre;
 use mallard_sandbox::engine::SandboxEngine;
 use mallard_sandbox::store::MemoryPool;
-use mallard_sandbox::store::StoreState;
-use mallard_sandbox::upload::{self, Compiled, WORLD};
+use mallard_sandbox::upload::{self, Compiled, Pre, WORLD};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -106,7 +104,7 @@ pub struct VersionReport {
 /// What a version runs.
 pub enum Code {
     /// A compiled component, ready to instantiate.
-    Wasm(ExchangerPre<StoreState>),
+    Wasm(Pre),
     /// A built-in's native build.
     Native(Builtin),
 }
@@ -371,7 +369,7 @@ impl Catalog {
                 sha256: Some(sha256),
                 size: bytes.len(),
                 compile_ms: compiled.compile_ms,
-                wit: WORLD,
+                wit: compiled.world,
                 imports: compiled.imports,
                 exports: compiled.exports,
                 uploaded_by: meta.uploaded_by,

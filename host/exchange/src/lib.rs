@@ -9,6 +9,7 @@
 //! keeps both sides at a few batches; one that writes everything first is served
 //! from the queue's byte budget.
 
+pub mod assemble;
 pub mod catalog;
 pub mod compile_queue;
 pub mod context;

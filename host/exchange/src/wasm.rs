@@ -1,23 +1,28 @@
 //! One exchange stream through a sandboxed guest: a fresh instance, one guest call
 //! per message under the call deadline, every output message validated against the
-//! declared schema before it is forwarded, untouched, to the client.
+//! declared schema before it is forwarded to the client. Contract 0.1 guests return
+//! their output; contract 0.2 guests `emit` it during the call, naming the input
+//! columns they pass through unchanged ([`crate::assemble`]).
 //!
 //! The client's record batches go into the guest as they came, unvalidated: the
 //! guest holds only this stream, and its output is validated. They are validated
 //! here only when the guest fails on one, so a malformed batch is reported as the
 //! client's (InvalidArgument) rather than as the exchanger's failure.
 
+use crate::assemble::Assembler;
 use crate::{ExchangeSession, decode_input, exchanger_error, guest_text, validated_schema_message};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::MessageDecoder;
-use mallard_sandbox::bindings::ExchangerPre;
-use mallard_sandbox::bindings::{Exchanger, IpcMessage};
+use mallard_sandbox::bindings::{Exchanger, IpcMessage, v0_2};
+use mallard_sandbox::emit::EmitRefused;
 use mallard_sandbox::engine::SandboxEngine;
 use mallard_sandbox::store::{MemoryDenied, MemoryPool, Stop, StoreState, new_store};
+use mallard_sandbox::upload::Pre;
 use mallard_sandbox::wasi::CapabilityDenied;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -29,12 +34,18 @@ use wasmtime::{Store, Trap};
 pub struct WasmSession {
     info: CallInfo,
     store: Store<StoreState>,
-    instance: Exchanger,
+    instance: Instance,
     session: ResourceAny,
     input: MessageDecoder,
     validator: MessageDecoder,
     schema_message: FlightData,
     batch_index: u64,
+}
+
+/// The instance, by the contract it speaks.
+enum Instance {
+    V0_1(Exchanger),
+    V0_2(v0_2::Exchanger, Box<Assembler>),
 }
 
 impl WasmSession {
@@ -43,7 +54,7 @@ impl WasmSession {
     /// memory is also charged to `pool` (the user's).
     pub fn open(
         engine: &SandboxEngine,
-        (name, pre): (&str, &ExchangerPre<StoreState>),
+        (name, pre): (&str, &Pre),
         (input_schema, input): (&[u8], SchemaRef),
         params: &[(String, String)],
         cancelled: Arc<AtomicBool>,
@@ -56,27 +67,55 @@ impl WasmSession {
             max_memory_bytes: engine.limits.max_memory_bytes,
             pool,
         };
+        enum Opened {
+            V0_1(Exchanger),
+            V0_2(v0_2::Exchanger),
+        }
         // Instantiating runs the guest's start code and grows its memory: the
         // same deadline and budgets apply, and the same statuses.
-        let instance = this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
-        let opened = this.call(&mut store, "open", |store| {
-            instance
-                .mallard_exchanger_exchange()
-                .call_open(store, input_schema, params)
-        })?;
-        let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
-        let header = this.call(&mut store, "output-schema", |store| {
-            instance
-                .mallard_exchanger_exchange()
-                .session()
-                .call_output_schema(store, session)
-        })?;
+        let (instance, session, header) = match pre {
+            Pre::V0_1(pre) => {
+                let instance =
+                    this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
+                let exchange = instance.mallard_exchanger_exchange();
+                let opened = this.call(&mut store, "open", |store| {
+                    exchange.call_open(store, input_schema, params)
+                })?;
+                let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
+                let header = this.call(&mut store, "output-schema", |store| {
+                    exchange.session().call_output_schema(store, session)
+                })?;
+                (Opened::V0_1(instance), session, header)
+            }
+            Pre::V0_2(pre) => {
+                let instance =
+                    this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
+                let exchange = instance.mallard_exchanger_exchange();
+                let opened = this.call(&mut store, "open", |store| {
+                    exchange.call_open(store, input_schema, params)
+                })?;
+                let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
+                let header = this.call(&mut store, "output-schema", |store| {
+                    exchange.session().call_output_schema(store, session)
+                })?;
+                if let Some(refused) = store.data_mut().emits.refused_outside_calls() {
+                    return Err(this.emit_refused("open", refused));
+                }
+                (Opened::V0_2(instance), session, header)
+            }
+        };
         let (schema, schema_message) =
             validated_schema_message(Bytes::from(header)).map_err(|e| {
                 e.context(format!(
                     "exchanger {name:?} declared an invalid output schema"
                 ))
             })?;
+        let instance = match instance {
+            Opened::V0_1(instance) => Instance::V0_1(instance),
+            Opened::V0_2(instance) => {
+                Instance::V0_2(instance, Box::new(Assembler::new(name, schema.clone())))
+            }
+        };
         Ok(Self {
             info: this,
             store,
@@ -138,19 +177,34 @@ impl ExchangeSession for WasmSession {
         if is_dictionary {
             decode_input(&mut self.input, header, body, &what)?;
         }
-        let (instance, session) = (&self.instance, self.session);
-        let outcome = self
-            .info
-            .call(&mut self.store, &what, |store| {
-                instance.mallard_exchanger_exchange().session().call_push(
-                    store,
-                    session,
-                    &header[..],
-                    &body[..],
-                )
-            })
-            .and_then(|result| result.map_err(|e| self.info.refusal(&self.store, &what, e.into())))
-            .and_then(|messages| self.validate(messages, &what));
+        let session = self.session;
+        let outcome = match &self.instance {
+            Instance::V0_1(instance) => self
+                .info
+                .call(&mut self.store, &what, |store| {
+                    instance.mallard_exchanger_exchange().session().call_push(
+                        store,
+                        session,
+                        &header[..],
+                        &body[..],
+                    )
+                })
+                .and_then(|result| {
+                    result.map_err(|e| self.info.refusal(&self.store, &what, e.into()))
+                })
+                .and_then(|messages| self.validate(messages, &what)),
+            Instance::V0_2(..) => {
+                let input = (!is_dictionary).then_some((header, body));
+                self.emitting_call(&what, input, |instance, store| {
+                    instance.mallard_exchanger_exchange().session().call_push(
+                        store,
+                        session,
+                        &header[..],
+                        &body[..],
+                    )
+                })
+            }
+        };
         if outcome.is_err() && !is_dictionary {
             decode_input(&mut self.input, header, body, &what)?;
         }
@@ -158,15 +212,26 @@ impl ExchangeSession for WasmSession {
     }
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
-        let (instance, session) = (&self.instance, self.session);
-        let result = self.info.call(&mut self.store, "finish", |store| {
-            instance
-                .mallard_exchanger_exchange()
-                .session()
-                .call_finish(store, session)
-        })?;
-        let messages = result.map_err(|e| self.info.refusal(&self.store, "finish", e.into()))?;
-        self.validate(messages, "finish")
+        let session = self.session;
+        match &self.instance {
+            Instance::V0_1(instance) => {
+                let result = self.info.call(&mut self.store, "finish", |store| {
+                    instance
+                        .mallard_exchanger_exchange()
+                        .session()
+                        .call_finish(store, session)
+                })?;
+                let messages =
+                    result.map_err(|e| self.info.refusal(&self.store, "finish", e.into()))?;
+                self.validate(messages, "finish")
+            }
+            Instance::V0_2(..) => self.emitting_call("finish", None, |instance, store| {
+                instance
+                    .mallard_exchanger_exchange()
+                    .session()
+                    .call_finish(store, session)
+            }),
+        }
     }
 
     fn guest_output(&self) -> String {
@@ -179,6 +244,59 @@ impl ExchangeSession for WasmSession {
 }
 
 impl WasmSession {
+    /// One contract 0.2 call that may emit: opens emits, runs `call`, then
+    /// assembles what was emitted (checked against the call's deadline, as 0.1's
+    /// output validation is). `input` is the pushed record batch, decoded by the
+    /// host only if an emission references its columns.
+    fn emitting_call(
+        &mut self,
+        what: &str,
+        input: Option<(&Bytes, &Bytes)>,
+        call: impl FnOnce(
+            &v0_2::Exchanger,
+            &mut Store<StoreState>,
+        ) -> wasmtime::Result<std::result::Result<(), v0_2::ExchangeError>>,
+    ) -> Result<Vec<FlightData>> {
+        let Instance::V0_2(instance, _) = &self.instance else {
+            unreachable!("only contract 0.2 sessions emit")
+        };
+        self.store.data_mut().emits.open();
+        let result = self
+            .info
+            .call(&mut self.store, what, |store| call(instance, store));
+        let emitted = self.store.data_mut().emits.close();
+        let returned = result?;
+        let emitted = emitted.map_err(|refused| self.info.emit_refused(what, refused))?;
+        returned.map_err(|e| self.info.refusal(&self.store, what, e.into()))?;
+        let Instance::V0_2(_, assembler) = &mut self.instance else {
+            unreachable!("matched above")
+        };
+        let deadline = self.store.data().call_deadline;
+        let mut decoded_input = None;
+        let decoder = &mut self.input;
+        let mut input_batch = || -> Result<Option<RecordBatch>> {
+            let Some((header, body)) = input else {
+                return Ok(None);
+            };
+            if decoded_input.is_none() {
+                decoded_input = decode_input(decoder, header, body, what)?;
+            }
+            Ok(decoded_input.clone())
+        };
+        let mut out = Vec::new();
+        for emission in emitted {
+            if Instant::now() > deadline {
+                return Err(Error::deadline_exceeded(format!(
+                    "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
+                     {:?} to validate",
+                    self.info.name, self.info.call_timeout
+                )));
+            }
+            assembler.assemble(emission, &mut input_batch, what, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// The schema message the exchanger declared in `open`.
     pub fn output_schema(&self) -> Result<SchemaRef> {
         Ok(validated_schema_message(self.schema_message.data_header.clone())?.0)
@@ -224,6 +342,18 @@ impl CallInfo {
             &format!("; the guest reported: {}", guest_text(&e.to_string())),
         )
         .unwrap_or_else(|| exchanger_error(&self.name, what, e))
+    }
+
+    /// The status of an `emit` the host refused.
+    fn emit_refused(&self, what: &str, refused: EmitRefused) -> Error {
+        match refused {
+            EmitRefused::Misuse(m) => {
+                Error::invalid_argument(format!("exchanger {:?} at {what}: {m}", self.name))
+            }
+            EmitRefused::Exhausted(m) => {
+                Error::resource_exhausted(format!("exchanger {:?} at {what}: {m}", self.name))
+            }
+        }
     }
 
     fn memory_exhausted(&self, store: &Store<StoreState>, who: &str, tail: &str) -> Option<Error> {

@@ -8,6 +8,7 @@
 //! WASI with every capability denied ([`wasi`]). No DuckDB, no tonic.
 
 pub mod bindings;
+pub mod emit;
 pub mod engine;
 pub mod limits;
 pub mod meter;

@@ -282,6 +282,8 @@ pub struct StoreState {
     pub call_deadline: Instant,
     /// Set from outside to interrupt the guest (client gone, shutdown).
     pub cancelled: Arc<AtomicBool>,
+    /// What a contract 0.2 guest emitted in the current call.
+    pub emits: crate::emit::Emits,
     _live: GaugeGuard,
 }
 
@@ -319,6 +321,8 @@ pub fn new_store(
         output,
         call_deadline: Instant::now() + limits.call_timeout,
         cancelled,
+        // A call may emit what its instance could hold, as a 0.1 return value could.
+        emits: crate::emit::Emits::new(limits.max_memory_bytes),
         _live: engine.live_instances.enter(),
     };
     let mut store = Store::new(&engine.engine, state);

@@ -2,7 +2,7 @@
 //! checks with precise messages, compile once, check the world, read the
 //! self-description.
 
-use crate::bindings::{ExchangerPre, Info};
+use crate::bindings::{ExchangerPre, Info, v0_2};
 use crate::engine::SandboxEngine;
 use crate::store::new_store;
 use mallard_core::{Error, Result};
@@ -16,8 +16,22 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 const COMPONENT_LAYER: [u8; 2] = [1, 0];
 
-/// The WIT world every exchanger implements.
-pub const WORLD: &str = "mallard:exchanger/exchanger@0.1.0";
+/// The WIT world of contract 0.1 (output returned from each call).
+pub const WORLD_0_1: &str = "mallard:exchanger/exchanger@0.1.0";
+/// The WIT world of contract 0.2 (output emitted through the host, input
+/// columns passed through by reference).
+pub const WORLD_0_2: &str = "mallard:exchanger/exchanger@0.2.0";
+/// The newest contract, which the SDKs build for.
+pub const WORLD: &str = WORLD_0_2;
+
+/// A compiled exchanger ready to instantiate, by the contract it speaks.
+#[derive(Clone)]
+pub enum Pre {
+    /// Contract 0.1.
+    V0_1(ExchangerPre<crate::store::StoreState>),
+    /// Contract 0.2.
+    V0_2(v0_2::ExchangerPre<crate::store::StoreState>),
+}
 /// The only imports Mallard satisfies: the contract's own type-only interfaces,
 /// and WASI 0.2 interfaces (every capability denied), which a guest's standard
 /// library links against.
@@ -42,7 +56,9 @@ pub struct Compiled {
     /// The compiled component (serialisable for restarts).
     pub component: Component,
     /// Ready to instantiate, imports resolved.
-    pub pre: ExchangerPre<crate::store::StoreState>,
+    pub pre: Pre,
+    /// The world it implements ([`WORLD_0_1`] or [`WORLD_0_2`]).
+    pub world: &'static str,
     /// Milliseconds spent compiling and checking.
     pub compile_ms: f64,
 }
@@ -98,7 +114,7 @@ pub unsafe fn load_artifact(engine: &SandboxEngine, path: &Path) -> Result<Compi
 /// Whether Mallard links an import of this name (a WASI 0.2 interface).
 pub fn is_provided(import: &str) -> bool {
     let version_ok = if import.starts_with("mallard:") {
-        import.contains("@0.1.")
+        import.contains("@0.1.") || import.contains("@0.2.")
     } else {
         import.contains("@0.2.")
     };
@@ -137,19 +153,47 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
             "component needs imports Mallard does not provide: {e:#}"
         ))
     })?;
-    let pre = ExchangerPre::new(instance_pre).map_err(|e| {
+    let speaks_0_2 = exports
+        .iter()
+        .any(|e| e.starts_with("mallard:exchanger/exchange@0.2."));
+    let world = if speaks_0_2 { WORLD_0_2 } else { WORLD_0_1 };
+    let not_world = |e: wasmtime::Error| {
         Error::invalid_argument(format!(
-            "component does not implement the world {WORLD}: {e:#}"
+            "component does not implement the world {world}: {e:#}"
         ))
-    })?;
+    };
+    let failed_start =
+        |e: wasmtime::Error| Error::invalid_argument(format!("component failed to start: {e:#}"));
+    let failed_describe = |e: wasmtime::Error| {
+        Error::invalid_argument(format!("component's describe() failed: {e:#}"))
+    };
     let mut store = new_store(engine, Arc::new(AtomicBool::new(false)), None);
-    let instance = pre
-        .instantiate(&mut store)
-        .map_err(|e| Error::invalid_argument(format!("component failed to start: {e:#}")))?;
-    let info = instance
-        .mallard_exchanger_exchange()
-        .call_describe(&mut store)
-        .map_err(|e| Error::invalid_argument(format!("component's describe() failed: {e:#}")))?;
+    let (pre, info) = if speaks_0_2 {
+        let pre = v0_2::ExchangerPre::new(instance_pre).map_err(not_world)?;
+        let instance = pre.instantiate(&mut store).map_err(failed_start)?;
+        let v0_2::Info {
+            name,
+            version,
+            description,
+        } = instance
+            .mallard_exchanger_exchange()
+            .call_describe(&mut store)
+            .map_err(failed_describe)?;
+        let info = Info {
+            name,
+            version,
+            description,
+        };
+        (Pre::V0_2(pre), info)
+    } else {
+        let pre = ExchangerPre::new(instance_pre).map_err(not_world)?;
+        let instance = pre.instantiate(&mut store).map_err(failed_start)?;
+        let info = instance
+            .mallard_exchanger_exchange()
+            .call_describe(&mut store)
+            .map_err(failed_describe)?;
+        (Pre::V0_1(pre), info)
+    };
     mallard_protocol::exchanger_ref::validate_name(&info.name).map_err(Error::from)?;
     check_described("version", &info.version, MAX_VERSION_BYTES)?;
     check_described("description", &info.description, MAX_DESCRIPTION_BYTES)?;
@@ -159,6 +203,7 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
         exports,
         component,
         pre,
+        world,
         compile_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }
@@ -217,6 +262,7 @@ mod tests {
         assert!(!is_provided("wasi:io/streams@0.3.0"));
         assert!(!is_provided("evil:net/connect"));
         assert!(is_provided("mallard:exchanger/types@0.1.0"));
-        assert!(!is_provided("mallard:exchanger/types@0.2.0"));
+        assert!(is_provided("mallard:exchanger/output@0.2.0"));
+        assert!(!is_provided("mallard:exchanger/types@0.3.0"));
     }
 }

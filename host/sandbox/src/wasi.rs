@@ -1,4 +1,5 @@
-//! WASI for guests, with every capability denied.
+//! WASI for guests, with every capability denied (and contract 0.2's `emit`,
+//! the one non-WASI import, linked beside it).
 //!
 //! Rust guests built for `wasm32-wasip2` import WASI for their standard library, so
 //! the host links it, but the context grants nothing: no preopened directories, no
@@ -33,6 +34,12 @@ pub fn deny_all_linker(engine: &Engine) -> Result<Linker<StoreState>> {
     let wasm_err = |e: wasmtime::Error| Error::internal(format!("linking WASI: {e:#}"));
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+    // Contract 0.2's `emit`, the one import that is not WASI.
+    crate::bindings::v0_2::mallard::exchanger::output::add_to_linker::<
+        StoreState,
+        wasmtime::component::HasSelf<StoreState>,
+    >(&mut linker, |state| state)
+    .map_err(wasm_err)?;
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK).map_err(wasm_err)?;
     clock

@@ -54,6 +54,22 @@ pub fn guest_dir() -> &'static Path {
     })
 }
 
+/// `add_processed` built for contract 0.1, alone (its SDK feature must not
+/// reach the other guests, which speak 0.2).
+pub fn component_0_1() -> Vec<u8> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        guest_dir();
+        mallard_guest_builder::components::build(
+            &["add-processed-0-1"],
+            mallard_guest_builder::components::Profile::Release,
+        )
+        .expect("the 0.1 guest builds")
+    });
+    let path = dir.join("add_processed_0_1.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The bytes of a built guest, e.g. `component("add_processed")`.
 pub fn component(file_stem: &str) -> Vec<u8> {
     let path = guest_dir().join(format!("{file_stem}.wasm"));

@@ -5,6 +5,14 @@
 //! - `offset-past-body`: a record batch whose buffer lies at 2^40 of an 80-byte body.
 //! - `negative-length`: a record batch whose column declares length -5.
 //! - `huge-error`: refuses the batch with a 100 MiB error message.
+//!
+//! Lies of contract 0.2 (about input columns it passes through, and `emit`):
+//! - `input-index`: names input column 99.
+//! - `input-type`: names input column 0 for a field of another type.
+//! - `input-rows`: names input column 0 beside an emitted column of one row.
+//! - `input-in-finish`: names an input column in `finish`, where there is none.
+//! - `emit-flood`: emits 5,000 empty batches from one call.
+//! - `emit-in-open`: calls `emit` from `open`.
 
 use arrow_array::builder::StringViewBuilder;
 use arrow_buffer::Buffer;
@@ -18,6 +26,12 @@ enum Lie {
     OffsetPastBody,
     NegativeLength,
     HugeError,
+    InputIndex,
+    InputType,
+    InputRows,
+    InputInFinish,
+    EmitFlood,
+    EmitInOpen,
 }
 
 /// Tells one lie per input batch.
@@ -42,17 +56,39 @@ impl RawExchanger for Liar {
             Some("offset-past-body") => Lie::OffsetPastBody,
             Some("negative-length") => Lie::NegativeLength,
             Some("huge-error") => Lie::HugeError,
+            Some("input-index") => Lie::InputIndex,
+            Some("input-type") => Lie::InputType,
+            Some("input-rows") => Lie::InputRows,
+            Some("input-in-finish") => Lie::InputInFinish,
+            Some("emit-flood") => Lie::EmitFlood,
+            Some("emit-in-open") => Lie::EmitInOpen,
             other => {
                 return Err(ExchangeError::InvalidParams(format!(
                     "unknown lie {other:?}"
                 )));
             }
         };
-        let data_type = match lie {
-            Lie::SharedViews => DataType::Utf8View,
-            _ => DataType::Int64,
+        let input = mallard_exchanger::ipc::schema_from_header(_input_schema).map_err(failed)?;
+        let first = input
+            .fields()
+            .first()
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Int64);
+        let fields = match lie {
+            Lie::SharedViews => vec![Field::new("v", DataType::Utf8View, true)],
+            // A type input column 0 does not have.
+            Lie::InputType => vec![Field::new("v", DataType::Decimal128(38, 7), true)],
+            Lie::InputRows | Lie::InputInFinish => vec![
+                Field::new("v", first, true),
+                Field::new("w", DataType::Int64, true),
+            ],
+            _ => vec![Field::new("v", DataType::Int64, true)],
         };
-        let schema = Arc::new(Schema::new(vec![Field::new("v", data_type, true)]));
+        #[cfg(target_arch = "wasm32")]
+        if matches!(lie, Lie::EmitInOpen) {
+            let _ = mallard_exchanger::guest::bindings::mallard::exchanger::output::emit(&[], &[]);
+        }
+        let schema = Arc::new(Schema::new(fields));
         Ok(Self { lie, schema })
     }
     fn output_schema(&self) -> Vec<u8> {
@@ -86,10 +122,57 @@ impl RawExchanger for Liar {
                 body: vec![0; 80],
             }]),
             Lie::HugeError => Err(ExchangeError::Failed("x".repeat(100 << 20))),
+            _ => Ok(Vec::new()),
         }
     }
     fn finish(&mut self) -> Result<Vec<Message>, ExchangeError> {
         Ok(Vec::new())
+    }
+    fn push_emissions(&mut self, message: Message) -> Result<Vec<Emission>, ExchangeError> {
+        use ColumnSource::{Emitted, Input};
+        Ok(match self.lie {
+            Lie::InputIndex => vec![Emission {
+                columns: vec![Input(99)],
+                messages: Vec::new(),
+            }],
+            Lie::InputType => vec![Emission {
+                columns: vec![Input(0)],
+                messages: Vec::new(),
+            }],
+            Lie::InputRows => {
+                let part = Arc::new(Schema::new(vec![self.schema.field(1).clone()]));
+                let one = RecordBatch::try_new(
+                    part.clone(),
+                    vec![Arc::new(arrow_array::Int64Array::from(vec![1]))],
+                )
+                .map_err(failed)?;
+                let mut messages = Vec::new();
+                MessageEncoder::new(part)
+                    .encode(&one, &mut messages)
+                    .map_err(failed)?;
+                vec![Emission {
+                    columns: vec![Input(0), Emitted],
+                    messages,
+                }]
+            }
+            Lie::EmitFlood => (0..5_000)
+                .map(|_| Emission {
+                    columns: vec![Emitted],
+                    messages: Vec::new(),
+                })
+                .collect(),
+            Lie::InputInFinish | Lie::EmitInOpen => Vec::new(),
+            _ => Emission::all_emitted(self.push(message)?, self.schema.fields().len()),
+        })
+    }
+    fn finish_emissions(&mut self) -> Result<Vec<Emission>, ExchangeError> {
+        Ok(match self.lie {
+            Lie::InputInFinish => vec![Emission {
+                columns: vec![ColumnSource::Input(0), ColumnSource::Emitted],
+                messages: Vec::new(),
+            }],
+            _ => Vec::new(),
+        })
     }
 }
 
