@@ -29,9 +29,12 @@ use std::sync::atomic::AtomicBool;
 const BATCH_ROWS: usize = 122_880;
 const SMALL_BATCH_ROWS: usize = 16_384;
 
-fn add_processed_wasm() -> Vec<u8> {
+/// `add_processed` as a component: `add-processed` speaks contract 0.2,
+/// `add-processed-0-1` the same code for 0.1 (built alone: its SDK feature
+/// must not reach the other).
+fn add_processed_wasm(crate_name: &str) -> Vec<u8> {
     let path = mallard_guest_builder::components::build_one(
-        "add-processed",
+        crate_name,
         mallard_guest_builder::components::Profile::Optimized,
     )
     .unwrap();
@@ -113,18 +116,25 @@ fn exchange_paths(c: &mut Criterion) {
         user: "admin".into(),
         role: mallard::auth::Role::Admin,
     };
-    let upload = mallard_protocol::UploadRequest {
-        component: add_processed_wasm().into(),
-        options: mallard_protocol::UploadOptions {
-            shared: true,
-            ..Default::default()
-        },
+    let upload = |crate_name: &str| {
+        let request = mallard_protocol::UploadRequest {
+            component: add_processed_wasm(crate_name).into(),
+            options: mallard_protocol::UploadOptions {
+                shared: true,
+                ..Default::default()
+            },
+        };
+        catalog.upload(&admin, &request).unwrap()
     };
-    let version = catalog.upload(&admin, &upload).unwrap();
+    let version = upload("add-processed");
     let Code::Wasm(pre) = &version.code else {
         panic!("uploaded")
     };
     let uploaded = ("add_processed", pre);
+    let version_0_1 = upload("add-processed-0-1");
+    let Code::Wasm(pre_0_1) = &version_0_1.code else {
+        panic!("uploaded")
+    };
     let schema = mallard_flights::batch(0, 1).schema();
     let schema_header = MessageEncoder::new(schema.clone()).schema_header();
     let input = (&schema_header[..], schema.clone());
@@ -155,6 +165,18 @@ fn exchange_paths(c: &mut Criterion) {
         let mut wasm = open_wasm();
         group.bench_function(format!("add_processed_wasm_batch{suffix}"), |b| {
             b.iter(|| wasm.push(&data.data_header, &data.data_body).unwrap())
+        });
+        let mut wasm_0_1 = WasmSession::open(
+            &engine,
+            ("add_processed", pre_0_1),
+            input.clone(),
+            &[],
+            cancelled.clone(),
+            None,
+        )
+        .unwrap();
+        group.bench_function(format!("add_processed_wasm_0_1_batch{suffix}"), |b| {
+            b.iter(|| wasm_0_1.push(&data.data_header, &data.data_body).unwrap())
         });
         let mut native = NativeSession::open(&builtin, schema.clone(), Vec::new()).unwrap();
         group.bench_function(format!("add_processed_native_batch{suffix}"), |b| {
