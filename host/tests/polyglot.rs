@@ -234,3 +234,48 @@ async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
+
+/// Contract 0.2 in Python: output leaves through `emit` during each call, so a
+/// stream may carry far more than the instance's memory. Built for 0.1, the same
+/// Python add_processed ended this stream ResourceExhausted at batch 55 (its
+/// returned buffers are kept until the stream ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_stream_outgrows_its_instance_memory() {
+    let Some(add) = built(Language::Python, "add_processed").await else {
+        return;
+    };
+    let Some(totals) = built(Language::Python, "running_totals").await else {
+        return;
+    };
+    let mut config = test_config();
+    config.limits.max_memory_bytes = 128 << 20;
+    config.limits.call_timeout = Duration::from_secs(10);
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    upload_bytes(&mut client, add).await;
+    upload_bytes(&mut client, totals).await;
+    let rows = 4_000_000;
+    let input = flights(rows, 122_880);
+    let bytes: usize = input.iter().map(|b| b.get_array_memory_size()).sum();
+    assert!(
+        bytes > 2 * (128 << 20),
+        "the stream must outgrow the instance: {bytes}"
+    );
+    let out = exchange(&mut client, "admin/add_processed", input.clone())
+        .await
+        .unwrap_or_else(|e| panic!("add_processed: {e}"));
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), rows);
+    let native = exchange(
+        &mut client,
+        r#"{"exchanger": "shared/running_totals", "sandbox": "off"}"#,
+        input.clone(),
+    )
+    .await
+    .unwrap();
+    let python = exchange(&mut client, "admin/running_totals", input)
+        .await
+        .unwrap_or_else(|e| panic!("running_totals: {e}"));
+    assert_eq!(one(&python), one(&native));
+    assert_idle(&mut client).await;
+    server.stop().await.unwrap();
+}

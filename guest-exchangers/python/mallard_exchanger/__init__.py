@@ -19,7 +19,10 @@ in Mallard's WebAssembly sandbox (built with componentize-py).
 The same model as the Rust SDK: `open(schema, params)` returns the output
 schema (kept as `self.output`), `push(batch)` returns output batches,
 `finish()` flushes. Columns passed through are never decoded or copied by
-Python code. Raise `InvalidParams`, `InvalidInput` or `Failed` to refuse a
+Python code, nor sent back: the component speaks Mallard's exchanger contract
+0.2, so an output column that is one of the input batch's own columns is named
+to the host, which reuses its copy, and output leaves through the host's `emit`
+during each call (memory stays flat however long the stream). Raise `InvalidParams`, `InvalidInput` or `Failed` to refuse a
 stream; any other exception ends it as `failed` with its traceback.
 """
 
@@ -88,6 +91,7 @@ def export(cls):
     """The `Exchange` class componentize-py exports for the exchanger `cls`.
     Bind it at module level in `app.py`: `Exchange = export(MyExchanger)`."""
     from componentize_py_types import Err
+    from wit_world.imports import output as host
     from wit_world.imports import types
 
     def refusal(e, default):
@@ -115,8 +119,18 @@ def export(cls):
         except Exception as e:
             raise refusal(e, default) from None
 
-    def messages(batches, output):
-        out = []
+    def emit(sources, messages):
+        try:
+            host.emit(sources, messages)
+        except Err as refused:
+            raise Err(types.ExchangeError_Failed(f"the host refused an emit: {refused.value}")) from None
+
+    def emit_batches(batches, output, current=None):
+        """Emits each batch; a column that is one of `current`'s (the pushed
+        batch's) own columns is named, not sent."""
+        fields = len(output.fields)
+        if any(f.dictionary is not None for f in output.fields):
+            current = None  # the host's rule: no pass-through beside dictionaries
         for batch in batches:
             if not isinstance(batch, Batch):
                 raise Failed(
@@ -127,9 +141,27 @@ def export(cls):
                     f"exchanger {cls.name!r}: push/finish returned a batch whose schema is not "
                     "the output schema open returned"
                 )
-            header, body = batch.encode()
-            out.append(types.IpcMessage(header, body))
-        return out
+            sources, kept, kept_fields = [], [], []
+            for field, column in zip(batch.schema.fields, batch.columns):
+                k = None
+                if current is not None and batch.num_rows == current.num_rows:
+                    k = next((i for i, c in enumerate(current.columns) if c is column), None)
+                if k is None:
+                    sources.append(types.ColumnSource_Emitted())
+                    kept.append(column)
+                    kept_fields.append(field)
+                else:
+                    sources.append(types.ColumnSource_Input(k))
+            if len(kept) == fields:
+                header, body = batch.encode()
+                messages = [types.IpcMessage(header, body)]
+            elif kept:
+                part = Batch(ipc.Schema(kept_fields), kept, batch.num_rows)
+                header, body = part.encode()
+                messages = [types.IpcMessage(header, body)]
+            else:
+                messages = []
+            emit(sources, messages)
 
     class Session:
         def __init__(self, exchanger, schema, output):
@@ -142,22 +174,25 @@ def export(cls):
 
         def push(self, header, body):
             message = run(lambda: ipc.read_message(header), types.ExchangeError_InvalidInput)
+            output = self.exchanger.output
             if message.kind == ipc.DICTIONARY_BATCH:
-                return [types.IpcMessage(header, body)]
+                every = [types.ColumnSource_Emitted() for _ in output.fields]
+                emit(every, [types.IpcMessage(header, body)])
+                return
             if message.kind != ipc.RECORD_BATCH:
                 raise Err(types.ExchangeError_InvalidInput(f"unexpected IPC message kind {message.kind}"))
             batch = run(
                 lambda: Batch.from_message(self.schema, message, body),
                 types.ExchangeError_InvalidInput,
             )
-            return run(
-                lambda: messages(self.exchanger.push(batch), self.exchanger.output),
+            run(
+                lambda: emit_batches(self.exchanger.push(batch), output, batch),
                 types.ExchangeError_Failed,
             )
 
         def finish(self):
-            return run(
-                lambda: messages(self.exchanger.finish(), self.exchanger.output),
+            run(
+                lambda: emit_batches(self.exchanger.finish(), self.exchanger.output),
                 types.ExchangeError_Failed,
             )
 

@@ -182,7 +182,12 @@ fn hash_sources(hasher: &mut Sha256, dir: &Path) -> std::io::Result<()> {
 pub fn build(language: Language, app: &str) -> Result<PathBuf, BuildError> {
     let workspace = crate::components::workspace();
     let sdk = workspace.join("guest-exchangers").join(language.dir());
-    let wit = workspace.join("wit");
+    // Python speaks contract 0.2 (output through `emit`, pass-through columns);
+    // JavaScript still 0.1.
+    let wit = match language {
+        Language::Python => workspace.join("wit").join("0.2.0"),
+        Language::JavaScript => workspace.join("wit"),
+    };
     let source = sdk.join(app);
     if !source.is_dir() {
         return Err(BuildError::Build(format!("no {}", source.display())));
