@@ -231,6 +231,25 @@ async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
         let input = flights(2_000, 1_000);
         expect_hostile_contained(&server, &what, &name, input, (code, needle), limit).await;
     }
+    // Contract 0.2's lies, from Python written against the bindings directly.
+    if let Some(liar) = built(Language::Python, "hostile/pass_through_liar").await {
+        let name = upload_bytes(&mut client, liar).await;
+        for (lie, code, needle) in [
+            (
+                "index",
+                Code::InvalidArgument,
+                "input column 99 does not exist",
+            ),
+            ("flood", Code::ResourceExhausted, "more than 4096 emits"),
+            ("in-open", Code::InvalidArgument, "outside push and finish"),
+        ] {
+            let command = format!(r#"{{"exchanger": "{name}", "params": {{"lie": "{lie}"}}}}"#);
+            let what = format!("Python pass_through_liar {lie}");
+            let limit = DEADLINE * 2 + Duration::from_secs(3);
+            let input = flights(2_000, 1_000);
+            expect_hostile_contained(&server, &what, &command, input, (code, needle), limit).await;
+        }
+    }
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
