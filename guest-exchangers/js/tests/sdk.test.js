@@ -3,7 +3,33 @@
 // `host/tests/polyglot.rs`.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExchanger, withField } from '../mallard-exchanger.js';
+import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExchangerWith, withField } from '../mallard-exchanger-core.js';
+
+/** The exported interface with a stub `emit` that keeps what each call emits,
+ *  every column encoded, so `session.push` answers with that call's messages. */
+function exportExchanger(cls) {
+  let emitted = [];
+  const exchange = exportExchangerWith(cls, (columns, messages) => {
+    assert.ok(columns.every((c) => c.tag === 'emitted'));
+    emitted.push(...messages);
+  }, { passThrough: false });
+  const during = (call) => {
+    emitted = [];
+    call();
+    return emitted;
+  };
+  return {
+    ...exchange,
+    open(schema, params) {
+      const session = exchange.open(schema, params);
+      return {
+        outputSchema: () => session.outputSchema(),
+        push: (header, body) => during(() => session.push(header, body)),
+        finish: () => during(() => session.finish()),
+      };
+    },
+  };
+}
 
 function messages(table) {
   const stream = arrow.tableToIPC(table, 'stream');
@@ -128,4 +154,31 @@ test('what is not a batch of the output schema is refused, never dropped', () =>
       what,
     );
   }
+});
+
+test('columns returned unchanged are named, not sent', () => {
+  const plain = arrow.tableFromArrays({ id: Int32Array.from([1, 2, 3]), x: Float64Array.from([1, 2, 3]) });
+  const [schema, batch] = messages(plain);
+  const calls = [];
+  const session = exportExchangerWith(AddProcessed, (columns, sent) => calls.push({ columns, sent })).open(schema.header, []);
+  session.push(batch.header, batch.body);
+  assert.equal(calls.length, 1);
+  assert.deepEqual(calls[0].columns, [{ tag: 'input', val: 0 }, { tag: 'input', val: 1 }, { tag: 'emitted' }]);
+  assert.equal(calls[0].sent.length, 1, 'one message: the processed column alone');
+  // With a dictionary column in the output (tableFromArrays encodes strings so),
+  // every column is sent: the host's rule.
+  const [dictSchema, dictionary, dictBatch] = messages(input);
+  const dictCalls = [];
+  const dictSession = exportExchangerWith(AddProcessed, (columns) => dictCalls.push(columns)).open(dictSchema.header, []);
+  dictSession.push(dictionary.header, dictionary.body);
+  dictSession.push(dictBatch.header, dictBatch.body);
+  assert.ok(dictCalls[0].every((c) => c.tag === 'emitted'));
+});
+
+test('a refused emit ends the call as failed, naming the refusal', () => {
+  const plain = arrow.tableFromArrays({ id: Int32Array.from([1, 2, 3]) });
+  const [schema, batch] = messages(plain);
+  const refusing = () => { const e = new Error('refused'); e.payload = 'more than 4096 emits in one call'; throw e; };
+  const session = exportExchangerWith(AddProcessed, refusing).open(schema.header, []);
+  assert.throws(() => session.push(batch.header, batch.body), (e) => e.payload.tag === 'failed' && e.payload.val.includes('4096 emits'));
 });

@@ -182,12 +182,8 @@ fn hash_sources(hasher: &mut Sha256, dir: &Path) -> std::io::Result<()> {
 pub fn build(language: Language, app: &str) -> Result<PathBuf, BuildError> {
     let workspace = crate::components::workspace();
     let sdk = workspace.join("guest-exchangers").join(language.dir());
-    // Python speaks contract 0.2 (output through `emit`, pass-through columns);
-    // JavaScript still 0.1.
-    let wit = match language {
-        Language::Python => workspace.join("wit").join("0.2.0"),
-        Language::JavaScript => workspace.join("wit"),
-    };
+    // Both SDKs speak contract 0.2 (output through `emit`, pass-through columns).
+    let wit = workspace.join("wit").join("0.2.0");
     let source = sdk.join(app);
     if !source.is_dir() {
         return Err(BuildError::Build(format!("no {}", source.display())));
@@ -249,6 +245,8 @@ pub fn build(language: Language, app: &str) -> Result<PathBuf, BuildError> {
                         "--platform=neutral",
                         "--main-fields=module,main",
                         "--log-level=warning",
+                        // The host's interfaces: componentize-js binds them.
+                        "--external:mallard:exchanger/*",
                     ])
                     .arg(format!("--outfile={}", bundle.display()))
                     .env("NODE_PATH", &modules),

@@ -1,0 +1,298 @@
+// Mallard exchangers in JavaScript: streaming, stateful Arrow transforms that
+// run in Mallard's WebAssembly sandbox (bundled with esbuild, built with
+// componentize-js). Batches are apache-arrow RecordBatches.
+//
+//   import { Exchanger, exportExchanger, appendColumn, constantColumn, arrow } from 'mallard-exchanger';
+//   class AddProcessed extends Exchanger {
+//     static info = { name: 'add_processed', version: '1.0.0', description: '...' };
+//     open(schema) { return withField(schema, new arrow.Field('processed', new arrow.Bool(), false)); }
+//     push(batch) { return [appendColumn(batch, this.output, constantColumn(new arrow.Bool(), true, batch.numRows))]; }
+//   }
+//   export const exchange = exportExchanger(AddProcessed);
+//
+// The same model as the Rust and Python SDKs: `open(schema, params)` returns the
+// output schema (kept as `this.output`), `push(batch)` returns output batches,
+// `finish()` flushes. Throw InvalidParams, InvalidInput or Failed to refuse a
+// stream; any other exception ends it as `failed` with its message and stack.
+
+import * as arrow from 'apache-arrow';
+
+export { arrow };
+
+/** Longest error text handed to the host. */
+export const MAX_ERROR_CHARS = 4096;
+
+/** A refusal the client sees with its message (`payload` is the WIT variant). */
+export class ExchangeError extends Error {
+  constructor(tag, message) {
+    super(message);
+    this.payload = { tag, val: String(message).slice(0, MAX_ERROR_CHARS) };
+  }
+}
+/** The parameters are missing, malformed or unknown. */
+export class InvalidParams extends ExchangeError {
+  constructor(message) { super('invalid-params', message); }
+}
+/** The input schema or a batch is not what this exchanger works on. */
+export class InvalidInput extends ExchangeError {
+  constructor(message) { super('invalid-input', message); }
+}
+/** Anything else. */
+export class Failed extends ExchangeError {
+  constructor(message) { super('failed', message); }
+}
+
+/** Subclass, set `static info`, override `open`, `push` and maybe `finish`. One instance serves one stream. */
+export class Exchanger {
+  static info = { name: 'unnamed', version: '0.0.0', description: '' };
+  open(schema, params) { return schema; }
+  push(batch) { return [batch]; }
+  finish() { return []; }
+}
+
+/** `schema` with `field` added at the end (metadata kept). */
+export function withField(schema, field) {
+  return new arrow.Schema([...schema.fields, field], schema.metadata);
+}
+
+/** A column (arrow Data) of `length` copies of `value` (null for all nulls). */
+export function constantColumn(type, value, length) {
+  if (value === null || value === undefined) {
+    return arrow.makeData({ type, length, nullCount: length, nullBitmap: new Uint8Array((length + 7) >> 3) });
+  }
+  if (type.typeId === arrow.Type.Bool) {
+    const data = new Uint8Array((length + 7) >> 3).fill(value ? 0xff : 0);
+    return arrow.makeData({ type, length, nullCount: 0, data });
+  }
+  return arrow.vectorFromArray(new Array(length).fill(value), type).data[0];
+}
+
+/** `batch` with `column` (arrow Data or Vector) added as the last field of `schema`. */
+export function appendColumn(batch, schema, column) {
+  const data = column instanceof arrow.Vector ? column.data[0] : column;
+  if (data.length !== batch.numRows) {
+    throw new Failed(`a column of ${data.length} rows for a batch of ${batch.numRows}`);
+  }
+  const children = [...batch.data.children, data];
+  return new arrow.RecordBatch(schema, arrow.makeData({
+    type: new arrow.Struct(schema.fields), length: batch.numRows, nullCount: 0, children,
+  }));
+}
+
+// ---- IPC framing -------------------------------------------------------------
+
+const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+
+function frame(header, body) {
+  const pad = (8 - (header.length % 8)) % 8;
+  const out = new Uint8Array(8 + header.length + pad + body.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, 0xffffffff, true);
+  view.setInt32(4, header.length + pad, true);
+  out.set(header, 8);
+  out.set(body, 8 + header.length + pad);
+  return out;
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+/** Where slot `slot` of the root table (the `Message`) of a flatbuffer IPC
+ *  header lies: a DataView over the header and the slot's position, 0 if absent. */
+function messageSlot(header, slot) {
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  const table = view.getUint32(0, true);
+  const vtable = table - view.getInt32(table, true);
+  const entry = 4 + 2 * slot;
+  const off = entry + 2 <= view.getUint16(vtable, true) ? view.getUint16(vtable + entry, true) : 0;
+  return [view, off ? table + off : 0];
+}
+
+/** Message.bodyLength (slot 3) of a flatbuffer IPC header. */
+function bodyLength(header) {
+  const [view, at] = messageSlot(header, 3);
+  return at ? Number(view.getBigInt64(at, true)) : 0;
+}
+
+/** The (header, body) messages of an IPC stream. */
+function messages(stream) {
+  const view = new DataView(stream.buffer, stream.byteOffset, stream.byteLength);
+  const out = [];
+  let at = 0;
+  while (at + 8 <= stream.length) {
+    let length = view.getInt32(at, true);
+    at += 4;
+    if (length === -1) { length = view.getInt32(at, true); at += 4; }
+    if (length === 0) break;
+    const header = stream.slice(at, at + length);
+    at += length;
+    const size = bodyLength(header);
+    out.push({ header, body: stream.slice(at, at + size) });
+    at += size;
+  }
+  return out;
+}
+
+function schemaHeader(schema) {
+  return messages(arrow.tableToIPC(new arrow.Table(schema), 'stream'))[0].header;
+}
+
+/** RecordBatch.length: slot 0 of the table the Message's header (slot 2) points at. */
+function recordBatchLength(header) {
+  const [view, at] = messageSlot(header, 2);
+  if (!at) return 0;
+  const table = at + view.getUint32(at, true);
+  const vtable = table - view.getInt32(table, true);
+  const off = 6 <= view.getUint16(vtable, true) ? view.getUint16(vtable + 4, true) : 0;
+  return off ? Number(view.getBigInt64(table + off, true)) : 0;
+}
+
+const RECORD_BATCH = 3;
+
+/** The IPC messages of `batches`, which must be real RecordBatches of `output`'s
+ *  fields: anything else (an object that only looks like a batch, another schema,
+ *  rows the writer would not encode) is refused, never dropped. */
+function encode(batches, output, name, checkOnly = false) {
+  if (!Array.isArray(batches)) throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned ${typeof batches}, not an array of RecordBatches`);
+  if (batches.length === 0) return [];
+  let rows = 0;
+  for (const b of batches) {
+    if (!(b instanceof arrow.RecordBatch) || !(b.data instanceof arrow.Data) || !(b.schema instanceof arrow.Schema)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a ${b?.constructor?.name ?? typeof b} that is not a real apache-arrow RecordBatch`);
+    }
+    if (!sameFields(b.schema, output)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch whose schema (${b.schema.fields.join(', ')}) is not the output schema open returned (${output.fields.join(', ')})`);
+    }
+    if (b.data.length !== b.numRows || b.data.children.some((c) => c.length < b.numRows)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch of ${b.numRows} rows whose columns do not hold them`);
+    }
+    rows += b.numRows;
+  }
+  if (checkOnly) return [];
+  const stream = arrow.RecordBatchStreamWriter.writeAll(batches.map((b) => new arrow.RecordBatch(output, b.data))).toUint8Array(true);
+  const out = messages(stream).slice(1);
+  const written = out.filter((m) => headerKind(m.header) === RECORD_BATCH).reduce((n, m) => n + recordBatchLength(m.header), 0);
+  if (written !== rows) {
+    throw new Failed(`exchanger ${JSON.stringify(name)}: ${rows} rows returned but ${written} encoded`);
+  }
+  return out;
+}
+
+function sameFields(a, b) {
+  return a.fields.length === b.fields.length
+    && a.fields.every((f, i) => f.name === b.fields[i].name && f.nullable === b.fields[i].nullable
+      && f.type.typeId === b.fields[i].type.typeId && String(f.type) === String(b.fields[i].type));
+}
+
+function guard(f, tag) {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof ExchangeError) throw e;
+    if (e instanceof RangeError && /memory|allocat/i.test(String(e.message))) throw e;
+    const text = e instanceof Error ? `${e.name}: ${e.message}\n${e.stack || ''}` : String(e);
+    throw new ExchangeError(tag, text);
+  }
+}
+
+/** The columns of `b` that are `input`'s own (the same arrow Data), by index. */
+function sources(b, input, passThrough) {
+  const inputs = input ? input.data.children : [];
+  return b.data.children.map((child) => {
+    const k = passThrough && input && b.numRows === input.numRows ? inputs.indexOf(child) : -1;
+    return k >= 0 ? { tag: 'input', val: k } : { tag: 'emitted' };
+  });
+}
+
+/** Emits `batches` (checked like any output) through `emit`, one call each:
+ *  a column that is one of `input`'s own is named, the rest encoded. */
+function emitBatches(batches, output, name, input, emit, passThrough) {
+  encode(batches, output, name, true);
+  const dictionaries = output.fields.some((f) => arrow.DataType.isDictionary(f.type));
+  for (const b of batches) {
+    const columns = sources(b, input, passThrough && !dictionaries);
+    const kept = columns.map((c, i) => (c.tag === 'emitted' ? i : -1)).filter((i) => i >= 0);
+    let messages = [];
+    if (kept.length === columns.length) {
+      messages = encode([b], output, name);
+    } else if (kept.length > 0) {
+      const fields = kept.map((i) => output.fields[i]);
+      const schema = new arrow.Schema(fields);
+      const part = new arrow.RecordBatch(schema, arrow.makeData({
+        type: new arrow.Struct(fields), length: b.numRows, nullCount: 0,
+        children: kept.map((i) => b.data.children[i]),
+      }));
+      messages = encode([part], schema, name);
+    }
+    try {
+      emit(columns, messages);
+    } catch (e) {
+      throw new Failed(`the host refused an emit: ${e?.payload ?? e}`);
+    }
+  }
+}
+
+/** The `exchange` interface object for `cls`, emitting through `emit`
+ *  (contract 0.2's import; `mallard-exchanger.js` binds the real one). With
+ *  `passThrough: false` every column is encoded (for tests that read the
+ *  emitted messages on their own). */
+export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
+  class Session {
+    constructor(exchanger, input, output) {
+      this.exchanger = exchanger;
+      this.input = input;
+      this.output = output;
+      this.dictionaries = [];
+    }
+    outputSchema() {
+      return this.output;
+    }
+    push(header, body) {
+      const kind = guard(() => headerKind(header), 'invalid-input');
+      if (kind === DICTIONARY_BATCH) {
+        this.dictionaries.push(frame(header, body));
+        return;
+      }
+      const batches = guard(() => {
+        const stream = concat([frame(this.input, new Uint8Array(0)), ...this.dictionaries, frame(header, body), EOS]);
+        return [...arrow.RecordBatchReader.from(stream)];
+      }, 'invalid-input');
+      for (const batch of batches) {
+        guard(() => emitBatches(this.exchanger.push(batch), this.exchanger.output, cls.info.name, batch, emit, passThrough), 'failed');
+      }
+    }
+    finish() {
+      guard(() => emitBatches(this.exchanger.finish(), this.exchanger.output, cls.info.name, null, emit, passThrough), 'failed');
+    }
+  }
+  return {
+    describe() {
+      const { name, version, description } = cls.info;
+      return { name, version, description: description || '' };
+    },
+    open(inputSchema, params) {
+      const schema = guard(() => arrow.RecordBatchReader.from(concat([frame(inputSchema, new Uint8Array(0)), EOS])).open().schema, 'invalid-input');
+      const exchanger = new cls();
+      const output = guard(() => {
+        const out = exchanger.open(schema, Object.fromEntries(params));
+        if (!(out instanceof arrow.Schema)) throw new Failed('open returned no arrow Schema');
+        exchanger.output = out;
+        return schemaHeader(out);
+      }, 'failed');
+      return new Session(exchanger, inputSchema, output);
+    },
+    Session,
+  };
+}
+
+const DICTIONARY_BATCH = 2;
+
+/** Message.header_type (slot 1) of a flatbuffer IPC header. */
+function headerKind(header) {
+  const [view, at] = messageSlot(header, 1);
+  return at ? view.getUint8(at) : 0;
+}
