@@ -1,11 +1,12 @@
 //! `do_action` handlers and the `list_actions` catalogue.
 
 use crate::auth::Principal;
+use crate::flight::blocking::blocking;
 use crate::flight::push;
 use crate::state::ServerState;
 use arrow_flight::ActionType;
 use mallard_access::authz::Operation;
-use mallard_core::{Error, Result};
+use mallard_core::Result;
 use mallard_db::{catalog, query};
 use mallard_exchange::dry_run;
 use mallard_protocol::{ACTIONS, ActionRequest};
@@ -169,13 +170,4 @@ async fn duckdb_version(state: &Arc<ServerState>) -> Result<String> {
             .query_row("SELECT version()", [], |r| r.get::<_, String>(0))?)
     })
     .await
-}
-
-/// Runs blocking work off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
 }

@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod auth_layer;
+pub mod blocking;
 pub mod body_outcome;
 pub mod inbound;
 pub mod push;

@@ -119,7 +119,7 @@ pub async fn push(
             // Check the source first so a missing table is NotFound here, not a remote error.
             let db = state.db.clone();
             let source_table = table.clone();
-            crate::flight::actions::blocking(move || {
+            crate::flight::blocking::blocking(move || {
                 mallard_db::catalog::require(&db, &source_table)
             })
             .await?;

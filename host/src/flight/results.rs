@@ -3,7 +3,6 @@
 //! stall guard and the receipts trailer hold alike.
 
 use crate::auth::Principal;
-use crate::flight::service::receipt_trailer;
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -77,4 +76,20 @@ pub fn batch_data(batch: RecordBatch) -> DataStream {
         .build(futures::stream::once(async move { Ok(batch) }))
         .map_err(|e| Status::from(Error::from(e)))
         .boxed()
+}
+
+/// The clean end of a stream that carries receipts: status OK with the
+/// receipts in the [`mallard_protocol::receipt::TRAILER`] trailer (one object for
+/// `do_exchange`, a list for `do_get`).
+pub fn receipt_trailer(receipts: &[mallard_protocol::Receipt], as_list: bool) -> Status {
+    let json = match (receipts, as_list) {
+        ([one], false) => one.to_json(),
+        _ => mallard_protocol::receipt::list_to_json(receipts),
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert_bin(
+        mallard_protocol::receipt::TRAILER,
+        tonic::metadata::MetadataValue::from_bytes(&json),
+    );
+    Status::with_metadata(tonic::Code::Ok, "", metadata)
 }

@@ -2,6 +2,7 @@
 //! requests handed to [`crate::flight::sql`].
 
 use crate::auth::{Authenticated, Principal};
+use crate::flight::blocking::blocking;
 use crate::flight::inbound::next_within;
 use crate::flight::{actions, auth_layer, body_outcome, inbound, results, sql as flight_sql};
 use crate::state::ServerState;
@@ -75,8 +76,7 @@ impl MallardService {
             Target::Table(t) => {
                 let db = self.state.db.clone();
                 let table = t.clone();
-                let info =
-                    actions::blocking(move || mallard_db::catalog::describe(&db, &table)).await?;
+                let info = blocking(move || mallard_db::catalog::describe(&db, &table)).await?;
                 (format!("SELECT * FROM {}", t.quoted()), info.rows as i64)
             }
             Target::Sql(sql) => (sql.clone(), -1),
@@ -99,22 +99,6 @@ fn respond<T>(body: T, auth: &Authenticated) -> Response<T> {
         response.metadata_mut().insert("authorization", value);
     }
     response
-}
-
-/// The clean end of a stream that carries receipts: status OK with the
-/// receipts in the [`mallard_protocol::receipt::TRAILER`] trailer (one object for
-/// `do_exchange`, a list for `do_get`).
-pub fn receipt_trailer(receipts: &[mallard_protocol::Receipt], as_list: bool) -> Status {
-    let json = match (receipts, as_list) {
-        ([one], false) => one.to_json(),
-        _ => mallard_protocol::receipt::list_to_json(receipts),
-    };
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    metadata.insert_bin(
-        mallard_protocol::receipt::TRAILER,
-        tonic::metadata::MetadataValue::from_bytes(&json),
-    );
-    Status::with_metadata(tonic::Code::Ok, "", metadata)
 }
 
 #[tonic::async_trait]
@@ -183,7 +167,7 @@ impl FlightService for MallardService {
             .authz
             .check(&auth.principal, Operation::Inspect)?;
         let db = self.state.db.clone();
-        let tables = actions::blocking(move || mallard_db::catalog::list_tables(&db)).await?;
+        let tables = blocking(move || mallard_db::catalog::list_tables(&db)).await?;
         let mut infos = Vec::with_capacity(tables.len());
         for table in tables {
             let descriptor = FlightDescriptor::new_path(vec![table.name.clone()]);
@@ -383,7 +367,7 @@ impl FlightService for MallardService {
         });
         let output = exchange.output.map(|item| match item? {
             Output::Data(data) => Ok(data),
-            Output::Done(receipt) => Err(receipt_trailer(&[receipt], false)),
+            Output::Done(receipt) => Err(results::receipt_trailer(&[receipt], false)),
         });
         let stream = futures::stream::once(async { Ok(exchange.schema_message) }).chain(output);
         Ok(respond(stream.boxed(), &auth))

@@ -279,7 +279,7 @@ async fn metadata_batch(
         Command::CommandGetXdbcTypeInfo(c) => Ok(c.into_builder(&metadata::XDBC_TYPES).build()?),
         Command::CommandGetTableTypes(c) => metadata::table_types(c),
         other => {
-            crate::flight::actions::blocking(move || match other {
+            crate::flight::blocking::blocking(move || match other {
                 Command::CommandGetCatalogs(c) => metadata::catalogs(&db, c),
                 Command::CommandGetDbSchemas(c) => metadata::db_schemas(&db, c),
                 Command::CommandGetTables(c) => metadata::tables(&db, c),

@@ -54,7 +54,7 @@ pub(super) async fn on_callers_connection<T: Send + 'static>(
     let (on, policy) = placement(state, principal, transaction)?;
     let db = state.db.clone();
     let scope = caller_scope(&state.exchanges, principal, Arc::default());
-    crate::flight::actions::blocking(move || {
+    crate::flight::blocking::blocking(move || {
         let conn = on.hold(&db)?;
         let _scope = db
             .scopes

@@ -14,7 +14,7 @@ pub(super) async fn begin(state: &ServerState, principal: &Principal) -> Result<
     state.authz.check(principal, Operation::Inspect)?;
     let read_only = state.authz.sql(principal).read_only();
     let db = state.db.clone();
-    let session = crate::flight::actions::blocking(move || {
+    let session = crate::flight::blocking::blocking(move || {
         let conn = db.connect_raw()?;
         conn.execute(begin_sql(read_only))?;
         conn.interrupt_handle().disarm();
@@ -58,7 +58,7 @@ pub(super) async fn end(
     let sql = end_sql(&request)?;
     let transactions = &state.flight_sql.transactions;
     let session = transactions.get(&principal.user, &request.transaction_id)?;
-    let ended = crate::flight::actions::blocking(move || {
+    let ended = crate::flight::blocking::blocking(move || {
         let conn = session.lock()?;
         conn.execute(sql).map(|_| ())
     })
