@@ -73,10 +73,11 @@ impl WasmSession {
         }
         // Instantiating runs the guest's start code and grows its memory: the
         // same deadline and budgets apply, and the same statuses.
-        let (instance, session, header) = match pre {
-            Pre::V0_1(pre) => {
+        // The same calls in both contracts, on each one's generated types.
+        macro_rules! instantiate_and_open {
+            ($pre:expr) => {{
                 let instance =
-                    this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
+                    this.call(&mut store, "instantiate", |store| $pre.instantiate(store))?;
                 let exchange = instance.mallard_exchanger_exchange();
                 let opened = this.call(&mut store, "open", |store| {
                     exchange.call_open(store, input_schema, params)
@@ -85,19 +86,16 @@ impl WasmSession {
                 let header = this.call(&mut store, "output-schema", |store| {
                     exchange.session().call_output_schema(store, session)
                 })?;
+                (instance, session, header)
+            }};
+        }
+        let (instance, session, header) = match pre {
+            Pre::V0_1(pre) => {
+                let (instance, session, header) = instantiate_and_open!(pre);
                 (Opened::V0_1(instance), session, header)
             }
             Pre::V0_2(pre) => {
-                let instance =
-                    this.call(&mut store, "instantiate", |store| pre.instantiate(store))?;
-                let exchange = instance.mallard_exchanger_exchange();
-                let opened = this.call(&mut store, "open", |store| {
-                    exchange.call_open(store, input_schema, params)
-                })?;
-                let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
-                let header = this.call(&mut store, "output-schema", |store| {
-                    exchange.session().call_output_schema(store, session)
-                })?;
+                let (instance, session, header) = instantiate_and_open!(pre);
                 if let Some(refused) = store.data_mut().emits.refused_outside_calls() {
                     return Err(this.emit_refused("open", refused));
                 }
@@ -136,13 +134,7 @@ impl WasmSession {
         let deadline = self.store.data().call_deadline;
         let mut out = Vec::with_capacity(messages.len());
         for message in messages {
-            if Instant::now() > deadline {
-                return Err(Error::deadline_exceeded(format!(
-                    "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
-                     {:?} to validate",
-                    self.info.name, self.info.call_timeout
-                )));
-            }
+            self.info.within(deadline, what)?;
             let header = Bytes::from(message.header);
             let body = Bytes::from(message.body);
             self.validator
@@ -285,13 +277,7 @@ impl WasmSession {
         };
         let mut out = Vec::new();
         for emission in emitted {
-            if Instant::now() > deadline {
-                return Err(Error::deadline_exceeded(format!(
-                    "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
-                     {:?} to validate",
-                    self.info.name, self.info.call_timeout
-                )));
-            }
+            self.info.within(deadline, what)?;
             assembler.assemble(emission, &mut input_batch, what, &mut out)?;
         }
         Ok(out)
@@ -342,6 +328,19 @@ impl CallInfo {
             &format!("; the guest reported: {}", guest_text(&e.to_string())),
         )
         .unwrap_or_else(|| exchanger_error(&self.name, what, e))
+    }
+
+    /// DeadlineExceeded once checking a call's output runs past `deadline`:
+    /// validation counts against the call's deadline, in either contract.
+    fn within(&self, deadline: Instant, what: &str) -> Result<()> {
+        if Instant::now() > deadline {
+            return Err(Error::deadline_exceeded(format!(
+                "exchanger {:?} at {what}: its output took past the per-call CPU deadline of \
+                 {:?} to validate",
+                self.name, self.call_timeout
+            )));
+        }
+        Ok(())
     }
 
     /// The status of an `emit` the host refused.

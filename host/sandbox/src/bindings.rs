@@ -9,15 +9,25 @@ wasmtime::component::bindgen!({
 
 pub use exports::mallard::exchanger::exchange::{ExchangeError, Info, IpcMessage};
 
-impl From<ExchangeError> for mallard_exchanger::ExchangeError {
-    fn from(e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::InvalidParams(m) => Self::InvalidParams(m),
-            ExchangeError::InvalidInput(m) => Self::InvalidInput(m),
-            ExchangeError::Failed(m) => Self::Failed(m),
+/// The SDK's error from a contract's generated `exchange-error` (each contract
+/// generates its own type of the same cases).
+macro_rules! sdk_error_from {
+    ($generated:ty) => {
+        impl From<$generated> for mallard_exchanger::ExchangeError {
+            fn from(e: $generated) -> Self {
+                type E = $generated;
+                match e {
+                    E::InvalidParams(m) => Self::InvalidParams(m),
+                    E::InvalidInput(m) => Self::InvalidInput(m),
+                    E::Failed(m) => Self::Failed(m),
+                }
+            }
         }
-    }
+    };
 }
+
+sdk_error_from!(ExchangeError);
+sdk_error_from!(v0_2::ExchangeError);
 
 /// Host bindings for contract 0.2 (`wit/0.2.0`): the guest imports `output`
 /// (whose `emit` the host implements, see [`crate::emit`]) and exports `exchange`.
@@ -30,14 +40,4 @@ pub mod v0_2 {
     });
 
     pub use mallard::exchanger::types::{ColumnSource, ExchangeError, Info, IpcMessage};
-
-    impl From<ExchangeError> for mallard_exchanger::ExchangeError {
-        fn from(e: ExchangeError) -> Self {
-            match e {
-                ExchangeError::InvalidParams(m) => Self::InvalidParams(m),
-                ExchangeError::InvalidInput(m) => Self::InvalidInput(m),
-                ExchangeError::Failed(m) => Self::Failed(m),
-            }
-        }
-    }
 }
