@@ -1,7 +1,8 @@
 """DuckDB alone, in one process, on the peer's data: the ceiling for PUT and GET.
 
 No network, no Flight: how fast DuckDB itself ingests a stream of Arrow batches
-and scans a table back out as Arrow batches; the last line is JSON.
+and scans a table back out as Arrow batches, and the CPU seconds (this process's
+user + system time, all DuckDB threads) each takes; the last line is JSON.
 `mallard-demo bench` runs it with the peer's pinned packages (installed into a
 cache) unless given --no-ceiling. By hand, with the peer's environment:
 
@@ -27,16 +28,18 @@ n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 table = make_flights(n)
 batches = table.to_batches(max_chunksize=BATCH_ROWS)
 con = duckdb.connect()
-ingest, scan = [], []
+ingest, scan, ingest_cpu, scan_cpu = [], [], [], []
 for _ in range(4):  # the first run is a warm-up
     con.execute("DROP TABLE IF EXISTS t")
     source = pa.RecordBatchReader.from_batches(table.schema, batches)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     con.execute("CREATE TABLE t AS SELECT * FROM source")
     ingest.append(time.perf_counter() - started)
-    started = time.perf_counter()
+    ingest_cpu.append(time.process_time() - cpu)
+    started, cpu = time.perf_counter(), time.process_time()
     rows = sum(b.num_rows for b in con.sql("SELECT * FROM t").to_arrow_reader(BATCH_ROWS))
     scan.append(time.perf_counter() - started)
+    scan_cpu.append(time.process_time() - cpu)
     assert rows == n
 # The same ingest into a file database (what `mallard serve --db` does).
 file_ingest = []
@@ -58,4 +61,6 @@ print(json.dumps({
     "ingest_rows_per_s": n / statistics.median(ingest[1:]),
     "scan_rows_per_s": n / statistics.median(scan[1:]),
     "file_ingest_rows_per_s": n / statistics.median(file_ingest[1:]),
+    "ingest_cpu_s_per_m_rows": statistics.median(ingest_cpu[1:]) / (n / 1e6),
+    "scan_cpu_s_per_m_rows": statistics.median(scan_cpu[1:]) / (n / 1e6),
 }))

@@ -1,8 +1,9 @@
 //! `mallard-demo bench`: times PUT, GET, TRANSFER, PUSH and EXCHANGE (wasm and
-//! native; `add_processed` in Rust, Python and JavaScript), and Flight SQL GET
-//! and ingest through the ADBC driver, each the median of K runs after a
-//! warm-up, with rows/s, MB/s and the servers' peak RSS. Data is generated as it
-//! is sent: memory stays flat at any N.
+//! native; `add_processed` in Rust, Python and JavaScript), a CPU-heavy
+//! stateless exchanger (`pseudonymize`) on one instance and on one per core, and
+//! Flight SQL GET and ingest through the ADBC driver, each the median of K runs
+//! after a warm-up, with rows/s, MB/s and the servers' peak RSS. Data is
+//! generated as it is sent: memory stays flat at any N.
 
 use crate::data::{BATCH_ROWS, peer_batch, peer_row_bytes, peer_schema};
 use crate::figures::figure;
@@ -57,6 +58,15 @@ const PORTS: [(&str, Language); 2] = [
     ("exchange_python", Language::Python),
     ("exchange_js", Language::JavaScript),
 ];
+
+/// The key `parallel_*` pseudonymises with.
+const PSEUDONYM_KEY: &str = "mallard-bench-key-0001";
+
+/// Instances `parallel_n` asks for: one per core, at most the server's default
+/// cap of 8.
+fn parallel_instances() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
 
 /// Exchanges of one row timed to measure what a stream costs to start.
 const START_RUNS: usize = 15;
@@ -127,7 +137,13 @@ pub async fn run(
     let quiet = options.json;
     let mut ops: Vec<&str> = vec!["put", "put_file", "get", "transfer", "push"];
     if options.sandbox != SandboxMode::Off {
-        ops.extend(["exchange_wasm", "sql_exchange", "push_exchange"]);
+        ops.extend([
+            "exchange_wasm",
+            "sql_exchange",
+            "push_exchange",
+            "parallel_1",
+            "parallel_n",
+        ]);
     }
     if options.sandbox != SandboxMode::On {
         ops.push("exchange_native");
@@ -147,7 +163,7 @@ pub async fn run(
         });
         ensure!(
             !ops.is_empty(),
-            "--ops selected nothing; use put,get,transfer,push,exchange,sql_exchange,push_exchange"
+            "--ops selected nothing; use put,get,transfer,push,exchange,sql_exchange,push_exchange,parallel"
         );
         ensure!(
             !ops.iter().any(|op| matches!(
@@ -195,6 +211,10 @@ pub async fn run(
         let started = Instant::now();
         ops::action(c1, "upload_exchanger", component.clone()).await?;
         upload = Some((component.len(), started.elapsed().as_secs_f64()));
+        if ops.iter().any(|op| op.starts_with("parallel")) {
+            let component = std::fs::read(crate::guest::build("pseudonymize")?)?;
+            ops::action(c1, "upload_exchanger", component).await?;
+        }
     }
     // PUT_FILE puts into a file-backed server of its own (dropped before its
     // directory: fields drop in order).
@@ -281,6 +301,21 @@ pub async fn run(
                         ops::exchange(c1, command, peer_schema(), generated(&pool, n), &progress)
                             .await?;
                     ensure!(out.processed_true == n, "{op}: processed is not all true");
+                    out.rows
+                }
+                "parallel_1" | "parallel_n" => {
+                    let instances = if op == "parallel_1" {
+                        1
+                    } else {
+                        parallel_instances()
+                    };
+                    let command = format!(
+                        r#"{{"exchanger": "pseudonymize", "instances": {instances},
+                            "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}"#
+                    );
+                    let out =
+                        ops::exchange(c1, &command, peer_schema(), generated(&pool, n), &progress)
+                            .await?;
                     out.rows
                 }
                 "exchange_python" | "exchange_js" => {
@@ -397,6 +432,17 @@ pub async fn run(
             out.insert(format!("{op}_over_rust"), figure(ratio, 3));
         }
     }
+    if let (Some(par), Some(one)) = (
+        out.get("parallel_n_rows_per_s"),
+        out.get("parallel_1_rows_per_s"),
+    ) {
+        let ratio = par.as_f64().unwrap_or(0.0) / one.as_f64().unwrap_or(1.0);
+        out.insert("parallel_n_over_1".to_owned(), figure(ratio, 3));
+        out.insert(
+            "parallel_instances".to_owned(),
+            serde_json::json!(parallel_instances()),
+        );
+    }
     if let (Some(w), Some(nat)) = (
         out.get("exchange_wasm_rows_per_s"),
         out.get("exchange_native_rows_per_s"),
@@ -453,6 +499,34 @@ fn ceiling_ratios(out: &mut BTreeMap<String, serde_json::Value>, ceiling: &serde
     }
     if let Some(version) = ceiling["duckdb"].as_str() {
         out.insert("ceiling_duckdb".to_owned(), serde_json::json!(version));
+    }
+    // DuckDB's own CPU for the same scan and ingest, beside the servers' CPU for
+    // GET and PUT (what Mallard adds on top of DuckDB, per million rows).
+    for (key, op, reference) in [
+        (
+            "duckdb_scan_cpu_s_per_m_rows",
+            "get",
+            "scan_cpu_s_per_m_rows",
+        ),
+        (
+            "duckdb_ingest_cpu_s_per_m_rows",
+            "put",
+            "ingest_cpu_s_per_m_rows",
+        ),
+    ] {
+        let Some(duckdb) = ceiling[reference].as_f64() else {
+            continue;
+        };
+        out.insert(key.to_owned(), figure(duckdb, 4));
+        if let Some(server) = out
+            .get(&format!("{op}_server_cpu_s_per_m_rows"))
+            .and_then(serde_json::Value::as_f64)
+        {
+            out.insert(
+                format!("{op}_server_cpu_over_duckdb"),
+                figure(server / duckdb, 3),
+            );
+        }
     }
     for (op, reference) in [
         ("put", ingest),
@@ -515,6 +589,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "exchange_js",
         "sql_exchange",
         "push_exchange",
+        "parallel_1",
+        "parallel_n",
         "adbc_get",
         "adbc_ingest",
     ] {
@@ -542,6 +618,11 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "push_over_ceiling",
         "transfer_over_ceiling",
         "get_server_cpu_s_per_m_rows",
+        "duckdb_scan_cpu_s_per_m_rows",
+        "get_server_cpu_over_duckdb",
+        "put_server_cpu_s_per_m_rows",
+        "duckdb_ingest_cpu_s_per_m_rows",
+        "put_server_cpu_over_duckdb",
         "get_client_cpu_s_per_m_rows",
         "get_cores_busy",
         "put_cores_busy",
@@ -553,6 +634,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "js_stream_start_ms",
         "sql_exchange_over_get",
         "push_exchange_over_push",
+        "parallel_instances",
+        "parallel_n_over_1",
         "adbc_get_over_get",
         "adbc_ingest_over_put",
     ] {

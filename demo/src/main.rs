@@ -140,7 +140,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these operations (comma-separated: put,put_file,get,transfer,push,exchange,
-        /// exchange_python,exchange_js,sql_exchange,push_exchange,adbc_get,adbc_ingest).
+        /// exchange_python,exchange_js,sql_exchange,push_exchange,parallel_1,parallel_n,
+        /// adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
         /// Skip Flight SQL through the ADBC driver (which needs python3 and pip).

@@ -45,6 +45,12 @@ export class Failed extends ExchangeError {
 /** Subclass, set `static info`, override `open`, `push` and maybe `finish`. One instance serves one stream. */
 export class Exchanger {
   static info = { name: 'unnamed', version: '0.0.0', description: '' };
+  /**
+   * True when each output batch depends only on its input batch and the params
+   * (no state between batches, nothing from `finish`): the server may then run
+   * one stream on several instances. Read once, after `open`.
+   */
+  stateless = false;
   open(schema, params) { return schema; }
   push(batch) { return [batch]; }
   finish() { return []; }
@@ -267,6 +273,9 @@ export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
     }
     finish() {
       guard(() => emitBatches(this.exchanger.finish(), this.exchanger.output, cls.info.name, null, emit, passThrough), 'failed');
+    }
+    stateless() {
+      return Boolean(this.exchanger.stateless);
     }
   }
   return {

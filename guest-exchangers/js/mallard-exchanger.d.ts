@@ -32,6 +32,12 @@ export class Exchanger {
   static info: Info;
   /** The output schema `open` returned. */
   output: arrow.Schema;
+  /**
+   * True when each output batch depends only on its input batch and the params
+   * (no state between batches, nothing from `finish`): the server may then run
+   * one stream on several instances. Read once, after `open`. Default false.
+   */
+  stateless: boolean;
   /** Check the input schema and the parameters; return the output schema. */
   open(schema: arrow.Schema, params: Record<string, string>): arrow.Schema;
   /** Transform one input batch into zero or more output batches. */

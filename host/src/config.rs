@@ -95,6 +95,10 @@ pub struct ServerConfig {
     pub query_output_per_user_bytes: usize,
     /// Most concurrent HTTP/2 streams (calls) per client connection.
     pub max_streams_per_connection: u32,
+    /// Most instances one stateless exchange stage runs on; 1 turns it off.
+    pub exchange_instances: usize,
+    /// Instances beyond each stage's first that one user may hold at once.
+    pub max_extra_instances_per_user: usize,
 }
 
 pub use mallard_db::DEFAULT_QUERY_TIMEOUT;
@@ -118,6 +122,13 @@ pub const DEFAULT_QUERY_OUTPUT_PER_USER_MIB: usize = 256;
 pub const DEFAULT_MAX_PUTS_PER_USER: usize = 8;
 /// Default concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Default instances per stateless stage: the machine's cores, at most 8.
+pub fn default_exchange_instances() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+/// Default instances beyond each stage's first one user may hold at once: two
+/// streams' worth on an 8-core machine.
+pub const DEFAULT_MAX_EXTRA_INSTANCES_PER_USER: usize = 14;
 /// Default time a full exchange output queue waits for its client to read.
 pub const DEFAULT_EXCHANGE_OUTPUT_STALL: Duration = Duration::from_secs(30);
 
@@ -152,6 +163,8 @@ impl ServerConfig {
             max_puts_per_user: DEFAULT_MAX_PUTS_PER_USER,
             query_output_per_user_bytes: DEFAULT_QUERY_OUTPUT_PER_USER_MIB << 20,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            exchange_instances: default_exchange_instances(),
+            max_extra_instances_per_user: DEFAULT_MAX_EXTRA_INSTANCES_PER_USER,
         }
     }
 }

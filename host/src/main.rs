@@ -5,6 +5,7 @@
 //! `--listen` for more). Ctrl-C or SIGTERM shuts down gracefully.
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use mallard::auth::{Role, User};
 use mallard::exchange::quotas;
@@ -169,6 +170,15 @@ struct ServeArgs {
     /// Most concurrent calls on one client connection.
     #[arg(long, env = "MALLARD_MAX_STREAMS_PER_CONNECTION", default_value_t = mallard::config::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
     max_streams_per_connection: u32,
+    /// Most instances (threads) one stateless exchange stage runs on; 1 turns
+    /// parallel stages off. Default: the machine's cores, at most 8.
+    #[arg(long, env = "MALLARD_EXCHANGE_INSTANCES", default_value_t = mallard::config::default_exchange_instances(),
+          value_parser = clap::value_parser!(u32).range(1..=64).map(|n| n as usize))]
+    exchange_instances: usize,
+    /// Instances beyond each stage's first that one user may hold at once; when
+    /// they are taken, stages run on fewer instances.
+    #[arg(long, env = "MALLARD_MAX_EXTRA_INSTANCES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_EXTRA_INSTANCES_PER_USER)]
+    max_extra_instances_per_user: usize,
 }
 
 fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
@@ -306,6 +316,8 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.max_puts_per_user = args.max_puts_per_user;
             config.query_output_per_user_bytes = args.query_output_per_user_mib << 20;
             config.max_streams_per_connection = args.max_streams_per_connection;
+            config.exchange_instances = args.exchange_instances;
+            config.max_extra_instances_per_user = args.max_extra_instances_per_user;
             config
         })
         .collect())

@@ -15,6 +15,7 @@ use mallard_core::{Error, Result};
 use mallard_db::Database;
 use mallard_exchange::Exchanges;
 use mallard_exchange::catalog::Catalog;
+use mallard_exchange::context::Parallelism;
 use mallard_sandbox::engine::SandboxEngine;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +106,14 @@ pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
         ),
         authz,
         output: config.exchange_output,
+        parallelism: Parallelism {
+            per_stage: config.exchange_instances,
+            extra: slots(
+                "extra exchange instances",
+                "--max-extra-instances-per-user",
+                config.max_extra_instances_per_user,
+            ),
+        },
     });
     Ok(Arc::new(ServerState {
         db,

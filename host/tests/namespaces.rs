@@ -413,6 +413,10 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
         .collect();
     assert_eq!(columns.len(), mallard_flights::schema().fields().len() + 1);
     assert_eq!(columns.last(), Some(&"processed"));
+    assert_eq!(
+        dry["parallel"], true,
+        "add_processed is stateless: {report}"
+    );
 
     // A client schema and parameters the exchanger refuses: the report says so.
     let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
@@ -434,6 +438,10 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
     let dry = &report["dry_run"];
     assert_eq!(dry["input"], "client");
     assert_eq!(dry["refused"]["code"], "INVALID_ARGUMENT", "{report}");
+    assert!(
+        dry.get("parallel").is_none(),
+        "a refused open says nothing of it"
+    );
     assert!(
         dry["refused"]["message"]
             .as_str()

@@ -280,7 +280,9 @@ async fn a_python_stream_outgrows_its_instance_memory() {
         bytes > 2 * (128 << 20),
         "the stream must outgrow the instance: {bytes}"
     );
-    let out = exchange(&mut client, "admin/add_processed", input.clone())
+    // One instance: the whole stream through one instance's memory.
+    let one_instance = r#"{"exchanger": "admin/add_processed", "instances": 1}"#;
+    let out = exchange(&mut client, one_instance, input.clone())
         .await
         .unwrap_or_else(|e| panic!("add_processed: {e}"));
     assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), rows);

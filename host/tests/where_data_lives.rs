@@ -6,8 +6,7 @@ mod common;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Int32Type, Int64Type};
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::{FlightClient, Ticket};
 use common::*;
 use futures::StreamExt;
 use mallard_protocol::Receipt;
@@ -53,45 +52,6 @@ async fn query_with_receipts(
         .and_then(|bytes| list_from_json(&bytes))
         .unwrap_or_default();
     Ok((batches, receipts))
-}
-
-/// Runs a `do_exchange`; returns the output and the receipt of its trailer.
-/// (arrow-flight's `FlightClient::do_exchange` drops trailers, so this goes
-/// through the generated gRPC client, as the demo does.)
-async fn exchange_with_receipt(
-    client: &mut FlightClient,
-    command: &str,
-    batches: Vec<RecordBatch>,
-) -> (Vec<RecordBatch>, Receipt) {
-    let schema = batches[0].schema();
-    let data: Vec<_> = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
-        .build(futures::stream::iter(batches.into_iter().map(Ok)))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap())
-        .collect();
-    let mut request = tonic::Request::new(futures::stream::iter(data));
-    *request.metadata_mut() = client.metadata().clone();
-    let mut stream = client
-        .inner_mut()
-        .do_exchange(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut messages = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        messages.push(message);
-    }
-    let trailers = stream.trailers().await.unwrap().expect("trailers");
-    let bytes = trailers
-        .get_bin(TRAILER)
-        .and_then(|v| v.to_bytes().ok())
-        .expect("do_exchange ends with a receipt");
-    let out = arrow_flight::utils::flight_data_to_batches(&messages).unwrap();
-    (out, Receipt::from_json(&bytes).expect("a receipt"))
 }
 
 /// Both results as one batch each, the SQL side cast to the exchange's types
@@ -171,7 +131,10 @@ async fn the_sql_function_equals_do_exchange_and_composes_with_sql() {
         "{stage:?}"
     );
     assert_eq!((stage.rows_in, stage.rows_out), (ROWS as u64, ROWS as u64));
-    assert_eq!(stage.instances, 1);
+    assert_eq!(
+        stage.instances, 2,
+        "add_processed is stateless: both instances"
+    );
     assert!(
         stage.cpu_ms > 0.0 && stage.peak_memory_bytes > 0,
         "{stage:?}"

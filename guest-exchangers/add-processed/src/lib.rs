@@ -43,6 +43,10 @@ impl Exchanger for AddProcessed {
         columns.push(processed);
         Ok(vec![RecordBatch::try_new(self.output.clone(), columns)?])
     }
+
+    fn stateless(&self) -> bool {
+        true
+    }
 }
 
 export_exchanger!(AddProcessed);

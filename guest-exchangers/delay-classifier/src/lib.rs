@@ -170,6 +170,11 @@ impl Exchanger for ClassifyDelays {
         ];
         Ok(vec![RecordBatch::try_new(self.output.clone(), columns)?])
     }
+
+    /// Classifying is per batch; the route summary is not.
+    fn stateless(&self) -> bool {
+        self.summary.is_none()
+    }
 }
 
 export_exchanger!(ClassifyDelays);

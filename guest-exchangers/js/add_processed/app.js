@@ -4,6 +4,7 @@ import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExc
 
 class AddProcessed extends Exchanger {
   static info = { name: 'add_processed', version: '1.0.0', description: 'appends a boolean column `processed` = true to every batch' };
+  stateless = true;
 
   open(schema) {
     if (schema.fields.some((f) => f.name === 'processed')) throw new InvalidInput('input already has a `processed` column');

@@ -26,6 +26,7 @@ function exportExchanger(cls) {
         outputSchema: () => session.outputSchema(),
         push: (header, body) => during(() => session.push(header, body)),
         finish: () => during(() => session.finish()),
+        stateless: () => session.stateless(),
       };
     },
   };
@@ -103,6 +104,15 @@ test('a session appends a column and passes the others through', () => {
   assert.deepEqual(table.getChild('carrier').toArray(), input.getChild('carrier').toArray());
   assert.deepEqual([...table.getChild('id')], [...input.getChild('id')]);
   assert.ok([...table.getChild('processed')].every((v) => v === true));
+});
+
+test('a session is stateful unless its exchanger says otherwise', () => {
+  const [schema] = messages(input);
+  assert.equal(exportExchanger(AddProcessed).open(schema.header, []).stateless(), false);
+  class PerBatch extends AddProcessed {
+    stateless = true;
+  }
+  assert.equal(exportExchanger(PerBatch).open(schema.header, []).stateless(), true);
 });
 
 test('refusals carry the WIT variant the host maps to a status', () => {

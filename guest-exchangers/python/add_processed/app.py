@@ -7,6 +7,7 @@ from mallard_exchanger import Column, Exchanger, Field, InvalidInput, bool_, exp
 class AddProcessed(Exchanger):
     name, version = "add_processed", "1.0.0"
     description = "appends a boolean column `processed` = true to every batch"
+    stateless = True
 
     def open(self, schema, params):
         if "processed" in schema:

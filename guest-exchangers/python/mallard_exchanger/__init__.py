@@ -74,6 +74,11 @@ class Exchanger:
     #: The output schema `open` returned.
     output = None
 
+    #: True when each output batch depends only on its input batch and the
+    #: params (no state between batches, nothing from `finish`): the server may
+    #: then run one stream on several instances. Read once, after `open`.
+    stateless = False
+
     def open(self, schema, params):
         """Check `schema` and `params` (a dict of strings); return the output schema."""
         return schema
@@ -171,6 +176,9 @@ def export(cls):
 
         def output_schema(self):
             return self.output
+
+        def stateless(self):
+            return bool(self.exchanger.stateless)
 
         def push(self, header, body):
             message = run(lambda: ipc.read_message(header), types.ExchangeError_InvalidInput)

@@ -99,4 +99,8 @@ impl<R: RawExchanger> GuestSession for SessionState<R> {
         let emissions = self.0.borrow_mut().finish_emissions().map_err(to_wit)?;
         send(emissions)
     }
+
+    fn stateless(&self) -> bool {
+        self.0.borrow().stateless()
+    }
 }

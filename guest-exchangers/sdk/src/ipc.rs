@@ -163,8 +163,9 @@ impl MessageDecoder {
     ///
     /// Arrays decoded from invalid data (offsets past their values, invalid UTF-8)
     /// are undefined behaviour when read. Only use this where that cannot reach
-    /// anything but the sender of the data: inside a wasm sandbox that holds one
-    /// client's stream and whose every output is validated by the host.
+    /// anything but the sender of the data (inside a wasm sandbox that holds one
+    /// client's stream and whose every output is validated by the host), or on
+    /// messages this process encoded from arrays it validated or built itself.
     pub unsafe fn new_unvalidated(schema: SchemaRef) -> Self {
         let mut skip_validation = UnsafeFlag::new();
         // SAFETY: forwarded to the caller.

@@ -84,6 +84,15 @@ pub trait Exchanger: Sized + 'static {
     fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
         Ok(Vec::new())
     }
+
+    /// Whether this session's output for a batch depends only on that batch and
+    /// the params: no state kept between pushes, nothing emitted by `finish`.
+    /// Say `true` and the host may spread one stream over several instances, each
+    /// opened with the same schema and params, merging their output in input
+    /// order. Asked once, after `open` (so it may depend on the params).
+    fn stateless(&self) -> bool {
+        false
+    }
 }
 
 /// Everything an exchanger source file needs.

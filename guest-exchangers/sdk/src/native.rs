@@ -15,6 +15,8 @@ pub trait Session: Send {
     fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError>;
     /// See [`Exchanger::finish`].
     fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError>;
+    /// See [`Exchanger::stateless`].
+    fn stateless(&self) -> bool;
 }
 
 impl<E: Exchanger + Send> Session for E {
@@ -26,6 +28,9 @@ impl<E: Exchanger + Send> Session for E {
     }
     fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
         Exchanger::finish(self)
+    }
+    fn stateless(&self) -> bool {
+        Exchanger::stateless(self)
     }
 }
 

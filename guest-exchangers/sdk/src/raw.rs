@@ -74,6 +74,11 @@ pub trait RawExchanger: Sized + 'static {
     /// End of input.
     fn finish(&mut self) -> Result<Vec<Message>, ExchangeError>;
 
+    /// See [`Exchanger::stateless`].
+    fn stateless(&self) -> bool {
+        false
+    }
+
     /// Contract 0.2: one input message's output as emissions. The default emits
     /// every column of what [`RawExchanger::push`] returns.
     fn push_emissions(&mut self, message: Message) -> Result<Vec<Emission>, ExchangeError> {
@@ -159,6 +164,10 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
 
     fn output_schema(&self) -> Vec<u8> {
         self.encoder.schema_header()
+    }
+
+    fn stateless(&self) -> bool {
+        self.exchanger.stateless()
     }
 
     fn push(&mut self, message: Message) -> Result<Vec<Message>, ExchangeError> {

@@ -54,6 +54,23 @@ impl UserSlots {
             user: user.to_owned(),
         })
     }
+
+    /// Takes as many of `wanted` slots for `user` as the cap leaves free (maybe
+    /// none): for work that can run on fewer.
+    pub fn acquire_up_to(self: &Arc<Self>, user: &str, wanted: usize) -> Vec<Slot> {
+        let mut in_use = self.in_use.lock().expect("slot lock");
+        let held = in_use.get(user).copied().unwrap_or(0);
+        let granted = wanted.min(self.max_per_user.saturating_sub(held));
+        if granted > 0 {
+            *in_use.entry(user.to_owned()).or_default() += granted;
+        }
+        (0..granted)
+            .map(|_| Slot {
+                slots: self.clone(),
+                user: user.to_owned(),
+            })
+            .collect()
+    }
 }
 
 impl Drop for Slot {
@@ -160,5 +177,27 @@ mod tests {
         drop(a);
         let _d = slots.acquire("alice").unwrap();
         assert_eq!(slots.total(), 3);
+    }
+
+    #[test]
+    fn up_to_takes_what_the_cap_leaves_and_gives_it_back() {
+        let slots = UserSlots::new("extra instances", "--max-extra-instances-per-user", 3);
+        let first = slots.acquire_up_to("alice", 2);
+        assert_eq!(first.len(), 2);
+        let second = slots.acquire_up_to("alice", 5);
+        assert_eq!(second.len(), 1, "one left under the cap");
+        assert!(
+            slots.acquire_up_to("alice", 1).is_empty(),
+            "at the cap: none"
+        );
+        assert_eq!(
+            slots.acquire_up_to("bob", 3).len(),
+            3,
+            "the cap is per user"
+        );
+        drop(first);
+        assert_eq!(slots.acquire_up_to("alice", 9).len(), 2);
+        drop(second);
+        assert_eq!(slots.total(), 0, "every slot came back");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod arrow_result;
 pub mod catalog;
+pub mod duckdb_arrow;
 pub mod ingest;
 pub mod params;
 pub mod query;

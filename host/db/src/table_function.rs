@@ -13,16 +13,14 @@
 //! Errors keep their gRPC status through DuckDB ([`mallard_core::duckdb_errors::tagged`]); a
 //! panic in a callback is an error, never an abort.
 
+use super::duckdb_arrow::{Converted, caught, drop_box, logical_types, message, value_text};
 use super::raw::RawConnection;
 use super::scopes::{ConnectionScopes, Scope};
-use arrow::array::{Array, RecordBatch, StructArray, new_null_array};
-use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
 use duckdb::ffi;
-use mallard_core::duckdb_errors::tagged;
 use mallard_core::{Error, Result};
-use std::ffi::{CStr, CString, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ffi::CString;
 use std::ptr;
 use std::sync::{Arc, Mutex};
 
@@ -121,132 +119,12 @@ pub fn register(
     Ok(())
 }
 
-unsafe extern "C" fn drop_box<T>(data: *mut c_void) {
-    // SAFETY: `data` came from Box::<T>::into_raw and DuckDB frees it once.
-    drop(unsafe { Box::from_raw(data.cast::<T>()) });
-}
-
-fn message(e: &Error) -> CString {
-    CString::new(tagged(e).replace('\0', " ")).expect("NUL bytes replaced")
-}
-
-fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(Error::internal("a table function callback panicked")))
-}
-
 /// The bound call and DuckDB's view of its schema.
 struct BindData {
     schema: SchemaRef,
     /// Behind a lock: DuckDB may call `init` and the scan from different threads.
     bound: Mutex<Box<dyn BoundSource>>,
     converted: Converted,
-}
-
-/// The output schema as DuckDB's Arrow conversion needs it.
-struct Converted(ffi::duckdb_arrow_converted_schema);
-
-// SAFETY: an immutable description of a schema, read by one scan at a time.
-unsafe impl Send for Converted {}
-// SAFETY: see above.
-unsafe impl Sync for Converted {}
-
-impl Drop for Converted {
-    fn drop(&mut self) {
-        // SAFETY: created by duckdb_schema_from_arrow, destroyed once.
-        unsafe { ffi::duckdb_destroy_arrow_converted_schema(&mut self.0) };
-    }
-}
-
-/// An error DuckDB returned as error data (null or empty means success).
-fn check(error: ffi::duckdb_error_data, what: &str) -> Result<()> {
-    if error.is_null() {
-        return Ok(());
-    }
-    let mut error = error;
-    // SAFETY: valid error data, destroyed here.
-    let outcome = unsafe {
-        if ffi::duckdb_error_data_has_error(error) {
-            let text = CStr::from_ptr(ffi::duckdb_error_data_message(error))
-                .to_string_lossy()
-                .into_owned();
-            Err(Error::invalid_argument(format!("{what}: {text}")))
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: see above.
-    unsafe { ffi::duckdb_destroy_error_data(&mut error) };
-    outcome
-}
-
-impl Converted {
-    fn new(conn: &RawConnection, schema: &Schema) -> Result<Self> {
-        let mut arrow = FFI_ArrowSchema::try_from(schema)?;
-        let mut converted: ffi::duckdb_arrow_converted_schema = ptr::null_mut();
-        // SAFETY: valid connection and schema; DuckDB reads the schema (we release it).
-        let error = unsafe {
-            ffi::duckdb_schema_from_arrow(
-                conn.handle(),
-                (&mut arrow as *mut FFI_ArrowSchema).cast(),
-                &mut converted,
-            )
-        };
-        check(error, "converting the output schema for DuckDB")?;
-        Ok(Self(converted))
-    }
-
-    /// `batch` as a DuckDB data chunk (at most one vector of rows), sharing its buffers.
-    fn chunk(&self, conn: &RawConnection, batch: &RecordBatch) -> Result<Chunk> {
-        let data = StructArray::from(batch.clone()).into_data();
-        let mut array = FFI_ArrowArray::new(&data);
-        let mut chunk: ffi::duckdb_data_chunk = ptr::null_mut();
-        // SAFETY: valid connection, array and converted schema; DuckDB takes the
-        // array's ownership (it nulls its release callback).
-        let error = unsafe {
-            ffi::duckdb_data_chunk_from_arrow(
-                conn.handle(),
-                (&mut array as *mut FFI_ArrowArray).cast(),
-                self.0,
-                &mut chunk,
-            )
-        };
-        check(error, "converting a batch for DuckDB")?;
-        Ok(Chunk(chunk))
-    }
-}
-
-/// A data chunk we own.
-struct Chunk(ffi::duckdb_data_chunk);
-
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        // SAFETY: created by duckdb_data_chunk_from_arrow, destroyed once.
-        unsafe { ffi::duckdb_destroy_data_chunk(&mut self.0) };
-    }
-}
-
-/// The text of a VARCHAR (or any) value; `None` for NULL.
-///
-/// # Safety
-/// `value` must be a valid value; it is destroyed here.
-unsafe fn value_text(mut value: ffi::duckdb_value) -> Option<String> {
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: valid value, destroyed below; the string is ours to free.
-    unsafe {
-        let text = if ffi::duckdb_is_null_value(value) {
-            None
-        } else {
-            let raw = ffi::duckdb_get_varchar(value);
-            let text = CStr::from_ptr(raw).to_string_lossy().into_owned();
-            ffi::duckdb_free(raw.cast());
-            Some(text)
-        };
-        ffi::duckdb_destroy_value(&mut value);
-        text
-    }
 }
 
 /// The call's arguments, as DuckDB bound them.
@@ -300,32 +178,6 @@ unsafe fn connection_id(info: ffi::duckdb_bind_info) -> u64 {
         ffi::duckdb_destroy_client_context(&mut context);
         id
     }
-}
-
-/// DuckDB's logical types for `schema`, read from a one-row chunk of nulls
-/// converted exactly as the scan will convert every batch.
-fn logical_types(
-    conn: &RawConnection,
-    converted: &Converted,
-    schema: &Schema,
-) -> Result<Vec<ffi::duckdb_logical_type>> {
-    let nullable: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    let columns = nullable
-        .iter()
-        .map(|f| new_null_array(f.data_type(), 1))
-        .collect();
-    let sample = RecordBatch::try_new(Arc::new(Schema::new(nullable)), columns)?;
-    let chunk = converted.chunk(conn, &sample)?;
-    // SAFETY: a valid chunk of schema.len() columns; each type returned is ours.
-    Ok((0..schema.fields().len())
-        .map(|i| unsafe {
-            ffi::duckdb_vector_get_column_type(ffi::duckdb_data_chunk_get_vector(chunk.0, i as u64))
-        })
-        .collect())
 }
 
 unsafe extern "C" fn bind(info: ffi::duckdb_bind_info) {
@@ -464,7 +316,7 @@ unsafe extern "C" fn scan(info: ffi::duckdb_function_info, output: ffi::duckdb_d
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::DataType;
+    use arrow::datatypes::{DataType, Field};
 
     #[test]
     fn columns_compare_by_name_and_type_only() {

@@ -257,6 +257,7 @@ pub fn builtins() -> Vec<Builtin> {
         Builtin::of::<add_processed::AddProcessed>(),
         Builtin::of::<running_totals::RunningTotals>(),
         Builtin::of::<delay_classifier::ClassifyDelays>(),
+        Builtin::of::<pseudonymize::Pseudonymize>(),
     ]
 }
 

@@ -24,4 +24,33 @@ pub struct Exchanges {
     pub authz: Authorizer,
     /// How much output an exchange may queue for a slow reader, and for how long.
     pub output: OutputBudget,
+    /// How many instances a stateless stage may run on.
+    pub parallelism: Parallelism,
+}
+
+/// How many instances a stateless stage may run on: at most `per_stage`, each
+/// instance after a stage's first holding one of the user's `extra` slots. When
+/// the user's extra slots are taken a stage runs on fewer instances (at least
+/// one); it is never refused for it.
+pub struct Parallelism {
+    /// Most instances per stateless stage (`--exchange-instances`); 1 turns
+    /// parallel stages off.
+    pub per_stage: usize,
+    /// Instances beyond each stage's first, per user
+    /// (`--max-extra-instances-per-user`).
+    pub extra: Arc<UserSlots>,
+}
+
+impl Parallelism {
+    /// No stage runs on more than one instance.
+    pub fn off() -> Self {
+        Self {
+            per_stage: 1,
+            extra: UserSlots::new(
+                "extra exchange instances",
+                "--max-extra-instances-per-user",
+                0,
+            ),
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! the output schema it declares or its refusal. Runs under the same limits and
 //! memory pool as a real exchange; nothing is streamed.
 
+use crate::ExchangeSession;
 use crate::catalog::{Code, Version};
 use crate::metrics::code_name;
 use crate::validated_schema_message;
@@ -27,6 +28,10 @@ pub struct DryRun {
     /// The exchanger's refusal, when it refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+    /// Whether a stream like this one may run on several instances: the session
+    /// said it is stateless and its output has no dictionary-encoded field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<bool>,
 }
 
 /// One column of a schema.
@@ -92,9 +97,13 @@ pub fn dry_run(
         Arc::new(AtomicBool::new(false)),
         Some(pool),
     )
-    .and_then(|session| session.output_schema());
+    .and_then(|session| {
+        let schema = session.output_schema()?;
+        let parallel = session.stateless() && !crate::lanes::has_dictionaries(&schema);
+        Ok((schema, parallel))
+    });
     Ok(match opened {
-        Ok(schema) => DryRun {
+        Ok((schema, parallel)) => DryRun {
             input,
             output_schema: Some(
                 schema
@@ -108,6 +117,7 @@ pub fn dry_run(
                     .collect(),
             ),
             refused: None,
+            parallel: Some(parallel),
         },
         Err(e) => DryRun {
             input,
@@ -116,6 +126,7 @@ pub fn dry_run(
                 code: code_name(e.code()),
                 message: e.to_string(),
             }),
+            parallel: None,
         },
     })
 }

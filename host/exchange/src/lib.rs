@@ -3,7 +3,8 @@
 //! the one [`pipeline`] that streams messages through a list of sessions for
 //! `do_exchange`, the SQL function ([`sql`]) and `push_table`.
 //!
-//! A pipeline runs on one blocking thread. Input messages arrive through a bounded
+//! A pipeline runs on one blocking thread, and a stateless stage also on [`lanes`]
+//! (one thread per further instance). Input messages arrive through a bounded
 //! channel and go through the stages one by one; output goes back through an
 //! [`output`] queue as soon as it is produced. A client that reads while it writes
 //! keeps both sides at a few batches; one that writes everything first is served
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod compile_queue;
 pub mod context;
 pub mod dry_run;
+pub mod lanes;
 pub mod layout;
 pub mod metrics;
 pub mod native;
@@ -56,6 +58,11 @@ pub trait ExchangeSession: Send {
     /// Guest memory the session holds (its peak: wasm memories never shrink).
     fn guest_memory_bytes(&self) -> usize {
         0
+    }
+    /// Whether the session said its output for a batch depends only on that
+    /// batch (see [`crate::lanes`]); asked once, after it opened.
+    fn stateless(&self) -> bool {
+        false
     }
 }
 

@@ -107,8 +107,27 @@ pub struct ExchangerMetrics {
     pub batch_wall: DurationHistogram,
     /// Largest guest memory (all memories and tables) one instance reached.
     pub peak_memory_bytes: AtomicUsize,
-    /// Instances (exchanges) running now.
+    /// Instances running now: one per exchange stage, and each further
+    /// instance a parallel stage runs on ([`ExtraInstance`]).
     pub live: AtomicUsize,
+}
+
+/// One more live instance of a version (a parallel stage's second and later),
+/// counted in [`ExchangerMetrics::live`] until dropped.
+pub struct ExtraInstance(std::sync::Arc<ExchangerMetrics>);
+
+impl ExtraInstance {
+    /// Counts one more live instance of `metrics`' version.
+    pub fn enter(metrics: &std::sync::Arc<ExchangerMetrics>) -> Self {
+        metrics.live.fetch_add(1, Ordering::AcqRel);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for ExtraInstance {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ExchangerMetrics {

@@ -87,4 +87,8 @@ impl ExchangeSession for NativeSession {
             .map_err(|e| exchanger_error(self.name, "finish", e))?;
         self.encode(out)
     }
+
+    fn stateless(&self) -> bool {
+        self.session.stateless()
+    }
 }

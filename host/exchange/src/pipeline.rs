@@ -9,7 +9,10 @@
 //! first has refused. The worker reads input with `blocking_recv` and writes
 //! through [`output::OutputSender`], which waits on the runtime's handle; nothing
 //! else crosses between the two worlds. Stages run one after another on that
-//! thread, so a pipeline costs one thread and its batches never leave the process.
+//! thread, so a pipeline costs one thread and its batches never leave the process;
+//! a stage whose session says it is stateless may also run on further instances,
+//! each on a thread of its own ([`crate::lanes`], bounded by
+//! [`crate::context::Parallelism`]).
 //!
 //! Every stage is its own instance with its own budgets (fuel, deadline, memory,
 //! all charged to the caller's guest-memory pool), holds its version
@@ -18,7 +21,8 @@
 //! before the final item, so a caller that sees the end finds them free.
 
 use super::catalog::Running;
-use super::metrics::ExchangerMetrics;
+use super::lanes::{self, Lanes};
+use super::metrics::{ExchangerMetrics, ExtraInstance};
 use super::output::{self, Output, OutputSender, SendError};
 use super::{CHANNEL_MESSAGES, CancelOnDrop, ExchangeSession};
 use crate::Exchanges;
@@ -30,7 +34,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use mallard_access::Principal;
 use mallard_core::{Error, Result};
-use mallard_protocol::{ExchangeRequest, Receipt, Sandbox, StageReceipt};
+use mallard_protocol::{ExchangeRequest, Receipt, Sandbox, Stage, StageReceipt};
 use mallard_sandbox::meter::measure_cpu;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -120,7 +124,10 @@ pub async fn start(
         pool: exchanges.guest_memory.of(&principal.user),
         cancelled: cancelled.clone(),
         label: format!("{}#{}", describe(&versions), principal.user),
-        params: request.stages.iter().map(|s| s.params.clone()).collect(),
+        stages: request.stages.clone(),
+        user: principal.user.clone(),
+        per_stage: exchanges.parallelism.per_stage.clamp(1, lanes::MAX_LANES),
+        extra: exchanges.parallelism.extra.clone(),
     };
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -128,7 +135,7 @@ pub async fn start(
         match opened {
             Ok(stages) => {
                 let last = stages.last().expect("at least one stage");
-                let schema_message = last.session.schema_message();
+                let schema_message = last.schema_message();
                 match super::validated_schema_message(schema_message.data_header) {
                     Ok(opened) => {
                         let _ = opened_tx.send(Ok(opened));
@@ -179,7 +186,11 @@ struct Opening {
     pool: Arc<mallard_sandbox::store::MemoryPool>,
     cancelled: Arc<AtomicBool>,
     label: String,
-    params: Vec<Vec<(String, String)>>,
+    stages: Vec<Stage>,
+    user: String,
+    /// The server's cap on instances per stage.
+    per_stage: usize,
+    extra: Arc<mallard_access::slots::UserSlots>,
 }
 
 impl Opening {
@@ -187,41 +198,141 @@ impl Opening {
     fn open(&self, versions: Vec<Running>, input: (&Bytes, SchemaRef)) -> Result<Vec<StageRun>> {
         let mut stages: Vec<StageRun> = Vec::with_capacity(versions.len());
         let (mut header, mut schema) = (input.0.clone(), input.1);
-        for (running, params) in versions.into_iter().zip(&self.params) {
+        for (running, stage) in versions.into_iter().zip(&self.stages) {
             let version = running.version.clone();
-            let (session, cpu) = measure_cpu(|| {
-                version.open_session(
-                    &self.engine,
-                    (&header, schema.clone()),
-                    params,
-                    self.cancelled.clone(),
-                    self.pool.clone(),
-                )
-            });
-            version.metrics.add_cpu(cpu);
-            let session = match session {
-                Ok(session) => session,
-                Err(e) => {
-                    version.metrics.error(e.code());
-                    return Err(e);
-                }
-            };
+            let mut cpu = Duration::ZERO;
+            let session = self
+                .open_metered(&running, (&header, &schema), stage, &mut cpu)
+                .inspect_err(|e| version.metrics.error(e.code()))?;
             let next = session.schema_message().data_header;
             let (next_schema, _) = super::validated_schema_message(next.clone())?;
+            let wanted = stage
+                .instances
+                .map_or(self.per_stage, |n| n as usize)
+                .min(self.per_stage);
+            let parallel =
+                wanted > 1 && session.stateless() && !lanes::has_dictionaries(&next_schema);
+            let (run, extra) = if parallel {
+                self.open_lanes(
+                    session,
+                    &running,
+                    (&header, &schema),
+                    stage,
+                    wanted,
+                    &mut cpu,
+                )?
+            } else {
+                (Run::One(session), Vec::new())
+            };
             stages.push(StageRun {
                 receipt: StageReceipt {
                     exchanger: version.describe(),
                     cpu_ms: millis(cpu),
-                    instances: 1,
+                    instances: run.instances() as u32,
                     ..Default::default()
                 },
-                session,
+                run,
                 running,
                 failed: false,
+                extra_instances: extra,
             });
             (header, schema) = (next, next_schema);
         }
         Ok(stages)
+    }
+
+    /// Opens one session of `running`'s version, its CPU time added to `cpu`.
+    fn open_metered(
+        &self,
+        running: &Running,
+        (header, schema): (&Bytes, &SchemaRef),
+        stage: &Stage,
+        cpu: &mut Duration,
+    ) -> Result<Box<dyn ExchangeSession>> {
+        let version = &running.version;
+        let (session, used) = measure_cpu(|| {
+            version.open_session(
+                &self.engine,
+                (header, schema.clone()),
+                &stage.params,
+                self.cancelled.clone(),
+                self.pool.clone(),
+            )
+        });
+        version.metrics.add_cpu(used);
+        *cpu += used;
+        session
+    }
+
+    /// `first` and up to `wanted - 1` more sessions, as many as the user's extra
+    /// instance slots allow and their guest memory has room for: a further
+    /// instance opens only while the user's pool could still hold it at its full
+    /// per-instance limit, so going parallel does not turn a stream that fits
+    /// into one that runs out. One session runs as it is.
+    fn open_lanes(
+        &self,
+        first: Box<dyn ExchangeSession>,
+        running: &Running,
+        input: (&Bytes, &SchemaRef),
+        stage: &Stage,
+        wanted: usize,
+        cpu: &mut Duration,
+    ) -> Result<(Run, Vec<ExtraSlot>)> {
+        let slots = self.extra.acquire_up_to(&self.user, wanted - 1);
+        let mut sessions = vec![first];
+        let mut extra = Vec::with_capacity(slots.len());
+        let instance_limit = self.engine.limits.max_memory_bytes;
+        for slot in slots {
+            let free = self.pool.max_bytes().saturating_sub(self.pool.used_bytes());
+            if free < instance_limit {
+                break;
+            }
+            match self.open_metered(running, input, stage, cpu) {
+                Ok(session) => {
+                    sessions.push(session);
+                    extra.push(ExtraSlot {
+                        _slot: slot,
+                        _live: ExtraInstance::enter(&running.version.metrics),
+                    });
+                }
+                // The first instance opened: a further one failing (the user's
+                // guest memory is taken, say) means fewer instances, not an error.
+                Err(e) => {
+                    tracing::info!(exchange = ?self.label, error = %e, "stage runs on fewer instances");
+                    break;
+                }
+            }
+        }
+        if sessions.len() == 1 {
+            let session = sessions.pop().expect("the first session");
+            return Ok((Run::One(session), extra));
+        }
+        Ok((
+            Run::Lanes(Box::new(Lanes::start(sessions, stage.order, &self.label)?)),
+            extra,
+        ))
+    }
+}
+
+/// An instance beyond a stage's first: the user's slot for it and its count
+/// in the version's live instances, both released when the stage closes.
+struct ExtraSlot {
+    _slot: mallard_access::slots::Slot,
+    _live: ExtraInstance,
+}
+
+/// How a stage runs: one session on the worker thread, or several on lanes.
+enum Run {
+    One(Box<dyn ExchangeSession>),
+    Lanes(Box<Lanes>),
+}
+
+impl Run {
+    fn instances(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Lanes(lanes) => lanes.len(),
+        }
     }
 }
 
@@ -229,13 +340,14 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One open stage: its session, its version held, and what it has done so far.
+/// One open stage: its session(s), its version held, and what it has done so far.
 struct StageRun {
-    session: Box<dyn ExchangeSession>,
+    run: Run,
     running: Running,
     receipt: StageReceipt,
     /// Whether one of its calls failed (the failure is counted then).
     failed: bool,
+    extra_instances: Vec<ExtraSlot>,
 }
 
 impl StageRun {
@@ -243,24 +355,32 @@ impl StageRun {
         &self.running.version.metrics
     }
 
-    /// One call into the session, timed and metered; its output counted.
-    fn call(
+    /// The output schema message the stage's session(s) declared.
+    fn schema_message(&self) -> FlightData {
+        match &self.run {
+            Run::One(session) => session.schema_message(),
+            Run::Lanes(lanes) => lanes.schema_message(),
+        }
+    }
+
+    /// Counts one call's outcome (wherever it ran) and its output.
+    fn account(
         &mut self,
-        call: impl FnOnce(&mut dyn ExchangeSession) -> Result<Vec<FlightData>>,
+        out: Result<Vec<FlightData>>,
+        cpu: Duration,
+        wall: Duration,
     ) -> Result<Vec<FlightData>> {
-        let started = Instant::now();
-        let (out, cpu) = measure_cpu(|| call(&mut *self.session));
-        let wall = started.elapsed();
-        self.metrics().add_cpu(cpu);
+        let metrics = &self.running.version.metrics;
+        metrics.add_cpu(cpu);
         self.receipt.cpu_ms += millis(cpu);
         self.receipt.wall_ms += millis(wall);
         if let Err(e) = &out {
-            self.metrics().error(e.code());
+            metrics.error(e.code());
             self.failed = true;
         }
         let out = out?;
         for data in &out {
-            let (rows, bytes) = self.metrics().sent(data);
+            let (rows, bytes) = metrics.sent(data);
             self.receipt.rows_out += rows;
             self.receipt.bytes_out += bytes;
             self.receipt.batches_out += 1;
@@ -268,44 +388,95 @@ impl StageRun {
         Ok(out)
     }
 
+    /// Counts what several lane calls returned, in order, up to the first error.
+    fn account_all(&mut self, done: Vec<lanes::Done>) -> Result<Vec<FlightData>> {
+        let mut out = Vec::new();
+        for lanes::Done {
+            out: one,
+            cpu,
+            wall,
+            ..
+        } in done
+        {
+            self.metrics().batch_wall.observe(wall);
+            out.extend(self.account(one, cpu, wall)?);
+        }
+        Ok(out)
+    }
+
+    /// One call into the single session on this thread, timed and metered.
+    fn call_one(
+        &mut self,
+        call: impl FnOnce(&mut dyn ExchangeSession) -> Result<Vec<FlightData>>,
+    ) -> Result<Vec<FlightData>> {
+        let Run::One(session) = &mut self.run else {
+            unreachable!("called on single-instance stages only")
+        };
+        let started = Instant::now();
+        let (out, cpu) = measure_cpu(|| call(&mut **session));
+        self.account(out, cpu, started.elapsed())
+    }
+
+    /// Hands one message to the stage; returns the output now ready (a parallel
+    /// stage's may belong to earlier messages).
     fn push(&mut self, message: &FlightData) -> Result<Vec<FlightData>> {
         let (rows, bytes) = self.metrics().received(message);
         self.receipt.rows_in += rows;
         self.receipt.bytes_in += bytes;
         self.receipt.batches_in += 1;
-        let started = Instant::now();
-        let out = self.call(|s| s.push(&message.data_header, &message.data_body));
-        self.running
-            .version
-            .metrics
-            .batch_wall
-            .observe(started.elapsed());
-        out
+        match &mut self.run {
+            Run::One(_) => {
+                let started = Instant::now();
+                let out = self.call_one(|s| s.push(&message.data_header, &message.data_body));
+                self.metrics().batch_wall.observe(started.elapsed());
+                out
+            }
+            Run::Lanes(lanes) => {
+                let done = lanes.push(message)?;
+                self.account_all(done)
+            }
+        }
     }
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
-        self.call(|s| s.finish())
+        match &mut self.run {
+            Run::One(_) => self.call_one(|s| s.finish()),
+            Run::Lanes(lanes) => {
+                let done = lanes.finish()?;
+                self.account_all(done)
+            }
+        }
     }
 
-    /// Releases the session (metering its teardown) and returns the receipt.
+    /// Releases the session(s) (metering their teardown) and returns the receipt.
     fn close(self, label: &str) -> StageReceipt {
         let Self {
-            session,
+            run,
             running,
             mut receipt,
+            extra_instances,
             ..
         } = self;
-        let memory = session.guest_memory_bytes();
-        running.version.metrics.memory_seen(memory);
-        receipt.peak_memory_bytes = memory as u64;
-        let guest_output = session.guest_output();
-        if !guest_output.is_empty() {
-            // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
-            tracing::info!(exchange = ?label, output = ?guest_output.trim_end(), "guest output");
+        let sessions = match run {
+            Run::One(session) => vec![session],
+            Run::Lanes(lanes) => (*lanes).close(),
+        };
+        receipt.peak_memory_bytes = 0;
+        for session in sessions {
+            let memory = session.guest_memory_bytes();
+            running.version.metrics.memory_seen(memory);
+            receipt.peak_memory_bytes += memory as u64;
+            let guest_output = session.guest_output();
+            if !guest_output.is_empty() {
+                // Debug-formatted: the guest's text is escaped, so it cannot forge log lines.
+                tracing::info!(exchange = ?label, output = ?guest_output.trim_end(), "guest output");
+            }
+            let ((), cpu) = measure_cpu(|| drop(session));
+            running.version.metrics.add_cpu(cpu);
+            receipt.cpu_ms += millis(cpu);
         }
-        let ((), cpu) = measure_cpu(|| drop(session));
-        running.version.metrics.add_cpu(cpu);
-        receipt.cpu_ms += millis(cpu);
+        // Their slots and live counts outlive the instances they stand for.
+        drop(extra_instances);
         receipt
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::Exchanges;
 use crate::catalog::Catalog;
+use crate::context::Parallelism;
 use crate::output::OutputBudget;
 use crate::quotas::Quotas;
 use mallard_access::authz::Authorizer;
@@ -29,6 +30,10 @@ pub fn exchanges(max_per_user: usize) -> Arc<Exchanges> {
         output: OutputBudget {
             bytes: 1 << 20,
             stall: Duration::from_secs(5),
+        },
+        parallelism: Parallelism {
+            per_stage: 4,
+            extra: UserSlots::new("extra instances", "--max-extra-instances-per-user", 4),
         },
     })
 }

@@ -40,6 +40,8 @@ pub struct WasmSession {
     validator: MessageDecoder,
     schema_message: FlightData,
     batch_index: u64,
+    /// What the session said of itself after `open` (0.2; 0.1 cannot say).
+    stateless: bool,
 }
 
 /// The instance, by the contract it speaks.
@@ -89,17 +91,21 @@ impl WasmSession {
                 (instance, session, header)
             }};
         }
-        let (instance, session, header) = match pre {
+        let (instance, session, header, stateless) = match pre {
             Pre::V0_1(pre) => {
                 let (instance, session, header) = instantiate_and_open!(pre);
-                (Opened::V0_1(instance), session, header)
+                (Opened::V0_1(instance), session, header, false)
             }
             Pre::V0_2(pre) => {
                 let (instance, session, header) = instantiate_and_open!(pre);
+                let stateless = this.call(&mut store, "stateless", |store| {
+                    let exchange = instance.mallard_exchanger_exchange();
+                    exchange.session().call_stateless(store, session)
+                })?;
                 if let Some(refused) = store.data_mut().emits.refused_outside_calls() {
                     return Err(this.emit_refused("open", refused));
                 }
-                (Opened::V0_2(instance), session, header)
+                (Opened::V0_2(instance), session, header, stateless)
             }
         };
         let (schema, schema_message) =
@@ -123,6 +129,7 @@ impl WasmSession {
             validator: MessageDecoder::new(schema),
             schema_message,
             batch_index: 0,
+            stateless,
         })
     }
 
@@ -232,6 +239,10 @@ impl ExchangeSession for WasmSession {
 
     fn guest_memory_bytes(&self) -> usize {
         self.store.data().memory.used_bytes()
+    }
+
+    fn stateless(&self) -> bool {
+        self.stateless
     }
 }
 

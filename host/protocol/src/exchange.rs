@@ -1,6 +1,7 @@
 //! Parsing the `do_exchange` descriptor: a bare exchanger reference, one stage as
-//! JSON `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off"}`, or a
-//! pipeline: a JSON list of such stages, run one after the other in the server.
+//! JSON `{"exchanger": NAME, "params": {...}, "sandbox": "on"|"off", "instances": N,
+//! "order": "input"|"any"}`, or a pipeline: a JSON list of such stages, run one
+//! after the other in the server.
 
 use crate::exchanger_ref::ExchangerRef;
 use crate::{Result, invalid};
@@ -22,6 +23,20 @@ pub enum Sandbox {
     Off,
 }
 
+/// The order a stage's output leaves in, when it runs on several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// The input's order (the default).
+    #[default]
+    Input,
+    /// As each batch is ready.
+    Any,
+}
+
+/// Most instances a stage may ask for; the server's own cap is usually lower.
+pub const MAX_INSTANCES: u32 = 64;
+
 /// One stage of an exchange: which exchanger, with which parameters, where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
@@ -31,6 +46,11 @@ pub struct Stage {
     pub params: Vec<(String, String)>,
     /// Sandbox on or off.
     pub sandbox: Sandbox,
+    /// Most instances a stateless stage may run on (`None`: the server's cap);
+    /// a stateful one always runs on one.
+    pub instances: Option<u32>,
+    /// The order its output may leave in.
+    pub order: Order,
 }
 
 impl Stage {
@@ -40,6 +60,8 @@ impl Stage {
             exchanger,
             params: Vec::new(),
             sandbox: Sandbox::On,
+            instances: None,
+            order: Order::Input,
         }
     }
 }
@@ -59,14 +81,27 @@ struct JsonStage {
     params: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     sandbox: Sandbox,
+    #[serde(default)]
+    instances: Option<u32>,
+    #[serde(default)]
+    order: Order,
 }
 
 impl JsonStage {
     fn into_stage(self) -> Result<Stage> {
+        if let Some(n) = self.instances
+            && !(1..=MAX_INSTANCES).contains(&n)
+        {
+            return Err(invalid(format!(
+                "\"instances\" is {n}; give 1 to {MAX_INSTANCES}"
+            )));
+        }
         Ok(Stage {
             exchanger: ExchangerRef::parse(&self.exchanger)?,
             params: params_to_strings(self.params),
             sandbox: self.sandbox,
+            instances: self.instances,
+            order: self.order,
         })
     }
 }
@@ -127,4 +162,33 @@ pub fn params_to_strings(params: BTreeMap<String, serde_json::Value>) -> Vec<(St
             (k, v)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_and_order_are_read_and_bounded() {
+        let one = ExchangeRequest::parse(br#"{"exchanger": "a", "instances": 2, "order": "any"}"#)
+            .unwrap();
+        assert_eq!(one.stages[0].instances, Some(2));
+        assert_eq!(one.stages[0].order, Order::Any);
+        let plain = ExchangeRequest::parse(b"a").unwrap();
+        assert_eq!(
+            (plain.stages[0].instances, plain.stages[0].order),
+            (None, Order::Input)
+        );
+        let top = format!(r#"{{"exchanger": "a", "instances": {MAX_INSTANCES}}}"#);
+        assert!(ExchangeRequest::parse(top.as_bytes()).is_ok());
+        for bad in [
+            r#"{"exchanger": "a", "instances": 0}"#,
+            r#"{"exchanger": "a", "instances": 65}"#,
+            r#"{"exchanger": "a", "instances": -1}"#,
+            r#"{"exchanger": "a", "order": "random"}"#,
+        ] {
+            let err = ExchangeRequest::parse(bad.as_bytes()).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
+    }
 }

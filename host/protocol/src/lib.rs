@@ -20,7 +20,7 @@ pub mod upload;
 pub mod users;
 
 pub use action::{ACTIONS, ActionRequest};
-pub use exchange::{ExchangeRequest, MAX_STAGES, Sandbox, Stage};
+pub use exchange::{ExchangeRequest, MAX_STAGES, Order, Sandbox, Stage};
 pub use exchanger_ref::{ExchangerRef, Namespace, Pin};
 pub use push::{PushRequest, PushTarget};
 pub use receipt::{Receipt, StageReceipt};

@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 1 << 20;
 /// larger setting would overflow the thread (a process crash, not a trap), so
 /// the server refuses to start with one.
 pub const MAX_STACK_BYTES: usize = 1536 << 10;
+/// The stack of a thread Mallard starts itself to call into guests (a parallel
+/// stage's instances): the same 2 MiB as the blocking threads, which
+/// [`MAX_STACK_BYTES`] is judged against.
+pub const GUEST_THREAD_STACK_BYTES: usize = 2 << 20;
 /// Default largest component accepted by `upload_exchanger`.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Default guest stdout + stderr kept per stream; the rest is dropped.

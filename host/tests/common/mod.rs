@@ -17,6 +17,7 @@ pub const GUESTS: &[&str] = &[
     "add-processed",
     "running-totals",
     "delay-classifier",
+    "pseudonymize",
     "hostile-endless-loop",
     "hostile-memory-bomb",
     "hostile-deep-recursion",
@@ -80,6 +81,9 @@ pub fn component(file_stem: &str) -> Vec<u8> {
 pub fn test_config() -> ServerConfig {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     config.shutdown_grace = Duration::from_secs(5);
+    // Stateless stages run on two instances on every machine (the default
+    // follows the cores), so every test exercises the same paths.
+    config.exchange_instances = 2;
     config
 }
 
@@ -202,6 +206,54 @@ pub async fn exchange(
     let output = client.do_exchange(data).await.map_err(to_status)?;
     let output: FlightRecordBatchStream = output;
     output.try_collect().await.map_err(to_status)
+}
+
+/// Runs a `do_exchange`; returns the output and the receipt of its trailer.
+/// (arrow-flight's `FlightClient::do_exchange` drops trailers, so this goes
+/// through the generated gRPC client, as the demo does.)
+pub async fn exchange_with_receipt(
+    client: &mut FlightClient,
+    command: &str,
+    batches: Vec<RecordBatch>,
+) -> (Vec<RecordBatch>, mallard_protocol::Receipt) {
+    let schema = batches[0].schema();
+    let data: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|d| d.unwrap())
+        .collect();
+    let mut request = tonic::Request::new(futures::stream::iter(data));
+    *request.metadata_mut() = client.metadata().clone();
+    let mut stream = client
+        .inner_mut()
+        .do_exchange(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        messages.push(message);
+    }
+    let trailers = stream.trailers().await.unwrap().expect("trailers");
+    let bytes = trailers
+        .get_bin(mallard_protocol::receipt::TRAILER)
+        .and_then(|v| v.to_bytes().ok())
+        .expect("do_exchange ends with a receipt");
+    // The decoding stream, unlike `flight_data_to_batches`, reads dictionary batches.
+    let out: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+        futures::stream::iter(messages.into_iter().map(Ok)),
+    )
+    .try_collect()
+    .await
+    .unwrap();
+    (
+        out,
+        mallard_protocol::Receipt::from_json(&bytes).expect("a receipt"),
+    )
 }
 
 /// A message whose header is not a flatbuffer: what a broken or hostile client

@@ -17,6 +17,11 @@ impl Exchanger for EndlessLoop {
     fn output_schema(&self) -> SchemaRef {
         self.0.clone()
     }
+    /// Claims to be stateless, as a hostile guest would, to be given more
+    /// instances: each must be stopped as one would.
+    fn stateless(&self) -> bool {
+        true
+    }
     fn push(&mut self, _: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
         let mut n: u64 = 0;
         loop {

@@ -18,6 +18,11 @@ impl Exchanger for MemoryBomb {
     fn output_schema(&self) -> SchemaRef {
         self.0.clone()
     }
+    /// Claims to be stateless, as a hostile guest would, to be given more
+    /// instances: each must be stopped as one would.
+    fn stateless(&self) -> bool {
+        true
+    }
     fn push(&mut self, _: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
         // Touch one byte per wasm page: every page is really committed, but the
         // limit is reached in milliseconds, not after a memset of the whole budget

@@ -18,6 +18,11 @@ impl Exchanger for Panics {
     fn output_schema(&self) -> SchemaRef {
         self.0.clone()
     }
+    /// Claims to be stateless, as a hostile guest would, to be given more
+    /// instances: each must be stopped as one would.
+    fn stateless(&self) -> bool {
+        true
+    }
     fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
         eprintln!(
             "hostile_panic: about to panic on a batch of {} rows",

@@ -34,6 +34,9 @@ class Session:
     def finish(self):
         pass
 
+    def stateless(self):
+        return False
+
 
 class Exchange:
     def describe(self):
