@@ -195,6 +195,38 @@ async fn finish_exchange(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_waits_for_each_output_is_answered_batch_by_batch() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    upload(&mut client, "pseudonymize").await;
+    let input = flights(4_000, 1_000);
+    let (tx, mut held, rest) =
+        open_exchange(&mut client, &pseudonymize(2, "on", "input"), &input).await;
+    // The first batch went with the schema; its output comes before any other input.
+    let mut answered = 0;
+    let mut rest = rest.into_iter();
+    loop {
+        let message = within(Duration::from_secs(5), held.message())
+            .await
+            .unwrap()
+            .expect("an output batch");
+        assert!(!message.data_body.is_empty(), "a record batch");
+        answered += 1;
+        match rest.next() {
+            Some(next) => tx.send(next).await.unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        answered, 4,
+        "one output per batch, each before the next input"
+    );
+    drop(tx);
+    while held.message().await.unwrap().is_some() {}
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_extra_instance_cap_gives_fewer_instances_never_a_refusal() {
     let mut config = config_with_accounts();
     config.exchange_instances = 3;

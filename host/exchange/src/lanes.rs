@@ -238,8 +238,10 @@ impl Lanes {
         Ok(())
     }
 
-    /// Everything in flight, in order.
-    fn drain(&mut self) -> Result<Vec<Done>> {
+    /// Everything in flight, in order, waiting for it: what the stage hands on
+    /// before its input goes quiet, so a client that waits for a batch's output
+    /// before sending the next is answered.
+    pub fn drain(&mut self) -> Result<Vec<Done>> {
         let mut done = Vec::with_capacity(self.in_flight.len());
         while let Some(ready) = self.next(true)? {
             done.push(ready);

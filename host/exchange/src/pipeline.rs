@@ -438,6 +438,17 @@ impl StageRun {
         }
     }
 
+    /// The output of everything still in flight (a parallel stage's), waiting for it.
+    fn drain(&mut self) -> Result<Vec<FlightData>> {
+        match &mut self.run {
+            Run::One(_) => Ok(Vec::new()),
+            Run::Lanes(lanes) => {
+                let done = lanes.drain()?;
+                self.account_all(done)
+            }
+        }
+    }
+
     fn finish(&mut self) -> Result<Vec<FlightData>> {
         match &mut self.run {
             Run::One(_) => self.call_one(|s| s.finish()),
@@ -499,6 +510,23 @@ fn feed(
     Ok(true)
 }
 
+/// Hands on everything the stages still have in flight, in stage order, through
+/// the stages after each; false once the client is gone.
+fn drain(
+    stages: &mut [StageRun],
+    sink: &mut dyn FnMut(FlightData) -> Result<bool>,
+) -> Result<bool> {
+    for i in 0..stages.len() {
+        let (head, rest) = stages.split_at_mut(i + 1);
+        for out in head[i].drain()? {
+            if !feed(rest, &out, sink)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Ends every stage in order, passing what each flushes through the ones after it.
 fn finish(
     stages: &mut [StageRun],
@@ -537,7 +565,22 @@ impl Worker {
                 Err(SendError::Gone) => Ok(false),
                 Err(SendError::Stalled(e)) => Err(e),
             };
-            while let Some(message) = input.blocking_recv() {
+            loop {
+                let message = match input.try_recv() {
+                    Ok(message) => message,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    // Input went quiet: hand on what parallel stages hold before
+                    // waiting, so the output of every batch received goes out.
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if !drain(&mut self.stages, &mut sink)? {
+                            return Ok(false);
+                        }
+                        match input.blocking_recv() {
+                            Some(message) => message,
+                            None => break,
+                        }
+                    }
+                };
                 let message = message?;
                 if message.data_header.is_empty() {
                     continue; // metadata-only message
