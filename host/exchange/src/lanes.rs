@@ -45,6 +45,8 @@ pub struct Done {
     pub cpu: Duration,
     /// Wall time of the call.
     pub wall: Duration,
+    /// Whether the call was `finish` (else a pushed message).
+    pub finish: bool,
     seq: u64,
 }
 
@@ -318,17 +320,19 @@ fn serve(
             break;
         }
         let started = Instant::now();
-        let (seq, (out, cpu)) = match job {
+        let (seq, finish, (out, cpu)) = match job {
             Job::Push { seq, message } => (
                 seq,
+                false,
                 measure_cpu(|| guarded(|| session.push(&message.data_header, &message.data_body))),
             ),
-            Job::Finish { seq } => (seq, measure_cpu(|| guarded(|| session.finish()))),
+            Job::Finish { seq } => (seq, true, measure_cpu(|| guarded(|| session.finish()))),
         };
         let result = Done {
             out,
             cpu,
             wall: started.elapsed(),
+            finish,
             seq,
         };
         if done.send(result).is_err() {

@@ -395,10 +395,14 @@ impl StageRun {
             out: one,
             cpu,
             wall,
+            finish,
             ..
         } in done
         {
-            self.metrics().batch_wall.observe(wall);
+            // Per batch, as on one instance: `finish` is not a batch.
+            if !finish {
+                self.metrics().batch_wall.observe(wall);
+            }
             out.extend(self.account(one, cpu, wall)?);
         }
         Ok(out)
