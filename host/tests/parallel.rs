@@ -158,14 +158,7 @@ async fn open_exchange(
     for m in messages {
         tx.send(m).await.unwrap();
     }
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    *request.metadata_mut() = client.metadata().clone();
-    let mut output = client
-        .inner_mut()
-        .do_exchange(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut output = exchange_raw(client, ReceiverStream::new(rx)).await;
     let schema = output.message().await.unwrap().expect("the output schema");
     assert!(!schema.data_header.is_empty());
     (tx, output, rest)

@@ -514,31 +514,17 @@ fn feed(
     Ok(true)
 }
 
-/// Hands on everything the stages still have in flight, in stage order, through
-/// the stages after each; false once the client is gone.
-fn drain(
+/// Calls `each` on every stage in order (draining what is in flight, or ending
+/// it), passing what it returns through the stages after it; false once the
+/// client is gone.
+fn in_stage_order(
     stages: &mut [StageRun],
     sink: &mut dyn FnMut(FlightData) -> Result<bool>,
+    each: fn(&mut StageRun) -> Result<Vec<FlightData>>,
 ) -> Result<bool> {
     for i in 0..stages.len() {
         let (head, rest) = stages.split_at_mut(i + 1);
-        for out in head[i].drain()? {
-            if !feed(rest, &out, sink)? {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
-}
-
-/// Ends every stage in order, passing what each flushes through the ones after it.
-fn finish(
-    stages: &mut [StageRun],
-    sink: &mut dyn FnMut(FlightData) -> Result<bool>,
-) -> Result<bool> {
-    for i in 0..stages.len() {
-        let (head, rest) = stages.split_at_mut(i + 1);
-        for out in head[i].finish()? {
+        for out in each(&mut head[i])? {
             if !feed(rest, &out, sink)? {
                 return Ok(false);
             }
@@ -576,7 +562,7 @@ impl Worker {
                     // Input went quiet: hand on what parallel stages hold before
                     // waiting, so the output of every batch received goes out.
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        if !drain(&mut self.stages, &mut sink)? {
+                        if !in_stage_order(&mut self.stages, &mut sink, StageRun::drain)? {
                             return Ok(false);
                         }
                         match input.blocking_recv() {
@@ -593,7 +579,7 @@ impl Worker {
                     return Ok(false);
                 }
             }
-            finish(&mut self.stages, &mut sink)
+            in_stage_order(&mut self.stages, &mut sink, StageRun::finish)
         })();
         let label = self.label;
         let stage_failed = self.stages.iter().any(|s| s.failed);

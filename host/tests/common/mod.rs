@@ -226,14 +226,7 @@ pub async fn exchange_with_receipt(
         .into_iter()
         .map(|d| d.unwrap())
         .collect();
-    let mut request = tonic::Request::new(futures::stream::iter(data));
-    *request.metadata_mut() = client.metadata().clone();
-    let mut stream = client
-        .inner_mut()
-        .do_exchange(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = exchange_raw(client, futures::stream::iter(data)).await;
     let mut messages = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
         messages.push(message);
@@ -254,6 +247,23 @@ pub async fn exchange_with_receipt(
         out,
         mallard_protocol::Receipt::from_json(&bytes).expect("a receipt"),
     )
+}
+
+/// Opens a `do_exchange` of `input` through the generated gRPC client (which,
+/// unlike `FlightClient::do_exchange`, keeps the trailers) with the client's
+/// credentials.
+pub async fn exchange_raw(
+    client: &mut FlightClient,
+    input: impl futures::Stream<Item = arrow_flight::FlightData> + Send + 'static,
+) -> tonic::Streaming<arrow_flight::FlightData> {
+    let mut request = tonic::Request::new(input);
+    *request.metadata_mut() = client.metadata().clone();
+    client
+        .inner_mut()
+        .do_exchange(request)
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// A message whose header is not a flatbuffer: what a broken or hostile client
