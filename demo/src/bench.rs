@@ -10,6 +10,7 @@ use crate::figures::figure;
 use crate::ops;
 use crate::servers::{self, Server};
 use anyhow::{Result, ensure};
+use arrow::array::AsArray;
 use arrow_flight::FlightClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use mallard_guest_builder::polyglot::Language;
@@ -143,6 +144,8 @@ pub async fn run(
             "push_exchange",
             "parallel_1",
             "parallel_n",
+            "parallel_sql_1",
+            "parallel_sql_n",
         ]);
     }
     if options.sandbox != SandboxMode::On {
@@ -168,7 +171,13 @@ pub async fn run(
         ensure!(
             !ops.iter().any(|op| matches!(
                 *op,
-                "get" | "transfer" | "push" | "sql_exchange" | "push_exchange"
+                "get"
+                    | "transfer"
+                    | "push"
+                    | "sql_exchange"
+                    | "push_exchange"
+                    | "parallel_sql_1"
+                    | "parallel_sql_n"
             )) || ops.contains(&"put"),
             "get, transfer and push read the table put creates; include put in --ops"
         );
@@ -318,6 +327,34 @@ pub async fn run(
                             .await?;
                     out.rows
                 }
+                "parallel_sql_1" | "parallel_sql_n" => {
+                    // Where the data lives: the server scans, pseudonymises and
+                    // counts; only the count crosses the network.
+                    let instances = if op == "parallel_sql_1" {
+                        1
+                    } else {
+                        parallel_instances()
+                    };
+                    let sql = format!(
+                        r#"SELECT count(*) FROM exchange('{{"exchanger": "pseudonymize", "instances": {instances},
+                            "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}',
+                            'SELECT * FROM {TABLE}')"#
+                    );
+                    let batches = ops::query(c1, &sql).await?;
+                    let count = batches
+                        .first()
+                        .and_then(|b| {
+                            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64)
+                                .ok()
+                        })
+                        .and_then(|c| {
+                            c.as_primitive_opt::<arrow::datatypes::UInt64Type>()
+                                .map(|a| a.value(0))
+                        })
+                        .unwrap_or(0);
+                    progress.inc(count);
+                    count
+                }
                 "exchange_python" | "exchange_js" => {
                     let command = &ports[op].0;
                     let out =
@@ -432,16 +469,18 @@ pub async fn run(
             out.insert(format!("{op}_over_rust"), figure(ratio, 3));
         }
     }
-    if let (Some(par), Some(one)) = (
-        out.get("parallel_n_rows_per_s"),
-        out.get("parallel_1_rows_per_s"),
-    ) {
-        let ratio = par.as_f64().unwrap_or(0.0) / one.as_f64().unwrap_or(1.0);
-        out.insert("parallel_n_over_1".to_owned(), figure(ratio, 3));
-        out.insert(
-            "parallel_instances".to_owned(),
-            serde_json::json!(parallel_instances()),
-        );
+    for prefix in ["parallel", "parallel_sql"] {
+        if let (Some(par), Some(one)) = (
+            out.get(&format!("{prefix}_n_rows_per_s")),
+            out.get(&format!("{prefix}_1_rows_per_s")),
+        ) {
+            let ratio = par.as_f64().unwrap_or(0.0) / one.as_f64().unwrap_or(1.0);
+            out.insert(format!("{prefix}_n_over_1"), figure(ratio, 3));
+            out.insert(
+                "parallel_instances".to_owned(),
+                serde_json::json!(parallel_instances()),
+            );
+        }
     }
     if let (Some(w), Some(nat)) = (
         out.get("exchange_wasm_rows_per_s"),
@@ -591,6 +630,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "push_exchange",
         "parallel_1",
         "parallel_n",
+        "parallel_sql_1",
+        "parallel_sql_n",
         "adbc_get",
         "adbc_ingest",
     ] {
@@ -636,6 +677,7 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "push_exchange_over_push",
         "parallel_instances",
         "parallel_n_over_1",
+        "parallel_sql_n_over_1",
         "adbc_get_over_get",
         "adbc_ingest_over_put",
     ] {

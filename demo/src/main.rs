@@ -141,6 +141,7 @@ enum Command {
         json: bool,
         /// Only these operations (comma-separated: put,put_file,get,transfer,push,exchange,
         /// exchange_python,exchange_js,sql_exchange,push_exchange,parallel_1,parallel_n,
+        /// parallel_sql_1,parallel_sql_n,
         /// adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,
