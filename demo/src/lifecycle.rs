@@ -143,24 +143,49 @@ pub async fn remove(client: &mut FlightClient, reference: &str) -> Result<()> {
     Ok(())
 }
 
+/// One exchange stage as the command line gives it.
+pub struct Stage<'a> {
+    /// `[OWNER/]NAME[@PIN]`.
+    pub reference: &'a str,
+    /// Parameters.
+    pub params: Vec<(String, String)>,
+    /// Most instances (`None`: the server's cap).
+    pub instances: Option<u32>,
+    /// Whether output may leave in any order.
+    pub any_order: bool,
+}
+
+impl Stage<'_> {
+    /// The `do_exchange` descriptor.
+    pub fn descriptor(&self) -> String {
+        let mut stage = serde_json::json!({
+            "exchanger": self.reference,
+            "params": self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        if let Some(n) = self.instances {
+            stage["instances"] = n.into();
+        }
+        if self.any_order {
+            stage["order"] = "any".into();
+        }
+        stage.to_string()
+    }
+}
+
 /// Streams a Parquet file through an exchanger into another Parquet file,
 /// with a progress bar and a receipt at the end.
 pub async fn exchange(
     client: &mut FlightClient,
-    reference: &str,
+    stage: &Stage<'_>,
     input: &Path,
     output: &Path,
-    params: Vec<(String, String)>,
 ) -> Result<u64> {
     let (schema, rows, batches) = data::read_parquet(input)?;
-    let command = serde_json::json!({
-        "exchanger": reference,
-        "params": params
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect::<serde_json::Map<_, _>>(),
-    })
-    .to_string();
+    let command = stage.descriptor();
     let bar = indicatif::ProgressBar::new(rows);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec}")
@@ -208,6 +233,7 @@ pub async fn exchange(
     std::fs::rename(&tmp, output)?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    let reference = stage.reference;
     println!(
         "exchanged {rows} rows into {out_rows} through {reference} in {seconds:.2} s \
          ({:.0} rows/s); wrote {}",
@@ -256,6 +282,30 @@ pub fn describe_error(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_descriptor_carries_instances_and_order_only_when_given() {
+        let mut stage = Stage {
+            reference: "alice/pseudonymize",
+            params: vec![("key".into(), "k".repeat(16))],
+            instances: None,
+            any_order: false,
+        };
+        let plain: Value = serde_json::from_str(&stage.descriptor()).unwrap();
+        assert_eq!(plain["exchanger"], "alice/pseudonymize");
+        assert_eq!(plain["params"]["key"], "k".repeat(16));
+        assert!(plain.get("instances").is_none() && plain.get("order").is_none());
+        stage.instances = Some(2);
+        stage.any_order = true;
+        let parallel: Value = serde_json::from_str(&stage.descriptor()).unwrap();
+        assert_eq!(
+            (parallel["instances"].as_u64(), parallel["order"].as_str()),
+            (Some(2), Some("any"))
+        );
+        let parsed =
+            mallard_protocol::ExchangeRequest::parse(stage.descriptor().as_bytes()).unwrap();
+        assert_eq!(parsed.stages[0].instances, Some(2));
+    }
 
     #[test]
     fn params_are_key_equals_value() {

@@ -107,6 +107,14 @@ enum Command {
         /// Exchanger parameter KEY=VALUE (repeatable).
         #[arg(long = "param", value_parser = lifecycle::parse_param)]
         params: Vec<(String, String)>,
+        /// Most instances a stateless exchanger may run on (default: the
+        /// server's --exchange-instances).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        instances: Option<u32>,
+        /// Let output batches leave in any order (a stateless exchanger on
+        /// several instances); the output file's rows are then in that order.
+        #[arg(long)]
+        any_order: bool,
     },
     /// Run SQL and print the result.
     Sql {
@@ -278,9 +286,19 @@ async fn run_lifecycle(client: &mut arrow_flight::FlightClient, command: &Comman
             input,
             output,
             params,
-        } => lifecycle::exchange(client, reference, input, output, params.clone())
-            .await
-            .map(drop),
+            instances,
+            any_order,
+        } => {
+            let stage = lifecycle::Stage {
+                reference,
+                params: params.clone(),
+                instances: *instances,
+                any_order: *any_order,
+            };
+            lifecycle::exchange(client, &stage, input, output)
+                .await
+                .map(drop)
+        }
         Command::Sql { sql, max_rows } => lifecycle::sql(client, sql, *max_rows).await.map(drop),
         _ => anyhow::bail!("not an exchanger lifecycle command"),
     }

@@ -114,6 +114,42 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
             .any(|l| l.contains("alice/add_processed") && l.contains(" 1 ")),
         "one call listed:\n{listed}"
     );
+    // On two instances, output in any order: the same rows.
+    let any_order = dir.path().join("any.parquet");
+    let exchanged = ok(demo(
+        &server,
+        ALICE,
+        &[
+            "exchange",
+            "add_processed",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            any_order.to_str().unwrap(),
+            "--instances",
+            "2",
+            "--any-order",
+        ],
+    ));
+    assert!(
+        exchanged.contains("exchanged 20000 rows into 20000"),
+        "{exchanged}"
+    );
+    let refused = demo(
+        &server,
+        ALICE,
+        &[
+            "exchange",
+            "add_processed",
+            "--input",
+            "x",
+            "--output",
+            "y",
+            "--instances",
+            "0",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "clap refuses 0 instances");
 
     // The file equals what the native built-in makes of the same input.
     let got = read_parquet(&output);
