@@ -74,6 +74,33 @@ fn stream_batches(
     (tokio_stream::wrappers::ReceiverStream::new(rx), reader)
 }
 
+/// A stateless exchanger on one instance, then on one per core: `pseudonymize`
+/// (keyed HMAC-SHA256 of `carrier`) where the data lives, only a count returned.
+async fn every_core(client: &mut FlightClient, rows: u64) -> Result<()> {
+    println!(
+        "building guest-exchangers/pseudonymize for wasm32-wasip2 (cached after the first time)"
+    );
+    let component = std::fs::read(crate::guest::build("pseudonymize")?)?;
+    ops::action(client, "upload_exchanger", component).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    for instances in [1, cores] {
+        let sql = format!(
+            r#"SELECT count(DISTINCT carrier) AS pseudonyms FROM exchange('{{"exchanger": "pseudonymize", "instances": {instances}, "params": {{"column": "carrier", "key": "walkthrough-key-0001"}}}}', 'SELECT * FROM flights')"#
+        );
+        let started = std::time::Instant::now();
+        let out = ops::query(client, &sql).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "pseudonymize on {instances} instance(s): {rows} rows in {seconds:.2} s ({:.0} rows/s)",
+            rows as f64 / seconds.max(1e-9)
+        );
+        if instances == 1 {
+            println!("{}", pretty_format_batches(&out)?);
+        }
+    }
+    Ok(())
+}
+
 /// Runs the walkthrough.
 pub async fn run(options: WalkthroughOptions) -> Result<()> {
     let (s1, s2): (Server, Server) =
@@ -223,7 +250,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
 
     step(
         6,
-        "Run the exchanger where the data lives: in SQL, and on a push",
+        "Run exchangers where the data lives: in SQL, on a push, on every core",
     );
     let sql = format!(
         "SELECT origin, count(*) AS flights, count(*) FILTER (WHERE processed) AS processed \
@@ -248,6 +275,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         processed == rows as i64,
         "the pushed table has {processed} rows, expected {rows}"
     );
+    every_core(&mut c1, rows).await?;
 
     step(7, "Benchmark, sandbox on and off");
     let options = BenchOptions {

@@ -55,6 +55,16 @@ fn bench_json_has_every_key_and_the_row_count() {
         "python_stream_start_ms",
         "js_stream_start_ms",
         "rust_stream_start_ms",
+        "parallel_1_rows_per_s",
+        "parallel_n_rows_per_s",
+        "parallel_sql_1_rows_per_s",
+        "parallel_sql_n_rows_per_s",
+        "parallel_n_over_1",
+        "parallel_sql_n_over_1",
+        "duckdb_scan_cpu_s_per_m_rows",
+        "duckdb_ingest_cpu_s_per_m_rows",
+        "get_server_cpu_over_duckdb",
+        "put_server_cpu_over_duckdb",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),
