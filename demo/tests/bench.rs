@@ -61,15 +61,23 @@ fn bench_json_has_every_key_and_the_row_count() {
         "parallel_sql_n_rows_per_s",
         "parallel_n_over_1",
         "parallel_sql_n_over_1",
-        "duckdb_scan_cpu_s_per_m_rows",
-        "duckdb_ingest_cpu_s_per_m_rows",
-        "get_server_cpu_over_duckdb",
-        "put_server_cpu_over_duckdb",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),
             "{key} missing or zero in {json}"
         );
+    }
+    // The ceiling needs the Python peer's packages beside the project; where it
+    // ran, DuckDB's own CPU is reported beside the servers'.
+    if json.get("ceiling_scan_rows_per_s").is_some() {
+        for key in [
+            "duckdb_scan_cpu_s_per_m_rows",
+            "duckdb_ingest_cpu_s_per_m_rows",
+            "get_server_cpu_over_duckdb",
+            "put_server_cpu_over_duckdb",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing in {json}");
+        }
     }
     // CPU time is counted in 10 ms ticks: at this size a path may take none.
     for key in [
