@@ -63,10 +63,23 @@ const PORTS: [(&str, Language); 2] = [
 /// The key `parallel_*` pseudonymises with.
 const PSEUDONYM_KEY: &str = "mallard-bench-key-0001";
 
-/// Instances `parallel_n` asks for: one per core, at most the server's default
-/// cap of 8.
+/// Instances `parallel_n` asks for: the server's default cap (one per core, at
+/// most 8), which the bench's servers run with.
 fn parallel_instances() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    mallard::config::default_exchange_instances()
+}
+
+/// The `pseudonymize` stage a `parallel*` op runs: one instance for the `_1`
+/// ops, [`parallel_instances`] for the `_n` ones.
+fn pseudonymize_stage(op: &str) -> String {
+    let instances = if op.ends_with("_1") {
+        1
+    } else {
+        parallel_instances()
+    };
+    format!(
+        r#"{{"exchanger": "pseudonymize", "instances": {instances}, "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}"#
+    )
 }
 
 /// Exchanges of one row timed to measure what a stream costs to start.
@@ -313,15 +326,7 @@ pub async fn run(
                     out.rows
                 }
                 "parallel_1" | "parallel_n" => {
-                    let instances = if op == "parallel_1" {
-                        1
-                    } else {
-                        parallel_instances()
-                    };
-                    let command = format!(
-                        r#"{{"exchanger": "pseudonymize", "instances": {instances},
-                            "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}"#
-                    );
+                    let command = pseudonymize_stage(op);
                     let out =
                         ops::exchange(c1, &command, peer_schema(), generated(&pool, n), &progress)
                             .await?;
@@ -330,15 +335,9 @@ pub async fn run(
                 "parallel_sql_1" | "parallel_sql_n" => {
                     // Where the data lives: the server scans, pseudonymises and
                     // counts; only the count crosses the network.
-                    let instances = if op == "parallel_sql_1" {
-                        1
-                    } else {
-                        parallel_instances()
-                    };
+                    let stage = pseudonymize_stage(op);
                     let sql = format!(
-                        r#"SELECT count(*) FROM exchange('{{"exchanger": "pseudonymize", "instances": {instances},
-                            "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}',
-                            'SELECT * FROM {TABLE}')"#
+                        "SELECT count(*) FROM exchange('{stage}', 'SELECT * FROM {TABLE}')"
                     );
                     let batches = ops::query(c1, &sql).await?;
                     let count = batches

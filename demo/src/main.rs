@@ -109,7 +109,7 @@ enum Command {
         params: Vec<(String, String)>,
         /// Most instances a stateless exchanger may run on (default: the
         /// server's --exchange-instances).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=mallard_protocol::exchange::MAX_INSTANCES as i64))]
         instances: Option<u32>,
         /// Let output batches leave in any order (a stateless exchanger on
         /// several instances); the output file's rows are then in that order.

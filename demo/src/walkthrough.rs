@@ -82,7 +82,7 @@ async fn every_core(client: &mut FlightClient, rows: u64) -> Result<()> {
     );
     let component = std::fs::read(crate::guest::build("pseudonymize")?)?;
     ops::action(client, "upload_exchanger", component).await?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let cores = mallard::config::default_exchange_instances();
     for instances in [1, cores] {
         let sql = format!(
             r#"SELECT count(DISTINCT carrier) AS pseudonyms FROM exchange('{{"exchanger": "pseudonymize", "instances": {instances}, "params": {{"column": "carrier", "key": "walkthrough-key-0001"}}}}', 'SELECT * FROM flights')"#

@@ -2,7 +2,8 @@
 //! server: upload, list, exchange a Parquet file into another (rows equal to the
 //! built-in's output), sql, remove, and errors printed as code and message.
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
 use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use futures::TryStreamExt;
@@ -91,18 +92,20 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
     let listed = ok(demo(&server, ALICE, &["exchangers"]));
     assert!(listed.contains("alice/add_processed"), "{listed}");
 
-    let exchanged = ok(demo(
-        &server,
-        ALICE,
-        &[
+    // `mallard-demo exchange add_processed --input in.parquet --output OUT EXTRA…`
+    let exchange_to = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "exchange",
             "add_processed",
             "--input",
             input.to_str().unwrap(),
             "--output",
-            output.to_str().unwrap(),
-        ],
-    ));
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        demo(&server, ALICE, &args)
+    };
+    let exchanged = ok(exchange_to(&output, &[]));
     assert!(
         exchanged.contains("exchanged 20000 rows into 20000"),
         "{exchanged}"
@@ -116,24 +119,29 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
     );
     // On two instances, output in any order: the same rows.
     let any_order = dir.path().join("any.parquet");
-    let exchanged = ok(demo(
-        &server,
-        ALICE,
-        &[
-            "exchange",
-            "add_processed",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            any_order.to_str().unwrap(),
-            "--instances",
-            "2",
-            "--any-order",
-        ],
+    let exchanged = ok(exchange_to(
+        &any_order,
+        &["--instances", "2", "--any-order"],
     ));
     assert!(
         exchanged.contains("exchanged 20000 rows into 20000"),
         "{exchanged}"
+    );
+    let flight_ids = |batches: Vec<RecordBatch>| {
+        let mut ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column_by_name("flight_id").expect("flight_id");
+                ids.as_primitive::<Int64Type>().values().to_vec()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(
+        flight_ids(read_parquet(&any_order)),
+        flight_ids(read_parquet(&output)),
+        "every row once, whatever the order"
     );
     let refused = demo(
         &server,
@@ -185,18 +193,7 @@ async fn upload_list_exchange_sql_remove_from_the_command_line() {
         "{removed}"
     );
     // Errors: the server's code and message, no backtrace, exit status 1.
-    let failed = demo(
-        &server,
-        ALICE,
-        &[
-            "exchange",
-            "add_processed",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            dir.path().join("none.parquet").to_str().unwrap(),
-        ],
-    );
+    let failed = exchange_to(&dir.path().join("none.parquet"), &[]);
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: NotFound: "), "{stderr}");

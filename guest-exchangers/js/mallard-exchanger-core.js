@@ -89,7 +89,8 @@ export function appendColumn(batch, schema, column) {
 
 const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
-function frame(header, body) {
+/** `header` and `body` as one framed message of an IPC stream. */
+export function frame(header, body) {
   const pad = (8 - (header.length % 8)) % 8;
   const out = new Uint8Array(8 + header.length + pad + body.length);
   const view = new DataView(out.buffer);

@@ -46,6 +46,9 @@ export class Exchanger {
   finish(): arrow.RecordBatch[];
 }
 
+/** `header` and `body` (an IPC message) framed as one message of an IPC stream. */
+export function frame(header: Uint8Array, body: Uint8Array): Uint8Array;
+
 /** `schema` with `field` added at the end (metadata kept). */
 export function withField(schema: arrow.Schema, field: arrow.Field): arrow.Schema;
 

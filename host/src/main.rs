@@ -173,7 +173,7 @@ struct ServeArgs {
     /// Most instances (threads) one stateless exchange stage runs on; 1 turns
     /// parallel stages off. Default: the machine's cores, at most 8.
     #[arg(long, env = "MALLARD_EXCHANGE_INSTANCES", default_value_t = mallard::config::default_exchange_instances(),
-          value_parser = clap::value_parser!(u32).range(1..=64).map(|n| n as usize))]
+          value_parser = clap::value_parser!(u32).range(1..=mallard_protocol::exchange::MAX_INSTANCES as i64).map(|n| n as usize))]
     exchange_instances: usize,
     /// Instances beyond each stage's first that one user may hold at once; when
     /// they are taken, stages run on fewer instances.

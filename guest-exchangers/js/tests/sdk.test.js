@@ -3,7 +3,7 @@
 // `host/tests/polyglot.rs`.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExchangerWith, withField } from '../mallard-exchanger-core.js';
+import { Exchanger, InvalidInput, appendColumn, arrow, constantColumn, exportExchangerWith, frame, withField } from '../mallard-exchanger-core.js';
 
 /** The exported interface with a stub `emit` that keeps what each call emits,
  *  every column encoded, so `session.push` answers with that call's messages. */
@@ -57,16 +57,6 @@ function bodyOf(stream, at, header) {
   return stream.slice(at, at + n);
 }
 
-function frame(header, body) {
-  const pad = (8 - (header.length % 8)) % 8;
-  const out = new Uint8Array(8 + header.length + pad + body.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 0xffffffff, true);
-  view.setInt32(4, header.length + pad, true);
-  out.set(header, 8);
-  out.set(body, 8 + header.length + pad);
-  return out;
-}
 
 function read(schemaHeader, outputs) {
   const parts = [frame(schemaHeader, new Uint8Array(0)), ...outputs.map((m) => frame(m.header, m.body)), new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0])];

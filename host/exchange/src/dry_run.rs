@@ -3,7 +3,6 @@
 //! the output schema it declares or its refusal. Runs under the same limits and
 //! memory pool as a real exchange; nothing is streamed.
 
-use crate::ExchangeSession;
 use crate::catalog::{Code, Version};
 use crate::metrics::code_name;
 use crate::validated_schema_message;
@@ -99,7 +98,7 @@ pub fn dry_run(
     )
     .and_then(|session| {
         let schema = session.output_schema()?;
-        let parallel = session.stateless() && !crate::lanes::has_dictionaries(&schema);
+        let parallel = crate::lanes::may_run_on_lanes(&session, &schema);
         Ok((schema, parallel))
     });
     Ok(match opened {

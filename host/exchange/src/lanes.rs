@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 /// waits for the stage to hand it the next batch.
 pub const IN_FLIGHT_PER_LANE: usize = 2;
 
-/// Most instances one stage may run on, whatever the server's flag says.
-pub const MAX_LANES: usize = 64;
-
 /// Whether output may leave in any order.
 pub use mallard_protocol::exchange::Order;
 
@@ -87,6 +84,22 @@ pub struct Lanes {
     next_seq: u64,
     next_lane: usize,
     order: Order,
+}
+
+/// Whether a stream of `session` may run on several instances: the session
+/// said it is stateless and its `output` has no dictionary-encoded field.
+pub fn may_run_on_lanes(session: &dyn ExchangeSession, output: &Schema) -> bool {
+    session.stateless() && !has_dictionaries(output)
+}
+
+/// Runs one call, returning its outcome, its CPU time on this thread and its
+/// wall time.
+pub fn timed(
+    call: impl FnOnce() -> Result<Vec<FlightData>>,
+) -> (Result<Vec<FlightData>>, Duration, Duration) {
+    let started = Instant::now();
+    let (out, cpu) = measure_cpu(call);
+    (out, cpu, started.elapsed())
 }
 
 /// Whether `schema` has a dictionary-encoded field at any depth (such output
@@ -319,19 +332,18 @@ fn serve(
         if stopping.stopped() {
             break;
         }
-        let started = Instant::now();
-        let (seq, finish, (out, cpu)) = match job {
+        let (seq, finish, (out, cpu, wall)) = match job {
             Job::Push { seq, message } => (
                 seq,
                 false,
-                measure_cpu(|| guarded(|| session.push(&message.data_header, &message.data_body))),
+                timed(|| guarded(|| session.push(&message.data_header, &message.data_body))),
             ),
-            Job::Finish { seq } => (seq, true, measure_cpu(|| guarded(|| session.finish()))),
+            Job::Finish { seq } => (seq, true, timed(|| guarded(|| session.finish()))),
         };
         let result = Done {
             out,
             cpu,
-            wall: started.elapsed(),
+            wall,
             finish,
             seq,
         };

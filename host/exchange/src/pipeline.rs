@@ -126,7 +126,10 @@ pub async fn start(
         label: format!("{}#{}", describe(&versions), principal.user),
         stages: request.stages.clone(),
         user: principal.user.clone(),
-        per_stage: exchanges.parallelism.per_stage.clamp(1, lanes::MAX_LANES),
+        per_stage: exchanges
+            .parallelism
+            .per_stage
+            .clamp(1, mallard_protocol::exchange::MAX_INSTANCES as usize),
         extra: exchanges.parallelism.extra.clone(),
     };
     tokio::task::spawn_blocking(move || {
@@ -210,8 +213,7 @@ impl Opening {
                 .instances
                 .map_or(self.per_stage, |n| n as usize)
                 .min(self.per_stage);
-            let parallel =
-                wanted > 1 && session.stateless() && !lanes::has_dictionaries(&next_schema);
+            let parallel = wanted > 1 && lanes::may_run_on_lanes(&*session, &next_schema);
             let (run, extra) = if parallel {
                 self.open_lanes(
                     session,
@@ -408,19 +410,6 @@ impl StageRun {
         Ok(out)
     }
 
-    /// One call into the single session on this thread, timed and metered.
-    fn call_one(
-        &mut self,
-        call: impl FnOnce(&mut dyn ExchangeSession) -> Result<Vec<FlightData>>,
-    ) -> Result<Vec<FlightData>> {
-        let Run::One(session) = &mut self.run else {
-            unreachable!("called on single-instance stages only")
-        };
-        let started = Instant::now();
-        let (out, cpu) = measure_cpu(|| call(&mut **session));
-        self.account(out, cpu, started.elapsed())
-    }
-
     /// Hands one message to the stage; returns the output now ready (a parallel
     /// stage's may belong to earlier messages).
     fn push(&mut self, message: &FlightData) -> Result<Vec<FlightData>> {
@@ -429,11 +418,11 @@ impl StageRun {
         self.receipt.bytes_in += bytes;
         self.receipt.batches_in += 1;
         match &mut self.run {
-            Run::One(_) => {
-                let started = Instant::now();
-                let out = self.call_one(|s| s.push(&message.data_header, &message.data_body));
-                self.metrics().batch_wall.observe(started.elapsed());
-                out
+            Run::One(session) => {
+                let (out, cpu, wall) =
+                    lanes::timed(|| session.push(&message.data_header, &message.data_body));
+                self.metrics().batch_wall.observe(wall);
+                self.account(out, cpu, wall)
             }
             Run::Lanes(lanes) => {
                 let done = lanes.push(message)?;
@@ -455,7 +444,10 @@ impl StageRun {
 
     fn finish(&mut self) -> Result<Vec<FlightData>> {
         match &mut self.run {
-            Run::One(_) => self.call_one(|s| s.finish()),
+            Run::One(session) => {
+                let (out, cpu, wall) = lanes::timed(|| session.finish());
+                self.account(out, cpu, wall)
+            }
             Run::Lanes(lanes) => {
                 let done = lanes.finish()?;
                 self.account_all(done)
