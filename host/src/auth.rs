@@ -3,10 +3,13 @@
 //! Passwords are kept only as argon2id hashes (PHC strings, as `mallard
 //! hash-password` prints them). Tokens are 256 random bits, handed out by `Handshake`
 //! or in answer to any call carrying Basic credentials; the server keeps only their
-//! SHA-256 digests, looked up by digest. Password checks run off the async
-//! runtime, a few at a time, and an address that keeps failing is refused
-//! unverified for a while. Neither tokens nor passwords are ever logged.
+//! SHA-256 digests, looked up by digest. With a cluster key the token is signed
+//! instead (see [`crate::cluster::token`]) so the cluster's other nodes accept it
+//! too, each with its own role for the user; the digest is kept all the same.
+//! Password checks run off the async runtime, a few at a time, and an address
+//! that keeps failing is refused unverified for a while. Neither tokens nor passwords are ever logged.
 
+use crate::cluster::{self, token::ClusterKey};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -25,6 +28,9 @@ use tonic::metadata::MetadataMap;
 pub use mallard_access::{Principal, Role};
 pub use mallard_protocol::credentials::basic_header;
 use mallard_protocol::credentials::{Credentials, parse_authorization};
+
+/// How long a token a node mints to call its peers for a caller stays valid.
+pub const ACTING_FOR_CALLER_TTL: Duration = Duration::from_secs(60);
 
 /// The seeds' development credentials, used when no users are configured.
 pub const DEFAULT_USER: &str = "admin";
@@ -184,6 +190,10 @@ impl Failures {
 pub struct Authenticator {
     users: HashMap<String, User>,
     token_ttl: Duration,
+    /// The cluster's shared key, when this node is one of several.
+    cluster: Option<ClusterKey>,
+    /// This server's id in the tokens it signs (random per start).
+    node_id: String,
     sessions: Mutex<Sessions>,
     failures: Mutex<Failures>,
     password_checks: Arc<Semaphore>,
@@ -217,10 +227,28 @@ impl Authenticator {
         Self {
             users,
             token_ttl,
+            cluster: None,
+            node_id: format!("{:032x}", rand::random::<u128>()),
             sessions: Mutex::new(Sessions::default()),
             failures: Mutex::new(Failures::default()),
             password_checks: Arc::new(Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS)),
         }
+    }
+
+    /// Signs the tokens this server issues with the cluster's key, and accepts
+    /// the ones its peers issued (see [`crate::cluster::token`]).
+    pub fn with_cluster_key(mut self, key: Option<ClusterKey>) -> Self {
+        self.cluster = key;
+        self
+    }
+
+    /// A short-lived cluster token for `principal`, to call a peer as that user
+    /// (the peer applies its own role for the user). It is not valid on this
+    /// server; `None` without a cluster key.
+    pub fn token_for_peers(&self, principal: &Principal) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .map(|key| key.issue(&principal.user, &self.node_id, ACTING_FOR_CALLER_TTL))
     }
 
     /// Whether the development default credentials are in effect.
@@ -287,9 +315,14 @@ impl Authenticator {
     /// Issues a new bearer token for `principal`, retiring the user's oldest
     /// beyond [`MAX_SESSIONS_PER_USER`].
     pub fn issue_token(&self, principal: Principal) -> String {
-        let mut raw = [0u8; 32];
-        rand::rng().fill_bytes(&mut raw);
-        let token = URL_SAFE_NO_PAD.encode(raw);
+        let token = match &self.cluster {
+            Some(key) => key.issue(&principal.user, &self.node_id, self.token_ttl),
+            None => {
+                let mut raw = [0u8; 32];
+                rand::rng().fill_bytes(&mut raw);
+                URL_SAFE_NO_PAD.encode(raw)
+            }
+        };
         let now = Instant::now();
         self.sessions.lock().expect("session table lock").insert(
             digest(&token),
@@ -331,8 +364,35 @@ impl Authenticator {
                     "bearer token expired; authenticate again",
                 ))
             }
-            None => Err(Error::unauthenticated("invalid bearer token")),
+            None => {
+                drop(sessions);
+                self.check_peer_token(token)
+            }
         }
+    }
+
+    /// A token another node of the cluster signed: the user's role *here*.
+    fn check_peer_token(&self, token: &str) -> Result<Principal> {
+        let invalid = || Error::unauthenticated("invalid bearer token");
+        let key = match &self.cluster {
+            Some(key) if cluster::token::is_cluster_token(token) => key,
+            _ => return Err(invalid()),
+        };
+        let claims = key.verify(token)?;
+        if claims.iss == self.node_id {
+            // Issued here and since revoked or retired (or a token meant for peers).
+            return Err(invalid());
+        }
+        let user = self.users.get(&claims.sub).ok_or_else(|| {
+            Error::unauthenticated(format!(
+                "the cluster token's user {:?} is not known on this node",
+                claims.sub
+            ))
+        })?;
+        Ok(Principal {
+            user: claims.sub,
+            role: user.role,
+        })
     }
 
     /// Authenticates a call from its `authorization` header (Basic or Bearer).
@@ -399,6 +459,45 @@ mod tests {
         let err = auth.check_token(&token).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
         assert_eq!(auth.live_sessions(), 0);
+    }
+
+    fn node(alice_role: Option<Role>) -> Authenticator {
+        let mut users = HashMap::new();
+        if let Some(role) = alice_role {
+            // A hash computed once would do; argon2 per node keeps the test honest.
+            users.insert("alice".to_owned(), User::new("pw", role));
+        }
+        users.insert("admin".to_owned(), User::new("pw", Role::Admin));
+        Authenticator::new(users, Duration::from_secs(60))
+            .with_cluster_key(Some(ClusterKey::new(&[b'k'; 32]).unwrap()))
+    }
+
+    #[test]
+    fn a_peer_accepts_a_cluster_token_with_its_own_role_for_the_user() {
+        let (a, b, c) = (
+            node(Some(Role::Admin)),
+            node(Some(Role::Reader)),
+            node(None),
+        );
+        let token = a.issue_token(Principal {
+            user: "alice".into(),
+            role: Role::Admin,
+        });
+        assert_eq!(a.check_token(&token).unwrap().role, Role::Admin);
+        assert_eq!(b.check_token(&token).unwrap().role, Role::Reader);
+        let err = c.check_token(&token).unwrap_err();
+        assert!(err.to_string().contains("not known on this node"), "{err}");
+        // Logged out where it was issued: refused there, though its signature holds.
+        assert!(a.revoke(&token));
+        assert!(a.check_token(&token).is_err());
+        // A token minted to call peers is not valid where it was minted.
+        let for_peers = a.token_for_peers(&alice()).unwrap();
+        assert!(a.check_token(&for_peers).is_err());
+        assert!(b.check_token(&for_peers).is_ok());
+        // Without a key, a node takes no cluster token at all.
+        let keyless = Authenticator::new(HashMap::new(), Duration::from_secs(60));
+        assert!(keyless.check_token(&for_peers).is_err());
+        assert!(keyless.token_for_peers(&alice()).is_none());
     }
 
     #[test]

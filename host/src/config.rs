@@ -99,6 +99,12 @@ pub struct ServerConfig {
     pub exchange_instances: usize,
     /// Instances beyond each stage's first that one user may hold at once.
     pub max_extra_instances_per_user: usize,
+    /// The key this node shares with its peers: its tokens are signed with it and
+    /// theirs accepted (each node applying its own roles).
+    pub cluster_key: Option<crate::cluster::ClusterKey>,
+    /// The other nodes of the cluster (`x-mallard-nodes: all` asks each of them);
+    /// with a non-empty `push_allow`, each must be in it.
+    pub peers: Vec<mallard_protocol::PushTarget>,
 }
 
 pub use mallard_db::DEFAULT_QUERY_TIMEOUT;
@@ -165,6 +171,8 @@ impl ServerConfig {
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             exchange_instances: default_exchange_instances(),
             max_extra_instances_per_user: DEFAULT_MAX_EXTRA_INSTANCES_PER_USER,
+            cluster_key: None,
+            peers: Vec::new(),
         }
     }
 }

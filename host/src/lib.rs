@@ -6,12 +6,15 @@
 //! - [`server`] starts a server ([`server::start`]) from a [`config::ServerConfig`].
 //! - [`flight`] implements the Flight methods, Flight SQL and the actions.
 //! - [`auth`] checks credentials and issues expiring bearer tokens.
+//! - [`cluster`] lets several nodes accept each other's tokens and answer one
+//!   FlightInfo with an endpoint per node.
 //! - [`metrics`] serves the Prometheus exporter.
 //! - [`transport`] is TLS and the HTTP/2 settings; [`client`] connects to a
 //!   Mallard server the way `push_table` and the demo do.
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod flight;
 pub mod metrics;

@@ -179,6 +179,14 @@ struct ServeArgs {
     /// they are taken, stages run on fewer instances.
     #[arg(long, env = "MALLARD_MAX_EXTRA_INSTANCES_PER_USER", default_value_t = mallard::config::DEFAULT_MAX_EXTRA_INSTANCES_PER_USER)]
     max_extra_instances_per_user: usize,
+    /// A file holding the key this node shares with its peers (at least 32
+    /// bytes): its tokens are signed with it, and its peers' tokens accepted.
+    #[arg(long, env = "MALLARD_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<PathBuf>,
+    /// Another node of the cluster, as grpc://host:port or grpc+tls://host:port
+    /// (repeatable); a get_flight_info with `x-mallard-nodes: all` asks each.
+    #[arg(long, env = "MALLARD_PEER", value_delimiter = ',')]
+    peer: Vec<String>,
 }
 
 fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
@@ -244,6 +252,23 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()
         .context("--push-allow")?;
+    let peers = args
+        .peer
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("--peer")?;
+    let cluster_key = args
+        .cluster_key_file
+        .as_ref()
+        .map(|path| -> anyhow::Result<mallard::cluster::ClusterKey> {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading --cluster-key-file {}", path.display()))?;
+            mallard::cluster::ClusterKey::new(&bytes)
+                .with_context(|| format!("--cluster-key-file {}", path.display()))
+        })
+        .transpose()?;
     let limits = Limits {
         max_memory_bytes: (args.exchanger_memory_mb as usize) << 20,
         call_timeout: Duration::from_millis(args.exchanger_timeout_ms),
@@ -318,6 +343,8 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
             config.max_streams_per_connection = args.max_streams_per_connection;
             config.exchange_instances = args.exchange_instances;
             config.max_extra_instances_per_user = args.max_extra_instances_per_user;
+            config.cluster_key = cluster_key.clone();
+            config.peers = peers.clone();
             config
         })
         .collect())

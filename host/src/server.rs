@@ -84,7 +84,20 @@ impl RunningServer {
 pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let db = Arc::new(Database::open(config.db.clone())?);
     mallard_exchange::sql::register(&db)?;
-    let auth = Authenticator::new(config.users.clone(), config.token_ttl);
+    if !config.push_allow.is_empty()
+        && let Some(peer) = config.peers.iter().find(|p| !config.push_allow.contains(p))
+    {
+        return Err(Error::invalid_argument(format!(
+            "peer {peer} is not in --push-allow: one list says where this node may connect"
+        )));
+    }
+    if !config.peers.is_empty() && config.cluster_key.is_none() {
+        return Err(Error::invalid_argument(
+            "--peer needs --cluster-key-file (the peers accept each other's tokens with it)",
+        ));
+    }
+    let auth = Authenticator::new(config.users.clone(), config.token_ttl)
+        .with_cluster_key(config.cluster_key.clone());
     let engine = Arc::new(SandboxEngine::new(config.limits.clone())?);
     let catalog = Arc::new(Catalog::open(
         engine,

@@ -4,35 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-/// A directory holding `packages` for `python3` (installed once, then reused).
-fn python_packages(packages: &[&str]) -> PathBuf {
-    mallard_guest_builder::polyglot::pip_packages(packages).expect("pip installs the packages")
-}
-
-/// Runs `tests/python/<script>` against `url` with `packages`; returns its
-/// stdout once it exited successfully.
-async fn run_python(script: &str, url: String, packages: PathBuf) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .arg(url)
-            .env("PYTHONPATH", &packages)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    stdout
-}
+use common::{python_packages, run_python};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adbc_flight_sql_driver_completes_its_handshake() {
@@ -40,7 +12,7 @@ async fn the_adbc_flight_sql_driver_completes_its_handshake() {
         .await
         .unwrap();
     let server = common::start().await;
-    let stdout = run_python("adbc_handshake.py", server.url(), packages).await;
+    let stdout = run_python("adbc_handshake.py", vec![server.url()], packages).await;
     assert!(
         stdout.contains("handshake with admin/password123: ok"),
         "{stdout}"
@@ -66,7 +38,7 @@ async fn the_adbc_flight_sql_driver_queries_ingests_and_is_refused_what_it_may_n
         .await
         .unwrap();
     assert_eq!(rows, 1_000_000);
-    let stdout = run_python("adbc_flight_sql.py", server.url(), packages).await;
+    let stdout = run_python("adbc_flight_sql.py", vec![server.url()], packages).await;
     println!("{stdout}");
     for line in [
         "ingest create: 1000000 rows, checksum equal",

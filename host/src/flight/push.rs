@@ -3,7 +3,7 @@
 //! without the data passing through the requesting client.
 //!
 //! Only targets the operator allowed (`--push-allow`, by default the addresses
-//! this process serves) are ever connected to, so the server's push credentials
+//! this process serves and the `--peer`s) are ever connected to, so the server's push credentials
 //! cannot be sent to a listener of the caller's choosing, and push is no port
 //! scanner. A target that stops reading is cut off after the stall timeout.
 
@@ -67,7 +67,9 @@ pub fn served_targets() -> Vec<PushTarget> {
 /// PermissionDenied unless the operator allowed `to` (before any connection).
 pub fn check_target(state: &ServerState, target: &PushTarget) -> Result<()> {
     let allowed = if state.config.push_allow.is_empty() {
-        served_targets()
+        let mut own = served_targets();
+        own.extend(state.config.peers.iter().cloned());
+        own
     } else {
         state.config.push_allow.clone()
     };

@@ -2,6 +2,7 @@
 //! requests handed to [`crate::flight::sql`].
 
 use crate::auth::{Authenticated, Principal};
+use crate::cluster;
 use crate::flight::blocking::blocking;
 use crate::flight::inbound::next_within;
 use crate::flight::{actions, auth_layer, body_outcome, inbound, results, sql as flight_sql};
@@ -186,17 +187,41 @@ impl FlightService for MallardService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let auth = self.authenticate(&request).await?;
+        let every_node = cluster::fan_out::wants_every_node(request.metadata())?;
         let descriptor = request.into_inner();
-        if let Some(command) = flight_sql::command(&descriptor.cmd) {
+        let (info, ask_peers) = if let Some(command) = flight_sql::command(&descriptor.cmd) {
+            let command = command?;
+            let ask_peers = match every_node {
+                true => {
+                    flight_sql::peers_descriptor(
+                        &self.state,
+                        &auth.principal,
+                        &command,
+                        &descriptor,
+                    )
+                    .await?
+                }
+                false => None,
+            };
             let info =
-                flight_sql::flight_info(&self.state, &auth.principal, descriptor, command?).await?;
-            return Ok(respond(info, &auth));
-        }
-        let target = descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
-            .map_err(Error::from)?;
-        let info = self
-            .flight_info(&auth.principal, descriptor, target)
-            .await?;
+                flight_sql::flight_info(&self.state, &auth.principal, descriptor, command).await?;
+            (info, ask_peers)
+        } else {
+            let target =
+                descriptor::info_target(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+                    .map_err(Error::from)?;
+            let ask_peers = every_node.then(|| descriptor.clone());
+            let info = self
+                .flight_info(&auth.principal, descriptor, target)
+                .await?;
+            (info, ask_peers)
+        };
+        let info = match ask_peers {
+            Some(asked) => {
+                cluster::fan_out::gather(&self.state, &auth.principal, asked, info).await?
+            }
+            None => info,
+        };
         Ok(respond(info, &auth))
     }
 

@@ -440,3 +440,30 @@ pub async fn login(server: &RunningServer, who: (&str, &str)) -> FlightClient {
         .await
         .expect("login")
 }
+
+/// A directory holding `packages` for `python3` (installed once, then reused).
+pub fn python_packages(packages: &[&str]) -> PathBuf {
+    mallard_guest_builder::polyglot::pip_packages(packages).expect("pip installs the packages")
+}
+
+/// Runs `tests/python/<script>` with `args` and `packages`; returns its stdout
+/// once it exited successfully.
+pub async fn run_python(script: &str, args: Vec<String>, packages: PathBuf) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .env("PYTHONPATH", &packages)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}

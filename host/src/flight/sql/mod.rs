@@ -41,7 +41,7 @@ use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionCancelQueryRequest,
     ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionEndTransactionRequest, Any, Command,
-    DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt,
+    CommandStatementQuery, DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt,
 };
 use arrow_flight::{
     ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
@@ -100,6 +100,47 @@ pub const ACTIONS: [(&str, &str); 6] = [
 /// The Flight SQL command in `bytes`, if they hold one.
 pub fn command(bytes: &[u8]) -> Option<Result<Command>> {
     mallard_protocol::flight_sql::decode_command(bytes).map(|r| r.map_err(Error::from))
+}
+
+/// What to ask the cluster's other nodes for `command`'s parts: the same
+/// statement for a read outside a transaction, the SQL of a prepared query
+/// (the peers do not hold the prepared statement); `None` for metadata, which
+/// is this node's. A write, a transaction's query, or a prepared statement with
+/// bound parameters asked of every node is InvalidArgument, before anything runs.
+pub async fn peers_descriptor(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    command: &Command,
+    descriptor: &FlightDescriptor,
+) -> Result<Option<FlightDescriptor>> {
+    let every_node = crate::cluster::NODES_HEADER;
+    match command {
+        Command::CommandStatementQuery(query) => {
+            if query.transaction_id.is_some() {
+                return Err(Error::invalid_argument(format!(
+                    "{every_node}: all reads outside transactions (a transaction lives on one node)"
+                )));
+            }
+            let shape = statement_shape(state, principal, query.query.clone(), None).await?;
+            if shape.kind != StatementKind::Read {
+                return Err(Error::invalid_argument(format!(
+                    "{every_node}: all runs queries only; run a change on each node yourself"
+                )));
+            }
+            Ok(Some(descriptor.clone()))
+        }
+        Command::CommandPreparedStatementQuery(p) => {
+            let prepared = prepared::get(state, principal, &p.prepared_statement_handle)?;
+            let statement = CommandStatementQuery {
+                query: prepared.sql_for_peers()?,
+                transaction_id: None,
+            };
+            Ok(Some(FlightDescriptor::new_cmd(
+                statement.as_any().encode_to_vec(),
+            )))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Whether an action of this type is Flight SQL's.

@@ -37,6 +37,21 @@ impl PreparedStatement {
         self.kind == StatementKind::Read
     }
 
+    /// The SQL to ask the cluster's other nodes, which do not hold this
+    /// statement: a query outside a transaction without bound parameters only;
+    /// InvalidArgument otherwise.
+    pub fn sql_for_peers(&self) -> Result<String> {
+        let every_node = crate::cluster::NODES_HEADER;
+        let params = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_query() || self.transaction.is_some() || !params.is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "{every_node}: all runs a prepared statement on every node only when it is \
+                 a query outside a transaction without bound parameters"
+            )));
+        }
+        Ok(self.sql.clone())
+    }
+
     /// Replaces the bound parameter batches.
     pub fn bind(&self, batches: Vec<RecordBatch>) {
         *self.params.lock().unwrap_or_else(|p| p.into_inner()) = batches;

@@ -1,0 +1,438 @@
+//! Three nodes on loopback sharing a cluster key: one FlightInfo with an endpoint
+//! per node, read with a Rust Flight client, pyarrow and the ADBC Flight SQL
+//! driver; each node applies its own roles to a peer's token; a part that is
+//! missing, of another schema, or on a node that dies (a killed `mallard serve`
+//! process) fails the read naming the node, never drops out of it.
+
+mod common;
+
+use arrow::array::{Array, Int32Array, Int64Array, RecordBatch};
+use arrow_flight::{FlightClient, FlightDescriptor, FlightInfo};
+use common::{ALICE, BOB, python_packages, run_python};
+use futures::StreamExt;
+use mallard::auth::{Role, User};
+use mallard::cluster::{ClusterKey, NODES_HEADER};
+use mallard::{RunningServer, ServerConfig};
+use mallard_protocol::PushTarget;
+use std::time::Duration;
+use tonic::Code;
+
+const KEY: &[u8] = b"the test cluster's key, forty-odd bytes long";
+/// Rows of `flights` on each node.
+const PART_ROWS: u64 = 1_000_000;
+
+/// A port free right now (the nodes must know each other's before they start).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Configs of three nodes that list each other as peers; `adjust(i, config)`
+/// changes node `i`'s.
+fn cluster_configs(adjust: impl Fn(usize, &mut ServerConfig)) -> Vec<ServerConfig> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let target = |port: u16| PushTarget::parse(&format!("grpc://127.0.0.1:{port}")).unwrap();
+    (0..3)
+        .map(|i| {
+            let mut config = common::config_with_accounts();
+            config.listen = format!("127.0.0.1:{}", ports[i]).parse().unwrap();
+            config.cluster_key = Some(ClusterKey::new(KEY).unwrap());
+            config.peers = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| target(ports[j]))
+                .collect();
+            config.shutdown_grace = Duration::from_secs(1);
+            adjust(i, &mut config);
+            config
+        })
+        .collect()
+}
+
+async fn start_cluster(configs: Vec<ServerConfig>) -> Vec<RunningServer> {
+    let mut nodes = Vec::new();
+    for config in configs {
+        nodes.push(common::start_with(config).await);
+    }
+    nodes
+}
+
+/// Node `i`'s part of `flights`: ids from `i * PART_ROWS`.
+async fn load_parts(nodes: &[RunningServer], table: &str) {
+    for (i, node) in nodes.iter().enumerate() {
+        let batches = (0..PART_ROWS)
+            .step_by(125_000)
+            .map(|offset| mallard_flights::batch(i as u64 * PART_ROWS + offset, 125_000))
+            .collect();
+        let rows = common::put(&mut common::client(node).await, table, batches)
+            .await
+            .unwrap();
+        assert_eq!(rows, PART_ROWS);
+    }
+}
+
+/// (rows, sum(flight_id), sum(passengers)) of `table`, added up over the nodes by SQL.
+async fn expected_checksum(nodes: &[RunningServer], table: &str) -> (i64, i64, i64) {
+    let mut sum = (0, 0, 0);
+    for node in nodes {
+        let mut client = common::client(node).await;
+        sum.0 += common::scalar_i64(&mut client, &format!("SELECT count(*) FROM {table}")).await;
+        sum.1 +=
+            common::scalar_i64(&mut client, &format!("SELECT sum(flight_id) FROM {table}")).await;
+        sum.2 +=
+            common::scalar_i64(&mut client, &format!("SELECT sum(passengers) FROM {table}")).await;
+    }
+    sum
+}
+
+fn checksum(batches: &[RecordBatch]) -> (i64, i64, i64) {
+    let mut sum = (0, 0, 0);
+    for batch in batches {
+        let ids = batch.column_by_name("flight_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        let passengers = batch.column_by_name("passengers").unwrap();
+        let passengers = passengers.as_any().downcast_ref::<Int32Array>().unwrap();
+        sum.0 += batch.num_rows() as i64;
+        sum.1 += ids.iter().flatten().sum::<i64>();
+        sum.2 += passengers.iter().flatten().map(i64::from).sum::<i64>();
+        assert_eq!(ids.null_count(), 0);
+    }
+    sum
+}
+
+/// A client of `node` as `who`, asking every node.
+async fn every_node_client(node: &RunningServer, who: (&str, &str)) -> FlightClient {
+    let mut client = common::login(node, who).await;
+    client.add_header(NODES_HEADER, "all").unwrap();
+    client
+}
+
+async fn flight_info(client: &mut FlightClient, table: &str) -> Result<FlightInfo, tonic::Status> {
+    client
+        .get_flight_info(FlightDescriptor::new_path(vec![table.to_owned()]))
+        .await
+        .map_err(common::to_status)
+}
+
+/// An unauthenticated client of `url` that takes messages as large as the server's.
+async fn bare_client(url: &str) -> FlightClient {
+    let channel = mallard::transport::connect(url).await.unwrap();
+    FlightClient::new_from_inner(
+        arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(mallard::transport::CLIENT_MAX_MESSAGE_BYTES),
+    )
+}
+
+/// A client of the endpoint's node carrying `caller`'s bearer token.
+async fn endpoint_client(caller: &FlightClient, location: Option<&str>) -> FlightClient {
+    let url = location.expect("a located endpoint");
+    let mut client = bare_client(url).await;
+    let token = caller.metadata().get("authorization").unwrap().clone();
+    client.metadata_mut().insert("authorization", token);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_flight_info_reads_every_nodes_part_with_rust_pyarrow_and_adbc() {
+    let packages = tokio::task::spawn_blocking(|| {
+        python_packages(&["adbc-driver-flightsql", "adbc-driver-manager", "pyarrow"])
+    })
+    .await
+    .unwrap();
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    load_parts(&nodes, "flights").await;
+    let expected = expected_checksum(&nodes, "flights").await;
+    assert_eq!(expected.0, 3 * PART_ROWS as i64);
+
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+    let info = flight_info(&mut alice, "flights").await.unwrap();
+    assert_eq!(info.total_records, expected.0);
+    let locations: Vec<Option<String>> = info
+        .endpoint
+        .iter()
+        .map(|e| e.location.first().map(|l| l.uri.clone()))
+        .collect();
+    assert_eq!(
+        locations,
+        vec![None, Some(nodes[1].url()), Some(nodes[2].url())],
+        "this node's part first, then each peer's, located there"
+    );
+    let mut batches = Vec::new();
+    for endpoint in &info.endpoint {
+        let ticket = endpoint.ticket.clone().unwrap();
+        let location = endpoint.location.first().map(|l| l.uri.as_str());
+        let stream = match location {
+            None => alice.do_get(ticket).await,
+            Some(_) => endpoint_client(&alice, location).await.do_get(ticket).await,
+        };
+        let part: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream.unwrap())
+            .await
+            .unwrap();
+        batches.extend(part);
+    }
+    assert_eq!(checksum(&batches), expected);
+
+    let args = vec![
+        nodes[0].url(),
+        expected.0.to_string(),
+        expected.1.to_string(),
+        expected.2.to_string(),
+    ];
+    let stdout = run_python("cluster_read.py", args, packages).await;
+    println!("{stdout}");
+    for line in [
+        "pyarrow, one FlightInfo, 3 endpoints: 3000000 rows, checksum equal",
+        "ADBC Flight SQL, one statement, 3 endpoints: 3000000 rows, checksum equal",
+        "a change asked of every node: refused with INVALID_ARGUMENT, nothing ran",
+        "ADBC without the header reads this node only: 1000000 rows",
+        "all cluster reads passed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_applies_its_own_roles_to_a_peers_token() {
+    // Alice is a reader on node 1; bob is unknown on node 2.
+    let nodes = start_cluster(cluster_configs(|i, config| match i {
+        1 => {
+            config
+                .users
+                .insert(ALICE.0.into(), User::new(ALICE.1, Role::Reader));
+        }
+        2 => {
+            config.users.remove(BOB.0);
+        }
+        _ => {}
+    }))
+    .await;
+    let alice = common::login(&nodes[0], ALICE).await;
+    let mut alice_on_1 = endpoint_client(&alice, Some(&nodes[1].url())).await;
+    let answer = common::query(&mut alice_on_1, "SELECT 42").await.unwrap();
+    assert_eq!(common::rows(&answer), 1, "node 1 accepts node 0's token");
+    let err = common::put(&mut alice_on_1, "mine", common::flights(10, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "a reader there: {err}");
+
+    let bob = common::login(&nodes[0], BOB).await;
+    let mut bob_on_2 = endpoint_client(&bob, Some(&nodes[2].url())).await;
+    let err = common::query(&mut bob_on_2, "SELECT 1").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("not known on this node"), "{err}");
+
+    // Asked for every node, bob's call fails naming the node that refused him.
+    let mut bob_everywhere = every_node_client(&nodes[0], BOB).await;
+    let err = bob_everywhere
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT 1"))
+        .await
+        .map_err(common::to_status)
+        .unwrap_err();
+    assert!(
+        err.message().contains(&format!("node {}", nodes[2].url()))
+            || err.message().contains(&format!("node {}", nodes[1].url())),
+        "{err}"
+    );
+
+    // A token signed with another key, and one minted for peers shown back to
+    // the node that minted it, are refused.
+    let other_key = ClusterKey::new(&[b'k'; 32]).unwrap();
+    let forged = other_key.issue(ALICE.0, "elsewhere", Duration::from_secs(60));
+    let minted = nodes[0]
+        .state()
+        .auth
+        .token_for_peers(&mallard::auth::Principal {
+            user: ALICE.0.into(),
+            role: Role::User,
+        })
+        .unwrap();
+    for (node, token) in [(&nodes[1], forged), (&nodes[0], minted)] {
+        let mut client = bare_client(&node.url()).await;
+        client
+            .add_header("authorization", &format!("Bearer {token}"))
+            .unwrap();
+        let err = common::query(&mut client, "SELECT 1").await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    }
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_or_different_part_is_named() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    load_parts(&nodes, "flights").await;
+    let mut admin = common::client(&nodes[0]).await;
+    common::query(&mut admin, "CREATE TABLE only_here AS SELECT 1 AS x")
+        .await
+        .unwrap();
+    common::query(
+        &mut common::client(&nodes[1]).await,
+        "CREATE TABLE only_here AS SELECT 'text' AS x",
+    )
+    .await
+    .unwrap();
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+
+    let err = flight_info(&mut alice, "only_here").await.unwrap_err();
+    let missing_or_different = [
+        (Code::NotFound, nodes[2].url()),
+        (Code::FailedPrecondition, nodes[1].url()),
+    ];
+    assert!(
+        missing_or_different.iter().any(
+            |(code, url)| err.code() == *code && err.message().contains(&format!("node {url}"))
+        ),
+        "{err}"
+    );
+    common::query(
+        &mut common::client(&nodes[2]).await,
+        "CREATE TABLE only_here AS SELECT 2 AS x",
+    )
+    .await
+    .unwrap();
+    let err = flight_info(&mut alice, "only_here").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("different schema"), "{err}");
+
+    let mut bad_header = common::login(&nodes[0], ALICE).await;
+    bad_header.add_header(NODES_HEADER, "peers").unwrap();
+    let err = flight_info(&mut bad_header, "flights").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+}
+
+/// A `mallard serve` child process, killed when dropped (a failed test leaves none).
+struct NodeProcess(std::process::Child);
+
+impl NodeProcess {
+    /// SIGKILL: the node dies as a crashed machine's would, mid-call.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts node 2 of `configs` as a `mallard serve` process (so it can die as a
+/// process does), with the same users, key and peers.
+async fn node_process(config: &ServerConfig, key_file: &std::path::Path) -> NodeProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mallard"));
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg(config.listen.to_string())
+        .arg("--users")
+        .arg(format!(
+            "admin:password123:admin,{}:{}:user",
+            ALICE.0, ALICE.1
+        ))
+        .arg("--cluster-key-file")
+        .arg(key_file);
+    for peer in &config.peers {
+        command.arg("--peer").arg(peer.to_string());
+    }
+    let process = NodeProcess(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mallard serve starts"),
+    );
+    let url = format!("grpc://{}", config.listen);
+    for _ in 0..300 {
+        if mallard::client::connect(&url, "admin", "password123")
+            .await
+            .is_ok()
+        {
+            return process;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("mallard serve did not answer on {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_dies_mid_read_fails_its_part_and_is_named() {
+    let mut configs = cluster_configs(|_, _| {});
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), KEY).unwrap();
+    let mut process = node_process(&configs.pop().unwrap(), key_file.path()).await;
+    let nodes = start_cluster(configs).await;
+    let dying_url = nodes[0].state().config.peers[1].to_string();
+    let mut parts = Vec::new();
+    for url in [nodes[0].url(), nodes[1].url(), dying_url.clone()] {
+        parts.push(
+            mallard::client::connect(&url, "admin", "password123")
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, client) in parts.iter_mut().enumerate() {
+        let batches = (0..PART_ROWS)
+            .step_by(125_000)
+            .map(|offset| mallard_flights::batch(i as u64 * PART_ROWS + offset, 125_000))
+            .collect();
+        common::put(client, "flights", batches).await.unwrap();
+    }
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+    let info = flight_info(&mut alice, "flights").await.unwrap();
+    let last = info.endpoint.last().unwrap().clone();
+    assert_eq!(last.location[0].uri, dying_url);
+    let mut reader = endpoint_client(&alice, Some(&dying_url)).await;
+    let mut stream = reader.do_get(last.ticket.unwrap()).await.unwrap();
+    let mut read = stream.next().await.unwrap().unwrap().num_rows();
+    process.kill();
+    let mut failed = None;
+    while let Some(batch) = stream.next().await {
+        match batch {
+            Ok(batch) => read += batch.num_rows(),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        failed.is_some(),
+        "the part ended cleanly after {read} of {PART_ROWS} rows"
+    );
+    assert!((read as u64) < PART_ROWS);
+    let err = flight_info(&mut alice, "flights").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains(&format!("node {dying_url}")),
+        "{err}"
+    );
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_node_refuses_peers_outside_its_allow_list_or_without_a_key() {
+    let mut configs = cluster_configs(|_, _| {});
+    let mut outside = configs.remove(0);
+    outside.push_allow = vec![PushTarget::parse("grpc://127.0.0.1:1").unwrap()];
+    let err = mallard::start(outside).await.err().expect("refused");
+    assert!(err.to_string().contains("not in --push-allow"), "{err}");
+    let mut keyless = configs.remove(0);
+    keyless.cluster_key = None;
+    let err = mallard::start(keyless).await.err().expect("refused");
+    assert!(err.to_string().contains("--cluster-key-file"), "{err}");
+}
