@@ -58,3 +58,22 @@ pub async fn connect_to(
     client.metadata_mut().insert("authorization", bearer);
     Ok(client)
 }
+
+/// A client of `target` that sends `token` as its bearer token (a cluster token,
+/// for a node acting for its caller); no handshake.
+pub async fn connect_with_token(
+    target: &mallard_protocol::PushTarget,
+    token: &str,
+    tls: Option<&transport::ClientTls>,
+) -> Result<FlightClient> {
+    let channel = transport::connect_to(target, tls).await?;
+    let inner = FlightServiceClient::new(channel)
+        .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);
+    let mut client = FlightClient::new_from_inner(inner);
+    let bearer: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Error::internal("a token that is not a header value"))?;
+    client.metadata_mut().insert("authorization", bearer);
+    Ok(client)
+}

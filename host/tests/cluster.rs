@@ -9,7 +9,7 @@ mod common;
 use arrow::array::{Array, Int32Array, Int64Array, RecordBatch};
 use arrow_flight::{FlightClient, FlightDescriptor, FlightInfo};
 use common::{ALICE, BOB, python_packages, run_python};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mallard::auth::{Role, User};
 use mallard::cluster::{ClusterKey, NODES_HEADER};
 use mallard::{RunningServer, ServerConfig};
@@ -435,4 +435,231 @@ async fn a_node_refuses_peers_outside_its_allow_list_or_without_a_key() {
     keyless.cluster_key = None;
     let err = mallard::start(keyless).await.err().expect("refused");
     assert!(err.to_string().contains("--cluster-key-file"), "{err}");
+}
+
+/// `push_table` as `who` on `node`, with `body` (JSON).
+async fn push_table(
+    node: &RunningServer,
+    who: (&str, &str),
+    body: serde_json::Value,
+) -> Result<serde_json::Value, tonic::Status> {
+    let mut client = common::login(node, who).await;
+    common::action(&mut client, "push_table", body.to_string()).await
+}
+
+async fn table_exists(node: &RunningServer, table: &str) -> bool {
+    let mut client = common::client(node).await;
+    let sql = format!("SELECT count(*) FROM duckdb_tables() WHERE table_name = '{table}'");
+    common::scalar_i64(&mut client, &sql).await == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_splits_rows_across_the_nodes_that_then_read_as_one() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    let mut alice_0 = common::login(&nodes[0], ALICE).await;
+    let source: Vec<RecordBatch> = (0..3 * PART_ROWS)
+        .step_by(125_000)
+        .map(|offset| mallard_flights::batch(offset, 125_000))
+        .collect();
+    let expected = checksum(&source);
+    common::put(&mut alice_0, "all_flights", source)
+        .await
+        .unwrap();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let pushed = push_table(
+        &nodes[0],
+        ALICE,
+        serde_json::json!({
+            "table": "all_flights", "target_table": "flights",
+            "to": urls, "partition": {"hash": "flight_id"},
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed["rows"], expected.0);
+    let mut per_node = Vec::new();
+    for node in &nodes {
+        let mut client = common::client(node).await;
+        per_node.push(common::scalar_i64(&mut client, "SELECT count(*) FROM flights").await);
+    }
+    let reported: Vec<i64> = pushed["rows_per_target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_i64().unwrap())
+        .collect();
+    assert_eq!(reported, per_node);
+    assert!(per_node.iter().all(|&n| n > 900_000), "{per_node:?}");
+    assert_eq!(expected_checksum(&nodes, "flights").await, expected);
+
+    // Read back as one table through one FlightInfo.
+    let mut everywhere = every_node_client(&nodes[0], ALICE).await;
+    let info = flight_info(&mut everywhere, "flights").await.unwrap();
+    assert_eq!(info.total_records, expected.0);
+
+    // Through an exchanger on the way, whole batches in turn to the two peers.
+    let exchanger = common::upload(&mut alice_0, "add_processed").await;
+    let pushed = push_table(
+        &nodes[0],
+        ALICE,
+        serde_json::json!({
+            "query": "SELECT * FROM all_flights WHERE flight_id < 1000000",
+            "target_table": "processed", "exchangers": exchanger,
+            "to": [urls[1], urls[2]], "partition": "round_robin",
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed["rows"], 1_000_000);
+    assert!(pushed["receipt"].is_object(), "{pushed}");
+    let mut total = 0;
+    for node in &nodes[1..] {
+        let mut client = common::client(node).await;
+        let sql = "SELECT count(*) FROM processed WHERE processed";
+        let rows = common::scalar_i64(&mut client, sql).await;
+        assert!(rows > 0, "each peer got whole batches");
+        total += rows;
+    }
+    assert_eq!(total, 1_000_000);
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_that_refuses_or_dies_leaves_nothing_on_any_target() {
+    let mut configs = cluster_configs(|_, _| {});
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), KEY).unwrap();
+    let mut process = node_process(&configs.pop().unwrap(), key_file.path()).await;
+    let nodes = start_cluster(configs).await;
+    let dying_url = nodes[0].state().config.peers[1].to_string();
+    let mut admin_0 = common::client(&nodes[0]).await;
+    let source: Vec<RecordBatch> = (0..4 * PART_ROWS)
+        .step_by(125_000)
+        .map(|offset| mallard_flights::batch(offset, 125_000))
+        .collect();
+    common::put(&mut admin_0, "all_flights", source)
+        .await
+        .unwrap();
+
+    // Node 1 already has a `flights` of another shape: it refuses its share,
+    // and the dying node's share is rolled back with it.
+    common::query(
+        &mut common::client(&nodes[1]).await,
+        "CREATE TABLE flights AS SELECT 'other' AS shape",
+    )
+    .await
+    .unwrap();
+    let body = serde_json::json!({
+        "table": "all_flights", "target_table": "flights",
+        "to": [nodes[1].url(), dying_url], "partition": {"hash": "carrier"},
+    });
+    let err = push_table(&nodes[0], ALICE, body.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("push_table to {}", nodes[1].url())),
+        "{err}"
+    );
+    let mut dying_admin = mallard::client::connect(&dying_url, "admin", "password123")
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'flights'";
+    assert_eq!(common::scalar_i64(&mut dying_admin, sql).await, 0);
+    common::assert_idle(&mut dying_admin).await;
+
+    // The dying node is killed while it ingests its share: the push fails
+    // naming it, and node 1 keeps nothing.
+    common::query(&mut common::client(&nodes[1]).await, "DROP TABLE flights")
+        .await
+        .unwrap();
+    let pushing = tokio::spawn({
+        let node = common::login(&nodes[0], ALICE).await;
+        let body = body.to_string();
+        async move {
+            let mut node = node;
+            common::action(&mut node, "push_table", body).await
+        }
+    });
+    loop {
+        let health = common::action(&mut dying_admin, "healthcheck", "")
+            .await
+            .unwrap();
+        if health["live"]["ingests"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(!pushing.is_finished(), "the push ended before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    process.kill();
+    let err = pushing.await.unwrap().unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("push_table to {dying_url}")),
+        "{err}"
+    );
+    assert!(!table_exists(&nodes[1], "flights").await);
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_phase_put_commits_only_when_told_to() {
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use mallard::flight::two_phase::Control;
+    let server = common::start_with(common::config_with_accounts()).await;
+    let put = |control_words: Vec<Control>, table: &'static str| {
+        let mut first = Control::TwoPhase.message();
+        first.flight_descriptor = Some(FlightDescriptor::new_cmd(table));
+        let batches = futures::stream::iter(common::flights(1000, 100).into_iter().map(Ok));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(mallard_flights::schema())
+            .build(batches);
+        let words = futures::stream::iter(control_words.into_iter().map(|c| Ok(c.message())));
+        futures::stream::once(async { Ok(first) })
+            .chain(encoded)
+            .chain(words)
+    };
+    // Prepared, then the stream ends without `commit`: nothing is written.
+    let mut alice = common::login(&server, ALICE).await;
+    let mut answers: Vec<_> = alice
+        .do_put(put(vec![Control::Prepare], "uncommitted"))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let prepared: serde_json::Value =
+        serde_json::from_slice(&answers[0].as_ref().unwrap().app_metadata).unwrap();
+    assert_eq!(prepared["prepared"], 1000);
+    let err = common::to_status(answers.remove(1).unwrap_err());
+    assert_eq!(err.code(), Code::Aborted, "{err}");
+    assert!(!table_exists(&server, "uncommitted").await);
+    // `commit` before `prepare` is refused.
+    let mut answers: Vec<_> = alice
+        .do_put(put(vec![Control::Commit], "early"))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let err = common::to_status(answers.remove(0).unwrap_err());
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(!table_exists(&server, "early").await);
+    // Prepare, then commit: written.
+    let answers: Vec<_> = alice
+        .do_put(put(vec![Control::Prepare, Control::Commit], "committed"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let done: serde_json::Value = serde_json::from_slice(&answers[1].app_metadata).unwrap();
+    assert_eq!(done["rows"], 1000);
+    assert!(table_exists(&server, "committed").await);
+    common::assert_idle(&mut common::client(&server).await).await;
+    server.stop().await.unwrap();
 }

@@ -108,7 +108,20 @@ pub struct Ingest {
     tx: mpsc::Sender<Command>,
     done: oneshot::Receiver<Result<u64>>,
     schema: SchemaRef,
+    /// For a two-phase ingest: the rows once everything is inserted, before COMMIT...
+    prepared: Option<oneshot::Receiver<u64>>,
+    /// ...and the decision that then commits (`true`) or rolls back.
+    decision: Option<oneshot::Sender<bool>>,
 }
+
+/// The ingest thread's side of a two-phase ingest.
+struct TwoPhase {
+    prepared: oneshot::Sender<u64>,
+    decision: oneshot::Receiver<bool>,
+}
+
+/// Why a prepared ingest that was never told to commit wrote nothing.
+const NOT_COMMITTED: &str = "the two-phase put was prepared but not committed; nothing was written";
 
 impl Ingest {
     /// Starts ingesting into `table` batches that follow `schema`.
@@ -125,15 +138,84 @@ impl Ingest {
         mode: Mode,
         on: On,
     ) -> Self {
+        Self::spawn(db, table, schema, mode, on, None)
+    }
+
+    /// Starts an ingest into `table` (created if missing) that stops before its
+    /// COMMIT: [`Ingest::prepare`] inserts everything and reports the rows,
+    /// [`Ingest::commit_prepared`] commits; dropped before that, it rolls back.
+    pub fn start_two_phase(db: Arc<Database>, table: TableName, schema: SchemaRef) -> Self {
+        let (prepared_tx, prepared) = oneshot::channel();
+        let (decision, decision_rx) = oneshot::channel();
+        let two_phase = TwoPhase {
+            prepared: prepared_tx,
+            decision: decision_rx,
+        };
+        let mut ingest = Self::spawn(
+            db,
+            table,
+            schema,
+            Mode::CreateOrAppend,
+            On::Fresh,
+            Some(two_phase),
+        );
+        ingest.prepared = Some(prepared);
+        ingest.decision = Some(decision);
+        ingest
+    }
+
+    fn spawn(
+        db: Arc<Database>,
+        table: TableName,
+        schema: SchemaRef,
+        mode: Mode,
+        on: On,
+        two_phase: Option<TwoPhase>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (done_tx, done) = oneshot::channel();
         let thread_schema = schema.clone();
         let live = db.live_ingests.enter();
         tokio::task::spawn_blocking(move || {
             let _live = live;
-            let _ = done_tx.send(consume(&db, &on, &table, &thread_schema, mode, rx));
+            let outcome = consume(&db, &on, &table, &thread_schema, mode, rx, two_phase);
+            let _ = done_tx.send(outcome);
         });
-        Self { tx, done, schema }
+        Self {
+            tx,
+            done,
+            schema,
+            prepared: None,
+            decision: None,
+        }
+    }
+
+    /// Ends the input of a two-phase ingest and waits until every row is
+    /// inserted (uncommitted); returns the rows.
+    pub async fn prepare(&mut self) -> Result<u64> {
+        let prepared = self
+            .prepared
+            .take()
+            .ok_or_else(|| Error::internal("prepare on an ingest that is not two-phase"))?;
+        self.send(Command::Commit).await?;
+        match prepared.await {
+            Ok(rows) => Ok(rows),
+            Err(_) => Err(self
+                .outcome()
+                .await
+                .err()
+                .unwrap_or_else(|| Error::internal("ingest ended without preparing"))),
+        }
+    }
+
+    /// Commits a prepared ingest; returns the rows.
+    pub async fn commit_prepared(mut self) -> Result<u64> {
+        let decision = self
+            .decision
+            .take()
+            .ok_or_else(|| Error::internal("commit_prepared on an ingest that is not two-phase"))?;
+        let _ = decision.send(true);
+        self.outcome().await
     }
 
     /// Queues one batch; fails with the ingest's own error if it already failed.
@@ -286,6 +368,7 @@ fn consume(
     schema: &SchemaRef,
     mode: Mode,
     rx: mpsc::Receiver<Command>,
+    two_phase: Option<TwoPhase>,
 ) -> Result<u64> {
     let prepare = mode.prepare_sql(table, schema)?;
     let con = on.hold(db)?;
@@ -320,6 +403,12 @@ fn consume(
         Ok(inserted)
     })();
     let outcome = result.and_then(|rows| {
+        if let Some(TwoPhase { prepared, decision }) = two_phase {
+            let _ = prepared.send(rows);
+            if decision.blocking_recv() != Ok(true) {
+                return Err(Error::aborted(NOT_COMMITTED));
+            }
+        }
         if own_transaction {
             con.execute("COMMIT")?;
         }

@@ -22,7 +22,7 @@ pub mod users;
 pub use action::{ACTIONS, ActionRequest};
 pub use exchange::{ExchangeRequest, MAX_STAGES, Order, Sandbox, Stage};
 pub use exchanger_ref::{ExchangerRef, Namespace, Pin};
-pub use push::{PushRequest, PushTarget};
+pub use push::{Partition, PushRequest, PushTarget};
 pub use receipt::{Receipt, StageReceipt};
 pub use table_name::{TableName, quote, quote_literal};
 pub use upload::{UploadOptions, UploadRequest};

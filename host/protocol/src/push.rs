@@ -1,5 +1,6 @@
 //! The body of the `push_table` action: what to send (a table, or the result of
-//! a query), optionally through an exchange, and where.
+//! a query), optionally through an exchange, and where: one target, or several
+//! with a partition rule saying which rows go to which.
 
 use crate::exchange::ExchangeRequest;
 use crate::table_name::TableName;
@@ -22,13 +23,43 @@ pub struct PushRequest {
     pub source: PushSource,
     /// The exchange the rows pass through on this server first, if any.
     pub exchange: Option<ExchangeRequest>,
-    /// Target server, parsed once: the allow list and the connection both read
-    /// this value, so they cannot disagree on its scheme, host or port.
-    pub to: PushTarget,
+    /// Target servers (one, or several with a `partition`), each parsed once:
+    /// the allow list and the connection both read this value, so they cannot
+    /// disagree on its scheme, host or port.
+    pub to: Vec<PushTarget>,
+    /// How rows are split among several targets; `None` for one target.
+    pub partition: Option<Partition>,
     /// Table on the target (defaults to the source table).
     pub target_table: TableName,
     /// User and password on the target; `None` uses the server's push credentials.
     pub credentials: Option<(String, String)>,
+}
+
+/// Most targets one push may split its rows among.
+pub const MAX_PUSH_TARGETS: usize = 64;
+
+/// Which target each row of a push to several targets goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partition {
+    /// By a hash of this column's value (xxHash64 of its row encoding): equal
+    /// keys land on the same target, push after push.
+    Hash(String),
+    /// Whole batches to each target in turn.
+    RoundRobin,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonTargets {
+    One(String),
+    Several(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum JsonPartition {
+    Hash(String),
+    RoundRobin,
 }
 
 #[derive(Deserialize)]
@@ -37,7 +68,8 @@ struct JsonPush {
     table: Option<String>,
     query: Option<String>,
     exchangers: Option<serde_json::Value>,
-    to: String,
+    to: JsonTargets,
+    partition: Option<JsonPartition>,
     target_table: Option<String>,
     user: Option<String>,
     password: Option<String>,
@@ -45,9 +77,11 @@ struct JsonPush {
 
 impl PushRequest {
     /// Parses the JSON body `{"table" | "query", "exchangers"?, "to",
-    /// "target_table"?, "user"?, "password"?}`: `exchangers` is what a
-    /// `do_exchange` descriptor holds (a name, or a list of stages); a query
-    /// needs a `target_table`.
+    /// "partition"?, "target_table"?, "user"?, "password"?}`: `exchangers` is
+    /// what a `do_exchange` descriptor holds (a name, or a list of stages); a
+    /// query needs a `target_table`; `to` is one URL, or a list of up to
+    /// [`MAX_PUSH_TARGETS`] distinct ones with `"partition": {"hash": "column"}`
+    /// or `"round_robin"`.
     pub fn parse(body: &[u8]) -> Result<Self> {
         let json: JsonPush = serde_json::from_slice(body)
             .map_err(|e| invalid(format!("push_table body must be JSON: {e}")))?;
@@ -70,7 +104,37 @@ impl PushRequest {
             Some(serde_json::Value::String(text)) => Some(ExchangeRequest::parse(text.as_bytes())?),
             Some(stages) => Some(ExchangeRequest::parse(stages.to_string().as_bytes())?),
         };
-        let to = PushTarget::parse(&json.to)?;
+        let to = match json.to {
+            JsonTargets::One(url) => vec![PushTarget::parse(&url)?],
+            JsonTargets::Several(urls) => urls
+                .iter()
+                .map(|url| PushTarget::parse(url))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        if to.is_empty() || to.len() > MAX_PUSH_TARGETS {
+            return Err(invalid(format!(
+                "a push goes to 1 to {MAX_PUSH_TARGETS} targets, not {}",
+                to.len()
+            )));
+        }
+        if let Some(twice) = to.iter().enumerate().find(|(i, t)| to[..*i].contains(t)) {
+            return Err(invalid(format!("push target {} is listed twice", twice.1)));
+        }
+        let partition = match (json.partition, to.len()) {
+            (None, 1) => None,
+            (None, _) => {
+                return Err(invalid(
+                    "a push to several targets needs a `partition`: \
+                     {\"hash\": \"column\"} or \"round_robin\"",
+                ));
+            }
+            (Some(_), 1) => return Err(invalid("a `partition` needs several targets")),
+            (Some(JsonPartition::Hash(column)), _) if column.is_empty() => {
+                return Err(invalid("the partition's hash column is empty"));
+            }
+            (Some(JsonPartition::Hash(column)), _) => Some(Partition::Hash(column)),
+            (Some(JsonPartition::RoundRobin), _) => Some(Partition::RoundRobin),
+        };
         let credentials = match (json.user, json.password) {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
@@ -80,6 +144,7 @@ impl PushRequest {
             source,
             exchange,
             to,
+            partition,
             target_table,
             credentials,
         })
@@ -198,6 +263,46 @@ mod tests {
                 .unwrap()
                 .is_loopback()
         );
+    }
+
+    fn parse(json: serde_json::Value) -> Result<PushRequest> {
+        PushRequest::parse(json.to_string().as_bytes())
+    }
+
+    #[test]
+    fn several_targets_need_a_partition_and_distinct_urls() {
+        let one = parse(serde_json::json!({"table": "t", "to": "grpc://a:1"})).unwrap();
+        assert_eq!((one.to.len(), one.partition), (1, None));
+        let hashed = parse(serde_json::json!({
+            "table": "t", "to": ["grpc://a:1", "grpc://b:2"], "partition": {"hash": "k"}
+        }))
+        .unwrap();
+        assert_eq!(hashed.partition, Some(Partition::Hash("k".into())));
+        let turns = parse(serde_json::json!({
+            "table": "t", "to": ["grpc://a:1", "grpc://b:2"], "partition": "round_robin"
+        }))
+        .unwrap();
+        assert_eq!(turns.partition, Some(Partition::RoundRobin));
+        let most: Vec<String> = (0..MAX_PUSH_TARGETS)
+            .map(|i| format!("grpc://h:{}", i + 1))
+            .collect();
+        let at_limit = serde_json::json!({"table": "t", "to": most, "partition": "round_robin"});
+        assert_eq!(parse(at_limit).unwrap().to.len(), MAX_PUSH_TARGETS);
+        let too_many: Vec<String> = (0..=MAX_PUSH_TARGETS)
+            .map(|i| format!("grpc://h:{}", i + 1))
+            .collect();
+        for bad in [
+            serde_json::json!({"table": "t", "to": ["grpc://a:1", "grpc://b:2"]}),
+            serde_json::json!({"table": "t", "to": "grpc://a:1", "partition": "round_robin"}),
+            serde_json::json!({"table": "t", "to": [], "partition": "round_robin"}),
+            serde_json::json!({"table": "t", "to": too_many, "partition": "round_robin"}),
+            serde_json::json!({"table": "t", "to": ["grpc://a:1", "grpc://LOCALHOST:1", "grpc://127.0.0.1:1"], "partition": "round_robin"}),
+            serde_json::json!({"table": "t", "to": ["grpc://a:1", "grpc://b:2"], "partition": {"hash": ""}}),
+            serde_json::json!({"table": "t", "to": ["grpc://a:1", "grpc://b:2"], "partition": "random"}),
+            serde_json::json!({"table": "t", "to": ["grpc://a:1", "grpc://b:2"], "partition": {"range": "k"}}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -82,7 +82,11 @@ pub async fn run(
         }
         ActionRequest::PushTable(request) => {
             let pushed = push::push(state, principal, request).await?;
-            Ok(json!({ "rows": pushed.rows, "receipt": pushed.receipt }))
+            Ok(json!({
+                "rows": pushed.rows,
+                "rows_per_target": pushed.rows_per_target,
+                "receipt": pushed.receipt,
+            }))
         }
         ActionRequest::UploadExchanger(upload) => {
             let state = state.clone();

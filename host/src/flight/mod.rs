@@ -7,11 +7,14 @@ pub mod auth_layer;
 pub mod blocking;
 pub mod body_outcome;
 pub mod inbound;
+pub mod partition;
 pub mod push;
+pub mod push_partitioned;
 pub mod results;
 pub mod rpc_metrics;
 pub mod service;
 pub mod sql;
 pub mod stall;
+pub mod two_phase;
 
 pub use service::MallardService;

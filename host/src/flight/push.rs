@@ -12,6 +12,7 @@ use crate::client;
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
+use arrow_flight::FlightClient;
 use arrow_flight::FlightData;
 use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -83,40 +84,71 @@ pub fn check_target(state: &ServerState, target: &PushTarget) -> Result<()> {
     }
 }
 
-/// What a push did: the rows the target acknowledged, and the exchange's receipt.
+/// What a push did: the rows the targets acknowledged, and the exchange's receipt.
 #[derive(Debug)]
 pub struct Pushed {
-    /// Rows the target acknowledged.
+    /// Rows the targets acknowledged, all together.
     pub rows: u64,
+    /// Rows each target acknowledged, in the order of the request's `to`.
+    pub rows_per_target: Vec<u64>,
     /// The receipt of the exchange the rows went through, if any.
     pub receipt: Option<Receipt>,
 }
 
-/// Runs a push for `principal`.
-pub async fn push(
-    state: &Arc<ServerState>,
-    principal: &Principal,
-    request: PushRequest,
-) -> Result<Pushed> {
-    let PushRequest {
-        source,
-        exchange,
-        to,
-        target_table: target,
-        credentials,
-    } = request;
-    check_target(state, &to)?;
-    let (user, password) = credentials.unwrap_or_else(|| {
-        state.config.push_credentials.clone().unwrap_or_else(|| {
+/// How a push authenticates to a target.
+pub enum PushAs {
+    /// A user and password on the target (the request's, or the server's push credentials).
+    Password(String, String),
+    /// A cluster token for the caller: the peer applies its own role for the caller.
+    Caller(String),
+}
+
+impl PushAs {
+    /// The request's credentials if it gave some; else, for a peer, the caller
+    /// (never more rights than the caller has there); else the server's push
+    /// credentials.
+    pub fn choose(
+        state: &ServerState,
+        principal: &Principal,
+        target: &PushTarget,
+        given: &Option<(String, String)>,
+    ) -> Self {
+        if let Some((user, password)) = given {
+            return Self::Password(user.clone(), password.clone());
+        }
+        if state.config.peers.contains(target)
+            && let Some(token) = state.auth.token_for_peers(principal)
+        {
+            return Self::Caller(token);
+        }
+        let (user, password) = state.config.push_credentials.clone().unwrap_or_else(|| {
             (
                 crate::auth::DEFAULT_USER.into(),
                 crate::auth::DEFAULT_PASSWORD.into(),
             )
-        })
-    });
-    let failed_push = format!("push_table to {to}");
-    let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let source = match source {
+        });
+        Self::Password(user, password)
+    }
+
+    /// An authenticated client of `target`.
+    pub async fn connect(&self, state: &ServerState, target: &PushTarget) -> Result<FlightClient> {
+        let tls = state.config.push_tls.as_ref();
+        match self {
+            Self::Password(user, password) => client::connect_to(target, user, password, tls).await,
+            Self::Caller(token) => client::connect_with_token(target, token, tls).await,
+        }
+    }
+}
+
+/// The rows a push reads here: a table, or the caller's query with the caller's
+/// rights (and `exchange(…)` if it calls it, its receipt into `receipts`).
+async fn open_source(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    source: PushSource,
+    receipts: &Arc<Mutex<Vec<Receipt>>>,
+) -> Result<query::QueryStream> {
+    match source {
         PushSource::Table(table) => {
             // Check the source first so a missing table is NotFound here, not a remote error.
             let db = state.db.clone();
@@ -130,9 +162,8 @@ pub async fn push(
                 format!("SELECT * FROM {}", table.quoted()),
                 Arc::new(ServerSql),
             )
-            .await?
+            .await
         }
-        // The caller's query, with the caller's rights (and `exchange(…)` if it calls it).
         PushSource::Query(sql) => {
             let scope =
                 mallard_exchange::sql::caller_scope(&state.exchanges, principal, receipts.clone());
@@ -143,12 +174,90 @@ pub async fn push(
                 None,
                 Some(scope),
             )
-            .await?
+            .await
+        }
+    }
+}
+
+/// A running exchange's output as Flight messages (schema first), and its
+/// receipt once the output ended.
+pub struct ExchangeOutput {
+    /// The schema message.
+    pub schema_message: FlightData,
+    /// The batches' messages, ending with the exchange's own success or error.
+    pub data: BoxStream<'static, Result<FlightData, tonic::Status>>,
+    /// The receipt, sent when the output ended cleanly.
+    pub receipt: tokio::sync::oneshot::Receiver<Receipt>,
+}
+
+/// Runs the push's exchange over `source`.
+pub async fn exchange_output(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    exchange: &mallard_protocol::exchange::ExchangeRequest,
+    source: query::QueryStream,
+) -> Result<ExchangeOutput> {
+    let input = Input::from_batches(source.schema.clone(), source.into_stream()).await?;
+    let running = pipeline::start(&state.exchanges, principal, exchange, input).await?;
+    let (receipt_tx, receipt) = tokio::sync::oneshot::channel();
+    let mut receipt_tx = Some(receipt_tx);
+    let data = running.output.filter_map(move |item| {
+        let item = match item {
+            Ok(Output::Data(data)) => Some(Ok(data)),
+            Ok(Output::Done(receipt)) => {
+                if let Some(tx) = receipt_tx.take() {
+                    let _ = tx.send(receipt);
+                }
+                None
+            }
+            Err(status) => Some(Err(status)),
+        };
+        async move { item }
+    });
+    Ok(ExchangeOutput {
+        schema_message: running.schema_message,
+        data: data.boxed(),
+        receipt,
+    })
+}
+
+/// Runs a push for `principal`.
+pub async fn push(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    request: PushRequest,
+) -> Result<Pushed> {
+    for target in &request.to {
+        check_target(state, target)?;
+    }
+    let receipts = Arc::new(Mutex::new(Vec::new()));
+    let source = open_source(state, principal, request.source.clone(), &receipts).await?;
+    let pushed = match &request.partition {
+        None => push_one(state, principal, &request, source).await?,
+        Some(partition) => {
+            crate::flight::push_partitioned::push(state, principal, &request, partition, source)
+                .await?
         }
     };
-    let descriptor = FlightDescriptor::new_cmd(target.as_str().to_owned());
+    let receipt = match pushed.receipt {
+        Some(receipt) => Some(receipt),
+        None => receipts.lock().unwrap_or_else(|p| p.into_inner()).pop(),
+    };
+    Ok(Pushed { receipt, ..pushed })
+}
+
+/// A push to one target: one `do_put`, committed when the target acknowledges it.
+async fn push_one(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    request: &PushRequest,
+    source: query::QueryStream,
+) -> Result<Pushed> {
+    let to = &request.to[0];
+    let failed_push = format!("push_table to {to}");
+    let descriptor = FlightDescriptor::new_cmd(request.target_table.as_str().to_owned());
     let (flight_data, receipt): (BoxStream<'static, Result<FlightData, tonic::Status>>, _) =
-        match exchange {
+        match &request.exchange {
             None => {
                 let schema = source.schema.clone();
                 let batches = source
@@ -163,34 +272,17 @@ pub async fn push(
                 (data.boxed(), None)
             }
             Some(exchange) => {
-                let input =
-                    Input::from_batches(source.schema.clone(), source.into_stream()).await?;
-                let running =
-                    pipeline::start(&state.exchanges, principal, &exchange, input).await?;
-                let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel();
-                let mut receipt_tx = Some(receipt_tx);
-                let mut schema_message = running.schema_message;
+                let output = exchange_output(state, principal, exchange, source).await?;
+                let mut schema_message = output.schema_message;
                 schema_message.flight_descriptor = Some(descriptor);
-                let output = running.output.filter_map(move |item| {
-                    let item = match item {
-                        Ok(Output::Data(data)) => Some(Ok(data)),
-                        Ok(Output::Done(receipt)) => {
-                            if let Some(tx) = receipt_tx.take() {
-                                let _ = tx.send(receipt);
-                            }
-                            None
-                        }
-                        Err(status) => Some(Err(status)),
-                    };
-                    async move { item }
-                });
-                let data = futures::stream::once(async { Ok(schema_message) }).chain(output);
-                (data.boxed(), Some(receipt_rx))
+                let data = futures::stream::once(async { Ok(schema_message) }).chain(output.data);
+                (data.boxed(), Some(output.receipt))
             }
         };
     let (flight_data, stalled) = stall::guard(flight_data, state.config.stall_timeout, "push");
     let flight_data = flight_data.map_err(|s| FlightError::Tonic(Box::new(s)));
-    let mut remote = client::connect_to(&to, &user, &password, state.config.push_tls.as_ref())
+    let mut remote = PushAs::choose(state, principal, to, &request.credentials)
+        .connect(state, to)
         .await
         .map_err(|e| e.context(&failed_push))?;
     let send = async {
@@ -219,7 +311,11 @@ pub async fn push(
             rx.await
                 .map_err(|_| Error::internal("the push's exchange ended without its receipt"))?,
         ),
-        None => receipts.lock().unwrap_or_else(|p| p.into_inner()).pop(),
+        None => None,
     };
-    Ok(Pushed { rows, receipt })
+    Ok(Pushed {
+        rows,
+        rows_per_target: vec![rows],
+        receipt,
+    })
 }

@@ -5,7 +5,9 @@ use crate::auth::{Authenticated, Principal};
 use crate::cluster;
 use crate::flight::blocking::blocking;
 use crate::flight::inbound::next_within;
-use crate::flight::{actions, auth_layer, body_outcome, inbound, results, sql as flight_sql};
+use crate::flight::{
+    actions, auth_layer, body_outcome, inbound, results, sql as flight_sql, two_phase,
+};
 use crate::state::ServerState;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::flight_service_server::FlightService;
@@ -316,12 +318,19 @@ impl FlightService for MallardService {
             ));
         }
         self.state.authz.check(&auth.principal, Operation::Put)?;
-        let _slot = self.state.put_slots.acquire(&auth.principal.user)?;
+        let slot = self.state.put_slots.acquire(&auth.principal.user)?;
         let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
             .map_err(Error::from)?;
+        let two_phase = two_phase::Control::asks_two_phase(&first);
         // Only bytes move here: the ingest thread decodes (bounded, validated).
         let header = inbound::schema_message(first, &mut incoming, idle, "do_put").await?;
         let (schema, _) = mallard_exchange::validated_schema_message(header)?;
+        if two_phase {
+            let ingest = Ingest::start_two_phase(self.state.db.clone(), table, schema);
+            let answer = two_phase::serve(auth.principal.clone(), ingest, incoming, idle, slot);
+            return Ok(respond(answer, &auth));
+        }
+        let _slot = slot;
         let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
         while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
             if !message.data_header.is_empty() {
