@@ -24,11 +24,20 @@ pub fn parse_param(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
+/// Where an upload goes besides the caller's own namespace on the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadTo {
+    /// The shared namespace (admin).
+    pub shared: bool,
+    /// Every peer of the server's cluster too.
+    pub to_peers: bool,
+}
+
 /// Uploads a component and prints the server's report.
 pub async fn upload(
     client: &mut FlightClient,
     path: &Path,
-    shared: bool,
+    to: UploadTo,
     dry_run_schema: Option<&Path>,
     params: Vec<(String, String)>,
 ) -> Result<Value> {
@@ -45,7 +54,8 @@ pub async fn upload(
         None => None,
     };
     let options = UploadOptions {
-        shared,
+        shared: to.shared,
+        to_peers: to.to_peers,
         dry_run_schema,
         params,
     };
@@ -63,6 +73,13 @@ pub async fn upload(
         "  implements {}",
         report["wit"].as_str().unwrap_or_default()
     );
+    for peer in report["peers"].as_array().into_iter().flatten() {
+        println!(
+            "  also on {}: {}",
+            peer["node"].as_str().unwrap_or_default(),
+            peer["pinned"].as_str().unwrap_or_default()
+        );
+    }
     for key in ["imports", "exports"] {
         let items: Vec<&str> = report[key]
             .as_array()

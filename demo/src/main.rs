@@ -16,6 +16,7 @@ mod walkthrough;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use lifecycle::UploadTo;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -80,6 +81,9 @@ enum Command {
         /// Into the shared namespace, visible to everyone (admin).
         #[arg(long)]
         shared: bool,
+        /// Upload the same bytes to every peer of the server's cluster too.
+        #[arg(long)]
+        to_peers: bool,
         /// Dry-run the exchanger on this Parquet file's schema (default: flights).
         #[arg(long)]
         dry_run_schema: Option<PathBuf>,
@@ -268,12 +272,16 @@ async fn run_lifecycle(client: &mut arrow_flight::FlightClient, command: &Comman
         Command::Upload {
             path,
             shared,
+            to_peers,
             dry_run_schema,
             params,
         } => lifecycle::upload(
             client,
             path,
-            *shared,
+            UploadTo {
+                shared: *shared,
+                to_peers: *to_peers,
+            },
             dry_run_schema.as_deref(),
             params.clone(),
         )

@@ -121,6 +121,7 @@ fn exchange_paths(c: &mut Criterion) {
             component: add_processed_wasm(crate_name).into(),
             options: mallard_protocol::UploadOptions {
                 shared: true,
+                to_peers: false,
                 ..Default::default()
             },
         };

@@ -663,3 +663,84 @@ async fn a_two_phase_put_commits_only_when_told_to() {
     common::assert_idle(&mut common::client(&server).await).await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    load_parts(&nodes, "flights").await;
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+    let to_peers = mallard_protocol::UploadOptions {
+        to_peers: true,
+        ..Default::default()
+    };
+    let body =
+        mallard_protocol::UploadRequest::encode(&common::component("add_processed"), &to_peers);
+    let report = common::action(&mut alice, "upload_exchanger", body.clone())
+        .await
+        .unwrap();
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{report}");
+    for (peer, node) in peers.iter().zip(&nodes[1..]) {
+        assert_eq!(peer["node"], node.url());
+        assert_eq!(
+            peer["pinned"], report["pinned"],
+            "the same bytes everywhere"
+        );
+    }
+    let pinned = report["pinned"].as_str().unwrap();
+    let sql = format!("SELECT * FROM exchange('{pinned}', 'SELECT * FROM flights')");
+    let info = alice
+        .get_flight_info(FlightDescriptor::new_cmd(sql))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 3);
+    let mut processed = 0;
+    for endpoint in &info.endpoint {
+        let ticket = endpoint.ticket.clone().unwrap();
+        let location = endpoint.location.first().map(|l| l.uri.as_str());
+        let stream = match location {
+            None => alice.do_get(ticket).await.unwrap(),
+            Some(_) => endpoint_client(&alice, location)
+                .await
+                .do_get(ticket)
+                .await
+                .unwrap(),
+        };
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        for batch in batches {
+            let flag = batch.column_by_name("processed").unwrap();
+            let flag = flag
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap();
+            processed += flag.true_count();
+        }
+    }
+    assert_eq!(processed as u64, 3 * PART_ROWS);
+
+    // A node without peers refuses before storing anything.
+    let alone = common::start_with(common::config_with_accounts()).await;
+    let mut alice_alone = common::login(&alone, ALICE).await;
+    let err = common::action(&mut alice_alone, "upload_exchanger", body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let listed = common::action(&mut alice_alone, "list_exchangers", "")
+        .await
+        .unwrap();
+    let owners: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["owner"].as_str())
+        .collect();
+    assert!(
+        owners.iter().all(|o| *o == "shared"),
+        "nothing stored: {owners:?}"
+    );
+    alone.stop().await.unwrap();
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
+        node.stop().await.unwrap();
+    }
+}

@@ -114,6 +114,7 @@ async fn each_user_owns_a_namespace_and_admins_share() {
         &component("running_totals"),
         &mallard_protocol::UploadOptions {
             shared: true,
+            to_peers: false,
             ..Default::default()
         },
     );
@@ -430,6 +431,7 @@ async fn the_upload_report_lists_imports_exports_and_a_dry_run() {
         &component("running_totals"),
         &mallard_protocol::UploadOptions {
             shared: false,
+            to_peers: false,
             dry_run_schema: Some(header.into()),
             params: vec![("value".into(), "passengers".into())],
         },

@@ -2,7 +2,7 @@
 //! line of JSON options.
 //!
 //! ```text
-//! {"shared": true, "dry_run_schema": "<base64 Arrow IPC schema message>", "params": {"k": "v"}}\n
+//! {"shared": true, "to_peers": true, "dry_run_schema": "<base64 Arrow IPC schema message>", "params": {"k": "v"}}\n
 //! <component bytes, starting with \0asm>
 //! ```
 //!
@@ -31,6 +31,9 @@ pub struct UploadRequest {
 pub struct UploadOptions {
     /// Upload into the shared namespace (admin only).
     pub shared: bool,
+    /// Upload the same bytes to every peer of the cluster too, as the uploader,
+    /// so the same `name@sha256:…` runs next to each partition.
+    pub to_peers: bool,
     /// The schema the dry run opens the exchanger with, as an Arrow IPC schema
     /// message; `None` means the flights schema.
     pub dry_run_schema: Option<Bytes>,
@@ -43,6 +46,8 @@ pub struct UploadOptions {
 struct JsonOptions {
     #[serde(default)]
     shared: bool,
+    #[serde(default)]
+    to_peers: bool,
     #[serde(default)]
     dry_run_schema: Option<String>,
     #[serde(default)]
@@ -86,6 +91,7 @@ impl UploadRequest {
             component: body.slice(newline + 1..),
             options: UploadOptions {
                 shared: json.shared,
+                to_peers: json.to_peers,
                 dry_run_schema,
                 params: crate::exchange::params_to_strings(json.params),
             },
@@ -97,6 +103,9 @@ impl UploadRequest {
         let mut json = serde_json::Map::new();
         if options.shared {
             json.insert("shared".into(), true.into());
+        }
+        if options.to_peers {
+            json.insert("to_peers".into(), true.into());
         }
         if let Some(schema) = &options.dry_run_schema {
             json.insert(
@@ -136,6 +145,7 @@ mod tests {
     fn options_round_trip() {
         let options = UploadOptions {
             shared: true,
+            to_peers: true,
             dry_run_schema: Some(Bytes::from_static(b"\xff\xff\xff\xffschema\n{")),
             params: vec![("mode".into(), "route".into())],
         };

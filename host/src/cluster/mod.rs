@@ -4,6 +4,7 @@
 //! operator lists each node's peers (`--peer`).
 
 pub mod fan_out;
+pub mod publish;
 pub mod token;
 
 pub use fan_out::NODES_HEADER;

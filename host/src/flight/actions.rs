@@ -6,7 +6,7 @@ use crate::flight::push;
 use crate::state::ServerState;
 use arrow_flight::ActionType;
 use mallard_access::authz::Operation;
-use mallard_core::Result;
+use mallard_core::{Error, Result};
 use mallard_db::{catalog, query};
 use mallard_exchange::dry_run;
 use mallard_protocol::{ACTIONS, ActionRequest};
@@ -89,9 +89,15 @@ pub async fn run(
             }))
         }
         ActionRequest::UploadExchanger(upload) => {
-            let state = state.clone();
+            let peers_token = match upload.options.to_peers {
+                true => Some(crate::cluster::publish::check(state, principal)?),
+                false => None,
+            };
+            let for_peers = peers_token.as_ref().map(|_| upload.clone());
+            let state_here = state.clone();
             let uploader = principal.clone();
-            blocking(move || {
+            let mut report = blocking(move || {
+                let state = state_here;
                 // The dry run opens the guest: the upload takes one of the uploader's
                 // exchange slots first, like any exchange (so nothing is stored when
                 // none is free).
@@ -110,9 +116,15 @@ pub async fn run(
                 report["owner"] = version.owner.label().into();
                 report["name"] = version.name.clone().into();
                 report["dry_run"] = serde_json::to_value(dry_run).expect("dry run serialises");
-                Ok(report)
+                Ok::<_, Error>(report)
             })
-            .await
+            .await?;
+            if let (Some(token), Some(upload)) = (peers_token, for_peers) {
+                let peers =
+                    crate::cluster::publish::upload_to_peers(state, &token, &upload).await?;
+                report["peers"] = peers.into();
+            }
+            Ok(report)
         }
         ActionRequest::ListExchangers => Ok(serde_json::to_value(
             state.exchanges.catalog.list(principal),

@@ -182,6 +182,7 @@ pub async fn upload(client: &mut FlightClient, file_stem: &str) -> String {
 pub async fn upload_shared(client: &mut FlightClient, file_stem: &str) -> String {
     let options = mallard_protocol::UploadOptions {
         shared: true,
+        to_peers: false,
         ..Default::default()
     };
     let body = mallard_protocol::UploadRequest::encode(&component(file_stem), &options);
