@@ -3,6 +3,7 @@
 //! and the exchanger lifecycle (upload, exchangers, remove, exchange, sql).
 
 mod bench;
+mod cluster_bench;
 mod data;
 mod figures;
 mod guest;
@@ -168,6 +169,22 @@ enum Command {
         #[arg(long)]
         no_ceiling: bool,
     },
+    /// Three nodes on loopback: a partitioned push, then one table read from all
+    /// three through one FlightInfo (Rust, pyarrow, ADBC) beside one node's GET.
+    ClusterBench {
+        /// Rows of the table spread over the nodes.
+        #[arg(long, default_value_t = 3_000_000)]
+        rows: u64,
+        /// Timed runs per operation after one warm-up; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Skip pyarrow and the ADBC driver (which need python3 and pip).
+        #[arg(long)]
+        no_python: bool,
+        /// Print one JSON line last on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Concurrent clients doing get, put, exchange and push for a fixed time.
     Load {
         /// Concurrent clients.
@@ -221,6 +238,12 @@ enum Command {
         /// Where exchangers are stored.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The key this node shares with its peers.
+        #[arg(long)]
+        cluster_key_file: Option<PathBuf>,
+        /// Another node of the cluster (repeatable).
+        #[arg(long)]
+        peer: Vec<String>,
     },
 }
 
@@ -359,6 +382,25 @@ async fn run(cli: Cli) -> Result<()> {
             println!("wrote {rows} rows to {}", path.display());
             Ok(())
         }
+        Some(Command::ClusterBench {
+            rows,
+            repeat,
+            no_python,
+            json,
+        }) => {
+            let options = cluster_bench::Options {
+                rows,
+                repeat: repeat.max(1),
+                python: !no_python,
+                credentials: (cli.user.clone(), cli.password.clone()),
+            };
+            let results = cluster_bench::run(&options).await?;
+            cluster_bench::print_table(&results);
+            if json {
+                println!("{}", serde_json::to_string(&results)?);
+            }
+            Ok(())
+        }
         Some(Command::Bench {
             rows,
             sandbox,
@@ -437,8 +479,17 @@ async fn run(cli: Cli) -> Result<()> {
             duckdb_memory_limit,
             db,
             data_dir,
+            cluster_key_file,
+            peer,
         }) => {
             let mut config = mallard::ServerConfig::new(listen);
+            if let Some(path) = cluster_key_file {
+                config.cluster_key =
+                    Some(mallard::cluster::ClusterKey::new(&std::fs::read(&path)?)?);
+            }
+            for url in &peer {
+                config.peers.push(mallard_protocol::PushTarget::parse(url)?);
+            }
             config.db.memory_limit = duckdb_memory_limit;
             config.db.path = db;
             config.data_dir = data_dir;

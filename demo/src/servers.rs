@@ -110,7 +110,7 @@ async fn ensure(addr: &str, peer: &str, start_if_missing: bool) -> Result<Server
             "no server answers at {url}; start one with `cargo run --release -p mallard -- serve`"
         );
     }
-    spawn(addr, peer, &[]).await
+    spawn(addr, &[format!("{}://{peer}", scheme())], &[]).await
 }
 
 /// A file-backed server of its own (`--db` in `dir`) on a free loopback port, for
@@ -128,20 +128,49 @@ pub async fn start_durable(dir: &std::path::Path) -> Result<Server> {
         "--data-dir".as_ref(),
         data.as_os_str(),
     ];
-    spawn(&addr, &addr, &extra).await
+    spawn(&addr, &[format!("{}://{addr}", scheme())], &extra).await
 }
 
-/// Starts this binary's `serve` on `addr`, allowed to push to `peer`, with `extra`
-/// arguments, and waits until it answers.
-async fn spawn(addr: &str, peer: &str, extra: &[&std::ffi::OsStr]) -> Result<Server> {
+/// `nodes` servers on free loopback ports that share `key_file` and list each
+/// other as peers (and may push to each other and themselves).
+pub async fn start_cluster(nodes: usize, key_file: &std::path::Path) -> Result<Vec<Server>> {
+    let mut addrs = Vec::new();
+    for _ in 0..nodes {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        addrs.push(format!("127.0.0.1:{port}"));
+    }
+    let urls: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{}://{a}", scheme()))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut extra: Vec<std::ffi::OsString> = vec!["--cluster-key-file".into(), key_file.into()];
+        for (j, url) in urls.iter().enumerate() {
+            if j != i {
+                extra.push("--peer".into());
+                extra.push(url.into());
+            }
+        }
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|s| s.as_os_str()).collect();
+        servers.push(spawn(addr, &urls, &extra).await?);
+    }
+    Ok(servers)
+}
+
+/// Starts this binary's `serve` on `addr`, allowed to push to `allowed` (URLs),
+/// with `extra` arguments, and waits until it answers.
+async fn spawn(addr: &str, allowed: &[String], extra: &[&std::ffi::OsStr]) -> Result<Server> {
     let url = format!("{}://{addr}", scheme());
     let exe = std::env::current_exe().context("locating mallard-demo")?;
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", addr, "--max-exchanges-per-user", "64"]);
     command.args(extra);
-    command
-        .arg("--push-allow")
-        .arg(format!("{}://{peer}", scheme()));
+    for url in allowed {
+        command.arg("--push-allow").arg(url);
+    }
     for user in EXTRA_USERS.get().into_iter().flatten() {
         command.arg("--add-user").arg(user);
     }

@@ -103,3 +103,43 @@ fn bench_json_has_every_key_and_the_row_count() {
         }
     }
 }
+
+#[test]
+fn cluster_bench_json_has_every_key_and_the_row_count() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mallard-demo"))
+        .args([
+            "cluster-bench",
+            "--rows",
+            "30000",
+            "--repeat",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run mallard-demo cluster-bench");
+    assert!(
+        output.status.success(),
+        "cluster-bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let last = stdout.lines().last().expect("a JSON line");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(json["rows"], 30000);
+    assert_eq!(json["nodes"], 3);
+    for key in [
+        "partitioned_push_rows_per_s",
+        "get_one_node_rows_per_s",
+        "get_all_nodes_rows_per_s",
+        "pyarrow_all_nodes_rows_per_s",
+        "adbc_one_node_rows_per_s",
+        "adbc_all_nodes_rows_per_s",
+        "get_all_over_one_node",
+        "adbc_all_over_one_node",
+    ] {
+        assert!(
+            json[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} missing or zero in {json}"
+        );
+    }
+}
