@@ -84,6 +84,7 @@ impl RunningServer {
 pub fn build_state(config: ServerConfig) -> Result<Arc<ServerState>> {
     let db = Arc::new(Database::open(config.db.clone())?);
     mallard_exchange::sql::register(&db)?;
+    mallard_exchange::scalar::register(&db)?;
     if !config.push_allow.is_empty()
         && let Some(peer) = config.peers.iter().find(|p| !config.push_allow.contains(p))
     {

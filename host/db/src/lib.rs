@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod params;
 pub mod query;
 pub mod raw;
+pub mod scalar_function;
 pub mod scopes;
 pub mod session;
 pub mod statements;

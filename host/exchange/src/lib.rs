@@ -22,6 +22,7 @@ pub mod native;
 pub mod output;
 pub mod pipeline;
 pub mod quotas;
+pub mod scalar;
 pub mod sql;
 #[cfg(test)]
 mod testing;

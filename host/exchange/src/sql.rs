@@ -64,6 +64,41 @@ pub struct SqlCaller {
     nested: bool,
 }
 
+impl SqlCaller {
+    /// The server's exchanges; Unavailable once it is stopping.
+    pub(crate) fn exchanges(&self) -> Result<Arc<Exchanges>> {
+        self.exchanges
+            .upgrade()
+            .ok_or_else(|| Error::unavailable("the server is stopping"))
+    }
+
+    /// Who the SQL runs for.
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// A flag set when the query is interrupted (a guest call checks it at its
+    /// next epoch tick).
+    pub(crate) fn cancellation(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(*self.interrupted.borrow()));
+        let (set, mut interrupted) = (flag.clone(), self.interrupted.clone());
+        self.runtime.spawn(async move {
+            if interrupted.wait_for(|fired| *fired).await.is_ok() {
+                set.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        flag
+    }
+
+    /// Adds an exchange's receipt to the query's.
+    pub(crate) fn add_receipt(&self, receipt: Receipt) {
+        self.receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(receipt);
+    }
+}
+
 /// The scope factory a request passes to [`query`] so its SQL may call
 /// `exchange`; the receipts of the exchanges it runs land in `receipts`.
 /// Call inside the runtime.

@@ -5,6 +5,8 @@
 //! - `offset-past-body`: a record batch whose buffer lies at 2^40 of an 80-byte body.
 //! - `negative-length`: a record batch whose column declares length -5.
 //! - `huge-error`: refuses the batch with a 100 MiB error message.
+//! - `one-row`: claims to be stateless and answers every batch with one row
+//!   (what a scalar call must refuse: one value per row).
 //!
 //! Lies of contract 0.2 (about input columns it passes through, and `emit`):
 //! - `input-index`: names input column 99.
@@ -32,6 +34,7 @@ enum Lie {
     InputInFinish,
     EmitFlood,
     EmitInOpen,
+    OneRow,
 }
 
 /// Tells one lie per input batch.
@@ -62,6 +65,7 @@ impl RawExchanger for Liar {
             Some("input-in-finish") => Lie::InputInFinish,
             Some("emit-flood") => Lie::EmitFlood,
             Some("emit-in-open") => Lie::EmitInOpen,
+            Some("one-row") => Lie::OneRow,
             other => {
                 return Err(ExchangeError::InvalidParams(format!(
                     "unknown lie {other:?}"
@@ -94,6 +98,9 @@ impl RawExchanger for Liar {
     fn output_schema(&self) -> Vec<u8> {
         mallard_exchanger::ipc::schema_to_header(&self.schema)
     }
+    fn stateless(&self) -> bool {
+        matches!(self.lie, Lie::OneRow)
+    }
     fn push(&mut self, _message: Message) -> Result<Vec<Message>, ExchangeError> {
         match self.lie {
             Lie::SharedViews => {
@@ -122,6 +129,18 @@ impl RawExchanger for Liar {
                 body: vec![0; 80],
             }]),
             Lie::HugeError => Err(ExchangeError::Failed("x".repeat(100 << 20))),
+            Lie::OneRow => {
+                let one = RecordBatch::try_new(
+                    self.schema.clone(),
+                    vec![Arc::new(arrow_array::Int64Array::from(vec![1]))],
+                )
+                .map_err(failed)?;
+                let mut out = Vec::new();
+                MessageEncoder::new(self.schema.clone())
+                    .encode(&one, &mut out)
+                    .map_err(failed)?;
+                Ok(out)
+            }
             _ => Ok(Vec::new()),
         }
     }

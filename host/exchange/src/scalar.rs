@@ -1,0 +1,297 @@
+//! Exchangers as scalar functions in SQL, vectorised per DuckDB chunk:
+//!
+//! ```sql
+//! SELECT exchanger_varchar('{"exchanger": "pseudonymize",
+//!                            "params": {"column": "arg1", "key": "…"}}', carrier)
+//! FROM flights
+//! ```
+//!
+//! `exchanger_varchar`, `_bigint`, `_integer`, `_double` and `_boolean` differ in
+//! their result type only: DuckDB's C API fixes a scalar function's return type
+//! when it is registered, so the caller picks it by name. The first argument is
+//! the exchange (one stage: a name or a JSON stage, as for `do_exchange`); the
+//! others reach the exchanger as the columns `arg1`, `arg2`, …; the value is the
+//! output's last column, which must have the function's type (checked when the
+//! query is bound) and one value per row (checked on every chunk).
+//!
+//! Only exchangers whose session says it is stateless (contract 0.2) are
+//! accepted: DuckDB evaluates chunks on several threads in no particular order.
+//! Each DuckDB thread opens its own instance (at most `--duckdb-threads` per
+//! call), charged to the caller's guest-memory pool; the call holds one of the
+//! caller's exchange slots while it runs. The caller, rights, namespaces and
+//! sandbox budgets are those of `exchange()`: see [`crate::sql`].
+
+use crate::Exchanges;
+use crate::sql::SqlCaller;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, SchemaRef};
+use bytes::Bytes;
+use mallard_access::authz::Operation;
+use mallard_access::slots::Slot;
+use mallard_core::{Error, Result};
+use mallard_db::scalar_function::{self, BoundScalar, ScalarEvaluator, ScalarSource};
+use mallard_db::scopes::Scope;
+use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
+use mallard_protocol::receipt::StageReceipt;
+use mallard_protocol::{ExchangeRequest, Receipt, Sandbox};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The functions, by result type.
+pub const FUNCTIONS: [(&str, DataType); 5] = [
+    ("exchanger_varchar", DataType::Utf8),
+    ("exchanger_bigint", DataType::Int64),
+    ("exchanger_integer", DataType::Int32),
+    ("exchanger_double", DataType::Float64),
+    ("exchanger_boolean", DataType::Boolean),
+];
+
+/// The function to call for `result`, if one returns it.
+fn function_for(result: &DataType) -> Option<&'static str> {
+    FUNCTIONS
+        .iter()
+        .find(|(_, t)| t == result)
+        .map(|(name, _)| *name)
+}
+
+/// Registers every `exchanger_*` function in `db`.
+pub fn register(db: &mallard_db::Database) -> Result<()> {
+    for (name, result) in FUNCTIONS {
+        scalar_function::register(
+            &db.connect_raw()?,
+            name,
+            result,
+            Arc::new(ScalarExchange),
+            db.scopes.clone(),
+            db.connect_raw()?,
+        )?;
+    }
+    Ok(())
+}
+
+struct ScalarExchange;
+
+impl ScalarSource for ScalarExchange {
+    fn bind(
+        &self,
+        scope: Option<Scope>,
+        descriptor: String,
+        arguments: SchemaRef,
+        result: &DataType,
+    ) -> Result<Box<dyn BoundScalar>> {
+        let caller = scope
+            .and_then(|s| s.downcast::<SqlCaller>().ok())
+            .ok_or_else(|| {
+                Error::permission_denied("exchanger_*() runs only in a client's query")
+            })?;
+        let exchanges = caller.exchanges()?;
+        exchanges
+            .authz
+            .check(caller.principal(), Operation::Exchange)?;
+        let request = ExchangeRequest::parse(descriptor.as_bytes())?;
+        let [stage] = <[_; 1]>::try_from(request.stages).map_err(|_| {
+            Error::invalid_argument("a scalar call runs one exchanger, not a pipeline")
+        })?;
+        if arguments.fields().is_empty() {
+            return Err(Error::invalid_argument(
+                "give the exchanger at least one argument: exchanger_…(EXCHANGER, value, …)",
+            ));
+        }
+        let header = Bytes::from(MessageEncoder::new(arguments.clone()).schema_header());
+        let version = exchanges.catalog.peek(
+            caller.principal(),
+            &stage.exchanger,
+            stage.sandbox == Sandbox::On,
+        )?;
+        // The probe opens the guest: it holds one of the caller's exchange slots
+        // while it lives, like any exchange.
+        let probe_slot = exchanges.slots.acquire(&caller.principal().user)?;
+        let session = version.open_session(
+            exchanges.catalog.engine(),
+            (&header, arguments.clone()),
+            &stage.params,
+            Arc::new(AtomicBool::new(false)),
+            exchanges.guest_memory.of(&caller.principal().user),
+        )?;
+        let name = version.describe();
+        if !session.stateless() {
+            return Err(Error::invalid_argument(format!(
+                "{name} keeps state from one batch to the next; a scalar call needs an \
+                 exchanger that says it is stateless (contract 0.2), since DuckDB evaluates \
+                 chunks on several threads in any order; use exchange() instead"
+            )));
+        }
+        let (output, _) = crate::validated_schema_message(session.schema_message().data_header)?;
+        drop(session);
+        drop(probe_slot);
+        let last = output
+            .fields()
+            .last()
+            .ok_or_else(|| Error::invalid_argument(format!("{name} has no output column")))?;
+        if last.data_type() != result {
+            let instead = function_for(last.data_type())
+                .map(|f| format!("; call {f}() instead"))
+                .unwrap_or_default();
+            return Err(Error::invalid_argument(format!(
+                "{name}'s last output column {:?} is {}, not {result}{instead}",
+                last.name(),
+                last.data_type()
+            )));
+        }
+        if crate::lanes::has_dictionaries(&output) {
+            return Err(Error::invalid_argument(format!(
+                "{name}'s output has dictionary columns; a scalar call cannot use them"
+            )));
+        }
+        Ok(Box::new(BoundScalarExchange {
+            caller: (*caller).clone(),
+            exchanges,
+            version,
+            params: stage.params,
+            header,
+            arguments,
+            output,
+            running: Arc::default(),
+        }))
+    }
+}
+
+/// What the call's instances did, for its receipt; and the slot it holds.
+#[derive(Default)]
+struct Running {
+    slot: Option<Slot>,
+    receipt: StageReceipt,
+    started: Option<Instant>,
+}
+
+struct BoundScalarExchange {
+    caller: SqlCaller,
+    exchanges: Arc<Exchanges>,
+    version: Arc<crate::catalog::Version>,
+    params: Vec<(String, String)>,
+    header: Bytes,
+    arguments: SchemaRef,
+    output: SchemaRef,
+    /// Shared with the call's evaluators, which count into its receipt.
+    running: Arc<Mutex<Running>>,
+}
+
+impl BoundScalar for BoundScalarExchange {
+    fn open(&self) -> Result<Box<dyn ScalarEvaluator>> {
+        let user = &self.caller.principal().user;
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.slot.is_none() {
+                running.slot = Some(self.exchanges.slots.acquire(user)?);
+                running.started = Some(Instant::now());
+                running.receipt.exchanger = self.version.describe();
+            }
+            running.receipt.instances += 1;
+        }
+        let cancelled = self.caller.cancellation();
+        let session = self.version.open_session(
+            self.exchanges.catalog.engine(),
+            (&self.header, self.arguments.clone()),
+            &self.params,
+            cancelled,
+            self.exchanges.guest_memory.of(user),
+        )?;
+        // SAFETY: every output message was produced by a native built-in or
+        // decoded from the guest with full validation by the session (as for
+        // `exchange()`'s scan).
+        let decoder = unsafe { MessageDecoder::new_unvalidated(self.output.clone()) };
+        Ok(Box::new(Evaluator {
+            session,
+            encoder: MessageEncoder::new(self.arguments.clone()),
+            decoder,
+            running: self.running.clone(),
+        }))
+    }
+}
+
+impl Drop for BoundScalarExchange {
+    fn drop(&mut self) {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|p| p.into_inner()));
+        if let (Some(started), Some(_slot)) = (running.started, running.slot) {
+            let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+            self.caller.add_receipt(Receipt {
+                stages: vec![running.receipt],
+                wall_ms,
+            });
+        }
+    }
+}
+
+/// One DuckDB thread's instance.
+struct Evaluator {
+    session: Box<dyn crate::ExchangeSession>,
+    encoder: MessageEncoder,
+    decoder: MessageDecoder,
+    running: Arc<Mutex<Running>>,
+}
+
+impl ScalarEvaluator for Evaluator {
+    fn evaluate(&mut self, arguments: RecordBatch) -> Result<ArrayRef> {
+        let rows = arguments.num_rows();
+        let mut messages = Vec::new();
+        self.encoder.encode(&arguments, &mut messages)?;
+        let started = Instant::now();
+        let (mut outputs, mut bytes_in) = (Vec::new(), 0);
+        for message in messages {
+            bytes_in += message.header.len() + message.body.len();
+            let (header, body) = (Bytes::from(message.header), Bytes::from(message.body));
+            outputs.extend(self.session.push(&header, &body)?);
+        }
+        let wall = started.elapsed();
+        let mut values = None;
+        let mut bytes_out = 0;
+        for message in &outputs {
+            bytes_out += message.data_header.len() + message.data_body.len();
+            let batch = self
+                .decoder
+                .decode(
+                    &message.data_header,
+                    Buffer::from(message.data_body.clone()),
+                )
+                .map_err(|e| Error::invalid_argument(format!("exchanger output: {e}")))?;
+            if let Some(batch) = batch {
+                if values.is_some() {
+                    return Err(Error::invalid_argument(
+                        "a scalar call's exchanger answered one batch with several",
+                    ));
+                }
+                values = Some(batch);
+            }
+        }
+        let batch = values.ok_or_else(|| {
+            Error::invalid_argument("a scalar call's exchanger answered a batch with nothing")
+        })?;
+        if batch.num_rows() != rows {
+            return Err(Error::invalid_argument(format!(
+                "the exchanger returned {} rows for {rows}",
+                batch.num_rows()
+            )));
+        }
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let receipt = &mut running.receipt;
+        receipt.rows_in += rows as u64;
+        receipt.rows_out += rows as u64;
+        receipt.batches_in += 1;
+        receipt.batches_out += outputs.len() as u64;
+        receipt.bytes_in += bytes_in as u64;
+        receipt.bytes_out += bytes_out as u64;
+        receipt.wall_ms += wall.as_secs_f64() * 1e3;
+        receipt.peak_memory_bytes = receipt
+            .peak_memory_bytes
+            .max(self.session.guest_memory_bytes() as u64);
+        Ok(batch.column(batch.num_columns() - 1).clone())
+    }
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        let _ = self.session.finish();
+    }
+}
