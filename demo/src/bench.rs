@@ -134,6 +134,18 @@ fn bar(rows: u64, label: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The one value of a one-row, one-column result, as u64 (0 if there is none).
+fn scalar_u64(batches: &[arrow::array::RecordBatch]) -> u64 {
+    batches
+        .first()
+        .and_then(|b| arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64).ok())
+        .and_then(|c| {
+            c.as_primitive_opt::<arrow::datatypes::UInt64Type>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -159,11 +171,13 @@ pub async fn run(
             "parallel_n",
             "parallel_sql_1",
             "parallel_sql_n",
+            "scalar_wasm",
         ]);
     }
     if options.sandbox != SandboxMode::On {
-        ops.push("exchange_native");
+        ops.extend(["exchange_native", "scalar_native"]);
     }
+    ops.push("scalar_sql");
     if options.sandbox != SandboxMode::Off && options.polyglot {
         ops.extend(PORTS.map(|(op, _)| op));
     }
@@ -191,6 +205,9 @@ pub async fn run(
                     | "push_exchange"
                     | "parallel_sql_1"
                     | "parallel_sql_n"
+                    | "scalar_wasm"
+                    | "scalar_native"
+                    | "scalar_sql"
             )) || ops.contains(&"put"),
             "get, transfer and push read the table put creates; include put in --ops"
         );
@@ -233,7 +250,10 @@ pub async fn run(
         let started = Instant::now();
         ops::action(c1, "upload_exchanger", component.clone()).await?;
         upload = Some((component.len(), started.elapsed().as_secs_f64()));
-        if ops.iter().any(|op| op.starts_with("parallel")) {
+        if ops
+            .iter()
+            .any(|op| op.starts_with("parallel") || *op == "scalar_wasm")
+        {
             let component = std::fs::read(crate::guest::build("pseudonymize")?)?;
             ops::action(c1, "upload_exchanger", component).await?;
         }
@@ -339,18 +359,26 @@ pub async fn run(
                     let sql = format!(
                         "SELECT count(*) FROM exchange('{stage}', 'SELECT * FROM {TABLE}')"
                     );
-                    let batches = ops::query(c1, &sql).await?;
-                    let count = batches
-                        .first()
-                        .and_then(|b| {
-                            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64)
-                                .ok()
-                        })
-                        .and_then(|c| {
-                            c.as_primitive_opt::<arrow::datatypes::UInt64Type>()
-                                .map(|a| a.value(0))
-                        })
-                        .unwrap_or(0);
+                    let count = scalar_u64(&ops::query(c1, &sql).await?);
+                    progress.inc(count);
+                    count
+                }
+                "scalar_wasm" | "scalar_native" | "scalar_sql" => {
+                    // One value per row in SQL: the same keyed pseudonym of one
+                    // column through the exchanger, or DuckDB's own keyed hash.
+                    let value = match op {
+                        "scalar_sql" => {
+                            format!("sha256(flight_number::VARCHAR || '{PSEUDONYM_KEY}')")
+                        }
+                        _ => {
+                            let sandbox = if op == "scalar_wasm" { "on" } else { "off" };
+                            format!(
+                                r#"exchanger_varchar('{{"exchanger": "pseudonymize", "sandbox": "{sandbox}", "params": {{"column": "arg1", "key": "{PSEUDONYM_KEY}"}}}}', flight_number)"#
+                            )
+                        }
+                    };
+                    let sql = format!("SELECT count(p) FROM (SELECT {value} AS p FROM {TABLE})");
+                    let count = scalar_u64(&ops::query(c1, &sql).await?);
                     progress.inc(count);
                     count
                 }
@@ -466,6 +494,18 @@ pub async fn run(
         ) {
             let ratio = port.as_f64().unwrap_or(0.0) / rust.as_f64().unwrap_or(1.0);
             out.insert(format!("{op}_over_rust"), figure(ratio, 3));
+        }
+    }
+    for (key, op) in [
+        ("scalar_wasm_over_sql", "scalar_wasm"),
+        ("scalar_native_over_sql", "scalar_native"),
+    ] {
+        if let (Some(x), Some(sql)) = (
+            out.get(&format!("{op}_rows_per_s")),
+            out.get("scalar_sql_rows_per_s"),
+        ) {
+            let ratio = x.as_f64().unwrap_or(0.0) / sql.as_f64().unwrap_or(1.0);
+            out.insert(key.to_owned(), figure(ratio, 3));
         }
     }
     for prefix in ["parallel", "parallel_sql"] {
@@ -631,6 +671,9 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "parallel_n",
         "parallel_sql_1",
         "parallel_sql_n",
+        "scalar_wasm",
+        "scalar_native",
+        "scalar_sql",
         "adbc_get",
         "adbc_ingest",
     ] {
@@ -677,6 +720,8 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "parallel_instances",
         "parallel_n_over_1",
         "parallel_sql_n_over_1",
+        "scalar_wasm_over_sql",
+        "scalar_native_over_sql",
         "adbc_get_over_get",
         "adbc_ingest_over_put",
     ] {

@@ -154,7 +154,7 @@ enum Command {
         json: bool,
         /// Only these operations (comma-separated: put,put_file,get,transfer,push,exchange,
         /// exchange_python,exchange_js,sql_exchange,push_exchange,parallel_1,parallel_n,
-        /// parallel_sql_1,parallel_sql_n,
+        /// parallel_sql_1,parallel_sql_n,scalar_wasm,scalar_native,scalar_sql,
         /// adbc_get,adbc_ingest).
         #[arg(long, value_delimiter = ',')]
         ops: Vec<String>,

@@ -61,6 +61,10 @@ fn bench_json_has_every_key_and_the_row_count() {
         "parallel_sql_n_rows_per_s",
         "parallel_n_over_1",
         "parallel_sql_n_over_1",
+        "scalar_wasm_rows_per_s",
+        "scalar_native_rows_per_s",
+        "scalar_sql_rows_per_s",
+        "scalar_wasm_over_sql",
     ] {
         assert!(
             json[key].as_f64().is_some_and(|v| v > 0.0),
