@@ -38,11 +38,7 @@ pub async fn connect_to(
     password: &str,
     tls: Option<&transport::ClientTls>,
 ) -> Result<FlightClient> {
-    let channel = transport::connect_to(target, tls).await?;
-    let inner = FlightServiceClient::new(channel)
-        .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);
-    let mut client = FlightClient::new_from_inner(inner);
+    let mut client = tuned(target, tls).await?;
     client
         .add_header("authorization", &basic_header(user, password))
         .map_err(|e| Error::internal(format!("header: {e}")))?;
@@ -52,11 +48,30 @@ pub async fn connect_to(
         .map_err(Error::from)?;
     let token = String::from_utf8(token.to_vec())
         .map_err(|_| Error::internal("server returned a non-UTF-8 token"))?;
-    let bearer: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| Error::internal("server returned an unusable token"))?;
-    client.metadata_mut().insert("authorization", bearer);
+    bearer(&mut client, &token)?;
     Ok(client)
+}
+
+/// A client of `target` over a tuned channel, taking messages as large as a
+/// server sends; no credentials yet.
+async fn tuned(
+    target: &mallard_protocol::PushTarget,
+    tls: Option<&transport::ClientTls>,
+) -> Result<FlightClient> {
+    let channel = transport::connect_to(target, tls).await?;
+    let inner = FlightServiceClient::new(channel)
+        .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);
+    Ok(FlightClient::new_from_inner(inner))
+}
+
+/// Makes `client` send `token` as its bearer token on every call.
+fn bearer(client: &mut FlightClient, token: &str) -> Result<()> {
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Error::internal("a bearer token that is not a header value"))?;
+    client.metadata_mut().insert("authorization", value);
+    Ok(())
 }
 
 /// A client of `target` that sends `token` as its bearer token (a cluster token,
@@ -66,14 +81,7 @@ pub async fn connect_with_token(
     token: &str,
     tls: Option<&transport::ClientTls>,
 ) -> Result<FlightClient> {
-    let channel = transport::connect_to(target, tls).await?;
-    let inner = FlightServiceClient::new(channel)
-        .max_decoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(transport::CLIENT_MAX_MESSAGE_BYTES);
-    let mut client = FlightClient::new_from_inner(inner);
-    let bearer: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| Error::internal("a token that is not a header value"))?;
-    client.metadata_mut().insert("authorization", bearer);
+    let mut client = tuned(target, tls).await?;
+    bearer(&mut client, token)?;
     Ok(client)
 }

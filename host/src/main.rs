@@ -207,6 +207,14 @@ fn parse_users(specs: &[String]) -> anyhow::Result<HashMap<String, User>> {
     Ok(users)
 }
 
+/// Server URLs given to a repeatable flag, parsed (empty values skipped).
+fn targets(urls: &[String]) -> anyhow::Result<Vec<mallard_protocol::PushTarget>> {
+    urls.iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
+        .collect()
+}
+
 fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
     if args.db.is_some() && args.listen.len() != 1 {
         bail!("--db needs exactly one --listen (each server has its own database)");
@@ -245,20 +253,8 @@ fn configs(args: &ServeArgs) -> anyhow::Result<Vec<ServerConfig>> {
         .as_deref()
         .map(mallard::transport::ClientTls::trusting_file)
         .transpose()?;
-    let push_allow = args
-        .push_allow
-        .iter()
-        .filter(|t| !t.is_empty())
-        .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("--push-allow")?;
-    let peers = args
-        .peer
-        .iter()
-        .filter(|t| !t.is_empty())
-        .map(|t| mallard_protocol::PushTarget::parse(t).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("--peer")?;
+    let push_allow = targets(&args.push_allow).context("--push-allow")?;
+    let peers = targets(&args.peer).context("--peer")?;
     let cluster_key = args
         .cluster_key_file
         .as_ref()

@@ -21,19 +21,10 @@ const KEY: &[u8] = b"the test cluster's key, forty-odd bytes long";
 /// Rows of `flights` on each node.
 const PART_ROWS: u64 = 1_000_000;
 
-/// A port free right now (the nodes must know each other's before they start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Configs of three nodes that list each other as peers; `adjust(i, config)`
 /// changes node `i`'s.
 fn cluster_configs(adjust: impl Fn(usize, &mut ServerConfig)) -> Vec<ServerConfig> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let target = |port: u16| PushTarget::parse(&format!("grpc://127.0.0.1:{port}")).unwrap();
     (0..3)
         .map(|i| {
@@ -59,17 +50,23 @@ async fn start_cluster(configs: Vec<ServerConfig>) -> Vec<RunningServer> {
     nodes
 }
 
-/// Node `i`'s part of `flights`: ids from `i * PART_ROWS`.
+/// Puts part `i` of the flights (ids from `i * PART_ROWS`) into `table` on `url`.
+async fn load_part(url: &str, i: usize, table: &str) {
+    let mut admin = mallard::client::connect(url, "admin", "password123")
+        .await
+        .unwrap();
+    let batches = (0..PART_ROWS)
+        .step_by(125_000)
+        .map(|offset| mallard_flights::batch(i as u64 * PART_ROWS + offset, 125_000))
+        .collect();
+    let rows = common::put(&mut admin, table, batches).await.unwrap();
+    assert_eq!(rows, PART_ROWS);
+}
+
+/// Each node's part of `table`.
 async fn load_parts(nodes: &[RunningServer], table: &str) {
     for (i, node) in nodes.iter().enumerate() {
-        let batches = (0..PART_ROWS)
-            .step_by(125_000)
-            .map(|offset| mallard_flights::batch(i as u64 * PART_ROWS + offset, 125_000))
-            .collect();
-        let rows = common::put(&mut common::client(node).await, table, batches)
-            .await
-            .unwrap();
-        assert_eq!(rows, PART_ROWS);
+        load_part(&node.url(), i, table).await;
     }
 }
 
@@ -375,20 +372,11 @@ async fn a_node_that_dies_mid_read_fails_its_part_and_is_named() {
     let mut process = node_process(&configs.pop().unwrap(), key_file.path()).await;
     let nodes = start_cluster(configs).await;
     let dying_url = nodes[0].state().config.peers[1].to_string();
-    let mut parts = Vec::new();
-    for url in [nodes[0].url(), nodes[1].url(), dying_url.clone()] {
-        parts.push(
-            mallard::client::connect(&url, "admin", "password123")
-                .await
-                .unwrap(),
-        );
-    }
-    for (i, client) in parts.iter_mut().enumerate() {
-        let batches = (0..PART_ROWS)
-            .step_by(125_000)
-            .map(|offset| mallard_flights::batch(i as u64 * PART_ROWS + offset, 125_000))
-            .collect();
-        common::put(client, "flights", batches).await.unwrap();
+    for (i, url) in [nodes[0].url(), nodes[1].url(), dying_url.clone()]
+        .iter()
+        .enumerate()
+    {
+        load_part(url, i, "flights").await;
     }
     let mut alice = every_node_client(&nodes[0], ALICE).await;
     let info = flight_info(&mut alice, "flights").await.unwrap();

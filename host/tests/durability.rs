@@ -8,14 +8,6 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the server if the test fails before it does.
 struct Guard(Child);
 
@@ -66,7 +58,7 @@ async fn start_on(port: u16, dir: &std::path::Path) -> (Guard, arrow_flight::Fli
 /// A server on a free port with files in a fresh directory, and its admin client.
 async fn start_file_backed() -> (tempfile::TempDir, u16, Guard, arrow_flight::FlightClient) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let (child, client) = start_on(port, dir.path()).await;
     (dir, port, child, client)
 }

@@ -13,6 +13,23 @@ use tonic::Code;
 
 const KEY: &str = "the scalar test key, of 32 bytes";
 
+/// A server holding `rows` flights, with admin's and alice's clients.
+async fn server_with_flights(
+    rows: usize,
+) -> (
+    mallard::RunningServer,
+    arrow_flight::FlightClient,
+    arrow_flight::FlightClient,
+) {
+    let server = common::start_with(common::config_with_accounts()).await;
+    let mut admin = common::client(&server).await;
+    common::put(&mut admin, "flights", common::flights(rows, 10_000))
+        .await
+        .unwrap();
+    let alice = common::login(&server, ALICE).await;
+    (server, admin, alice)
+}
+
 fn pseudonymize(exchanger: &str, sandbox: &str) -> String {
     format!(
         r#"{{"exchanger": "{exchanger}", "sandbox": "{sandbox}", "params": {{"column": "arg1", "key": "{KEY}"}}}}"#
@@ -34,12 +51,7 @@ async fn row_i64(client: &mut arrow_flight::FlightClient, sql: &str) -> Vec<i64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stateless_exchanger_maps_a_column_in_sql_as_the_native_one_does() {
-    let server = common::start_with(common::config_with_accounts()).await;
-    let mut admin = common::client(&server).await;
-    common::put(&mut admin, "flights", common::flights(200_000, 50_000))
-        .await
-        .unwrap();
-    let mut alice = common::login(&server, ALICE).await;
+    let (server, mut admin, mut alice) = server_with_flights(200_000).await;
     common::upload(&mut alice, "pseudonymize").await;
     let wasm = pseudonymize("alice/pseudonymize", "on");
     let native = pseudonymize("pseudonymize", "off");
@@ -64,12 +76,7 @@ async fn a_stateless_exchanger_maps_a_column_in_sql_as_the_native_one_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scalar_call_refuses_what_cannot_be_one_value_per_row() {
-    let server = common::start_with(common::config_with_accounts()).await;
-    let mut admin = common::client(&server).await;
-    common::put(&mut admin, "flights", common::flights(20_000, 5_000))
-        .await
-        .unwrap();
-    let mut alice = common::login(&server, ALICE).await;
+    let (server, mut admin, mut alice) = server_with_flights(20_000).await;
     common::upload(&mut alice, "hostile_liar").await;
     let wasm = pseudonymize("pseudonymize", "off");
     for (sql, code, says) in [
@@ -119,12 +126,7 @@ async fn a_scalar_call_refuses_what_cannot_be_one_value_per_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_scalar_guests_end_their_query_and_nothing_else() {
-    let server = common::start_with(common::config_with_accounts()).await;
-    let mut admin = common::client(&server).await;
-    common::put(&mut admin, "flights", common::flights(20_000, 5_000))
-        .await
-        .unwrap();
-    let mut alice = common::login(&server, ALICE).await;
+    let (server, mut admin, mut alice) = server_with_flights(20_000).await;
     for guest in [
         "hostile_endless_loop",
         "hostile_memory_bomb",
@@ -162,12 +164,7 @@ async fn hostile_scalar_guests_end_their_query_and_nothing_else() {
 async fn the_sums_of_a_scalar_exchanger_match_duckdbs_own_arithmetic() {
     // `add_processed` passes its input through and appends `processed`; the
     // value is the last column, so a BOOLEAN call gives `true` per row.
-    let server = common::start_with(common::config_with_accounts()).await;
-    let mut admin = common::client(&server).await;
-    common::put(&mut admin, "flights", common::flights(50_000, 10_000))
-        .await
-        .unwrap();
-    let mut alice = common::login(&server, ALICE).await;
+    let (server, mut admin, mut alice) = server_with_flights(50_000).await;
     common::upload(&mut alice, "add_processed").await;
     let sql = r#"SELECT count(*) FILTER (WHERE exchanger_boolean('alice/add_processed', flight_id)), count(*) FROM flights"#;
     let [processed, rows] = <[i64; 2]>::try_from(row_i64(&mut alice, sql).await).unwrap();
@@ -196,5 +193,6 @@ async fn the_sums_of_a_scalar_exchanger_match_duckdbs_own_arithmetic() {
     assert_eq!(receipts.len(), 1, "{receipts:?}");
     assert_eq!(receipts[0].stages[0].rows_in, 50_000);
     assert!(receipts[0].stages[0].instances >= 1);
+    common::assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }

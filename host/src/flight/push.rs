@@ -306,16 +306,22 @@ async fn push_one(
             state.config.stall_timeout
         ))),
     };
-    let receipt = match receipt {
-        Some(rx) => Some(
-            rx.await
-                .map_err(|_| Error::internal("the push's exchange ended without its receipt"))?,
-        ),
-        None => None,
-    };
     Ok(Pushed {
         rows,
         rows_per_target: vec![rows],
-        receipt,
+        receipt: receipt_of(receipt).await?,
     })
+}
+
+/// The receipt of a push's exchange, once its output ended (`None` without one).
+pub async fn receipt_of(
+    exchange: Option<tokio::sync::oneshot::Receiver<Receipt>>,
+) -> Result<Option<Receipt>> {
+    match exchange {
+        Some(rx) => rx
+            .await
+            .map(Some)
+            .map_err(|_| Error::internal("the push's exchange ended without its receipt")),
+        None => Ok(None),
+    }
 }

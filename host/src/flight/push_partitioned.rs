@@ -7,7 +7,7 @@
 
 use crate::auth::Principal;
 use crate::flight::partition::Partitioner;
-use crate::flight::push::{PushAs, Pushed, exchange_output};
+use crate::flight::push::{PushAs, Pushed, exchange_output, receipt_of};
 use crate::flight::two_phase::Control;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -92,17 +92,10 @@ pub async fn push(
             legs.len()
         )));
     }
-    let receipt = match receipt {
-        Some(rx) => Some(
-            rx.await
-                .map_err(|_| Error::internal("the push's exchange ended without its receipt"))?,
-        ),
-        None => None,
-    };
     Ok(Pushed {
         rows: rows_per_target.iter().sum(),
         rows_per_target,
-        receipt,
+        receipt: receipt_of(receipt).await?,
     })
 }
 

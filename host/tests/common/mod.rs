@@ -468,3 +468,13 @@ pub async fn run_python(script: &str, args: Vec<String>, packages: PathBuf) -> S
     assert!(output.status.success(), "{stdout}\n{stderr}");
     stdout
 }
+
+/// A loopback port free right now (for servers that must know each other's
+/// addresses, or a process started on it, before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
