@@ -732,3 +732,47 @@ async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
         node.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pusher_that_vanishes_mid_push_leaves_nothing_anywhere() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    let source: Vec<RecordBatch> = (0..4 * PART_ROWS)
+        .step_by(125_000)
+        .map(|offset| mallard_flights::batch(offset, 125_000))
+        .collect();
+    common::put(&mut common::client(&nodes[0]).await, "all_flights", source)
+        .await
+        .unwrap();
+    let body = serde_json::json!({
+        "table": "all_flights", "target_table": "flights",
+        "to": [nodes[1].url(), nodes[2].url()], "partition": "round_robin",
+    })
+    .to_string();
+    let mut alice = common::login(&nodes[0], ALICE).await;
+    let pushing = tokio::spawn(async move { common::action(&mut alice, "push_table", body).await });
+    let mut watcher = common::client(&nodes[1]).await;
+    loop {
+        let health = common::action(&mut watcher, "healthcheck", "")
+            .await
+            .unwrap();
+        if health["live"]["ingests"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            !pushing.is_finished(),
+            "the push ended before the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The client goes away (its call is cancelled) while the targets ingest.
+    pushing.abort();
+    for node in &nodes {
+        common::assert_idle(&mut common::client(node).await).await;
+    }
+    for node in &nodes[1..] {
+        assert!(!table_exists(node, "flights").await, "{}", node.url());
+    }
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+}

@@ -70,6 +70,15 @@ async fn a_stateless_exchanger_maps_a_column_in_sql_as_the_native_one_does() {
          IS DISTINCT FROM exchanger_varchar('{native}', carrier)"
     );
     assert_eq!(row_i64(&mut alice, &differ).await, vec![0]);
+    // The arguments under names of the caller's choosing.
+    let named = format!(
+        r#"{{"exchanger": "alice/pseudonymize", "arguments": ["carrier"], "params": {{"column": "carrier", "key": "{KEY}"}}}}"#
+    );
+    let differ = format!(
+        "SELECT count(*) FROM flights WHERE exchanger_varchar('{named}', carrier) \
+         IS DISTINCT FROM exchanger_varchar('{wasm}', carrier)"
+    );
+    assert_eq!(row_i64(&mut alice, &differ).await, vec![0]);
     common::assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
@@ -89,6 +98,11 @@ async fn a_scalar_call_refuses_what_cannot_be_one_value_per_row() {
             r#"SELECT exchanger_bigint('{"exchanger": "running_totals", "sandbox": "off", "params": {"value": "arg1"}}', passengers::BIGINT) FROM flights"#.to_owned(),
             Code::InvalidArgument,
             "stateless",
+        ),
+        (
+            r#"SELECT exchanger_varchar('{"exchanger": "pseudonymize", "sandbox": "off", "arguments": ["a", "b"]}', carrier) FROM flights"#.to_owned(),
+            Code::InvalidArgument,
+            "names 2 columns for 1 arguments",
         ),
         (
             "SELECT exchanger_varchar(carrier, carrier) FROM flights".to_owned(),

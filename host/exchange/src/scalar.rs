@@ -48,6 +48,57 @@ pub const FUNCTIONS: [(&str, DataType); 5] = [
     ("exchanger_boolean", DataType::Boolean),
 ];
 
+/// Longest argument name accepted.
+const MAX_ARGUMENT_NAME_BYTES: usize = 255;
+
+/// A JSON descriptor's `"arguments": [names…]`, taken out of it (the rest is an
+/// ordinary stage); `None` when it names none.
+fn argument_names(descriptor: &str) -> Result<(String, Option<Vec<String>>)> {
+    let trimmed = descriptor.trim_start();
+    if !trimmed.starts_with('{') {
+        return Ok((descriptor.to_owned(), None));
+    }
+    let mut stage: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
+        .map_err(|e| Error::invalid_argument(format!("the exchanger's JSON: {e}")))?;
+    let Some(names) = stage.remove("arguments") else {
+        return Ok((descriptor.to_owned(), None));
+    };
+    let bad = || {
+        Error::invalid_argument(
+            "\"arguments\" names the arguments: a list of distinct, non-empty names",
+        )
+    };
+    let names: Vec<String> = serde_json::from_value(names).map_err(|_| bad())?;
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty()
+            || name.len() > MAX_ARGUMENT_NAME_BYTES
+            || name.chars().any(char::is_control)
+            || names[..i].contains(name)
+        {
+            return Err(bad());
+        }
+    }
+    Ok((serde_json::Value::Object(stage).to_string(), Some(names)))
+}
+
+/// `arguments` with the columns renamed to `names`, one name per argument.
+fn named(arguments: &SchemaRef, names: Vec<String>) -> Result<SchemaRef> {
+    if names.len() != arguments.fields().len() {
+        return Err(Error::invalid_argument(format!(
+            "\"arguments\" names {} columns for {} arguments",
+            names.len(),
+            arguments.fields().len()
+        )));
+    }
+    let fields: Vec<_> = arguments
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(field, name)| field.as_ref().clone().with_name(name))
+        .collect();
+    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
 /// The function to call for `result`, if one returns it.
 fn function_for(result: &DataType) -> Option<&'static str> {
     FUNCTIONS
@@ -90,6 +141,11 @@ impl ScalarSource for ScalarExchange {
         exchanges
             .authz
             .check(caller.principal(), Operation::Exchange)?;
+        let (descriptor, names) = argument_names(&descriptor)?;
+        let arguments = match names {
+            Some(names) => named(&arguments, names)?,
+            None => arguments,
+        };
         let request = ExchangeRequest::parse(descriptor.as_bytes())?;
         let [stage] = <[_; 1]>::try_from(request.stages).map_err(|_| {
             Error::invalid_argument("a scalar call runs one exchanger, not a pipeline")
@@ -204,6 +260,7 @@ impl BoundScalar for BoundScalarExchange {
         let decoder = unsafe { MessageDecoder::new_unvalidated(self.output.clone()) };
         Ok(Box::new(Evaluator {
             session,
+            arguments: self.arguments.clone(),
             encoder: MessageEncoder::new(self.arguments.clone()),
             decoder,
             running: self.running.clone(),
@@ -227,6 +284,8 @@ impl Drop for BoundScalarExchange {
 /// One DuckDB thread's instance.
 struct Evaluator {
     session: Box<dyn crate::ExchangeSession>,
+    /// The arguments' schema the exchanger was opened with.
+    arguments: SchemaRef,
     encoder: MessageEncoder,
     decoder: MessageDecoder,
     running: Arc<Mutex<Running>>,
@@ -234,6 +293,8 @@ struct Evaluator {
 
 impl ScalarEvaluator for Evaluator {
     fn evaluate(&mut self, arguments: RecordBatch) -> Result<ArrayRef> {
+        // The columns under the names the exchanger was opened with.
+        let arguments = RecordBatch::try_new(self.arguments.clone(), arguments.columns().to_vec())?;
         let rows = arguments.num_rows();
         let mut messages = Vec::new();
         self.encoder.encode(&arguments, &mut messages)?;
@@ -293,5 +354,48 @@ impl ScalarEvaluator for Evaluator {
 impl Drop for Evaluator {
     fn drop(&mut self) {
         let _ = self.session.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn arguments_are_named_by_the_descriptor_or_numbered() {
+        let (rest, names) = argument_names("pseudonymize").unwrap();
+        assert_eq!((rest.as_str(), names), ("pseudonymize", None));
+        let (rest, names) =
+            argument_names(r#"{"exchanger": "x", "arguments": ["carrier", "delay"]}"#).unwrap();
+        assert_eq!(rest, r#"{"exchanger":"x"}"#);
+        assert_eq!(names.unwrap(), ["carrier", "delay"]);
+        for bad in [
+            r#"{"exchanger": "x", "arguments": ["a", "a"]}"#,
+            r#"{"exchanger": "x", "arguments": [""]}"#,
+            r#"{"exchanger": "x", "arguments": ["a\nb"]}"#,
+            r#"{"exchanger": "x", "arguments": "a"}"#,
+            r#"{"exchanger": "x", "arguments": [1]}"#,
+            r#"{"exchanger": "x", "#,
+        ] {
+            assert!(argument_names(bad).is_err(), "{bad}");
+        }
+        let long = "n".repeat(MAX_ARGUMENT_NAME_BYTES + 1);
+        let at_limit = "n".repeat(MAX_ARGUMENT_NAME_BYTES);
+        let descriptor = |name: &str| format!(r#"{{"exchanger": "x", "arguments": ["{name}"]}}"#);
+        assert!(argument_names(&descriptor(&long)).is_err());
+        assert!(argument_names(&descriptor(&at_limit)).is_ok());
+    }
+
+    #[test]
+    fn naming_needs_one_name_per_argument() {
+        let numbered = Arc::new(Schema::new(vec![
+            Field::new("arg1", DataType::Utf8, true),
+            Field::new("arg2", DataType::Int32, true),
+        ]));
+        let renamed = named(&numbered, vec!["carrier".into(), "delay".into()]).unwrap();
+        assert_eq!(renamed.field(1).name(), "delay");
+        assert_eq!(renamed.field(1).data_type(), &DataType::Int32);
+        assert!(named(&numbered, vec!["carrier".into()]).is_err());
     }
 }
