@@ -75,7 +75,8 @@ fn stream_batches(
 }
 
 /// A stateless exchanger on one instance, then on one per core: `pseudonymize`
-/// (keyed HMAC-SHA256 of `carrier`) where the data lives, only a count returned.
+/// (keyed HMAC-SHA256 of `carrier`) where the data lives, only a count returned;
+/// then the same exchanger as a scalar function.
 async fn every_core(client: &mut FlightClient, rows: u64) -> Result<()> {
     println!(
         "building guest-exchangers/pseudonymize for wasm32-wasip2 (cached after the first time)"
@@ -98,6 +99,10 @@ async fn every_core(client: &mut FlightClient, rows: u64) -> Result<()> {
             println!("{}", pretty_format_batches(&out)?);
         }
     }
+    // The same exchanger as a scalar function: one value per row, any SQL shape.
+    let sql = r#"SELECT DISTINCT carrier, exchanger_varchar('{"exchanger": "pseudonymize", "arguments": ["carrier"], "params": {"column": "carrier", "key": "walkthrough-key-0001"}}', carrier) AS pseudonym FROM flights ORDER BY 1 LIMIT 3"#;
+    println!("{sql}");
+    println!("{}", pretty_format_batches(&ops::query(client, sql).await?)?);
     Ok(())
 }
 
