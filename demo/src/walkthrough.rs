@@ -102,7 +102,10 @@ async fn every_core(client: &mut FlightClient, rows: u64) -> Result<()> {
     // The same exchanger as a scalar function: one value per row, any SQL shape.
     let sql = r#"SELECT DISTINCT carrier, exchanger_varchar('{"exchanger": "pseudonymize", "arguments": ["carrier"], "params": {"column": "carrier", "key": "walkthrough-key-0001"}}', carrier) AS pseudonym FROM flights ORDER BY 1 LIMIT 3"#;
     println!("{sql}");
-    println!("{}", pretty_format_batches(&ops::query(client, sql).await?)?);
+    println!(
+        "{}",
+        pretty_format_batches(&ops::query(client, sql).await?)?
+    );
     Ok(())
 }
 
