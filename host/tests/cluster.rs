@@ -182,6 +182,7 @@ async fn one_flight_info_reads_every_nodes_part_with_rust_pyarrow_and_adbc() {
     for line in [
         "pyarrow, one FlightInfo, 3 endpoints: 3000000 rows, checksum equal",
         "ADBC Flight SQL, one statement, 3 endpoints: 3000000 rows, checksum equal",
+        "a prepared statement with parameters asked of every node: refused with INVALID_ARGUMENT",
         "a change asked of every node: refused with INVALID_ARGUMENT, nothing ran",
         "ADBC without the header reads this node only: 1000000 rows",
         "all cluster reads passed",

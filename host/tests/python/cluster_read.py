@@ -3,7 +3,7 @@ pyarrow and by the ADBC Flight SQL driver, as a data engineer would.
 
 argv: node A's URL, then the expected row count, sum(flight_id) and
 sum(passengers) of the whole table (computed by the Rust test on each node).
-Every node holds alice/alice-pw and shares a cluster key, so the bearer token
+Every node holds alice/alice-pw (user) and rita/rita-pw (reader) and shares a cluster key, so the bearer token
 node A issues is accepted by the others. Prints one line per check; exits
 non-zero at the first failure.
 """
@@ -64,13 +64,22 @@ def connect(user="alice", password="alice-pw", **options):
 
 
 def with_adbc():
-    # Every statement of this connection asks every node (metadata calls stay local).
-    conn = connect(**{NODES_OPTION: "all"})
+    # Every statement of this connection asks every node (metadata calls stay
+    # local); rita is a reader, the lowest role, on every node.
+    conn = connect("rita", "rita-pw", **{NODES_OPTION: "all"})
     cur = conn.cursor()
     start = time.perf_counter()
     cur.execute("SELECT * FROM flights")
     table = cur.fetch_arrow_table()
     check("ADBC Flight SQL, one statement, 3 endpoints", table, time.perf_counter() - start)
+    try:
+        cur.execute("SELECT * FROM flights WHERE flight_id < ?", (10,))
+        cur.fetch_arrow_table()
+        sys.exit("a prepared statement with parameters asked of every node was not refused")
+    except adbc_driver_manager.Error as e:
+        if e.status_code != adbc_driver_manager.AdbcStatusCode.INVALID_ARGUMENT:
+            sys.exit(f"parameters asked of every node: {e.status_code!r}: {e}")
+    print("a prepared statement with parameters asked of every node: refused with INVALID_ARGUMENT")
     admin = connect("admin", "password123", **{NODES_OPTION: "all"}).cursor()
     try:
         admin.execute("CREATE TABLE everywhere AS SELECT 1 AS x")
