@@ -146,7 +146,8 @@ fn scalar_u64(batches: &[arrow::array::RecordBatch]) -> u64 {
         .unwrap_or(0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

@@ -5,6 +5,7 @@
 //! at once, pyarrow with a thread per endpoint, the ADBC Flight SQL driver),
 //! beside one node's GET of the same N rows and the driver on one node.
 
+use crate::bench::median;
 use crate::{ops, python, servers};
 use anyhow::{Context, Result, ensure};
 use arrow_flight::{FlightClient, FlightDescriptor};
@@ -30,11 +31,6 @@ const WHOLE: &str = "cluster_whole";
 const SPREAD: &str = "cluster_spread";
 /// The key the bench's nodes share (a throwaway, on loopback only).
 const KEY: &str = "mallard-demo cluster-bench key, loopback only";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// The median of timed runs after the first (the warm-up).
 fn after_warm_up(mut runs: Vec<f64>) -> f64 {

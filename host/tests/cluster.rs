@@ -113,22 +113,28 @@ async fn flight_info(client: &mut FlightClient, table: &str) -> Result<FlightInf
         .map_err(common::to_status)
 }
 
-/// An unauthenticated client of `url` that takes messages as large as the server's.
-async fn bare_client(url: &str) -> FlightClient {
-    let channel = mallard::transport::connect(url).await.unwrap();
-    FlightClient::new_from_inner(
-        arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-            .max_decoding_message_size(mallard::transport::CLIENT_MAX_MESSAGE_BYTES),
-    )
+/// A client of `url` sending `token` as its bearer token, as a node calling
+/// its peers does.
+async fn token_client(url: &str, token: &str) -> FlightClient {
+    let target = PushTarget::parse(url).unwrap();
+    mallard::client::connect_with_token(&target, token, None)
+        .await
+        .unwrap()
 }
 
 /// A client of the endpoint's node carrying `caller`'s bearer token.
 async fn endpoint_client(caller: &FlightClient, location: Option<&str>) -> FlightClient {
     let url = location.expect("a located endpoint");
-    let mut client = bare_client(url).await;
-    let token = caller.metadata().get("authorization").unwrap().clone();
-    client.metadata_mut().insert("authorization", token);
-    client
+    let header = caller.metadata().get("authorization").unwrap();
+    let token = header.to_str().unwrap().strip_prefix("Bearer ").unwrap();
+    token_client(url, token).await
+}
+
+/// Runs `sql` on `node` as admin.
+async fn sql_on(node: &RunningServer, sql: &str) {
+    common::query(&mut common::client(node).await, sql)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -251,10 +257,7 @@ async fn each_node_applies_its_own_roles_to_a_peers_token() {
         })
         .unwrap();
     for (node, token) in [(&nodes[1], forged), (&nodes[0], minted)] {
-        let mut client = bare_client(&node.url()).await;
-        client
-            .add_header("authorization", &format!("Bearer {token}"))
-            .unwrap();
+        let mut client = token_client(&node.url(), &token).await;
         let err = common::query(&mut client, "SELECT 1").await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     }
@@ -267,16 +270,8 @@ async fn each_node_applies_its_own_roles_to_a_peers_token() {
 async fn a_missing_or_different_part_is_named() {
     let nodes = start_cluster(cluster_configs(|_, _| {})).await;
     load_parts(&nodes, "flights").await;
-    let mut admin = common::client(&nodes[0]).await;
-    common::query(&mut admin, "CREATE TABLE only_here AS SELECT 1 AS x")
-        .await
-        .unwrap();
-    common::query(
-        &mut common::client(&nodes[1]).await,
-        "CREATE TABLE only_here AS SELECT 'text' AS x",
-    )
-    .await
-    .unwrap();
+    sql_on(&nodes[0], "CREATE TABLE only_here AS SELECT 1 AS x").await;
+    sql_on(&nodes[1], "CREATE TABLE only_here AS SELECT 'text' AS x").await;
     let mut alice = every_node_client(&nodes[0], ALICE).await;
 
     let err = flight_info(&mut alice, "only_here").await.unwrap_err();
@@ -290,12 +285,7 @@ async fn a_missing_or_different_part_is_named() {
         ),
         "{err}"
     );
-    common::query(
-        &mut common::client(&nodes[2]).await,
-        "CREATE TABLE only_here AS SELECT 2 AS x",
-    )
-    .await
-    .unwrap();
+    sql_on(&nodes[2], "CREATE TABLE only_here AS SELECT 2 AS x").await;
     let err = flight_info(&mut alice, "only_here").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(err.message().contains("different schema"), "{err}");
@@ -535,12 +525,7 @@ async fn a_target_that_refuses_or_dies_leaves_nothing_on_any_target() {
 
     // Node 1 already has a `flights` of another shape: it refuses its share,
     // and the dying node's share is rolled back with it.
-    common::query(
-        &mut common::client(&nodes[1]).await,
-        "CREATE TABLE flights AS SELECT 'other' AS shape",
-    )
-    .await
-    .unwrap();
+    sql_on(&nodes[1], "CREATE TABLE flights AS SELECT 'other' AS shape").await;
     let body = serde_json::json!({
         "table": "all_flights", "target_table": "flights",
         "to": [nodes[1].url(), dying_url], "partition": {"hash": "carrier"},
@@ -562,9 +547,7 @@ async fn a_target_that_refuses_or_dies_leaves_nothing_on_any_target() {
 
     // The dying node is killed while it ingests its share: the push fails
     // naming it, and node 1 keeps nothing.
-    common::query(&mut common::client(&nodes[1]).await, "DROP TABLE flights")
-        .await
-        .unwrap();
+    sql_on(&nodes[1], "DROP TABLE flights").await;
     let pushing = tokio::spawn({
         let node = common::login(&nodes[0], ALICE).await;
         let body = body.to_string();

@@ -27,15 +27,13 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
-use mallard_access::authz::Operation;
 use mallard_access::slots::Slot;
 use mallard_core::{Error, Result};
 use mallard_db::scalar_function::{self, BoundScalar, ScalarEvaluator, ScalarSource};
 use mallard_db::scopes::Scope;
 use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
 use mallard_protocol::receipt::StageReceipt;
-use mallard_protocol::{ExchangeRequest, Receipt, Sandbox};
-use std::sync::atomic::AtomicBool;
+use mallard_protocol::{ExchangeRequest, Receipt};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -132,56 +130,38 @@ impl ScalarSource for ScalarExchange {
         arguments: SchemaRef,
         result: &DataType,
     ) -> Result<Box<dyn BoundScalar>> {
-        let caller = scope
-            .and_then(|s| s.downcast::<SqlCaller>().ok())
-            .ok_or_else(|| {
-                Error::permission_denied("exchanger_*() runs only in a client's query")
-            })?;
-        let exchanges = caller.exchanges()?;
-        exchanges
-            .authz
-            .check(caller.principal(), Operation::Exchange)?;
+        let (caller, exchanges) = SqlCaller::of(scope, "exchanger_*()")?;
         let (descriptor, names) = argument_names(&descriptor)?;
         let arguments = match names {
             Some(names) => named(&arguments, names)?,
             None => arguments,
         };
         let request = ExchangeRequest::parse(descriptor.as_bytes())?;
-        let [stage] = <[_; 1]>::try_from(request.stages).map_err(|_| {
-            Error::invalid_argument("a scalar call runs one exchanger, not a pipeline")
-        })?;
+        if request.stages.len() != 1 {
+            return Err(Error::invalid_argument(
+                "a scalar call runs one exchanger, not a pipeline",
+            ));
+        }
         if arguments.fields().is_empty() {
             return Err(Error::invalid_argument(
                 "give the exchanger at least one argument: exchanger_…(EXCHANGER, value, …)",
             ));
         }
-        let header = Bytes::from(MessageEncoder::new(arguments.clone()).schema_header());
-        let version = exchanges.catalog.peek(
-            caller.principal(),
-            &stage.exchanger,
-            stage.sandbox == Sandbox::On,
-        )?;
-        // The probe opens the guest: it holds one of the caller's exchange slots
-        // while it lives, like any exchange.
-        let probe_slot = exchanges.slots.acquire(&caller.principal().user)?;
-        let session = version.open_session(
-            exchanges.catalog.engine(),
-            (&header, arguments.clone()),
-            &stage.params,
-            Arc::new(AtomicBool::new(false)),
-            exchanges.guest_memory.of(&caller.principal().user),
-        )?;
+        let probed = crate::sql::probe(&exchanges, caller.principal(), &request, &arguments)?;
+        let version = probed
+            .versions
+            .into_iter()
+            .next()
+            .expect("one stage, one version");
         let name = version.describe();
-        if !session.stateless() {
+        if !probed.stateless {
             return Err(Error::invalid_argument(format!(
                 "{name} keeps state from one batch to the next; a scalar call needs an \
                  exchanger that says it is stateless (contract 0.2), since DuckDB evaluates \
                  chunks on several threads in any order; use exchange() instead"
             )));
         }
-        let (output, _) = crate::validated_schema_message(session.schema_message().data_header)?;
-        drop(session);
-        drop(probe_slot);
+        let output = probed.schema;
         let last = output
             .fields()
             .last()
@@ -201,12 +181,13 @@ impl ScalarSource for ScalarExchange {
                 "{name}'s output has dictionary columns; a scalar call cannot use them"
             )));
         }
+        let [stage] = <[_; 1]>::try_from(request.stages).expect("checked: one stage");
         Ok(Box::new(BoundScalarExchange {
             caller: (*caller).clone(),
             exchanges,
             version,
             params: stage.params,
-            header,
+            header: Bytes::from(MessageEncoder::new(arguments.clone()).schema_header()),
             arguments,
             output,
             running: Arc::default(),

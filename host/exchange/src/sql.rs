@@ -65,6 +65,22 @@ pub struct SqlCaller {
 }
 
 impl SqlCaller {
+    /// The caller a connection's `scope` registered, allowed to exchange:
+    /// PermissionDenied for a connection without one (the server's own SQL), or
+    /// for a role without the right. `function` names the SQL function asking.
+    pub(crate) fn of(scope: Option<Scope>, function: &str) -> Result<(Arc<Self>, Arc<Exchanges>)> {
+        let caller = scope
+            .and_then(|s| s.downcast::<SqlCaller>().ok())
+            .ok_or_else(|| {
+                Error::permission_denied(format!("{function} runs only in a client's query"))
+            })?;
+        let exchanges = caller.exchanges()?;
+        exchanges
+            .authz
+            .check(&caller.principal, Operation::Exchange)?;
+        Ok((caller, exchanges))
+    }
+
     /// The server's exchanges; Unavailable once it is stopping.
     pub(crate) fn exchanges(&self) -> Result<Arc<Exchanges>> {
         self.exchanges
@@ -138,24 +154,13 @@ struct ExchangeFunction;
 
 impl TableSource for ExchangeFunction {
     fn bind(&self, scope: Option<Scope>, call: Call) -> Result<Box<dyn BoundSource>> {
-        let caller = scope
-            .and_then(|s| s.downcast::<SqlCaller>().ok())
-            .ok_or_else(|| {
-                Error::permission_denied(format!("{FUNCTION}() runs only in a client's query"))
-            })?;
+        let (caller, exchanges) = SqlCaller::of(scope, &format!("{FUNCTION}()"))?;
         if caller.nested {
             return Err(Error::invalid_argument(format!(
                 "{FUNCTION}() cannot be called inside another {FUNCTION}()'s query; give a \
                  pipeline instead: {FUNCTION}('[{{\"exchanger\": \"a\"}}, {{\"exchanger\": \"b\"}}]', …)"
             )));
         }
-        let exchanges = caller
-            .exchanges
-            .upgrade()
-            .ok_or_else(|| Error::unavailable("the server is stopping"))?;
-        exchanges
-            .authz
-            .check(&caller.principal, Operation::Exchange)?;
         let [descriptor, query] = <[String; 2]>::try_from(call.args).map_err(|_| {
             Error::invalid_argument(format!("{FUNCTION}(EXCHANGE, QUERY) takes two arguments"))
         })?;
@@ -179,7 +184,7 @@ impl TableSource for ExchangeFunction {
         let input_schema = statements::result_schema(&connection, &query, &*policy)
             .map_err(|e| e.context(format!("the query of {FUNCTION}()")))?;
         drop(scope);
-        let output_schema = probe(&exchanges, &caller.principal, &request, &input_schema)?;
+        let output_schema = probe(&exchanges, &caller.principal, &request, &input_schema)?.schema;
         Ok(Box::new(BoundExchange {
             caller: (*caller).clone(),
             request,
@@ -191,14 +196,24 @@ impl TableSource for ExchangeFunction {
     }
 }
 
+/// What opening an exchange's stages once told.
+pub(crate) struct Probed {
+    /// The last stage's output schema.
+    pub schema: SchemaRef,
+    /// Whether every stage's session said it is stateless.
+    pub stateless: bool,
+    /// The versions the stages resolved to, first to last.
+    pub versions: Vec<Arc<crate::catalog::Version>>,
+}
+
 /// Opens every stage once, as the exchange would, to learn the output schema;
 /// closes them again. Not counted as calls.
-fn probe(
+pub(crate) fn probe(
     exchanges: &Exchanges,
     principal: &Principal,
     request: &ExchangeRequest,
     input: &SchemaRef,
-) -> Result<SchemaRef> {
+) -> Result<Probed> {
     // The probe opens guests: it holds one of the caller's exchange slots while
     // they live, like any exchange, so binding cannot open guests beyond the cap.
     let _slot = exchanges.slots.acquire(&principal.user)?;
@@ -206,6 +221,7 @@ fn probe(
     let pool = exchanges.guest_memory.of(&principal.user);
     let mut schema = input.clone();
     let mut header = bytes::Bytes::from(MessageEncoder::new(schema.clone()).schema_header());
+    let (mut stateless, mut versions) = (true, Vec::new());
     for stage in &request.stages {
         let version =
             exchanges
@@ -218,10 +234,16 @@ fn probe(
             Arc::new(AtomicBool::new(false)),
             pool.clone(),
         )?;
+        stateless &= session.stateless();
         header = session.schema_message().data_header;
         schema = super::validated_schema_message(header.clone())?.0;
+        versions.push(version);
     }
-    Ok(schema)
+    Ok(Probed {
+        schema,
+        stateless,
+        versions,
+    })
 }
 
 /// A bound call: what to run and the schemas it promised DuckDB.
@@ -245,10 +267,7 @@ impl BoundSource for BoundExchange {
 
     fn start(&self) -> Result<Box<dyn table_function::Batches>> {
         let caller = &self.caller;
-        let exchanges = caller
-            .exchanges
-            .upgrade()
-            .ok_or_else(|| Error::unavailable("the server is stopping"))?;
+        let exchanges = caller.exchanges()?;
         let inner = SqlCaller {
             nested: true,
             ..caller.clone()

@@ -11,10 +11,10 @@
 //! partial answer would be a silently truncated table.
 
 use crate::auth::Principal;
+use crate::client;
 use crate::state::ServerState;
-use crate::transport;
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightDescriptor, FlightInfo, Location};
+use arrow::datatypes::Schema;
+use arrow_flight::{FlightDescriptor, FlightInfo, IpcMessage, Location};
 use mallard_core::{Error, Result};
 use mallard_protocol::PushTarget;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub async fn gather(
     let token = state.auth.token_for_peers(principal).ok_or_else(|| {
         Error::failed_precondition("this node has peers but no cluster key (--cluster-key-file)")
     })?;
-    let local_schema = local.clone().try_decode_schema()?;
+    let local_schema = schema_of(&local)?;
     let answers = futures::future::join_all(
         peers
             .iter()
@@ -62,7 +62,7 @@ pub async fn gather(
     let mut info = local;
     for (peer, answer) in peers.iter().zip(answers) {
         let part = answer.map_err(|e| e.context(format!("node {peer}")))?;
-        let schema = part.clone().try_decode_schema()?;
+        let schema = schema_of(&part)?;
         if schema.fields() != local_schema.fields() {
             return Err(Error::failed_precondition(format!(
                 "node {peer} answers with a different schema ({schema}) than this node \
@@ -85,6 +85,11 @@ pub async fn gather(
     Ok(info)
 }
 
+/// The schema an answer declares (its IPC bytes shared, not the answer copied).
+fn schema_of(info: &FlightInfo) -> Result<Schema> {
+    Ok(Schema::try_from(IpcMessage(info.schema.clone()))?)
+}
+
 /// The sum of two counts where -1 means unknown.
 fn add_known(a: i64, b: i64) -> i64 {
     if a < 0 || b < 0 {
@@ -102,15 +107,9 @@ async fn ask(
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
     let call = async {
-        let channel = transport::connect_to(peer, state.config.push_tls.as_ref()).await?;
-        let mut client = FlightServiceClient::new(channel);
-        let mut request = tonic::Request::new(descriptor);
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::internal("a cluster token is not a header value"))?;
-        request.metadata_mut().insert("authorization", bearer);
-        let info = client.get_flight_info(request).await?;
-        Ok::<_, Error>(info.into_inner())
+        let mut client =
+            client::connect_with_token(peer, token, state.config.push_tls.as_ref()).await?;
+        Ok::<_, Error>(client.get_flight_info(descriptor).await?)
     };
     tokio::time::timeout(PEER_ANSWER_TIMEOUT, call)
         .await
