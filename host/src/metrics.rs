@@ -51,6 +51,9 @@ pub struct ServerMetrics {
     pub rpc_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
     /// Calls refused for bad or missing credentials (ended Unauthenticated).
     pub auth_failures: Counter,
+    /// Queries answered straight from their exchange (a bare
+    /// `SELECT * FROM exchange(…)`, see `mallard_exchange::bare_select`).
+    pub bare_selects: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -59,6 +62,7 @@ impl Default for ServerMetrics {
             rpcs: Family::default(),
             rpc_seconds: Family::new_with_constructor(latency_histogram),
             auth_failures: Counter::default(),
+            bare_selects: Counter::default(),
         }
     }
 }
@@ -105,6 +109,11 @@ pub fn registry(state: &Arc<ServerState>) -> Registry {
         "auth_failures",
         "Calls refused for bad or missing credentials",
         metrics.auth_failures.clone(),
+    );
+    registry.register(
+        "bare_selects",
+        "Queries answered straight from their exchange, without DuckDB re-reading its output",
+        metrics.bare_selects.clone(),
     );
     registry.register_collector(Box::new(StateCollector(Arc::downgrade(state))));
     registry

@@ -198,6 +198,98 @@ async fn the_sql_function_equals_do_exchange_and_composes_with_sql() {
     server.stop().await.unwrap();
 }
 
+/// Queries answered straight from their exchange so far.
+fn bare_selects(server: &mallard::RunningServer) -> u64 {
+    server.state().metrics.bare_selects.get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bare_select_is_answered_by_its_exchange_exactly_as_duckdb_would() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let bare = "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')";
+    let before = bare_selects(&server);
+    let (direct, receipts) = query_with_receipts(&mut alice, bare).await.unwrap();
+    assert_eq!(
+        bare_selects(&server),
+        before + 1,
+        "answered by the exchange"
+    );
+    // Any other shape goes through DuckDB, and gives the same answer.
+    let (through, through_receipts) =
+        query_with_receipts(&mut alice, &format!("{bare} WHERE true"))
+            .await
+            .unwrap();
+    assert_eq!(bare_selects(&server), before + 1, "answered by DuckDB");
+    assert_eq!(
+        direct[0].schema(),
+        through[0].schema(),
+        "the same result schema"
+    );
+    assert_same_rows(&direct, &through);
+    assert_eq!(rows(&direct), ROWS);
+    for receipts in [&receipts, &through_receipts] {
+        assert_eq!(receipts.len(), 1, "{receipts:?}");
+        let stage = &receipts[0].stages[0];
+        assert_eq!((stage.rows_in, stage.rows_out), (ROWS as u64, ROWS as u64));
+    }
+    // Spelling, comments and a terminator do not matter; quoting is DuckDB's.
+    let spelled = "/* mine */ select *\n FROM Exchange ( 'add_processed' , \
+                   'SELECT * FROM flights WHERE origin = ''JFK''' ) ; -- done";
+    let (jfk, _) = query_with_receipts(&mut alice, spelled).await.unwrap();
+    assert_eq!(bare_selects(&server), before + 2);
+    let expected = scalar_i64(
+        &mut alice,
+        "SELECT count(*) FROM flights WHERE origin = 'JFK'",
+    )
+    .await;
+    assert!(expected > 0);
+    assert_eq!(rows(&jfk) as i64, expected);
+    // Shapes that look alike but are not: DuckDB answers them.
+    for other in [
+        "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights') LIMIT 5",
+        "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights', params := map{})",
+        "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights') ORDER BY flight_id",
+    ] {
+        query(&mut alice, other).await.expect(other);
+    }
+    assert_eq!(bare_selects(&server), before + 2);
+    assert_idle(&mut alice).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_macro_named_exchange_is_never_bypassed() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let mut admin = client(&server).await;
+    query(
+        &mut admin,
+        "CREATE MACRO exchange(a, b) AS TABLE SELECT 42 AS answer, a AS first",
+    )
+    .await
+    .unwrap();
+    let bare = "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')";
+    let before = bare_selects(&server);
+    // Whichever function DuckDB resolves, the bare form answers what DuckDB's
+    // own plan answers.
+    for who in [&mut alice, &mut admin] {
+        let (direct, _) = query_with_receipts(who, bare).await.unwrap();
+        let (through, _) = query_with_receipts(who, &format!("{bare} WHERE true"))
+            .await
+            .unwrap();
+        assert_eq!(direct[0].schema(), through[0].schema());
+        assert_same_rows(&direct, &through);
+    }
+    // DuckDB resolves the macro (in `main`) before the server's function.
+    let answered = query(&mut admin, bare).await.unwrap();
+    assert!(answered[0].schema().field_with_name("answer").is_ok());
+    assert_eq!(
+        bare_selects(&server),
+        before,
+        "the macro ran, not the exchange"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_totals_and_pipelines_equal_their_references() {
     let (server, mut alice) = server_with_flights(config_with_accounts()).await;
@@ -317,11 +409,14 @@ async fn hostile_guests_inside_sql_end_the_query_with_their_status() {
     upload(&mut alice, "hostile_endless_loop").await;
     upload(&mut alice, "hostile_memory_bomb").await;
     let mut bob = login(&server, BOB).await;
-    for (guest, code) in [
-        ("hostile_endless_loop", Code::DeadlineExceeded),
-        ("hostile_memory_bomb", Code::ResourceExhausted),
+    for (guest, code, outer) in [
+        ("hostile_endless_loop", Code::DeadlineExceeded, "count(*)"),
+        ("hostile_memory_bomb", Code::ResourceExhausted, "count(*)"),
+        // The bare form, answered by the exchange itself.
+        ("hostile_endless_loop", Code::DeadlineExceeded, "*"),
+        ("hostile_memory_bomb", Code::ResourceExhausted, "*"),
     ] {
-        let sql = format!("SELECT count(*) FROM exchange('{guest}', 'SELECT * FROM flights')");
+        let sql = format!("SELECT {outer} FROM exchange('{guest}', 'SELECT * FROM flights')");
         let started = Instant::now();
         let hostile = query(&mut alice, &sql);
         let bystander = async {
@@ -351,24 +446,28 @@ async fn cancelling_the_outer_query_interrupts_the_guest() {
     config.db.query_timeout = Duration::from_secs(2);
     let (server, mut alice) = server_with_flights(config).await;
     upload(&mut alice, "hostile_endless_loop").await;
-    let sql = "SELECT count(*) FROM exchange('hostile_endless_loop', 'SELECT * FROM flights')";
-
-    // The query timeout.
-    let started = Instant::now();
-    let err = query(&mut alice, sql).await.unwrap_err();
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_idle(&mut alice).await;
-
-    // A client that goes away.
-    let stream = alice.do_get(Ticket::new(sql.to_owned()));
-    let _ = tokio::time::timeout(Duration::from_millis(500), stream).await;
     let mut admin = client(&server).await;
-    assert_idle(&mut admin).await;
+    // Through DuckDB, and the bare form answered by the exchange itself.
+    for outer in ["count(*)", "*"] {
+        let sql = format!(
+            "SELECT {outer} FROM exchange('hostile_endless_loop', 'SELECT * FROM flights')"
+        );
+        // The query timeout.
+        let started = Instant::now();
+        let err = query(&mut alice, &sql).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{sql}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{sql}: {:?}",
+            started.elapsed()
+        );
+        assert_idle(&mut alice).await;
+
+        // A client that goes away.
+        let stream = alice.do_get(Ticket::new(sql.clone()));
+        let _ = tokio::time::timeout(Duration::from_millis(500), stream).await;
+        assert_idle(&mut admin).await;
+    }
     server.stop().await.unwrap();
 }
 

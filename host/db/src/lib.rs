@@ -16,6 +16,7 @@ pub mod scopes;
 pub mod session;
 pub mod statements;
 pub mod table_function;
+pub mod tokens;
 pub mod types;
 
 use duckdb::Connection;

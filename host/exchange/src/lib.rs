@@ -11,6 +11,7 @@
 //! from the queue's byte budget.
 
 pub mod assemble;
+pub mod bare_select;
 pub mod catalog;
 pub mod compile_queue;
 pub mod context;

@@ -62,6 +62,9 @@ pub struct SqlCaller {
     receipts: Arc<Mutex<Vec<Receipt>>>,
     /// Whether this connection runs an `exchange` function's inner query.
     nested: bool,
+    /// Where binds of `exchange` report what they bound, when someone asks
+    /// (the bare-select check in [`super::bare_select`]).
+    witness: Option<Arc<Mutex<Vec<Bound>>>>,
 }
 
 impl SqlCaller {
@@ -134,8 +137,29 @@ pub fn caller_scope(
             interrupted,
             receipts,
             nested: false,
+            witness: None,
         }) as Scope
     })
+}
+
+/// A caller for `principal` whose binds of `exchange` are recorded in the
+/// returned list (outside any query: nothing interrupts it).
+pub(crate) fn witnessing_caller(
+    exchanges: &Arc<Exchanges>,
+    principal: &Principal,
+    receipts: Arc<Mutex<Vec<Receipt>>>,
+) -> (SqlCaller, Arc<Mutex<Vec<Bound>>>) {
+    let witness = Arc::new(Mutex::new(Vec::new()));
+    let caller = SqlCaller {
+        exchanges: Arc::downgrade(exchanges),
+        principal: principal.clone(),
+        runtime: Handle::current(),
+        interrupted: watch::channel(false).1,
+        receipts,
+        nested: false,
+        witness: Some(witness.clone()),
+    };
+    (caller, witness)
 }
 
 /// Registers `exchange` in `db`.
@@ -165,7 +189,8 @@ impl TableSource for ExchangeFunction {
             Error::invalid_argument(format!("{FUNCTION}(EXCHANGE, QUERY) takes two arguments"))
         })?;
         let mut request = ExchangeRequest::parse(descriptor.as_bytes())?;
-        if !call.params.is_empty() {
+        let had_params = !call.params.is_empty();
+        if had_params {
             let [stage] = request.stages.as_mut_slice() else {
                 return Err(Error::invalid_argument(
                     "params := applies to one exchanger; give each stage of a pipeline its \
@@ -178,6 +203,7 @@ impl TableSource for ExchangeFunction {
         let policy = exchanges.authz.sql(&caller.principal);
         let nested = SqlCaller {
             nested: true,
+            witness: None,
             ..(*caller).clone()
         };
         let scope = exchanges.db.scopes.enter(connection.id(), Arc::new(nested));
@@ -185,12 +211,23 @@ impl TableSource for ExchangeFunction {
             .map_err(|e| e.context(format!("the query of {FUNCTION}()")))?;
         drop(scope);
         let output_schema = probe(&exchanges, &caller.principal, &request, &input_schema)?.schema;
-        Ok(Box::new(BoundExchange {
-            caller: (*caller).clone(),
-            request,
+        let bound = Bound {
+            descriptor,
             query,
+            had_params,
+            request,
             input_schema,
             output_schema,
+        };
+        if let Some(witness) = &caller.witness {
+            witness
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(bound.clone());
+        }
+        Ok(Box::new(BoundExchange {
+            caller: (*caller).clone(),
+            bound,
             connection,
         }))
     }
@@ -246,19 +283,77 @@ pub(crate) fn probe(
     })
 }
 
-/// A bound call: what to run and the schemas it promised DuckDB.
+/// What one call of `exchange` bound: its arguments, the exchange they ask for
+/// and the schemas it promised DuckDB.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    /// The first argument, as given.
+    pub descriptor: String,
+    /// The inner query, as given.
+    pub query: String,
+    /// Whether `params := …` was given.
+    pub had_params: bool,
+    /// The exchange asked for (with the params merged in).
+    pub request: ExchangeRequest,
+    /// The inner query's result schema.
+    pub input_schema: SchemaRef,
+    /// The exchange's output schema.
+    pub output_schema: SchemaRef,
+}
+
+impl Bound {
+    /// Starts the bound exchange for `caller`: runs the inner query as them (on
+    /// a connection where `exchange` cannot be called again) and streams it
+    /// through the stages. Also returns the handle that interrupts the inner query.
+    pub(crate) async fn start(
+        &self,
+        caller: &SqlCaller,
+        exchanges: &Arc<Exchanges>,
+    ) -> Result<(pipeline::Exchange, Arc<mallard_db::raw::Interrupt>)> {
+        let inner = SqlCaller {
+            nested: true,
+            witness: None,
+            ..caller.clone()
+        };
+        let policy = exchanges.authz.sql(&caller.principal);
+        let scope: ScopeFactory = Box::new(move |_| Arc::new(inner) as Scope);
+        let source = query::run_with_budget(
+            exchanges.db.clone(),
+            self.query.clone().into(),
+            policy,
+            None,
+            Some(scope),
+        )
+        .await?;
+        if !table_function::same_columns(&source.schema, &self.input_schema) {
+            return Err(Error::aborted(format!(
+                "the query of {FUNCTION}() changed its schema between planning and running"
+            )));
+        }
+        let interrupt = source.interrupt_handle();
+        let input = Input::from_batches(source.schema.clone(), source.into_stream()).await?;
+        let exchange = pipeline::start(exchanges, &caller.principal, &self.request, input).await?;
+        if !table_function::same_columns(&exchange.schema, &self.output_schema) {
+            return Err(Error::aborted(format!(
+                "the exchange declared a different output schema when it ran than when the \
+                 query was planned: {:?} then, {:?} now",
+                self.output_schema, exchange.schema
+            )));
+        }
+        Ok((exchange, interrupt))
+    }
+}
+
+/// A bound call, as DuckDB holds it.
 struct BoundExchange {
     caller: SqlCaller,
-    request: ExchangeRequest,
-    query: String,
-    input_schema: SchemaRef,
-    output_schema: SchemaRef,
+    bound: Bound,
     connection: RawConnection,
 }
 
 impl BoundSource for BoundExchange {
     fn schema(&self) -> SchemaRef {
-        self.output_schema.clone()
+        self.bound.output_schema.clone()
     }
 
     fn connection(&self) -> &RawConnection {
@@ -268,36 +363,9 @@ impl BoundSource for BoundExchange {
     fn start(&self) -> Result<Box<dyn table_function::Batches>> {
         let caller = &self.caller;
         let exchanges = caller.exchanges()?;
-        let inner = SqlCaller {
-            nested: true,
-            ..caller.clone()
-        };
-        let exchange = caller.runtime.block_on(async {
-            let policy = exchanges.authz.sql(&caller.principal);
-            let scope: ScopeFactory = Box::new(move |_| Arc::new(inner) as Scope);
-            let source = query::run_with_budget(
-                exchanges.db.clone(),
-                self.query.clone().into(),
-                policy,
-                None,
-                Some(scope),
-            )
-            .await?;
-            if !table_function::same_columns(&source.schema, &self.input_schema) {
-                return Err(Error::aborted(format!(
-                    "the query of {FUNCTION}() changed its schema between planning and running"
-                )));
-            }
-            let input = Input::from_batches(source.schema.clone(), source.into_stream()).await?;
-            pipeline::start(&exchanges, &caller.principal, &self.request, input).await
-        })?;
-        if !table_function::same_columns(&exchange.schema, &self.output_schema) {
-            return Err(Error::aborted(format!(
-                "the exchange declared a different output schema when it ran than when the \
-                 query was planned: {:?} then, {:?} now",
-                self.output_schema, exchange.schema
-            )));
-        }
+        let (exchange, _) = caller
+            .runtime
+            .block_on(self.bound.start(caller, &exchanges))?;
         // SAFETY: every message of an exchange's output was encoded by this
         // server: by a native built-in, or from a guest's output after the host
         // decoded it with full validation (0.1: `wasm::WasmSession::validate`;

@@ -60,7 +60,11 @@ pub fn build(crates: &[&str], profile: Profile) -> Result<PathBuf, BuildError> {
         .args(["target", "add", "wasm32-wasip2"])
         .current_dir(&workspace)
         .output();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let cargo_program = std::env::var("CARGO")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "cargo".into());
+    let mut cargo = Command::new(cargo_program);
     cargo
         .current_dir(&workspace)
         .args([

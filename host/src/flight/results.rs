@@ -8,14 +8,18 @@ use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
 use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
+use arrow_flight::SchemaAsIpc;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use arrow_ipc::writer::IpcWriteOptions;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use mallard_core::{Error, Result};
 use mallard_db::query::{self, Query};
+use mallard_db::session::On;
 use mallard_db::statements::StatementPolicy;
-use mallard_exchange::sql;
+use mallard_exchange::output::Output;
+use mallard_exchange::{bare_select, sql};
 use std::sync::Arc;
 use tonic::Status;
 
@@ -34,6 +38,14 @@ pub async fn query_data(
     cancel_id: Option<String>,
 ) -> Result<DataStream> {
     let slot = state.query_slots.acquire(&principal.user)?;
+    if query.params.is_empty()
+        && matches!(query.on, On::Fresh)
+        && let Some(bare) =
+            bare_select::start(&state.exchanges, principal, &query.sql, policy.clone()).await?
+    {
+        state.metrics.bare_selects.inc();
+        return Ok(bare_select_data(state, principal, slot, bare, cancel_id));
+    }
     let budget = state.query_output.of(&principal.user);
     let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let scope = sql::caller_scope(&state.exchanges, principal, receipts.clone());
@@ -66,6 +78,60 @@ pub async fn query_data(
     });
     let (stream, _) = stall::guard(stream, state.config.stall_timeout, "do_get");
     Ok(stream.boxed())
+}
+
+/// A bare `SELECT * FROM exchange(…)` answered from its exchange's output
+/// (see [`bare_select`]): DuckDB's schema for the statement, the exchange's
+/// messages as they come, and its receipt in the trailer, under the same slot,
+/// cancellation and stall guard as any query's result.
+fn bare_select_data(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    slot: impl Send + 'static,
+    bare: bare_select::BareSelect,
+    cancel_id: Option<String>,
+) -> DataStream {
+    let registration = cancel_id.map(|id| {
+        state
+            .running_queries
+            .register(id, &principal.user, bare.interrupt.clone())
+    });
+    let schema = FlightData::from(SchemaAsIpc::new(&bare.schema, &IpcWriteOptions::default()));
+    let mut finished = false;
+    let messages = bare
+        .output
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |item| {
+            let item = match item {
+                _ if finished => None,
+                Some(Ok(Output::Data(data))) => Some(Ok(FlightData {
+                    data_header: data.data_header,
+                    data_body: data.data_body,
+                    ..FlightData::default()
+                })),
+                Some(Ok(Output::Done(receipt))) => {
+                    finished = true;
+                    Some(Err(receipt_trailer(&[receipt], true)))
+                }
+                Some(Err(status)) => {
+                    finished = true;
+                    Some(Err(status))
+                }
+                None => Some(Err(Status::internal(
+                    "the exchange ended without finishing",
+                ))),
+            };
+            async move { item }
+        });
+    let stream = futures::stream::once(async move { Ok(schema) })
+        .chain(messages)
+        .map(move |item| {
+            let _held = (&slot, &registration); // until the stream is dropped
+            item
+        });
+    let (stream, _) = stall::guard(stream, state.config.stall_timeout, "do_get");
+    stream.boxed()
 }
 
 /// One batch the server built (catalog metadata) as a Flight data stream.
