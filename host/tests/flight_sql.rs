@@ -833,6 +833,73 @@ async fn flight_sql_clients_call_exchangers_like_any_sql() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bare_select_streams_what_its_flight_info_promised_and_cancels() {
+    let mut config = common::config_with_accounts();
+    // Only a cancel can stop the guest below.
+    config.limits.call_timeout = Duration::from_secs(60);
+    let server = common::start_with(config).await;
+    let mut seeds = common::login(&server, common::ALICE).await;
+    // (Few rows: the arrow-rs Flight SQL client keeps tonic's 4 MiB message limit.)
+    common::put(&mut seeds, "flights", common::flights(30_000, 10_000))
+        .await
+        .unwrap();
+    common::upload(&mut seeds, "add_processed").await;
+    common::upload(&mut seeds, "hostile_endless_loop").await;
+    let mut alice = sql_client(&server, common::ALICE).await;
+    let before = server.state().metrics.bare_selects.get();
+    let info = alice
+        .execute(
+            "SELECT * FROM exchange('add_processed', 'SELECT * FROM flights')".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let described = info.clone().try_decode_schema().unwrap();
+    let batches = fetch(&mut alice, info).await.unwrap();
+    assert_eq!(batches[0].schema().as_ref(), &described);
+    assert_eq!(common::rows(&batches), 30_000);
+    assert_eq!(server.state().metrics.bare_selects.get(), before + 1);
+
+    // CancelFlightInfo ends a bare select whose guest never returns.
+    let info = alice
+        .execute(
+            "SELECT * FROM exchange('hostile_endless_loop', 'SELECT * FROM flights')".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut runner = alice.clone();
+    let running = tokio::spawn(async move {
+        let stream = runner.do_get(ticket).await.map_err(|e| e.to_string())?;
+        stream
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let action = Action::new(
+        "CancelFlightInfo",
+        CancelFlightInfoRequest::new(info).encode_to_vec(),
+    );
+    let mut results = alice.do_action(action).await.unwrap();
+    let body = results.message().await.unwrap().unwrap().body;
+    assert_eq!(
+        CancelFlightInfoResult::decode(body).unwrap().status,
+        CancelStatus::Cancelled as i32
+    );
+    let outcome = common::within(Duration::from_secs(10), running)
+        .await
+        .unwrap();
+    let e = outcome.expect_err("the cancelled statement ends with an error");
+    assert!(e.contains("the query was cancelled"), "{e}");
+    assert_eq!(server.state().metrics.bare_selects.get(), before + 2);
+    common::assert_idle(&mut seeds).await;
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_are_bounded_by_what_was_sent_and_typed_once_bound() {
     let server = common::start_with(common::config_with_accounts()).await;

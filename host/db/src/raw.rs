@@ -135,6 +135,16 @@ unsafe impl Send for Interrupt {}
 unsafe impl Sync for Interrupt {}
 
 impl Interrupt {
+    /// An interrupt of no connection: only its watchers hear it (for an answer
+    /// that no DuckDB query of its own produces, such as a bare select's).
+    pub fn detached() -> Self {
+        Self {
+            handle: Mutex::new(ptr::null_mut()),
+            fired: tokio::sync::watch::channel(false).0,
+            armed: AtomicBool::new(true),
+        }
+    }
+
     /// Asks DuckDB to stop the connection's running query.
     pub fn interrupt(&self) {
         let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());

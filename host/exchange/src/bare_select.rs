@@ -26,7 +26,10 @@
 use super::output::Output;
 use super::sql::{self, Bound};
 use crate::Exchanges;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow_flight::FlightData;
 use futures::{Stream, StreamExt};
 use mallard_access::Principal;
 use mallard_core::{Error, Result};
@@ -34,6 +37,7 @@ use mallard_db::raw::{Interrupt, RawConnection};
 use mallard_db::statements::{self, StatementPolicy};
 use mallard_db::table_function::same_columns;
 use mallard_db::tokens::{self, Token, TokenKind};
+use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
 use mallard_protocol::Receipt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -46,7 +50,7 @@ pub struct BareSelect {
     /// The exchange's output: data messages, then [`Output::Done`] or an error.
     /// Dropping it cancels the exchange.
     pub output: OutputStream,
-    /// Interrupts the exchange's inner query (and so the answer).
+    /// Ends the answer with Cancelled (and cancels the exchange).
     pub interrupt: Arc<Interrupt>,
 }
 
@@ -58,6 +62,7 @@ pub async fn start(
     principal: &Principal,
     sql: &str,
     policy: Arc<dyn StatementPolicy>,
+    max_message_bytes: usize,
 ) -> Result<Option<BareSelect>> {
     let receipts = Arc::new(Mutex::new(Vec::<Receipt>::new()));
     let (caller, witness) = sql::witnessing_caller(exchanges, principal, receipts);
@@ -77,32 +82,137 @@ pub async fn start(
     let Some((schema, bound)) = checked else {
         return Ok(None);
     };
-    let (exchange, interrupt) = bound.start(&caller, exchanges).await?;
+    let exchange = bound.start(&caller, exchanges).await?;
     let timeout = exchanges.db.options().query_timeout;
+    let interrupt = Arc::new(Interrupt::detached());
+    let mut splitter = Splitter::new(exchange.schema.clone(), max_message_bytes);
+    let output = bounded(exchange.output, timeout, interrupt.watch())
+        .flat_map(move |item| futures::stream::iter(splitter.fit(item)))
+        .boxed();
     Ok(Some(BareSelect {
         schema,
-        output: within_query_timeout(exchange.output, timeout),
+        output,
         interrupt,
     }))
 }
 
 type OutputStream = Pin<Box<dyn Stream<Item = std::result::Result<Output, tonic::Status>> + Send>>;
 
-/// `output`, ended with DeadlineExceeded (and dropped, which cancels the
-/// exchange) once `timeout` has passed: the whole statement answers within the
-/// server's query timeout, as it would through DuckDB.
-fn within_query_timeout(output: OutputStream, timeout: Duration) -> OutputStream {
-    let deadline = Box::pin(tokio::time::sleep(timeout));
-    futures::stream::unfold(Some((output, deadline)), move |state| async move {
-        let (mut output, mut deadline) = state?;
-        tokio::select! {
-            item = output.next() => item.map(|item| (item, Some((output, deadline)))),
-            () = &mut deadline => {
-                let status = tonic::Status::from(Error::deadline_exceeded(format!(
-                    "query exceeded the server's query timeout of {timeout:?}"
-                )));
-                Some((Err(status), None))
+/// Splits output messages larger than a response may carry into slices of
+/// rows that fit, as the encoder of any other query result does; the rest pass
+/// through untouched.
+struct Splitter {
+    schema: SchemaRef,
+    max_message_bytes: usize,
+}
+
+impl Splitter {
+    fn new(schema: SchemaRef, max_message_bytes: usize) -> Self {
+        Self {
+            schema,
+            max_message_bytes,
+        }
+    }
+
+    /// `item`, as messages of at most the limit (a single row larger than the
+    /// limit stays one message, as it would through DuckDB).
+    fn fit(
+        &mut self,
+        item: std::result::Result<Output, tonic::Status>,
+    ) -> Vec<std::result::Result<Output, tonic::Status>> {
+        match item {
+            Ok(Output::Data(data))
+                if data.data_header.len() + data.data_body.len() > self.max_message_bytes =>
+            {
+                match self.split(&data) {
+                    Ok(pieces) => pieces.into_iter().map(|d| Ok(Output::Data(d))).collect(),
+                    Err(e) => vec![Err(tonic::Status::from(e))],
+                }
             }
+            other => vec![other],
+        }
+    }
+
+    fn split(&self, data: &FlightData) -> Result<Vec<FlightData>> {
+        // SAFETY: every message of an exchange's output was encoded by this
+        // server from arrays it validated or built (see `sql::BoundExchange`).
+        let mut decoder = unsafe { MessageDecoder::new_unvalidated(self.schema.clone()) };
+        let batch = decoder
+            .decode(&data.data_header, Buffer::from(data.data_body.clone()))
+            .map_err(|e| Error::internal(format!("exchange output: {e}")))?
+            .ok_or_else(|| Error::internal("a dictionary in a bare select's output"))?;
+        let size = data.data_header.len() + data.data_body.len();
+        let rows = batch.num_rows();
+        // Proportional, with room for each piece's header and padding.
+        let per_piece = (rows * self.max_message_bytes / size * 15 / 16).max(1);
+        let mut encoder = MessageEncoder::new(self.schema.clone());
+        let mut messages = Vec::new();
+        for offset in (0..rows).step_by(per_piece) {
+            let slice = batch.slice(offset, per_piece.min(rows - offset));
+            self.encode_within(&mut encoder, &slice, &mut messages)?;
+        }
+        Ok(messages
+            .into_iter()
+            .map(|m| FlightData {
+                data_header: m.header.into(),
+                data_body: m.body.into(),
+                ..FlightData::default()
+            })
+            .collect())
+    }
+}
+
+impl Splitter {
+    /// Appends `batch` as messages within the limit, halving a piece that
+    /// still encodes too large (down to one row).
+    fn encode_within(
+        &self,
+        encoder: &mut MessageEncoder,
+        batch: &RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let mut encoded = Vec::new();
+        encoder
+            .encode(batch, &mut encoded)
+            .map_err(|e| Error::internal(format!("exchange output: {e}")))?;
+        let size: usize = encoded.iter().map(|m| m.header.len() + m.body.len()).sum();
+        let rows = batch.num_rows();
+        if size <= self.max_message_bytes || rows <= 1 {
+            out.extend(encoded);
+            return Ok(());
+        }
+        let half = rows / 2;
+        self.encode_within(encoder, &batch.slice(0, half), out)?;
+        self.encode_within(encoder, &batch.slice(half, rows - half), out)
+    }
+}
+
+/// `output`, ended with DeadlineExceeded once `timeout` has passed (the whole
+/// statement answers within the server's query timeout, as it would through
+/// DuckDB), or with Cancelled once `interrupted` turns true (a client's
+/// CancelFlightInfo); the exchange is dropped, so cancelled, either way.
+fn bounded(
+    output: OutputStream,
+    timeout: Duration,
+    interrupted: tokio::sync::watch::Receiver<bool>,
+) -> OutputStream {
+    let deadline = Box::pin(tokio::time::sleep(timeout));
+    let state = Some((output, deadline, interrupted));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut output, mut deadline, mut interrupted) = state?;
+        let ended = tokio::select! {
+            item = output.next() => Ok(item),
+            () = &mut deadline => Err(Error::deadline_exceeded(format!(
+                "query exceeded the server's query timeout of {timeout:?}"
+            ))),
+            // A dropped interrupt (no one may cancel) disables this branch.
+            Ok(_) = interrupted.wait_for(|fired| *fired) => {
+                Err(Error::cancelled("the query was cancelled"))
+            }
+        };
+        match ended {
+            Ok(item) => item.map(|item| (item, Some((output, deadline, interrupted)))),
+            Err(e) => Some((Err(tonic::Status::from(e)), None)),
         }
     })
     .boxed()
@@ -182,9 +292,15 @@ fn bare_arguments(connection: &RawConnection, sql: &str) -> Option<(String, Stri
 }
 
 /// Whether the exchange's `output` can be sent as a result DuckDB declares as
-/// `declared`: the same columns, and no column DuckDB calls non-null nullable.
+/// `declared`: the same columns, none dictionary-encoded (their dictionaries
+/// would need the messages to be split apart), and no column DuckDB calls
+/// non-null nullable.
 fn answers_as(output: &Schema, declared: &Schema) -> bool {
     same_columns(output, declared)
+        && !output
+            .fields()
+            .iter()
+            .any(|f| has_dictionary(f.data_type()))
         && output
             .fields()
             .iter()
@@ -192,10 +308,30 @@ fn answers_as(output: &Schema, declared: &Schema) -> bool {
             .all(|(o, d)| d.is_nullable() || !o.is_nullable())
 }
 
+/// Whether `t` is, or holds anywhere inside it, a dictionary-encoded type.
+fn has_dictionary(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
+        DataType::Union(fields, _) => fields.iter().any(|(_, f)| has_dictionary(f.data_type())),
+        DataType::RunEndEncoded(ends, values) => {
+            has_dictionary(ends.data_type()) || has_dictionary(values.data_type())
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{DataType, Field};
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{Field, Int64Type};
     use mallard_db::raw::RawDatabase;
 
     fn arguments(sql: &str) -> Option<(String, String)> {
@@ -259,5 +395,81 @@ mod tests {
         ));
         let renamed = Schema::new(vec![Field::new("y", DataType::Int64, true)]);
         assert!(!answers_as(&renamed, &declared));
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let listed = DataType::List(Arc::new(Field::new("item", dictionary.clone(), true)));
+        assert!(!answers_as(
+            &schema(true, dictionary.clone()),
+            &schema(true, dictionary)
+        ));
+        assert!(!answers_as(
+            &schema(true, listed.clone()),
+            &schema(true, listed)
+        ));
+    }
+
+    /// `rows` rows of one Int64 column, as one output message.
+    fn message(rows: i64) -> (SchemaRef, FlightData) {
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int64Array::from_iter_values(0..rows)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut encoder = MessageEncoder::new(batch.schema());
+        let mut messages = Vec::new();
+        encoder.encode(&batch, &mut messages).unwrap();
+        let m = messages.pop().unwrap();
+        let data = FlightData {
+            data_header: m.header.into(),
+            data_body: m.body.into(),
+            ..FlightData::default()
+        };
+        (batch.schema(), data)
+    }
+
+    fn sizes_and_values(schema: &SchemaRef, pieces: &[FlightData]) -> (Vec<usize>, Vec<i64>) {
+        let mut decoder = MessageDecoder::new(schema.clone());
+        let mut values = Vec::new();
+        for piece in pieces {
+            let batch = decoder
+                .decode(&piece.data_header, Buffer::from(piece.data_body.clone()))
+                .unwrap()
+                .unwrap();
+            values.extend(batch.column(0).as_primitive::<Int64Type>().values().iter());
+        }
+        let sizes = pieces
+            .iter()
+            .map(|p| p.data_header.len() + p.data_body.len())
+            .collect();
+        (sizes, values)
+    }
+
+    #[test]
+    fn messages_over_the_limit_are_split_into_rows_that_fit() {
+        let (schema, data) = message(100_000);
+        let size = data.data_header.len() + data.data_body.len();
+        // At the limit: untouched.
+        let mut at = Splitter::new(schema.clone(), size);
+        let same = at.fit(Ok(Output::Data(data.clone())));
+        assert!(matches!(&same[..], [Ok(Output::Data(d))] if d.data_body == data.data_body));
+        // One byte under: split, every piece within the limit, every row kept in order.
+        for limit in [size - 1, size / 3, 64 << 10] {
+            let mut under = Splitter::new(schema.clone(), limit);
+            let pieces: Vec<FlightData> = under
+                .fit(Ok(Output::Data(data.clone())))
+                .into_iter()
+                .map(|item| match item {
+                    Ok(Output::Data(d)) => d,
+                    _ => panic!("not data"),
+                })
+                .collect();
+            assert!(pieces.len() > 1, "{limit}");
+            let (sizes, values) = sizes_and_values(&schema, &pieces);
+            assert!(sizes.iter().all(|s| *s <= limit), "{limit}: {sizes:?}");
+            assert_eq!(values, (0..100_000).collect::<Vec<i64>>());
+        }
+        // A limit below one row: one row per message, never an empty one.
+        let (schema, small) = message(3);
+        let pieces = Splitter::new(schema.clone(), 1).fit(Ok(Output::Data(small)));
+        assert_eq!(pieces.len(), 3);
     }
 }

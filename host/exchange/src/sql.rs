@@ -304,12 +304,12 @@ pub(crate) struct Bound {
 impl Bound {
     /// Starts the bound exchange for `caller`: runs the inner query as them (on
     /// a connection where `exchange` cannot be called again) and streams it
-    /// through the stages. Also returns the handle that interrupts the inner query.
+    /// through the stages.
     pub(crate) async fn start(
         &self,
         caller: &SqlCaller,
         exchanges: &Arc<Exchanges>,
-    ) -> Result<(pipeline::Exchange, Arc<mallard_db::raw::Interrupt>)> {
+    ) -> Result<pipeline::Exchange> {
         let inner = SqlCaller {
             nested: true,
             witness: None,
@@ -330,7 +330,6 @@ impl Bound {
                 "the query of {FUNCTION}() changed its schema between planning and running"
             )));
         }
-        let interrupt = source.interrupt_handle();
         let input = Input::from_batches(source.schema.clone(), source.into_stream()).await?;
         let exchange = pipeline::start(exchanges, &caller.principal, &self.request, input).await?;
         if !table_function::same_columns(&exchange.schema, &self.output_schema) {
@@ -340,7 +339,7 @@ impl Bound {
                 self.output_schema, exchange.schema
             )));
         }
-        Ok((exchange, interrupt))
+        Ok(exchange)
     }
 }
 
@@ -363,7 +362,7 @@ impl BoundSource for BoundExchange {
     fn start(&self) -> Result<Box<dyn table_function::Batches>> {
         let caller = &self.caller;
         let exchanges = caller.exchanges()?;
-        let (exchange, _) = caller
+        let exchange = caller
             .runtime
             .block_on(self.bound.start(caller, &exchanges))?;
         // SAFETY: every message of an exchange's output was encoded by this

@@ -40,8 +40,14 @@ pub async fn query_data(
     let slot = state.query_slots.acquire(&principal.user)?;
     if query.params.is_empty()
         && matches!(query.on, On::Fresh)
-        && let Some(bare) =
-            bare_select::start(&state.exchanges, principal, &query.sql, policy.clone()).await?
+        && let Some(bare) = bare_select::start(
+            &state.exchanges,
+            principal,
+            &query.sql,
+            policy.clone(),
+            MAX_FLIGHT_DATA_BYTES,
+        )
+        .await?
     {
         state.metrics.bare_selects.inc();
         return Ok(bare_select_data(state, principal, slot, bare, cancel_id));
