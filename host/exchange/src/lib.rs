@@ -10,7 +10,6 @@
 //! keeps both sides at a few batches; one that writes everything first is served
 //! from the queue's byte budget.
 
-pub mod assemble;
 pub mod bare_select;
 pub mod catalog;
 pub mod compile_queue;

@@ -368,7 +368,7 @@ impl BoundSource for BoundExchange {
         // SAFETY: every message of an exchange's output was encoded by this
         // server: by a native built-in, or from a guest's output after the host
         // decoded it with full validation (0.1: `wasm::WasmSession::validate`;
-        // 0.2: `assemble::Assembler`, whose pass-through columns come from the
+        // 0.2: `mallard_assemble::Assembler`, whose pass-through columns come from the
         // host's validated decode of the input). Validating it a second time
         // only costs the scan.
         let decoder = unsafe { MessageDecoder::new_unvalidated(exchange.schema) };

@@ -2,20 +2,20 @@
 //! per message under the call deadline, every output message validated against the
 //! declared schema before it is forwarded to the client. Contract 0.1 guests return
 //! their output; contract 0.2 guests `emit` it during the call, naming the input
-//! columns they pass through unchanged ([`crate::assemble`]).
+//! columns they pass through unchanged ([`mallard_assemble`]).
 //!
 //! The client's record batches go into the guest as they came, unvalidated: the
 //! guest holds only this stream, and its output is validated. They are validated
 //! here only when the guest fails on one, so a malformed batch is reported as the
 //! client's (InvalidArgument) rather than as the exchanger's failure.
 
-use crate::assemble::Assembler;
 use crate::{ExchangeSession, decode_input, exchanger_error, guest_text, validated_schema_message};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::FlightData;
 use bytes::Bytes;
+use mallard_assemble::Assembler;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::MessageDecoder;
 use mallard_sandbox::bindings::{Exchanger, IpcMessage, v0_2};
@@ -291,7 +291,14 @@ impl WasmSession {
             self.info.within(deadline, what)?;
             assembler.assemble(emission, &mut input_batch, what, &mut out)?;
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|m| FlightData {
+                data_header: m.header,
+                data_body: m.body,
+                ..FlightData::default()
+            })
+            .collect())
     }
 
     /// The schema message the exchanger declared in `open`.

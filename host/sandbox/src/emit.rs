@@ -5,19 +5,12 @@
 use crate::bindings::v0_2::mallard::exchanger::output::Host;
 pub use crate::bindings::v0_2::mallard::exchanger::types::{ColumnSource, IpcMessage};
 use crate::store::StoreState;
+pub use mallard_assemble::Emitted;
 use mallard_exchanger::ipc::Message;
 
 /// Emits one guest call may make: a batch split into many small ones is
 /// fine, a guest emitting one row at a time a million times is not.
 pub const MAX_EMITS_PER_CALL: usize = 4_096;
-
-/// One emitted output batch, as the guest described it.
-pub struct Emitted {
-    /// Where each output column comes from.
-    pub columns: Vec<ColumnSource>,
-    /// Dictionary batches, then the record batch of the emitted columns.
-    pub messages: Vec<Message>,
-}
 
 /// Why the host refused an `emit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +109,13 @@ impl Emits {
                     .map(|m| Message {
                         header: m.header,
                         body: m.body,
+                    })
+                    .collect();
+                let columns = columns
+                    .into_iter()
+                    .map(|c| match c {
+                        ColumnSource::Emitted => mallard_assemble::ColumnSource::Emitted,
+                        ColumnSource::Input(k) => mallard_assemble::ColumnSource::Input(k),
                     })
                     .collect();
                 self.emitted.push(Emitted { columns, messages });

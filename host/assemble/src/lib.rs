@@ -9,16 +9,47 @@
 //! reference's index, type, nullability and length is checked against the
 //! declared schema, and the batch is encoded once, by the host.
 
+//!
+//! It is a crate of its own, with neither DuckDB nor wasmtime, so that its
+//! fuzz target (`fuzz/`) builds in minutes.
+
+pub mod fuzzing;
+
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
-use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
-use mallard_sandbox::emit::{ColumnSource, Emitted};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Where one output column of an emission comes from (the WIT `column-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnSource {
+    /// Carried by the emission's own messages.
+    Emitted,
+    /// Column `k` of the current input batch, unchanged.
+    Input(u32),
+}
+
+/// One emitted output batch, as the guest described it.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    /// Where each output column comes from.
+    pub columns: Vec<ColumnSource>,
+    /// Dictionary batches, then the record batch of the emitted columns.
+    pub messages: Vec<Message>,
+}
+
+/// One output IPC message (Flight's `data_header` and `data_body`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assembled {
+    /// The flatbuffer `Message`.
+    pub header: Bytes,
+    /// The message body.
+    pub body: Bytes,
+}
 
 /// Column layouts (which columns a guest emits, which it takes from input) one
 /// session may use: real exchangers use one or two; each holds a decoder.
@@ -67,7 +98,7 @@ impl Assembler {
         emitted: Emitted,
         input: &mut dyn FnMut() -> Result<Option<RecordBatch>>,
         what: &str,
-        out: &mut Vec<FlightData>,
+        out: &mut Vec<Assembled>,
     ) -> Result<()> {
         let fields = self.output.fields().len();
         if emitted.columns.len() != fields {
@@ -161,7 +192,10 @@ impl Assembler {
         self.encoder
             .encode(&batch, &mut messages)
             .map_err(|e| Error::internal(format!("encoding assembled output: {e}")))?;
-        out.extend(messages.into_iter().map(flight_data));
+        out.extend(messages.into_iter().map(|m| Assembled {
+            header: m.header.into(),
+            body: m.body.into(),
+        }));
         Ok(())
     }
 
@@ -170,7 +204,7 @@ impl Assembler {
         &mut self,
         messages: Vec<Message>,
         what: &str,
-        out: &mut Vec<FlightData>,
+        out: &mut Vec<Assembled>,
     ) -> Result<()> {
         for message in messages {
             let header = Bytes::from(message.header);
@@ -178,11 +212,7 @@ impl Assembler {
             self.full
                 .decode(&header, Buffer::from(body.clone()))
                 .map_err(|e| self.refuse(what, e))?;
-            out.push(FlightData {
-                data_header: header,
-                data_body: body,
-                ..Default::default()
-            });
+            out.push(Assembled { header, body });
         }
         Ok(())
     }
@@ -247,14 +277,6 @@ impl Assembler {
     }
 }
 
-fn flight_data(message: Message) -> FlightData {
-    FlightData {
-        data_header: message.header.into(),
-        data_body: message.body.into(),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +323,7 @@ mod tests {
         columns: Vec<ColumnSource>,
         messages: Vec<Message>,
         input_batch: Option<RecordBatch>,
-    ) -> Result<Vec<FlightData>> {
+    ) -> Result<Vec<Assembled>> {
         let mut assembler = Assembler::new("t", output());
         let mut out = Vec::new();
         let mut input = move || Ok(input_batch.clone());
@@ -314,12 +336,12 @@ mod tests {
         Ok(out)
     }
 
-    fn decoded(out: Vec<FlightData>) -> RecordBatch {
+    fn decoded(out: Vec<Assembled>) -> RecordBatch {
         let mut decoder = MessageDecoder::new(output());
         let mut batch = None;
         for m in out {
             batch = decoder
-                .decode(&m.data_header, Buffer::from(m.data_body))
+                .decode(&m.header, Buffer::from(m.body))
                 .unwrap()
                 .or(batch);
         }
@@ -393,7 +415,7 @@ mod tests {
             .unwrap();
         let body = messages[0].body.clone();
         let out = run(vec![E, E, E], messages, None).unwrap();
-        assert_eq!(out[0].data_body.as_ref(), body.as_slice());
+        assert_eq!(out[0].body.as_ref(), body.as_slice());
         let garbage = vec![Message {
             header: vec![1, 2, 3],
             body: vec![],
