@@ -210,3 +210,76 @@ async fn the_sums_of_a_scalar_exchanger_match_duckdbs_own_arithmetic() {
     common::assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
+
+/// The receipt in a scalar query's trailer, and the query's one value.
+async fn scalar_receipt(
+    client: &mut arrow_flight::FlightClient,
+    sql: &str,
+) -> (i64, mallard_protocol::Receipt) {
+    let mut stream = client
+        .do_get(arrow_flight::Ticket::new(sql.to_owned()))
+        .await
+        .unwrap();
+    let mut value = None;
+    while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+        let batch = batch.unwrap();
+        if batch.num_rows() > 0 {
+            let column =
+                arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64).unwrap();
+            value = Some(column.as_primitive::<Int64Type>().value(0));
+        }
+    }
+    let mut receipts = stream
+        .trailers()
+        .and_then(|t| {
+            t.get_bin(mallard_protocol::receipt::TRAILER)
+                .and_then(|v| v.to_bytes().ok())
+        })
+        .and_then(|bytes| mallard_protocol::receipt::list_from_json(&bytes))
+        .unwrap_or_default();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    (value.unwrap(), receipts.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn further_scalar_instances_take_the_users_extra_slots_or_share_the_first() {
+    for extra in [0, 1] {
+        let mut config = common::config_with_accounts();
+        config.db.threads = Some(4);
+        config.exchange_instances = 4;
+        config.max_extra_instances_per_user = extra;
+        let server = common::start_with(config).await;
+        let mut admin = common::client(&server).await;
+        common::put(&mut admin, "flights", common::flights(500_000, 50_000))
+            .await
+            .unwrap();
+        let mut alice = common::login(&server, ALICE).await;
+        common::upload(&mut alice, "pseudonymize").await;
+        let wasm = pseudonymize("alice/pseudonymize", "on");
+        let sql =
+            format!("SELECT count(DISTINCT exchanger_varchar('{wasm}', carrier)) FROM flights");
+        let expected = row_i64(&mut alice, "SELECT count(DISTINCT carrier) FROM flights").await[0];
+        let (first_value, first) = scalar_receipt(&mut alice, &sql).await;
+        let (second_value, second) = scalar_receipt(&mut alice, &sql).await;
+        assert_eq!(
+            (first_value, second_value),
+            (expected, expected),
+            "extra {extra}"
+        );
+        let stage = (&first.stages[0], &second.stages[0]);
+        assert_eq!(stage.0.rows_in, 500_000);
+        // One instance, plus at most one per extra slot; every slot given back
+        // (the second query may open as many as the first).
+        assert!(
+            (1..=1 + extra).contains(&(stage.0.instances as usize)),
+            "extra {extra}: {:?}",
+            stage.0
+        );
+        if extra == 0 {
+            assert_eq!(stage.0.instances, 1);
+        }
+        assert_eq!(stage.0.instances, stage.1.instances, "extra {extra}");
+        common::assert_idle(&mut admin).await;
+        server.stop().await.unwrap();
+    }
+}

@@ -16,9 +16,12 @@
 //!
 //! Only exchangers whose session says it is stateless (contract 0.2) are
 //! accepted: DuckDB evaluates chunks on several threads in no particular order.
-//! Each DuckDB thread opens its own instance (at most `--duckdb-threads` per
-//! call), charged to the caller's guest-memory pool; the call holds one of the
-//! caller's exchange slots while it runs. The caller, rights, namespaces and
+//! The call holds one of the caller's exchange slots while it runs and opens
+//! one instance; each further DuckDB thread opens its own while the stage stays
+//! within `--exchange-instances` and the caller has an extra-instance slot free
+//! (`--max-extra-instances-per-user`, as a parallel stage's), and shares the
+//! first one otherwise. Every instance is charged to the caller's guest-memory
+//! pool. The caller, rights, namespaces and
 //! sandbox budgets are those of `exchange()`: see [`crate::sql`].
 
 use crate::Exchanges;
@@ -195,12 +198,27 @@ impl ScalarSource for ScalarExchange {
     }
 }
 
-/// What the call's instances did, for its receipt; and the slot it holds.
+/// What the call's instances did, for its receipt; the slot it holds; and its
+/// first instance, which threads share when no further one may open.
 #[derive(Default)]
 struct Running {
     slot: Option<Slot>,
     receipt: StageReceipt,
     started: Option<Instant>,
+    first: Option<SharedSession>,
+}
+
+/// An instance, used by one DuckDB thread or shared by several; finished when
+/// the last of them lets go.
+type SharedSession = Arc<Mutex<FinishOnDrop>>;
+
+/// A session that is finished when dropped.
+struct FinishOnDrop(Box<dyn crate::ExchangeSession>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.finish();
+    }
 }
 
 struct BoundScalarExchange {
@@ -215,37 +233,75 @@ struct BoundScalarExchange {
     running: Arc<Mutex<Running>>,
 }
 
+impl BoundScalarExchange {
+    fn open_session(&self) -> Result<SharedSession> {
+        let session = self.version.open_session(
+            self.exchanges.catalog.engine(),
+            (&self.header, self.arguments.clone()),
+            &self.params,
+            self.caller.cancellation(),
+            self.exchanges
+                .guest_memory
+                .of(&self.caller.principal().user),
+        )?;
+        Ok(Arc::new(Mutex::new(FinishOnDrop(session))))
+    }
+
+    fn evaluator(&self, session: SharedSession, extra: Option<Slot>) -> Box<dyn ScalarEvaluator> {
+        // SAFETY: every output message was produced by a native built-in or
+        // decoded from the guest with full validation by the session (as for
+        // `exchange()`'s scan).
+        let decoder = unsafe { MessageDecoder::new_unvalidated(self.output.clone()) };
+        Box::new(Evaluator {
+            session,
+            _extra: extra,
+            arguments: self.arguments.clone(),
+            encoder: MessageEncoder::new(self.arguments.clone()),
+            decoder,
+            running: self.running.clone(),
+        })
+    }
+}
+
 impl BoundScalar for BoundScalarExchange {
+    /// The first DuckDB thread opens the call's instance under the caller's
+    /// exchange slot. Each further thread opens its own only while the stage
+    /// stays within `--exchange-instances` and the caller has one of their
+    /// `--max-extra-instances-per-user` slots free (held until the query ends);
+    /// otherwise it shares the first instance. Never a refusal for it.
     fn open(&self) -> Result<Box<dyn ScalarEvaluator>> {
         let user = &self.caller.principal().user;
-        {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(first) = running.first.clone() else {
             if running.slot.is_none() {
                 running.slot = Some(self.exchanges.slots.acquire(user)?);
                 running.started = Some(Instant::now());
                 running.receipt.exchanger = self.version.describe();
             }
+            // Opened under the lock: a second thread waits for it to share.
+            let session = self.open_session()?;
+            running.first = Some(session.clone());
             running.receipt.instances += 1;
-        }
-        let cancelled = self.caller.cancellation();
-        let session = self.version.open_session(
-            self.exchanges.catalog.engine(),
-            (&self.header, self.arguments.clone()),
-            &self.params,
-            cancelled,
-            self.exchanges.guest_memory.of(user),
-        )?;
-        // SAFETY: every output message was produced by a native built-in or
-        // decoded from the guest with full validation by the session (as for
-        // `exchange()`'s scan).
-        let decoder = unsafe { MessageDecoder::new_unvalidated(self.output.clone()) };
-        Ok(Box::new(Evaluator {
-            session,
-            arguments: self.arguments.clone(),
-            encoder: MessageEncoder::new(self.arguments.clone()),
-            decoder,
-            running: self.running.clone(),
-        }))
+            return Ok(self.evaluator(session, None));
+        };
+        let within_stage =
+            (running.receipt.instances as usize) < self.exchanges.parallelism.per_stage;
+        let extra = within_stage
+            .then(|| {
+                self.exchanges
+                    .parallelism
+                    .extra
+                    .acquire_up_to(user, 1)
+                    .pop()
+            })
+            .flatten();
+        let Some(extra) = extra else {
+            return Ok(self.evaluator(first, None));
+        };
+        running.receipt.instances += 1;
+        drop(running);
+        let session = self.open_session()?;
+        Ok(self.evaluator(session, Some(extra)))
     }
 }
 
@@ -262,9 +318,11 @@ impl Drop for BoundScalarExchange {
     }
 }
 
-/// One DuckDB thread's instance.
+/// One DuckDB thread's use of an instance (its own, or the call's first).
 struct Evaluator {
-    session: Box<dyn crate::ExchangeSession>,
+    session: SharedSession,
+    /// The extra-instance slot its own instance holds, if it has one.
+    _extra: Option<Slot>,
     /// The arguments' schema the exchanger was opened with.
     arguments: SchemaRef,
     encoder: MessageEncoder,
@@ -284,7 +342,8 @@ impl ScalarEvaluator for Evaluator {
         for message in messages {
             bytes_in += message.header.len() + message.body.len();
             let (header, body) = (Bytes::from(message.header), Bytes::from(message.body));
-            outputs.extend(self.session.push(&header, &body)?);
+            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            outputs.extend(session.0.push(&header, &body)?);
         }
         let wall = started.elapsed();
         let mut values = None;
@@ -325,16 +384,14 @@ impl ScalarEvaluator for Evaluator {
         receipt.bytes_in += bytes_in as u64;
         receipt.bytes_out += bytes_out as u64;
         receipt.wall_ms += wall.as_secs_f64() * 1e3;
-        receipt.peak_memory_bytes = receipt
-            .peak_memory_bytes
-            .max(self.session.guest_memory_bytes() as u64);
+        let memory = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .guest_memory_bytes();
+        receipt.peak_memory_bytes = receipt.peak_memory_bytes.max(memory as u64);
         Ok(batch.column(batch.num_columns() - 1).clone())
-    }
-}
-
-impl Drop for Evaluator {
-    fn drop(&mut self) {
-        let _ = self.session.finish();
     }
 }
 
