@@ -60,6 +60,45 @@ const PORTS: [(&str, Language); 2] = [
     ("exchange_js", Language::JavaScript),
 ];
 
+/// What an operation needs to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Nothing,
+    /// The sandbox on (`--sandbox on` or `both`).
+    Sandbox,
+    /// The sandbox off (`--sandbox off` or `both`).
+    Native,
+    /// The sandbox on and the Python and JavaScript ports.
+    Ports,
+    /// The ADBC driver.
+    Adbc,
+}
+
+/// Every operation, in the order the bench runs and prints them: what it
+/// needs, and whether it reads the table `put` creates.
+const OPERATIONS: [(&str, Needs, bool); 20] = [
+    ("put", Needs::Nothing, false),
+    ("put_file", Needs::Nothing, false),
+    ("get", Needs::Nothing, true),
+    ("transfer", Needs::Nothing, true),
+    ("push", Needs::Nothing, true),
+    ("exchange_wasm", Needs::Sandbox, false),
+    ("exchange_native", Needs::Native, false),
+    ("exchange_python", Needs::Ports, false),
+    ("exchange_js", Needs::Ports, false),
+    ("sql_exchange", Needs::Sandbox, true),
+    ("push_exchange", Needs::Sandbox, true),
+    ("parallel_1", Needs::Sandbox, false),
+    ("parallel_n", Needs::Sandbox, false),
+    ("parallel_sql_1", Needs::Sandbox, true),
+    ("parallel_sql_n", Needs::Sandbox, true),
+    ("scalar_wasm", Needs::Sandbox, true),
+    ("scalar_native", Needs::Native, true),
+    ("scalar_sql", Needs::Nothing, true),
+    ("adbc_get", Needs::Adbc, true),
+    ("adbc_ingest", Needs::Adbc, false),
+];
+
 /// The key `parallel_*` pseudonymises with.
 const PSEUDONYM_KEY: &str = "mallard-bench-key-0001";
 
@@ -162,61 +201,43 @@ pub async fn run(
 ) -> Result<BTreeMap<String, serde_json::Value>> {
     let n = options.rows;
     let quiet = options.json;
-    let mut ops: Vec<&str> = vec!["put", "put_file", "get", "transfer", "push"];
-    if options.sandbox != SandboxMode::Off {
-        ops.extend([
-            "exchange_wasm",
-            "sql_exchange",
-            "push_exchange",
-            "parallel_1",
-            "parallel_n",
-            "parallel_sql_1",
-            "parallel_sql_n",
-            "scalar_wasm",
-        ]);
-    }
-    if options.sandbox != SandboxMode::On {
-        ops.extend(["exchange_native", "scalar_native"]);
-    }
-    ops.push("scalar_sql");
-    if options.sandbox != SandboxMode::Off && options.polyglot {
-        ops.extend(PORTS.map(|(op, _)| op));
-    }
-    if options.adbc.is_some() {
-        ops.extend(["adbc_get", "adbc_ingest"]);
-    }
-    if !options.ops.is_empty() {
-        ops.retain(|op| {
-            options
+    let available = |needs: Needs| match needs {
+        Needs::Nothing => true,
+        Needs::Sandbox => options.sandbox != SandboxMode::Off,
+        Needs::Native => options.sandbox != SandboxMode::On,
+        Needs::Ports => options.sandbox != SandboxMode::Off && options.polyglot,
+        Needs::Adbc => options.adbc.is_some(),
+    };
+    let asked = |op: &str| {
+        options.ops.is_empty()
+            || options
                 .ops
                 .iter()
                 .any(|wanted| op.starts_with(wanted.as_str()))
-        });
-        ensure!(
-            !ops.is_empty(),
-            "--ops selected nothing; use put,get,transfer,push,exchange,sql_exchange,push_exchange,parallel"
-        );
-        ensure!(
-            !ops.iter().any(|op| matches!(
-                *op,
-                "get"
-                    | "transfer"
-                    | "push"
-                    | "sql_exchange"
-                    | "push_exchange"
-                    | "parallel_sql_1"
-                    | "parallel_sql_n"
-                    | "scalar_wasm"
-                    | "scalar_native"
-                    | "scalar_sql"
-            )) || ops.contains(&"put"),
-            "get, transfer and push read the table put creates; include put in --ops"
-        );
-        ensure!(
-            options.adbc.is_some() || !ops.iter().any(|op| op.starts_with("adbc")),
-            "the adbc operations need the ADBC driver; drop --no-adbc"
-        );
-    }
+    };
+    ensure!(
+        options.adbc.is_some()
+            || options.ops.is_empty()
+            || !OPERATIONS
+                .iter()
+                .any(|(op, needs, _)| *needs == Needs::Adbc && asked(op)),
+        "the adbc operations need the ADBC driver; drop --no-adbc"
+    );
+    let selected: Vec<(&str, bool)> = OPERATIONS
+        .iter()
+        .filter(|(op, needs, _)| available(*needs) && asked(op))
+        .map(|(op, _, reads_put)| (*op, *reads_put))
+        .collect();
+    ensure!(
+        !selected.is_empty(),
+        "--ops selected nothing; use put,get,transfer,push,exchange,sql_exchange,push_exchange,parallel,scalar,adbc"
+    );
+    ensure!(
+        !selected.iter().any(|(_, reads_put)| *reads_put)
+            || selected.iter().any(|(op, _)| *op == "put"),
+        "get, transfer, push and the SQL paths read the table put creates; include put in --ops"
+    );
+    let ops: Vec<&str> = selected.into_iter().map(|(op, _)| op).collect();
     let mut upload = None;
     let mut ports = BTreeMap::new();
     if options.sandbox != SandboxMode::Off {
@@ -656,28 +677,7 @@ pub fn print_table(results: &BTreeMap<String, serde_json::Value>) {
         "{:<18} {:>10} {:>16} {:>10}",
         "operation", "seconds", "rows/s", "MB/s"
     );
-    for op in [
-        "put",
-        "put_file",
-        "get",
-        "transfer",
-        "push",
-        "exchange_wasm",
-        "exchange_native",
-        "exchange_python",
-        "exchange_js",
-        "sql_exchange",
-        "push_exchange",
-        "parallel_1",
-        "parallel_n",
-        "parallel_sql_1",
-        "parallel_sql_n",
-        "scalar_wasm",
-        "scalar_native",
-        "scalar_sql",
-        "adbc_get",
-        "adbc_ingest",
-    ] {
+    for (op, _, _) in OPERATIONS {
         if let Some(s) = results.get(&format!("{op}_s")) {
             eprintln!(
                 "{:<18} {:>10.3} {:>16.0} {:>10.1}",
