@@ -89,16 +89,21 @@ export function appendColumn(batch, schema, column) {
 
 const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
-/** `header` and `body` as one framed message of an IPC stream. */
-export function frame(header, body) {
+/** The continuation marker, length, `header` and padding that start a framed
+ *  message of an IPC stream; its body follows. */
+function framePrefix(header) {
   const pad = (8 - (header.length % 8)) % 8;
-  const out = new Uint8Array(8 + header.length + pad + body.length);
+  const out = new Uint8Array(8 + header.length + pad);
   const view = new DataView(out.buffer);
   view.setUint32(0, 0xffffffff, true);
   view.setInt32(4, header.length + pad, true);
   out.set(header, 8);
-  out.set(body, 8 + header.length + pad);
   return out;
+}
+
+/** `header` and `body` as one framed message of an IPC stream. */
+export function frame(header, body) {
+  return concat([framePrefix(header), body]);
 }
 
 function concat(parts) {
@@ -265,8 +270,10 @@ export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
         return;
       }
       const batches = guard(() => {
-        const stream = concat([frame(this.input, new Uint8Array(0)), ...this.dictionaries, frame(header, body), EOS]);
-        return [...arrow.RecordBatchReader.from(stream)];
+        // The stream as chunks, the body its own: the reader takes a chunk that
+        // holds exactly a body as it is, so the batch is never copied here.
+        const chunks = [frame(this.input, new Uint8Array(0)), ...this.dictionaries, framePrefix(header), body, EOS];
+        return [...arrow.RecordBatchReader.from(chunks)];
       }, 'invalid-input');
       for (const batch of batches) {
         guard(() => emitBatches(this.exchanger.push(batch), this.exchanger.output, cls.info.name, batch, emit, passThrough), 'failed');
