@@ -291,6 +291,50 @@ async fn a_macro_named_exchange_is_never_bypassed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_over_exchange_read_only_their_columns_and_get_them_right() {
+    let (server, mut alice) = server_with_flights(config_with_accounts()).await;
+    let through =
+        |sql: &str| sql.replace("{}", "exchange('add_processed', 'SELECT * FROM flights')");
+    // Columns in another order, one twice, one only filtered on.
+    let (got, _) = query_with_receipts(
+        &mut alice,
+        &through("SELECT processed, origin, flight_id, flight_id + 1 AS next FROM {} ORDER BY flight_id LIMIT 1000"),
+    )
+    .await
+    .unwrap();
+    let (expected, _) = query_with_receipts(
+        &mut alice,
+        "SELECT true AS processed, origin, flight_id, flight_id + 1 AS next FROM flights ORDER BY flight_id LIMIT 1000",
+    )
+    .await
+    .unwrap();
+    assert_same_rows(&got, &expected);
+    for (over_exchange, over_table) in [
+        (
+            "SELECT sum(flight_id) FROM {} WHERE processed",
+            "SELECT sum(flight_id) FROM flights",
+        ),
+        ("SELECT count(*) FROM {}", "SELECT count(*) FROM flights"),
+        (
+            "SELECT count(*) FROM {} WHERE passengers > 100",
+            "SELECT count(*) FROM flights WHERE passengers > 100",
+        ),
+        (
+            "SELECT count(DISTINCT origin) FROM {}",
+            "SELECT count(DISTINCT origin) FROM flights",
+        ),
+    ] {
+        assert_eq!(
+            scalar_i64(&mut alice, &through(over_exchange)).await,
+            scalar_i64(&mut alice, over_table).await,
+            "{over_exchange}"
+        );
+    }
+    assert_idle(&mut alice).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_totals_and_pipelines_equal_their_references() {
     let (server, mut alice) = server_with_flights(config_with_accounts()).await;
     let source = query(&mut alice, "SELECT * FROM flights").await.unwrap();

@@ -6,7 +6,8 @@
 //! for the output schema only; `init` starts the work; the scan hands DuckDB
 //! slices of at most one vector (2,048 rows) of each batch, converted by DuckDB's
 //! own Arrow conversion (`duckdb_data_chunk_from_arrow`, zero-copy for strings)
-//! and referenced into the output chunk, so no row is copied by Rust.
+//! and referenced into the output chunk, so no row is copied by Rust. Only the
+//! columns the query reads are converted (projection pushdown).
 //!
 //! Who is calling is found from the connection id DuckDB passes to `bind`, in
 //! [`ConnectionScopes`]: a request registers its caller for its connection.
@@ -105,6 +106,7 @@ pub fn register(
             extra.cast(),
             Some(drop_box::<Registered>),
         );
+        ffi::duckdb_table_function_supports_projection_pushdown(function, true);
         ffi::duckdb_table_function_set_bind(function, Some(bind));
         ffi::duckdb_table_function_set_init(function, Some(init));
         ffi::duckdb_table_function_set_function(function, Some(scan));
@@ -124,7 +126,6 @@ struct BindData {
     schema: SchemaRef,
     /// Behind a lock: DuckDB may call `init` and the scan from different threads.
     bound: Mutex<Box<dyn BoundSource>>,
-    converted: Converted,
 }
 
 /// The call's arguments, as DuckDB bound them.
@@ -204,7 +205,6 @@ unsafe extern "C" fn bind(info: ffi::duckdb_bind_info) {
         let data = Box::into_raw(Box::new(BindData {
             schema,
             bound: Mutex::new(bound),
-            converted,
         }));
         // SAFETY: DuckDB owns the bind data from here and frees it with drop_box.
         unsafe { ffi::duckdb_bind_set_bind_data(info, data.cast(), Some(drop_box::<BindData>)) };
@@ -216,17 +216,64 @@ unsafe extern "C" fn bind(info: ffi::duckdb_bind_info) {
     }
 }
 
-/// One execution's state: the running source and the batch being handed out.
+/// The columns a query reads, as DuckDB asked for them in `init` (projection
+/// pushdown): only these are converted into DuckDB vectors.
+struct Projection {
+    /// For each output vector, the function's column it holds; `None` for an
+    /// identifier DuckDB asks for that the function does not have (a row id,
+    /// for `count(*)`), which is filled with NULLs.
+    columns: Vec<Option<usize>>,
+    /// The function's columns that are read, in output order.
+    read: Vec<usize>,
+    /// `read`'s schema converted for DuckDB (`None` when nothing is read).
+    converted: Option<Converted>,
+}
+
+impl Projection {
+    /// The projection `init` asks for.
+    ///
+    /// # Safety
+    /// `info` must be the init info of a call of a function registered by [`register`].
+    unsafe fn of(info: ffi::duckdb_init_info, bind: &BindData) -> Result<Self> {
+        let fields = bind.schema.fields().len();
+        // SAFETY: valid init info; indices below its column count.
+        let columns: Vec<Option<usize>> = unsafe {
+            (0..ffi::duckdb_init_get_column_count(info))
+                .map(|i| ffi::duckdb_init_get_column_index(info, i) as usize)
+                .map(|column| (column < fields).then_some(column))
+                .collect()
+        };
+        let read: Vec<usize> = columns.iter().flatten().copied().collect();
+        let converted = if read.is_empty() {
+            None
+        } else {
+            let schema = bind.schema.project(&read)?;
+            let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
+            Some(Converted::new(bound.connection(), &schema)?)
+        };
+        Ok(Self {
+            columns,
+            read,
+            converted,
+        })
+    }
+}
+
+/// One execution's state: the running source, the batch being handed out and
+/// the columns the query reads.
 struct ScanState {
     batches: Box<dyn Batches>,
     current: Option<RecordBatch>,
     offset: usize,
+    projection: Projection,
 }
 
 unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
     let outcome = caught(|| {
         // SAFETY: the bind data we set in `bind`.
         let bind = unsafe { &*ffi::duckdb_init_get_bind_data(info).cast::<BindData>() };
+        // SAFETY: the init info of a call of this function.
+        let projection = unsafe { Projection::of(info, bind) }?;
         let batches = bind
             .bound
             .lock()
@@ -236,6 +283,7 @@ unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
             batches,
             current: None,
             offset: 0,
+            projection,
         })));
         // SAFETY: DuckDB owns the init data from here and frees it with drop_box.
         unsafe {
@@ -249,7 +297,8 @@ unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
     }
 }
 
-/// Fills `output` with the next slice; an empty chunk ends the scan.
+/// Fills `output` with the next slice of the projected columns; an empty chunk
+/// ends the scan.
 fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) -> Result<()> {
     // SAFETY: a constant of the DuckDB build.
     let vector = unsafe { ffi::duckdb_vector_size() } as usize;
@@ -277,20 +326,40 @@ fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) 
         }
     };
     let rows = (batch.num_rows() - state.offset).min(vector);
-    let slice = batch.slice(state.offset, rows);
-    let chunk = {
-        let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
-        bind.converted.chunk(bound.connection(), &slice)?
+    let projection = &state.projection;
+    let chunk = match &projection.converted {
+        Some(converted) => {
+            let slice = batch.slice(state.offset, rows).project(&projection.read)?;
+            let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
+            Some(converted.chunk(bound.connection(), &slice)?)
+        }
+        None => None,
     };
-    // SAFETY: both chunks have the bound schema's columns with the types bind
-    // declared (same converted schema); the output references the chunk's
-    // vectors, which keep the Arrow buffers alive after `chunk` is destroyed.
+    let mut read = 0u64;
+    // SAFETY: the output has one vector per projected column, with the types
+    // bind declared for them; `chunk` has the read columns in that order with
+    // the same types (converted from the same schema); the output references
+    // the chunk's vectors, which keep the Arrow buffers alive after `chunk` is
+    // destroyed. A column the function does not have gets NULLs only.
     unsafe {
-        for column in 0..batch.num_columns() as u64 {
-            ffi::duckdb_vector_reference_vector(
-                ffi::duckdb_data_chunk_get_vector(output, column),
-                ffi::duckdb_data_chunk_get_vector(chunk.0, column),
-            );
+        for (position, column) in projection.columns.iter().enumerate() {
+            let vector = ffi::duckdb_data_chunk_get_vector(output, position as u64);
+            match (column, &chunk) {
+                (Some(_), Some(chunk)) => {
+                    ffi::duckdb_vector_reference_vector(
+                        vector,
+                        ffi::duckdb_data_chunk_get_vector(chunk.0, read),
+                    );
+                    read += 1;
+                }
+                _ => {
+                    ffi::duckdb_vector_ensure_validity_writable(vector);
+                    let validity = ffi::duckdb_vector_get_validity(vector);
+                    for row in 0..rows as u64 {
+                        ffi::duckdb_validity_set_row_invalid(validity, row);
+                    }
+                }
+            }
         }
         ffi::duckdb_data_chunk_set_size(output, rows as u64);
     }
