@@ -192,21 +192,10 @@ async fn the_sums_of_a_scalar_exchanger_match_duckdbs_own_arithmetic() {
     assert_eq!(batches[0].column(0).null_count(), 0);
     // The call's receipt arrives in the do_get's trailer, as exchange()'s does.
     let sql = "SELECT count(*) FILTER (WHERE exchanger_boolean('alice/add_processed', flight_id)) FROM flights";
-    let mut stream = alice.do_get(arrow_flight::Ticket::new(sql)).await.unwrap();
-    while let Some(batch) = futures::StreamExt::next(&mut stream).await {
-        batch.unwrap();
-    }
-    let receipts = stream
-        .trailers()
-        .and_then(|t| {
-            t.get_bin(mallard_protocol::receipt::TRAILER)
-                .and_then(|v| v.to_bytes().ok())
-        })
-        .and_then(|bytes| mallard_protocol::receipt::list_from_json(&bytes))
-        .unwrap_or_default();
-    assert_eq!(receipts.len(), 1, "{receipts:?}");
-    assert_eq!(receipts[0].stages[0].rows_in, 50_000);
-    assert!(receipts[0].stages[0].instances >= 1);
+    let (processed, receipt) = scalar_receipt(&mut alice, sql).await;
+    assert_eq!(processed, 50_000);
+    assert_eq!(receipt.stages[0].rows_in, 50_000);
+    assert!(receipt.stages[0].instances >= 1);
     common::assert_idle(&mut admin).await;
     server.stop().await.unwrap();
 }
