@@ -97,8 +97,9 @@ pub enum Outcome {
     Done,
 }
 
-/// Turns a v2 call's status and error info into a classified [`Error`].
-fn check(code: V2Error, mut info: Handle, what: &str) -> Result<()> {
+/// Turns a v2 call's status and error info into a classified [`Error`]
+/// (shared with [`super::tokens`]).
+pub(super) fn check(code: V2Error, mut info: Handle, what: &str) -> Result<()> {
     if code == V2_OK {
         return Ok(());
     }

@@ -4,7 +4,7 @@
 //! The tokenizer knows DuckDB's keywords, quoting rules, dollar strings and
 //! comments, so a caller matching token classes never re-implements SQL lexing.
 
-use super::arrow_result::{V2_OK, V2Error, V2Str};
+use super::arrow_result::{V2Error, V2Str, check};
 use super::raw::RawConnection;
 use mallard_core::{Error, Result};
 use std::ffi::c_void;
@@ -32,7 +32,6 @@ unsafe extern "C" {
         err: *mut Handle,
     ) -> V2Error;
     fn duckdb_v2_token_iterator_destroy(iterator: *mut Handle) -> V2Error;
-    fn duckdb_v2_error_info_destroy(info: *mut Handle) -> V2Error;
 }
 
 /// A token's lexical class, as DuckDB names it.
@@ -76,12 +75,7 @@ pub fn tokenize<'a>(conn: &RawConnection, sql: &'a str) -> Result<Vec<Token<'a>>
     // `arrow_result` explains) and a borrowed string DuckDB reads during the call.
     let code =
         unsafe { duckdb_v2_tokenize_sql(conn.handle().cast(), &input, &mut iterator, &mut err) };
-    if code != V2_OK {
-        discard(err);
-        return Err(Error::internal(format!(
-            "DuckDB's tokenizer failed (code {code})"
-        )));
-    }
+    check(code, err, "tokenizing")?;
     let outcome = drain(iterator, sql);
     // SAFETY: we own the iterator; the tokens borrow `sql`, not it.
     unsafe { duckdb_v2_token_iterator_destroy(&mut iterator) };
@@ -97,10 +91,7 @@ fn drain(iterator: Handle, sql: &str) -> Result<Vec<Token<'_>>> {
         let code = unsafe {
             duckdb_v2_token_iterator_next(iterator, &mut kind, &mut start, &mut length, &mut err)
         };
-        if code != V2_OK {
-            discard(err);
-            return Err(Error::internal("DuckDB's tokenizer failed"));
-        }
+        check(code, err, "tokenizing")?;
         let kind = match kind {
             1 => TokenKind::Keyword,
             2 => TokenKind::Identifier,
@@ -128,10 +119,7 @@ fn drain(iterator: Handle, sql: &str) -> Result<Vec<Token<'_>>> {
     let code = unsafe {
         duckdb_v2_token_iterator_ends_unterminated(iterator, &mut unterminated, &mut err)
     };
-    if code != V2_OK {
-        discard(err);
-        return Err(Error::internal("DuckDB's tokenizer failed"));
-    }
+    check(code, err, "tokenizing")?;
     // A line comment that runs to the end of the input is complete SQL.
     let ends_in_line_comment = tokens
         .last()
@@ -142,13 +130,6 @@ fn drain(iterator: Handle, sql: &str) -> Result<Vec<Token<'_>>> {
         ));
     }
     Ok(tokens)
-}
-
-fn discard(mut info: Handle) {
-    if !info.is_null() {
-        // SAFETY: we own the error info.
-        unsafe { duckdb_v2_error_info_destroy(&mut info) };
-    }
 }
 
 /// The value of a plain single-quoted string literal (`'it''s'` is `it's`);

@@ -34,7 +34,7 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_core::{Error, Result};
-use mallard_exchanger::ipc::{MessageDecoder, schema_from_header};
+use mallard_exchanger::ipc::{Message, MessageDecoder, schema_from_header};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,6 +64,15 @@ pub trait ExchangeSession: Send {
     /// batch (see [`crate::lanes`]); asked once, after it opened.
     fn stateless(&self) -> bool {
         false
+    }
+}
+
+/// An IPC message this server encoded, as Flight data.
+pub(crate) fn flight_data(Message { header, body }: Message) -> FlightData {
+    FlightData {
+        data_header: header.into(),
+        data_body: body.into(),
+        ..FlightData::default()
     }
 }
 

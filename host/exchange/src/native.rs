@@ -5,7 +5,7 @@ use crate::{ExchangeSession, decode_input, exchanger_error};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_core::{Error, Result};
-use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
+use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
 use mallard_exchanger::native::{Builtin, Session};
 use mallard_exchanger::{Params, arrow_schema::SchemaRef};
 
@@ -48,14 +48,7 @@ impl NativeSession {
                 .encode(batch, &mut messages)
                 .map_err(|e| Error::aborted(format!("exchanger {:?}: {e}", self.name)))?;
         }
-        Ok(messages
-            .into_iter()
-            .map(|Message { header, body }| FlightData {
-                data_header: header.into(),
-                data_body: body.into(),
-                ..Default::default()
-            })
-            .collect())
+        Ok(messages.into_iter().map(crate::flight_data).collect())
     }
 }
 

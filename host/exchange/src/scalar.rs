@@ -339,12 +339,16 @@ impl ScalarEvaluator for Evaluator {
         self.encoder.encode(&arguments, &mut messages)?;
         let started = Instant::now();
         let (mut outputs, mut bytes_in) = (Vec::new(), 0);
-        for message in messages {
-            bytes_in += message.header.len() + message.body.len();
-            let (header, body) = (Bytes::from(message.header), Bytes::from(message.body));
+        // One lock for the chunk: a shared instance serves one thread's chunk at a time.
+        let memory = {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            outputs.extend(session.0.push(&header, &body)?);
-        }
+            for message in messages {
+                bytes_in += message.header.len() + message.body.len();
+                let (header, body) = (Bytes::from(message.header), Bytes::from(message.body));
+                outputs.extend(session.0.push(&header, &body)?);
+            }
+            session.0.guest_memory_bytes()
+        };
         let wall = started.elapsed();
         let mut values = None;
         let mut bytes_out = 0;
@@ -384,12 +388,6 @@ impl ScalarEvaluator for Evaluator {
         receipt.bytes_in += bytes_in as u64;
         receipt.bytes_out += bytes_out as u64;
         receipt.wall_ms += wall.as_secs_f64() * 1e3;
-        let memory = self
-            .session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .guest_memory_bytes();
         receipt.peak_memory_bytes = receipt.peak_memory_bytes.max(memory as u64);
         Ok(batch.column(batch.num_columns() - 1).clone())
     }

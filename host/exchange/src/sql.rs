@@ -143,11 +143,11 @@ pub fn caller_scope(
 }
 
 /// A caller for `principal` whose binds of `exchange` are recorded in the
-/// returned list (outside any query: nothing interrupts it).
+/// returned list (outside any query: nothing interrupts it, and no receipt is
+/// added through it).
 pub(crate) fn witnessing_caller(
     exchanges: &Arc<Exchanges>,
     principal: &Principal,
-    receipts: Arc<Mutex<Vec<Receipt>>>,
 ) -> (SqlCaller, Arc<Mutex<Vec<Bound>>>) {
     let witness = Arc::new(Mutex::new(Vec::new()));
     let caller = SqlCaller {
@@ -155,7 +155,7 @@ pub(crate) fn witnessing_caller(
         principal: principal.clone(),
         runtime: Handle::current(),
         interrupted: watch::channel(false).1,
-        receipts,
+        receipts: Arc::default(),
         nested: false,
         witness: Some(witness.clone()),
     };

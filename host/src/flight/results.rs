@@ -58,12 +58,7 @@ pub async fn query_data(
     let result =
         query::run_with_budget(state.db.clone(), query, policy, Some(budget), Some(scope)).await?;
     let schema = result.schema.clone();
-    // Cancellable by id while it streams (Flight SQL's CancelFlightInfo).
-    let registration = cancel_id.map(|id| {
-        state
-            .running_queries
-            .register(id, &principal.user, result.interrupt_handle())
-    });
+    let registration = cancellable(state, principal, cancel_id, result.interrupt_handle());
     let batches = result
         .into_stream()
         .map_err(|e| FlightError::Tonic(Box::new(e.into())));
@@ -78,12 +73,37 @@ pub async fn query_data(
         (!receipts.is_empty()).then(|| Err(receipt_trailer(&receipts, true)))
     })
     .filter_map(|item| async move { item });
-    let stream = data.chain(trailer).map(move |item| {
-        let _held = (&slot, &registration); // until the stream is dropped
+    Ok(answer(state, data.chain(trailer), (slot, registration)))
+}
+
+/// Registers `interrupt` under `cancel_id`, when given, so the caller can
+/// cancel the query by id while it streams (Flight SQL's CancelFlightInfo).
+fn cancellable(
+    state: &Arc<ServerState>,
+    principal: &Principal,
+    cancel_id: Option<String>,
+    interrupt: Arc<mallard_db::raw::Interrupt>,
+) -> Option<impl Send + 'static> {
+    cancel_id.map(|id| {
+        state
+            .running_queries
+            .register(id, &principal.user, interrupt)
+    })
+}
+
+/// `stream` as a query's answer: `held` (its query slot, its cancel
+/// registration) kept until the stream is dropped, and a stall guard on the reader.
+fn answer(
+    state: &Arc<ServerState>,
+    stream: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+    held: impl Send + 'static,
+) -> DataStream {
+    let stream = stream.map(move |item| {
+        let _held = &held; // until the stream is dropped
         item
     });
     let (stream, _) = stall::guard(stream, state.config.stall_timeout, "do_get");
-    Ok(stream.boxed())
+    stream.boxed()
 }
 
 /// A bare `SELECT * FROM exchange(…)` answered from its exchange's output
@@ -97,12 +117,10 @@ fn bare_select_data(
     bare: bare_select::BareSelect,
     cancel_id: Option<String>,
 ) -> DataStream {
-    let registration = cancel_id.map(|id| {
-        state
-            .running_queries
-            .register(id, &principal.user, bare.interrupt.clone())
-    });
+    let registration = cancellable(state, principal, cancel_id, bare.interrupt.clone());
     let schema = FlightData::from(SchemaAsIpc::new(&bare.schema, &IpcWriteOptions::default()));
+    // After the receipt or an error nothing follows; an output that ends
+    // without either is an error, never a clean (short) answer.
     let mut finished = false;
     let messages = bare
         .output
@@ -111,11 +129,7 @@ fn bare_select_data(
         .filter_map(move |item| {
             let item = match item {
                 _ if finished => None,
-                Some(Ok(Output::Data(data))) => Some(Ok(FlightData {
-                    data_header: data.data_header,
-                    data_body: data.data_body,
-                    ..FlightData::default()
-                })),
+                Some(Ok(Output::Data(data))) => Some(Ok(data)),
                 Some(Ok(Output::Done(receipt))) => {
                     finished = true;
                     Some(Err(receipt_trailer(&[receipt], true)))
@@ -130,14 +144,8 @@ fn bare_select_data(
             };
             async move { item }
         });
-    let stream = futures::stream::once(async move { Ok(schema) })
-        .chain(messages)
-        .map(move |item| {
-            let _held = (&slot, &registration); // until the stream is dropped
-            item
-        });
-    let (stream, _) = stall::guard(stream, state.config.stall_timeout, "do_get");
-    stream.boxed()
+    let stream = futures::stream::once(async move { Ok(schema) }).chain(messages);
+    answer(state, stream, (slot, registration))
 }
 
 /// One batch the server built (catalog metadata) as a Flight data stream.
