@@ -133,6 +133,11 @@ impl Exchanger for Pseudonymize {
     fn stateless(&self) -> bool {
         true
     }
+
+    /// Only the replaced column's values are read; the rest pass through.
+    fn reads(&self) -> Option<Vec<usize>> {
+        Some(vec![self.column])
+    }
 }
 
 export_exchanger!(Pseudonymize);

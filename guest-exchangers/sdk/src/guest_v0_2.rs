@@ -22,14 +22,15 @@ pub mod bindings {
 }
 
 use bindings::exports::mallard::exchanger::exchange::{self as wit, GuestSession};
-use bindings::mallard::exchanger::output;
+use bindings::mallard::exchanger::{input, output};
 use bindings::mallard::exchanger::types as wit_types;
 
 /// Implements the exported interface for any [`RawExchanger`].
 pub struct Adapter<R>(PhantomData<R>);
 
-/// One session behind the WIT resource (resource methods take `&self`).
-pub struct SessionState<R>(RefCell<R>);
+/// One session behind the WIT resource (resource methods take `&self`), and
+/// whether the host granted it input on demand.
+pub struct SessionState<R>(RefCell<R>, bool);
 
 fn to_wit(e: ExchangeError) -> wit_types::ExchangeError {
     match e {
@@ -77,7 +78,8 @@ impl<R: RawExchanger> wit::Guest for Adapter<R> {
         params: Vec<(String, String)>,
     ) -> Result<wit::Session, wit_types::ExchangeError> {
         let raw = R::open(&input_schema, &Params::new(params)).map_err(to_wit)?;
-        Ok(wit::Session::new(SessionState(RefCell::new(raw))))
+        let on_demand = raw.reads().is_some() && input::read_on_demand();
+        Ok(wit::Session::new(SessionState(RefCell::new(raw), on_demand)))
     }
 }
 
@@ -87,11 +89,25 @@ impl<R: RawExchanger> GuestSession for SessionState<R> {
     }
 
     fn push(&self, header: Vec<u8>, body: Vec<u8>) -> Result<(), wit_types::ExchangeError> {
-        let emissions = self
-            .0
-            .borrow_mut()
-            .push_emissions(Message { header, body })
-            .map_err(to_wit)?;
+        let is_batch = arrow_ipc::root_as_message(&header)
+            .is_ok_and(|m| m.header_type() == arrow_ipc::MessageHeader::RecordBatch);
+        let mut raw = self.0.borrow_mut();
+        let emissions = if self.1 && is_batch {
+            raw.push_reading(&header, &mut |indices| {
+                input::read_columns(indices)
+                    .map(|m| Message {
+                        header: m.header,
+                        body: m.body,
+                    })
+                    .map_err(|refused| {
+                        ExchangeError::Failed(format!("the host refused read-columns: {refused}"))
+                    })
+            })
+        } else {
+            raw.push_emissions(Message { header, body })
+        }
+        .map_err(to_wit)?;
+        drop(raw);
         send(emissions)
     }
 

@@ -34,6 +34,7 @@ pub mod ipc;
 pub mod native;
 mod params;
 pub mod raw;
+pub mod unread;
 
 #[cfg(all(target_arch = "wasm32", feature = "contract-0-1"))]
 #[doc(hidden)]
@@ -92,6 +93,19 @@ pub trait Exchanger: Sized + 'static {
     /// order. Asked once, after `open` (so it may depend on the params).
     fn stateless(&self) -> bool {
         false
+    }
+
+    /// The input columns `push` reads (indices into the input schema), when it
+    /// reads only some. Under contract 0.2 only those enter the sandbox: a batch's
+    /// other columns stay in the host. `push` still receives every column, but an
+    /// unread one is a placeholder of zeros (empty strings, `false`) that may only
+    /// be passed through whole (`batch.column(k).clone()`, `batch.columns().to_vec()`,
+    /// which sends the real column) or left out; an output column sliced from one
+    /// is refused, and one computed from it would be computed from zeros. Columns
+    /// of nested, dictionary, view or wide types are always read. Asked once, after
+    /// `open`. `None` (the default): every column is read.
+    fn reads(&self) -> Option<Vec<usize>> {
+        None
     }
 }
 

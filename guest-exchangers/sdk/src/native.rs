@@ -3,6 +3,7 @@
 //! The host links built-in exchanger crates and drives them through [`Builtin`];
 //! batches stay `RecordBatch`es, no IPC is involved.
 
+use crate::unread::{self, Unread};
 use crate::{ExchangeError, Exchanger, Info, Params};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -34,6 +35,39 @@ impl<E: Exchanger + Send> Session for E {
     }
 }
 
+/// An exchanger that reads only some columns, run natively as the sandbox runs
+/// it: `push` sees placeholders for the unread columns ([`crate::unread`]), and
+/// the columns it passes through are swapped back for the real ones.
+struct ReadingSome<E> {
+    exchanger: E,
+    unread: Unread,
+}
+
+impl<E: Exchanger + Send> Session for ReadingSome<E> {
+    fn output_schema(&self) -> SchemaRef {
+        self.exchanger.output_schema()
+    }
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
+        let read = self
+            .unread
+            .reads()
+            .iter()
+            .map(|&k| batch.column(k).clone())
+            .collect();
+        let seen = self.unread.batch(batch.num_rows(), read)?;
+        let placeholders = seen.columns().to_vec();
+        let out = self.exchanger.push(seen)?;
+        unread::restore(&self.unread, out, &placeholders, batch.columns())
+    }
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, ExchangeError> {
+        let out = self.exchanger.finish()?;
+        unread::restore(&self.unread, out, &[], &[])
+    }
+    fn stateless(&self) -> bool {
+        self.exchanger.stateless()
+    }
+}
+
 type OpenFn = fn(SchemaRef, &Params) -> Result<Box<dyn Session>, ExchangeError>;
 
 /// A built-in exchanger: its description and how to open a native session.
@@ -51,7 +85,14 @@ impl Builtin {
             input: SchemaRef,
             params: &Params,
         ) -> Result<Box<dyn Session>, ExchangeError> {
-            Ok(Box::new(E::open(input, params)?))
+            let exchanger = E::open(input.clone(), params)?;
+            Ok(match exchanger.reads() {
+                None => Box::new(exchanger),
+                Some(reads) => Box::new(ReadingSome {
+                    unread: Unread::new(input, &reads)?,
+                    exchanger,
+                }),
+            })
         }
         Self {
             info: E::INFO,

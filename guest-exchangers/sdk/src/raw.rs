@@ -6,6 +6,7 @@
 //! the hostile test guests that emit deliberately broken output).
 
 use crate::ipc::{Message, MessageDecoder, MessageEncoder, schema_from_header};
+use crate::unread::Unread;
 use crate::{ExchangeError, Exchanger, Info, Params};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
@@ -92,6 +93,28 @@ pub trait RawExchanger: Sized + 'static {
         let fields = output_fields(&self.output_schema());
         Ok(Emission::all_emitted(self.finish()?, fields))
     }
+
+    /// Contract 0.2: the input columns `push` reads, in schema order, when it
+    /// reads only some (see [`Exchanger::reads`]). Then the session asks the host
+    /// for its input on demand and, if granted, gets each record batch through
+    /// [`RawExchanger::push_reading`].
+    fn reads(&self) -> Option<Vec<u32>> {
+        None
+    }
+
+    /// Contract 0.2, input on demand: one record batch of which only `header`
+    /// came; `read` fetches input columns (indices into the input schema) as one
+    /// record batch message encoded against those fields, in that order.
+    fn push_reading(
+        &mut self,
+        header: &[u8],
+        read: &mut dyn FnMut(&[u32]) -> Result<Message, ExchangeError>,
+    ) -> Result<Vec<Emission>, ExchangeError> {
+        let _ = (header, read);
+        Err(ExchangeError::Failed(
+            "this exchanger does not read its input on demand".into(),
+        ))
+    }
 }
 
 /// Fields of the schema in a schema message header (0 if it is not one: the
@@ -111,6 +134,12 @@ pub struct Typed<E> {
     layouts: HashMap<Vec<bool>, MessageEncoder>,
     /// Output dictionaries rule out passing columns through (the host's rule).
     has_dictionaries: bool,
+    /// The columns `push` reads and the placeholders of the others, when it reads
+    /// only some.
+    unread: Option<Unread>,
+    /// Decodes what [`RawExchanger::push_reading`] reads: the input schema's
+    /// fields of `unread.reads()`.
+    read_decoder: Option<MessageDecoder>,
 }
 
 impl<E: Exchanger> Typed<E> {
@@ -153,13 +182,59 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
             .fields()
             .iter()
             .any(|f| matches!(f.data_type(), DataType::Dictionary(..)));
+        let unread = match exchanger.reads() {
+            Some(reads) => Some(Unread::new(input.clone(), &reads)?),
+            None => None,
+        };
+        let read_decoder = match &unread {
+            Some(unread) => {
+                let read = input
+                    .project(unread.reads())
+                    .map_err(|e| ExchangeError::Failed(e.to_string()))?;
+                Some(input_decoder(Arc::new(read)))
+            }
+            None => None,
+        };
         Ok(Self {
             exchanger,
             decoder: input_decoder(input),
             encoder: MessageEncoder::new(output),
             layouts: HashMap::new(),
             has_dictionaries,
+            unread,
+            read_decoder,
         })
+    }
+
+    fn reads(&self) -> Option<Vec<u32>> {
+        let unread = self.unread.as_ref()?;
+        Some(unread.reads().iter().map(|&k| k as u32).collect())
+    }
+
+    fn push_reading(
+        &mut self,
+        header: &[u8],
+        read: &mut dyn FnMut(&[u32]) -> Result<Message, ExchangeError>,
+    ) -> Result<Vec<Emission>, ExchangeError> {
+        let (Some(unread), Some(decoder)) = (&mut self.unread, &mut self.read_decoder) else {
+            return Err(ExchangeError::Failed(
+                "input on demand without reads()".into(),
+            ));
+        };
+        let rows = record_batch_rows(header)?;
+        let columns = if unread.reads().is_empty() {
+            Vec::new()
+        } else {
+            let indices: Vec<u32> = unread.reads().iter().map(|&k| k as u32).collect();
+            let message = read(&indices)?;
+            let batch = decoder
+                .decode(&message.header, Buffer::from_vec(message.body))
+                .map_err(|e| ExchangeError::InvalidInput(e.to_string()))?
+                .ok_or_else(|| ExchangeError::Failed("read-columns gave no batch".into()))?;
+            batch.columns().to_vec()
+        };
+        let batch = unread.batch(rows, columns)?;
+        self.push_batch(batch)
     }
 
     fn output_schema(&self) -> Vec<u8> {
@@ -199,10 +274,14 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
         let Some(batch) = decoded else {
             return Ok(Vec::new());
         };
-        let input: Vec<ArrayRef> = batch.columns().to_vec();
-        let rows = batch.num_rows();
-        let out = self.exchanger.push(batch)?;
-        self.emissions(out, Some((&input, rows)))
+        let batch = match &mut self.unread {
+            Some(unread) => {
+                let read = unread.reads().iter().map(|&k| batch.column(k).clone()).collect();
+                unread.batch(batch.num_rows(), read)?
+            }
+            None => batch,
+        };
+        self.push_batch(batch)
     }
 
     fn finish_emissions(&mut self) -> Result<Vec<Emission>, ExchangeError> {
@@ -212,6 +291,15 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
 }
 
 impl<E: Exchanger> Typed<E> {
+    /// One decoded input batch (with placeholders, if `push` reads only some
+    /// columns) through `push`, as emissions.
+    fn push_batch(&mut self, batch: RecordBatch) -> Result<Vec<Emission>, ExchangeError> {
+        let input: Vec<ArrayRef> = batch.columns().to_vec();
+        let rows = batch.num_rows();
+        let out = self.exchanger.push(batch)?;
+        self.emissions(out, Some((&input, rows)))
+    }
+
     /// Output batches as emissions: a column that is one of the pushed batch's
     /// own arrays (the same allocation, as `batch.column(k).clone()` gives) is
     /// named instead of sent; the rest is encoded.
@@ -235,6 +323,15 @@ impl<E: Exchanger> Typed<E> {
                     _ => ColumnSource::Emitted,
                 })
                 .collect();
+            if let Some(unread) = &self.unread {
+                for ((field, column), source) in
+                    batch.schema_ref().fields().iter().zip(batch.columns()).zip(&columns)
+                {
+                    if *source == ColumnSource::Emitted {
+                        unread.check_emitted(field.name(), column)?;
+                    }
+                }
+            }
             let mut messages = Vec::new();
             if columns.iter().all(|c| *c == ColumnSource::Emitted) {
                 self.encoder.encode(&batch, &mut messages)?;
@@ -257,6 +354,17 @@ impl<E: Exchanger> Typed<E> {
         }
         Ok(out)
     }
+}
+
+/// The row count a record batch message's header declares.
+fn record_batch_rows(header: &[u8]) -> Result<usize, ExchangeError> {
+    let length = arrow_ipc::root_as_message(header)
+        .ok()
+        .and_then(|m| m.header_as_record_batch())
+        .map(|b| b.length())
+        .ok_or_else(|| ExchangeError::InvalidInput("expected a record batch header".into()))?;
+    usize::try_from(length)
+        .map_err(|_| ExchangeError::InvalidInput(format!("a batch of {length} rows")))
 }
 
 /// The schema and arrays of `batch`'s emitted columns.

@@ -17,10 +17,11 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_assemble::Assembler;
 use mallard_core::{Error, Result};
-use mallard_exchanger::ipc::MessageDecoder;
+use mallard_exchanger::ipc::{MessageBounds, MessageDecoder};
 use mallard_sandbox::bindings::{Exchanger, IpcMessage, v0_2};
 use mallard_sandbox::emit::EmitRefused;
 use mallard_sandbox::engine::SandboxEngine;
+use mallard_sandbox::input::ReadRefused;
 use mallard_sandbox::store::{MemoryDenied, MemoryPool, Stop, StoreState, new_store};
 use mallard_sandbox::upload::Pre;
 use mallard_sandbox::wasi::CapabilityDenied;
@@ -81,9 +82,12 @@ impl WasmSession {
                 let instance =
                     this.call(&mut store, "instantiate", |store| $pre.instantiate(store))?;
                 let exchange = instance.mallard_exchanger_exchange();
+                store.data_mut().input.opening(input.clone());
                 let opened = this.call(&mut store, "open", |store| {
                     exchange.call_open(store, input_schema, params)
-                })?;
+                });
+                store.data_mut().input.opened();
+                let opened = opened?;
                 let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
                 let header = this.call(&mut store, "output-schema", |store| {
                     exchange.session().call_output_schema(store, session)
@@ -194,12 +198,23 @@ impl ExchangeSession for WasmSession {
                 .and_then(|messages| self.validate(messages, &what)),
             Instance::V0_2(..) => {
                 let input = (!is_dictionary).then_some((header, body));
+                // A session reading on demand gets the header only, and reads what it needs.
+                let on_demand = !is_dictionary && self.store.data().input.granted();
+                if on_demand {
+                    // The guest sizes its placeholders by the header's row count.
+                    MessageBounds::default()
+                        .check_header(header, body.len())
+                        .map_err(|e| {
+                            Error::invalid_argument(format!("exchange input at {what}: {e}"))
+                        })?;
+                }
+                let sent = if on_demand { &[][..] } else { &body[..] };
                 self.emitting_call(&what, input, |instance, store| {
                     instance.mallard_exchanger_exchange().session().call_push(
                         store,
                         session,
                         &header[..],
-                        &body[..],
+                        sent,
                     )
                 })
             }
@@ -264,10 +279,29 @@ impl WasmSession {
             unreachable!("only contract 0.2 sessions emit")
         };
         self.store.data_mut().emits.open();
+        if let Some((header, body)) = input {
+            self.store.data_mut().input.pushing(header, body);
+        }
         let result = self
             .info
             .call(&mut self.store, what, |store| call(instance, store));
         let emitted = self.store.data_mut().emits.close();
+        let (mut decoded_input, read_refused) = self.store.data_mut().input.pushed();
+        match read_refused {
+            // The client's malformed batch is reported as the client's, whatever the guest did.
+            Some(ReadRefused::Input(e)) => {
+                return Err(Error::invalid_argument(format!(
+                    "exchange input at {what}: {e}"
+                )));
+            }
+            Some(ReadRefused::Misuse(m)) if result.is_ok() => {
+                return Err(Error::invalid_argument(format!(
+                    "exchanger {:?} at {what}: {m}",
+                    self.info.name
+                )));
+            }
+            _ => {}
+        }
         let returned = result?;
         let emitted = emitted.map_err(|refused| self.info.emit_refused(what, refused))?;
         returned.map_err(|e| self.info.refusal(&self.store, what, e.into()))?;
@@ -275,7 +309,6 @@ impl WasmSession {
             unreachable!("matched above")
         };
         let deadline = self.store.data().call_deadline;
-        let mut decoded_input = None;
         let decoder = &mut self.input;
         let mut input_batch = || -> Result<Option<RecordBatch>> {
             let Some((header, body)) = input else {

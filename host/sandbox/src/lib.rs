@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod emit;
 pub mod engine;
+pub mod input;
 pub mod limits;
 pub mod meter;
 pub mod store;

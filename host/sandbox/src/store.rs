@@ -284,6 +284,8 @@ pub struct StoreState {
     pub cancelled: Arc<AtomicBool>,
     /// What a contract 0.2 guest emitted in the current call.
     pub emits: crate::emit::Emits,
+    /// Whether a contract 0.2 guest reads its input on demand, and what it read.
+    pub input: crate::input::InputOnDemand,
     _live: GaugeGuard,
 }
 
@@ -323,6 +325,7 @@ pub fn new_store(
         cancelled,
         // A call may emit what its instance could hold, as a 0.1 return value could.
         emits: crate::emit::Emits::new(limits.max_memory_bytes),
+        input: crate::input::InputOnDemand::new(),
         _live: engine.live_instances.enter(),
     };
     let mut store = Store::new(&engine.engine, state);

@@ -263,6 +263,7 @@ mod tests {
         assert!(!is_provided("evil:net/connect"));
         assert!(is_provided("mallard:exchanger/types@0.1.0"));
         assert!(is_provided("mallard:exchanger/output@0.2.0"));
+        assert!(is_provided("mallard:exchanger/input@0.2.0"));
         assert!(!is_provided("mallard:exchanger/types@0.3.0"));
     }
 }

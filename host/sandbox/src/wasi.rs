@@ -34,8 +34,13 @@ pub fn deny_all_linker(engine: &Engine) -> Result<Linker<StoreState>> {
     let wasm_err = |e: wasmtime::Error| Error::internal(format!("linking WASI: {e:#}"));
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
-    // Contract 0.2's `emit`, the one import that is not WASI.
+    // Contract 0.2's `emit` and `input`, the imports that are not WASI.
     crate::bindings::v0_2::mallard::exchanger::output::add_to_linker::<
+        StoreState,
+        wasmtime::component::HasSelf<StoreState>,
+    >(&mut linker, |state| state)
+    .map_err(wasm_err)?;
+    crate::bindings::v0_2::mallard::exchanger::input::add_to_linker::<
         StoreState,
         wasmtime::component::HasSelf<StoreState>,
     >(&mut linker, |state| state)
