@@ -605,6 +605,20 @@ async fn guests_that_lie_in_their_output_are_refused_precisely() {
             Code::InvalidArgument,
             "outside push and finish",
         ),
+        // Contract 0.2: lies about the input it reads on demand, each refusal
+        // ignored by the guest and reported by the host all the same.
+        (
+            "read-index",
+            Code::InvalidArgument,
+            "named column 99 of an input of",
+        ),
+        ("read-twice", Code::InvalidArgument, "named column 0 twice"),
+        (
+            "read-in-finish",
+            Code::InvalidArgument,
+            "outside the push of a record batch",
+        ),
+        ("read-flood", Code::DeadlineExceeded, "deadline"),
     ] {
         let command = format!(r#"{{"exchanger": "hostile_liar", "params": {{"lie": "{lie}"}}}}"#);
         let input = flights(2_000, 1_000);

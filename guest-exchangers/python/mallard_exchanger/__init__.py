@@ -22,7 +22,9 @@ schema (kept as `self.output`), `push(batch)` returns output batches,
 Python code, nor sent back: the component speaks Mallard's exchanger contract
 0.2, so an output column that is one of the input batch's own columns is named
 to the host, which reuses its copy, and output leaves through the host's `emit`
-during each call (memory stays flat however long the stream). Raise `InvalidParams`, `InvalidInput` or `Failed` to refuse a
+during each call (memory stays flat however long the stream). Input columns are
+read from the host only when the exchanger first touches their buffers, so a
+column that is only passed through never enters the sandbox. Raise `InvalidParams`, `InvalidInput` or `Failed` to refuse a
 stream; any other exception ends it as `failed` with its traceback.
 """
 
@@ -97,6 +99,7 @@ def export(cls):
     Bind it at module level in `app.py`: `Exchange = export(MyExchanger)`."""
     from componentize_py_types import Err
     from wit_world.imports import output as host
+    from wit_world.imports import input as host_input
     from wit_world.imports import types
 
     def refusal(e, default):
@@ -168,11 +171,18 @@ def export(cls):
                 messages = []
             emit(sources, messages)
 
+    def read_column(k):
+        message = host_input.read_columns([k])
+        return message.header, message.body
+
     class Session:
-        def __init__(self, exchanger, schema, output):
+        def __init__(self, exchanger, schema, output, on_demand):
             self.exchanger = exchanger
             self.schema = schema
             self.output = output
+            # Input on demand: pushes bring headers only; a column's buffers are
+            # read from the host when the exchanger first touches them.
+            self.read = read_column if on_demand else None
 
         def output_schema(self):
             return self.output
@@ -190,7 +200,7 @@ def export(cls):
             if message.kind != ipc.RECORD_BATCH:
                 raise Err(types.ExchangeError_InvalidInput(f"unexpected IPC message kind {message.kind}"))
             batch = run(
-                lambda: Batch.from_message(self.schema, message, body),
+                lambda: Batch.from_message(self.schema, message, body, self.read),
                 types.ExchangeError_InvalidInput,
             )
             run(
@@ -219,6 +229,7 @@ def export(cls):
                 exchanger.output = output
                 return ipc.write_schema(output)
 
-            return Session(exchanger, schema, run(opened, types.ExchangeError_Failed))
+            output = run(opened, types.ExchangeError_Failed)
+            return Session(exchanger, schema, output, host_input.read_on_demand())
 
     return Exchange

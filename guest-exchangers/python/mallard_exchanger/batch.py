@@ -45,17 +45,42 @@ class Column:
     """One top-level column: its type, length, null count and buffers.
 
     Buffers are either `(offset, length)` regions of `source` (the input
-    body) or bytes-like objects the exchanger built.
+    body) or bytes-like objects the exchanger built. An input column whose
+    buffers the host has not sent yet (contract 0.2's input on demand) has a
+    `reader` that fetches them the first time they are needed; a column that is
+    only passed through is never fetched.
     """
 
-    __slots__ = ("type", "nodes", "parts", "variadic", "source")
+    __slots__ = ("type", "nodes", "_parts", "_variadic", "_source", "_reader")
 
-    def __init__(self, data_type, nodes, parts, variadic=(), source=None):
+    def __init__(self, data_type, nodes, parts, variadic=(), source=None, reader=None):
         self.type = data_type
         self.nodes = nodes
-        self.parts = parts
-        self.variadic = list(variadic)
-        self.source = source
+        self._parts = parts
+        self._variadic = list(variadic)
+        self._source = source
+        self._reader = reader
+
+    def _load(self):
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            self._parts, variadic, self._source = reader()
+            self._variadic = list(variadic)
+
+    @property
+    def parts(self):
+        self._load()
+        return self._parts
+
+    @property
+    def variadic(self):
+        self._load()
+        return self._variadic
+
+    @property
+    def source(self):
+        self._load()
+        return self._source
 
     @property
     def length(self):
@@ -248,8 +273,10 @@ class Batch:
         return Batch(ipc.Schema(fields, self.schema.metadata), [self.column(n) for n in names], self.num_rows)
 
     @classmethod
-    def from_message(cls, schema, message, body):
-        """The batch an IPC record batch message carries (nothing decoded yet)."""
+    def from_message(cls, schema, message, body, read=None):
+        """The batch an IPC record batch message carries (nothing decoded yet).
+        With `read` (input on demand: `body` is empty), column k's buffers are
+        `read(k)`'s, fetched the first time they are needed."""
         header = ipc.read_batch_header(message)
         if header.compressed:
             raise ValueError("compressed record batches are not supported; send them uncompressed")
@@ -257,13 +284,14 @@ class Batch:
         nodes, buffers, variadic = header.nodes, header.buffers, header.variadic
         columns = []
         n = b = v = 0
-        for field in schema.fields:
+        for k, field in enumerate(schema.fields):
             dn, db, dv = ipc.layout(field)
             if n + dn > len(nodes) or b + db > len(buffers) or v + dv > len(variadic):
                 raise ValueError("record batch header has fewer nodes or buffers than its schema")
             counts = variadic[v : v + dv]
             parts = list(buffers[b : b + db + sum(counts)])
-            columns.append(Column(field.type, nodes[n : n + dn], parts, counts, source))
+            reader = None if read is None else (lambda k=k: _read_column(read, k))
+            columns.append(Column(field.type, nodes[n : n + dn], parts, counts, source, reader))
             n, b, v = n + dn, b + db + sum(counts), v + dv
         return cls(schema, columns, header.length)
 
@@ -301,3 +329,13 @@ class Batch:
             ipc.BatchHeader(self.num_rows, nodes, buffers, variadic), size
         )
         return header, b"".join(pieces)
+
+
+def _read_column(read, k):
+    """(parts, variadic counts, source) of input column `k`, from the one-column
+    record batch message `read(k)` returns as (header, body)."""
+    header, body = read(k)
+    batch = ipc.read_batch_header(ipc.read_message(header))
+    if batch.compressed:
+        raise ValueError("the host sent a compressed column")
+    return list(batch.buffers), batch.variadic, memoryview(body)

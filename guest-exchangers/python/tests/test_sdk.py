@@ -125,6 +125,31 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(read.column("half").to_pylist()[3], 1.5)
         self.assertEqual(read.column("names").to_pylist()[:3], ["0", None, "2"])
 
+    def test_columns_read_on_demand_are_fetched_once_and_only_when_touched(self):
+        fetched = []
+
+        def read(k):
+            fetched.append(k)
+            one = pa.record_batch([self.batch.column(k)], names=[self.batch.schema.names[k]])
+            return messages(one)[1]
+
+        batch = Batch.from_message(self.schema, ipc.read_message(self.header), b"", read)
+        n = batch.num_rows
+        self.assertEqual(batch.column("carrier").null_count, self.batch.column("carrier").null_count)
+        self.assertEqual(fetched, [], "row and null counts come from the header")
+        self.assertEqual(batch.column("carrier").to_pylist(), self.batch.column("carrier").to_pylist())
+        batch.column("carrier").to_pylist()
+        self.assertEqual(fetched, [1], "fetched once")
+        out = batch.append(Field("processed", bool_, False), Column.constant(bool_, True, n))
+        self.assertEqual(fetched, [1], "appending fetches nothing")
+        header, body = out.encode()
+        self.assertEqual(sorted(fetched), list(range(len(self.batch.schema))), "encoding needs them all")
+        stream = to_stream([(ipc.write_schema(out.schema), b""), (header, body)])
+        got = pa.ipc.open_stream(stream).read_next_batch()
+        got.validate(full=True)
+        for name in self.batch.schema.names:
+            self.assertEqual(got.column(name), self.batch.column(name), name)
+
     def test_select_keeps_only_the_named_columns(self):
         out = self.decoded().select(["distance", "flight_id"])
         header, body = out.encode()

@@ -22,8 +22,8 @@ pub mod bindings {
 }
 
 use bindings::exports::mallard::exchanger::exchange::{self as wit, GuestSession};
-use bindings::mallard::exchanger::{input, output};
 use bindings::mallard::exchanger::types as wit_types;
+use bindings::mallard::exchanger::{input, output};
 
 /// Implements the exported interface for any [`RawExchanger`].
 pub struct Adapter<R>(PhantomData<R>);
@@ -79,7 +79,10 @@ impl<R: RawExchanger> wit::Guest for Adapter<R> {
     ) -> Result<wit::Session, wit_types::ExchangeError> {
         let raw = R::open(&input_schema, &Params::new(params)).map_err(to_wit)?;
         let on_demand = raw.reads().is_some() && input::read_on_demand();
-        Ok(wit::Session::new(SessionState(RefCell::new(raw), on_demand)))
+        Ok(wit::Session::new(SessionState(
+            RefCell::new(raw),
+            on_demand,
+        )))
     }
 }
 

@@ -276,7 +276,11 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
         };
         let batch = match &mut self.unread {
             Some(unread) => {
-                let read = unread.reads().iter().map(|&k| batch.column(k).clone()).collect();
+                let read = unread
+                    .reads()
+                    .iter()
+                    .map(|&k| batch.column(k).clone())
+                    .collect();
                 unread.batch(batch.num_rows(), read)?
             }
             None => batch,
@@ -324,8 +328,12 @@ impl<E: Exchanger> Typed<E> {
                 })
                 .collect();
             if let Some(unread) = &self.unread {
-                for ((field, column), source) in
-                    batch.schema_ref().fields().iter().zip(batch.columns()).zip(&columns)
+                for ((field, column), source) in batch
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .zip(batch.columns())
+                    .zip(&columns)
                 {
                     if *source == ColumnSource::Emitted {
                         unread.check_emitted(field.name(), column)?;

@@ -66,7 +66,11 @@ impl Unread {
 
     /// The batch `push` receives: `read` (the columns of [`Unread::reads`], in
     /// that order) in their places, placeholders of `rows` rows in the others.
-    pub fn batch(&mut self, rows: usize, read: Vec<ArrayRef>) -> Result<RecordBatch, ExchangeError> {
+    pub fn batch(
+        &mut self,
+        rows: usize,
+        read: Vec<ArrayRef>,
+    ) -> Result<RecordBatch, ExchangeError> {
         if read.len() != self.reads.len() {
             return Err(ExchangeError::Failed(format!(
                 "read {} columns, expected {}",
@@ -150,7 +154,7 @@ impl Unread {
 fn shares(data: &ArrayData, start: usize, end: usize) -> bool {
     let inside = |b: &Buffer| {
         let p = b.as_ptr() as usize;
-        b.len() > 0 && p >= start && p < end
+        !b.is_empty() && p >= start && p < end
     };
     data.buffers().iter().any(inside)
         || data.nulls().is_some_and(|n| inside(n.buffer()))
@@ -220,13 +224,22 @@ mod tests {
         ]);
         RecordBatch::try_from_iter([
             ("a", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
-            ("s", Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef),
-            ("b", Arc::new(BooleanArray::from(vec![true, false, true])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![true, false, true])) as ArrayRef,
+            ),
             ("l", Arc::new(list) as ArrayRef),
             (
                 "d",
-                Arc::new(Decimal128Array::from(vec![1, 2, 3]).with_precision_and_scale(10, 2).unwrap())
-                    as ArrayRef,
+                Arc::new(
+                    Decimal128Array::from(vec![1, 2, 3])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ) as ArrayRef,
             ),
         ])
         .unwrap()
@@ -237,17 +250,37 @@ mod tests {
         let batch = input();
         let mut unread = Unread::new(batch.schema(), &[0]).unwrap();
         assert_eq!(unread.reads(), &[0, 3], "the list has no placeholder");
-        let read = unread.reads().iter().map(|&k| batch.column(k).clone()).collect();
+        let read = unread
+            .reads()
+            .iter()
+            .map(|&k| batch.column(k).clone())
+            .collect();
         let seen = unread.batch(3, read).unwrap();
         assert_eq!(seen.schema(), batch.schema());
         assert!(Arc::ptr_eq(seen.column(0), batch.column(0)));
         assert!(Arc::ptr_eq(seen.column(3), batch.column(3)));
-        assert_eq!(seen.column(1).as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some(""); 3]);
+        assert_eq!(
+            seen.column(1).as_string::<i32>().iter().collect::<Vec<_>>(),
+            vec![Some(""); 3]
+        );
         assert_eq!(seen.column(2).as_boolean().true_count(), 0);
-        assert_eq!(seen.column(4).as_primitive::<Decimal128Type>().values().to_vec(), vec![0; 3]);
-        assert_eq!(seen.column(1).null_count(), 0, "non-nullable fields stay valid");
+        assert_eq!(
+            seen.column(4)
+                .as_primitive::<Decimal128Type>()
+                .values()
+                .to_vec(),
+            vec![0; 3]
+        );
+        assert_eq!(
+            seen.column(1).null_count(),
+            0,
+            "non-nullable fields stay valid"
+        );
         for column in seen.columns() {
-            column.to_data().validate_full().expect("placeholders are valid arrays");
+            column
+                .to_data()
+                .validate_full()
+                .expect("placeholders are valid arrays");
         }
         let wide = unread.batch(
             70_000,
@@ -257,7 +290,10 @@ mod tests {
             ],
         );
         for column in wide.unwrap().columns() {
-            column.to_data().validate_full().expect("after the zeros grew");
+            column
+                .to_data()
+                .validate_full()
+                .expect("after the zeros grew");
         }
     }
 
@@ -265,9 +301,14 @@ mod tests {
     fn passed_through_placeholders_become_the_real_columns_and_derived_ones_are_refused() {
         let batch = input();
         let mut unread = Unread::new(batch.schema(), &[]).unwrap();
-        let read = unread.reads().iter().map(|&k| batch.column(k).clone()).collect();
+        let read = unread
+            .reads()
+            .iter()
+            .map(|&k| batch.column(k).clone())
+            .collect();
         let seen = unread.batch(3, read).unwrap();
-        let restored = restore(&unread, vec![seen.clone()], seen.columns(), batch.columns()).unwrap();
+        let restored =
+            restore(&unread, vec![seen.clone()], seen.columns(), batch.columns()).unwrap();
         assert_eq!(restored[0], batch);
 
         let sliced = seen.slice(1, 2);
@@ -279,12 +320,18 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![7, 8, 9]))],
         )
         .unwrap();
-        assert_eq!(restore(&unread, vec![own.clone()], seen.columns(), batch.columns()).unwrap()[0], own);
+        assert_eq!(
+            restore(&unread, vec![own.clone()], seen.columns(), batch.columns()).unwrap()[0],
+            own
+        );
     }
 
     #[test]
     fn reads_past_the_schema_are_the_exchangers_error() {
         let err = Unread::new(input().schema(), &[5]).unwrap_err();
-        assert!(err.to_string().contains("column 5 of an input of 5"), "{err}");
+        assert!(
+            err.to_string().contains("column 5 of an input of 5"),
+            "{err}"
+        );
     }
 }

@@ -88,6 +88,11 @@ impl WasmSession {
                 });
                 store.data_mut().input.opened();
                 let opened = opened?;
+                if let (_, Some(refused)) = store.data_mut().input.pushed() {
+                    return Err(Error::invalid_argument(format!(
+                        "exchanger {name:?} at open: {refused}"
+                    )));
+                }
                 let session = opened.map_err(|e| this.refusal(&store, "open", e.into()))?;
                 let header = this.call(&mut store, "output-schema", |store| {
                     exchange.session().call_output_schema(store, session)

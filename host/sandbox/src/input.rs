@@ -26,6 +26,15 @@ pub enum ReadRefused {
     Input(String),
 }
 
+impl std::fmt::Display for ReadRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Misuse(m) => f.write_str(m),
+            Self::Input(m) => write!(f, "the client's batch is malformed: {m}"),
+        }
+    }
+}
+
 /// One store's input-on-demand state.
 pub struct InputOnDemand {
     /// The input schema; set when the session opens.
@@ -126,9 +135,7 @@ impl InputOnDemand {
         for &k in &indices {
             match seen.get_mut(k as usize) {
                 None => {
-                    return misuse(&format!(
-                        "named column {k} of an input of {fields} columns"
-                    ));
+                    return misuse(&format!("named column {k} of an input of {fields} columns"));
                 }
                 Some(true) => return misuse(&format!("named column {k} twice")),
                 Some(seen) => *seen = true,
@@ -200,10 +207,9 @@ impl Host for StoreState {
     }
 
     fn read_columns(&mut self, indices: Vec<u32>) -> Result<IpcMessage, String> {
-        self.input.read(indices).map_err(|refused| match refused {
-            ReadRefused::Misuse(m) => m,
-            ReadRefused::Input(m) => format!("the client's batch is malformed: {m}"),
-        })
+        self.input
+            .read(indices)
+            .map_err(|refused| refused.to_string())
     }
 }
 
@@ -218,7 +224,10 @@ mod tests {
     fn batch() -> RecordBatch {
         RecordBatch::try_from_iter([
             ("a", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
-            ("b", Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef),
+            (
+                "b",
+                Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -287,19 +296,32 @@ mod tests {
     fn misuse_is_refused_and_sticks_for_the_call() {
         let batch = batch();
         let mut input = granted(batch.schema());
-        assert!(matches!(input.read(vec![0]), Err(ReadRefused::Misuse(m)) if m.contains("outside")));
+        assert!(
+            matches!(input.read(vec![0]), Err(ReadRefused::Misuse(m)) if m.contains("outside"))
+        );
         let (header, body) = message(&batch);
-        for (indices, says) in [(vec![2], "column 2 of an input of 2"), (vec![0, 0], "twice")] {
+        for (indices, says) in [
+            (vec![2], "column 2 of an input of 2"),
+            (vec![0, 0], "twice"),
+        ] {
             input.pushing(&header, &body);
             let refused = input.read(indices).unwrap_err();
-            assert!(matches!(&refused, ReadRefused::Misuse(m) if m.contains(says)), "{refused:?}");
-            assert!(input.read(vec![0]).is_err(), "refused for the rest of the call");
+            assert!(
+                matches!(&refused, ReadRefused::Misuse(m) if m.contains(says)),
+                "{refused:?}"
+            );
+            assert!(
+                input.read(vec![0]).is_err(),
+                "refused for the rest of the call"
+            );
             let (_, refused) = input.pushed();
             assert!(refused.is_some());
         }
         let mut ungranted = InputOnDemand::new();
         ungranted.pushing(&header, &body);
-        assert!(matches!(ungranted.read(vec![0]), Err(ReadRefused::Misuse(m)) if m.contains("without")));
+        assert!(
+            matches!(ungranted.read(vec![0]), Err(ReadRefused::Misuse(m)) if m.contains("without"))
+        );
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! - `input-in-finish`: names an input column in `finish`, where there is none.
 //! - `emit-flood`: emits 5,000 empty batches from one call.
 //! - `emit-in-open`: calls `emit` from `open`.
+//!
+//! Lies of contract 0.2 about the input it reads on demand (each ignores the
+//! host's refusal and returns as if all were well):
+//! - `read-index`: reads input column 99.
+//! - `read-twice`: reads input column 0 twice in one call.
+//! - `read-in-finish`: reads an input column in `finish`, where there is none.
+//! - `read-flood`: reads input column 0 again and again, forever.
 
 use arrow_array::builder::StringViewBuilder;
 use arrow_buffer::Buffer;
@@ -35,6 +42,10 @@ enum Lie {
     EmitFlood,
     EmitInOpen,
     OneRow,
+    ReadIndex,
+    ReadTwice,
+    ReadInFinish,
+    ReadFlood,
 }
 
 /// Tells one lie per input batch.
@@ -66,6 +77,10 @@ impl RawExchanger for Liar {
             Some("emit-flood") => Lie::EmitFlood,
             Some("emit-in-open") => Lie::EmitInOpen,
             Some("one-row") => Lie::OneRow,
+            Some("read-index") => Lie::ReadIndex,
+            Some("read-twice") => Lie::ReadTwice,
+            Some("read-in-finish") => Lie::ReadInFinish,
+            Some("read-flood") => Lie::ReadFlood,
             other => {
                 return Err(ExchangeError::InvalidParams(format!(
                     "unknown lie {other:?}"
@@ -184,7 +199,38 @@ impl RawExchanger for Liar {
             _ => Emission::all_emitted(self.push(message)?, self.schema.fields().len()),
         })
     }
+    fn reads(&self) -> Option<Vec<u32>> {
+        matches!(
+            self.lie,
+            Lie::ReadIndex | Lie::ReadTwice | Lie::ReadInFinish | Lie::ReadFlood
+        )
+        .then(Vec::new)
+    }
+    fn push_reading(
+        &mut self,
+        _header: &[u8],
+        read: &mut dyn FnMut(&[u32]) -> Result<Message, ExchangeError>,
+    ) -> Result<Vec<Emission>, ExchangeError> {
+        match self.lie {
+            Lie::ReadIndex => {
+                let _ = read(&[99]);
+            }
+            Lie::ReadTwice => {
+                let _ = read(&[0, 0]);
+            }
+            Lie::ReadFlood => loop {
+                let _ = read(&[0]);
+            },
+            _ => {}
+        }
+        Ok(Vec::new())
+    }
     fn finish_emissions(&mut self) -> Result<Vec<Emission>, ExchangeError> {
+        #[cfg(target_arch = "wasm32")]
+        if matches!(self.lie, Lie::ReadInFinish) {
+            let _ =
+                mallard_exchanger::guest::bindings::mallard::exchanger::input::read_columns(&[0]);
+        }
         Ok(match self.lie {
             Lie::InputInFinish => vec![Emission {
                 columns: vec![ColumnSource::Input(0), ColumnSource::Emitted],
