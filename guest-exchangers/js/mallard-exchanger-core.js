@@ -248,16 +248,73 @@ function emitBatches(batches, output, name, input, emit, passThrough) {
   }
 }
 
+// ---- Input on demand ----------------------------------------------------------
+
+/** The buffers of an apache-arrow Data, all of which a lazy column defers. */
+const BUFFERS = ['values', 'valueOffsets', 'nullBitmap', 'typeIds'];
+
+/** Whether every field of `schema` is flat (no children, no variadic buffers, no
+ *  dictionary): the columns a lazy Data can stand for. */
+function allFlat(schema) {
+  return schema.fields.every((f) => {
+    const t = f.type;
+    return !arrow.DataType.isDictionary(t) && !(t.children && t.children.length)
+      && t.typeId !== arrow.Type.Utf8View && t.typeId !== arrow.Type.BinaryView;
+  });
+}
+
+/** One zeroed body, grown as needed, that header-only batches are read over:
+ *  apache-arrow's reader wants the body's bytes, which no lazy column shows. */
+let zeros = new Uint8Array(0);
+function zeroBody(length) {
+  if (zeros.length < length) zeros = new Uint8Array(length);
+  return zeros.subarray(0, length);
+}
+
+/** Makes each column of `batch` (read over a zeroed body) fetch its buffers from
+ *  the host, through `readColumns`, the first time any of them is touched. A
+ *  column that is only passed through is never fetched. */
+function deferColumns(batch, schema, readColumns, schemaHeaders) {
+  batch.data.children.forEach((child, k) => {
+    let loaded = false;
+    const load = () => {
+      if (loaded) return;
+      loaded = true;
+      schemaHeaders[k] ??= schemaHeader(new arrow.Schema([schema.fields[k]]));
+      const { header, body } = readColumns([k]);
+      const [one] = [...arrow.RecordBatchReader.from([frame(schemaHeaders[k], new Uint8Array(0)), framePrefix(header), body, EOS])];
+      const real = one.data.children[0];
+      for (const name of BUFFERS) {
+        Object.defineProperty(child, name, { value: real[name], writable: true, configurable: true, enumerable: true });
+      }
+    };
+    for (const name of BUFFERS) {
+      Object.defineProperty(child, name, {
+        get() { load(); return child[name]; },
+        set(value) { load(); Object.defineProperty(child, name, { value, writable: true, configurable: true, enumerable: true }); },
+        configurable: true,
+        enumerable: true,
+      });
+    }
+  });
+}
+
 /** The `exchange` interface object for `cls`, emitting through `emit`
  *  (contract 0.2's import; `mallard-exchanger.js` binds the real one). With
  *  `passThrough: false` every column is encoded (for tests that read the
- *  emitted messages on their own). */
-export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
+ *  emitted messages on their own). With `input` (contract 0.2's `input`
+ *  import: `readOnDemand`, `readColumns`), a flat input is read on demand: a
+ *  batch arrives as its header, and a column's buffers are fetched the first
+ *  time the exchanger touches them. */
+export function exportExchangerWith(cls, emit, { passThrough = true, input = null } = {}) {
   class Session {
-    constructor(exchanger, input, output) {
+    constructor(exchanger, input, output, schema, onDemand) {
       this.exchanger = exchanger;
       this.input = input;
       this.output = output;
+      this.schema = schema;
+      this.onDemand = onDemand;
+      this.schemaHeaders = [];
       this.dictionaries = [];
     }
     outputSchema() {
@@ -272,8 +329,13 @@ export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
       const batches = guard(() => {
         // The stream as chunks, the body its own: the reader takes a chunk that
         // holds exactly a body as it is, so the batch is never copied here.
-        const chunks = [frame(this.input, new Uint8Array(0)), ...this.dictionaries, framePrefix(header), body, EOS];
-        return [...arrow.RecordBatchReader.from(chunks)];
+        const sent = this.onDemand && kind === RECORD_BATCH ? zeroBody(bodyLength(header)) : body;
+        const chunks = [frame(this.input, new Uint8Array(0)), ...this.dictionaries, framePrefix(header), sent, EOS];
+        const read = [...arrow.RecordBatchReader.from(chunks)];
+        if (sent !== body) {
+          for (const batch of read) deferColumns(batch, this.schema, input.readColumns, this.schemaHeaders);
+        }
+        return read;
       }, 'invalid-input');
       for (const batch of batches) {
         guard(() => emitBatches(this.exchanger.push(batch), this.exchanger.output, cls.info.name, batch, emit, passThrough), 'failed');
@@ -300,7 +362,8 @@ export function exportExchangerWith(cls, emit, { passThrough = true } = {}) {
         exchanger.output = out;
         return schemaHeader(out);
       }, 'failed');
-      return new Session(exchanger, inputSchema, output);
+      const onDemand = Boolean(input) && allFlat(schema) && input.readOnDemand();
+      return new Session(exchanger, inputSchema, output, schema, onDemand);
     },
     Session,
   };

@@ -182,3 +182,40 @@ test('a refused emit ends the call as failed, naming the refusal', () => {
   const session = exportExchangerWith(AddProcessed, refusing).open(schema.header, []);
   assert.throws(() => session.push(batch.header, batch.body), (e) => e.payload.tag === 'failed' && e.payload.val.includes('4096 emits'));
 });
+
+test('input read on demand fetches a column only when it is touched, once', () => {
+  const plain = arrow.tableFromArrays({
+    id: Int32Array.from({ length: 100 }, (_, i) => i),
+    x: Float64Array.from({ length: 100 }, (_, i) => i / 2),
+  });
+  const [schema, batch] = messages(plain);
+  const fetched = [];
+  const readColumns = ([k]) => {
+    fetched.push(k);
+    const name = plain.schema.fields[k].name;
+    const one = messages(new arrow.Table({ [name]: plain.getChild(name) }));
+    return one[1];
+  };
+  class Doubler extends Exchanger {
+    static info = { name: 'doubler', version: '1.0.0', description: 'test' };
+    open(s) { return withField(s, new arrow.Field('twice', new arrow.Float64(), false)); }
+    push(b) {
+      const x = b.getChild('x').toArray();
+      return [appendColumn(b, this.output, arrow.makeData({ type: new arrow.Float64(), length: b.numRows, data: x.map((v) => v * 2) }))];
+    }
+  }
+  const calls = [];
+  const session = exportExchangerWith(Doubler, (columns, sent) => calls.push({ columns, sent }), {
+    input: { readOnDemand: () => true, readColumns },
+  }).open(schema.header, []);
+  session.push(batch.header, new Uint8Array(0));
+  assert.deepEqual(fetched, [1], 'only the column the exchanger read');
+  assert.deepEqual(calls[0].columns, [{ tag: 'input', val: 0 }, { tag: 'input', val: 1 }, { tag: 'emitted' }]);
+  const [twiceSchema] = messages(arrow.tableFromArrays({ twice: Float64Array.from([]) }));
+  const twice = read(twiceSchema.header, calls[0].sent);
+  assert.deepEqual([...twice.getChild('twice')], Array.from({ length: 100 }, (_, i) => i));
+  // A host that says no: the batch comes whole, nothing is fetched.
+  const whole = exportExchangerWith(Doubler, () => {}, { input: { readOnDemand: () => false, readColumns } }).open(schema.header, []);
+  whole.push(batch.header, batch.body);
+  assert.deepEqual(fetched, [1]);
+});
