@@ -394,6 +394,7 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
     let server = sandboxed_server().await;
     let mut client = client(&server).await;
     upload(&mut client, "add_processed").await;
+    upload(&mut client, "pseudonymize").await;
     let rows = 1000;
     let invalid_utf8 = |body: &mut Vec<u8>| {
         let at = body.windows(4).position(|w| w == b"abcd").unwrap();
@@ -405,15 +406,30 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
         assert_eq!(body[4..8], 4i32.to_le_bytes());
         body[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
     };
+    // A body shorter than the header's buffers: the header alone (all an
+    // exchanger reading on demand is sent) looks fine.
+    let truncated = |body: &mut Vec<u8>| body.truncate(8);
     let corruptions = [
         ("invalid UTF-8", invalid_utf8 as fn(&mut Vec<u8>)),
         ("an offset past the values", wild_offset),
+        ("a body cut short", truncated),
     ];
+    let key = "a key of sixteen+ bytes";
+    let pseudonymize = |sandbox: &str| {
+        format!(
+            r#"{{"exchanger": "pseudonymize", "sandbox": "{sandbox}", "params": {{"column": "name", "key": "{key}"}}}}"#
+        )
+    };
     for (what, corrupt) in corruptions {
+        // add_processed reads no column (the host finds the fault when it passes
+        // them through); pseudonymize reads the corrupt one on demand.
         for command in [
-            "add_processed",
-            r#"{"exchanger": "add_processed", "sandbox": "off"}"#,
+            "add_processed".to_owned(),
+            r#"{"exchanger": "add_processed", "sandbox": "off"}"#.to_owned(),
+            pseudonymize("on"),
+            pseudonymize("off"),
         ] {
+            let command = command.as_str();
             let result = exchange_corrupted(&mut client, command, rows, corrupt).await;
             let err = result.expect_err(what);
             assert_eq!(
@@ -428,6 +444,8 @@ async fn malformed_exchange_input_is_the_clients_error_in_and_out_of_the_sandbox
         }
     }
     let intact = exchange_corrupted(&mut client, "add_processed", rows, |_| {}).await;
+    assert_eq!(intact.unwrap(), rows);
+    let intact = exchange_corrupted(&mut client, &pseudonymize("on"), rows, |_| {}).await;
     assert_eq!(intact.unwrap(), rows);
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
