@@ -23,6 +23,26 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
+/// Whether `t` is, or holds anywhere inside it, a dictionary-encoded type.
+pub fn has_dictionary(t: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType;
+    match t {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
+        DataType::Union(fields, _) => fields.iter().any(|(_, f)| has_dictionary(f.data_type())),
+        DataType::RunEndEncoded(ends, values) => {
+            has_dictionary(ends.data_type()) || has_dictionary(values.data_type())
+        }
+        _ => false,
+    }
+}
+
 /// Encodes `schema` as the header of an IPC schema message.
 pub fn schema_to_header(schema: &Schema) -> Vec<u8> {
     let mut tracker = DictionaryTracker::new(false);

@@ -28,7 +28,7 @@ use super::sql::{self, Bound};
 use crate::Exchanges;
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::FlightData;
 use futures::{Stream, StreamExt};
 use mallard_access::Principal;
@@ -37,7 +37,7 @@ use mallard_db::raw::{Interrupt, RawConnection};
 use mallard_db::statements::{self, StatementPolicy};
 use mallard_db::table_function::same_columns;
 use mallard_db::tokens::{self, Token, TokenKind};
-use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
+use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder, has_dictionary};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -309,30 +309,11 @@ fn answers_as(output: &Schema, declared: &Schema) -> bool {
             .all(|(o, d)| d.is_nullable() || !o.is_nullable())
 }
 
-/// Whether `t` is, or holds anywhere inside it, a dictionary-encoded type.
-fn has_dictionary(t: &DataType) -> bool {
-    match t {
-        DataType::Dictionary(..) => true,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::Map(f, _) => has_dictionary(f.data_type()),
-        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
-        DataType::Union(fields, _) => fields.iter().any(|(_, f)| has_dictionary(f.data_type())),
-        DataType::RunEndEncoded(ends, values) => {
-            has_dictionary(ends.data_type()) || has_dictionary(values.data_type())
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{AsArray, Int64Array};
-    use arrow::datatypes::{Field, Int64Type};
+    use arrow::datatypes::{DataType, Field, Int64Type};
     use mallard_db::raw::RawDatabase;
 
     fn arguments(sql: &str) -> Option<(String, String)> {

@@ -14,8 +14,8 @@ use crate::store::StoreState;
 use arrow_buffer::Buffer;
 use bytes::Bytes;
 use mallard_exchanger::arrow_array::RecordBatch;
-use mallard_exchanger::arrow_schema::{DataType, SchemaRef};
-use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
+use mallard_exchanger::arrow_schema::SchemaRef;
+use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder, has_dictionary};
 
 /// Why a `read-columns` call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl InputOnDemand {
         let has_dictionaries = schema
             .fields()
             .iter()
-            .any(|f| contains_dictionary(f.data_type()));
+            .any(|f| has_dictionary(f.data_type()));
         if self.opening && !has_dictionaries {
             self.granted = true;
         }
@@ -181,26 +181,6 @@ impl Default for InputOnDemand {
     }
 }
 
-/// Whether `data_type` has a dictionary anywhere (the host's and the guest's
-/// dictionary states would have to be kept in step; input on demand is refused).
-fn contains_dictionary(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Dictionary(..) => true,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::Map(f, _) => contains_dictionary(f.data_type()),
-        DataType::Struct(fields) => fields.iter().any(|f| contains_dictionary(f.data_type())),
-        DataType::Union(fields, _) => fields
-            .iter()
-            .any(|(_, f)| contains_dictionary(f.data_type())),
-        DataType::RunEndEncoded(_, values) => contains_dictionary(values.data_type()),
-        _ => false,
-    }
-}
-
 impl Host for StoreState {
     fn read_on_demand(&mut self) -> bool {
         self.input.grant()
@@ -217,7 +197,7 @@ impl Host for StoreState {
 mod tests {
     use super::*;
     use mallard_exchanger::arrow_array::{ArrayRef, Int64Array, StringArray};
-    use mallard_exchanger::arrow_schema::{Field, Schema};
+    use mallard_exchanger::arrow_schema::{DataType, Field, Schema};
     use mallard_exchanger::ipc::Message;
     use std::sync::Arc;
 
