@@ -459,8 +459,17 @@ pub fn exercise_decoders(data: &[u8]) {
             true,
         ),
     ]));
-    let mut decoder = MessageDecoder::new(schema);
+    let mut decoder = MessageDecoder::new(schema.clone());
     let _ = decoder.decode(header, Buffer::from(body.to_vec()));
+    // Input on demand: a header the host let through (its rows within bounds of
+    // the body the client sent) reaches a session as the header alone.
+    if MessageBounds::default()
+        .check_header(header, body.len())
+        .is_ok()
+    {
+        let flat = Arc::new(schema.project(&[0, 1, 2]).expect("three flat fields"));
+        crate::raw::exercise_reading(flat, header);
+    }
 }
 
 #[cfg(test)]
