@@ -231,7 +231,8 @@ async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
         let input = flights(2_000, 1_000);
         expect_hostile_contained(&server, &what, &name, input, (code, needle), limit).await;
     }
-    // Contract 0.2's lies, from Python written against the bindings directly.
+    // Contract 0.2's lies (to emit and to input), from Python written against the
+    // bindings directly.
     if let Some(liar) = built(Language::Python, "hostile/pass_through_liar").await {
         let name = upload_bytes(&mut client, liar).await;
         for (lie, code, needle) in [
@@ -242,6 +243,12 @@ async fn hostile_python_and_javascript_guests_end_with_precise_statuses() {
             ),
             ("flood", Code::ResourceExhausted, "more than 4096 emits"),
             ("in-open", Code::InvalidArgument, "outside push and finish"),
+            (
+                "read-index",
+                Code::InvalidArgument,
+                "named column 99 of an input of",
+            ),
+            ("read-twice", Code::InvalidArgument, "named column 0 twice"),
         ] {
             let command = format!(r#"{{"exchanger": "{name}", "params": {{"lie": "{lie}"}}}}"#);
             let what = format!("Python pass_through_liar {lie}");

@@ -1,13 +1,16 @@
 """Hostile (contract 0.2), written against the bindings directly: lies to the
-host's `emit` as the `lie` parameter says.
+host's `emit` and `input` as the `lie` parameter says.
 
 - `index`: names input column 99 of a batch that has far fewer.
 - `flood`: emits 5,000 empty batches from one call, ignoring the refusals.
 - `in-open`: calls `emit` from `open`.
+- `read-index`: reads input column 99 on demand, ignoring the refusal.
+- `read-twice`: reads input column 0 twice in one call, ignoring the refusal.
 """
 
 from componentize_py_types import Err
 from mallard_exchanger import ipc
+from wit_world.imports import input as host_input
 from wit_world.imports import output as host
 from wit_world.imports import types
 
@@ -24,6 +27,11 @@ class Session:
     def push(self, header, body):
         if self.lie == "index":
             host.emit([types.ColumnSource_Input(99)] * self.fields, [])
+        elif self.lie in ("read-index", "read-twice"):
+            try:
+                host_input.read_columns([99] if self.lie == "read-index" else [0, 0])
+            except Err:
+                pass
         elif self.lie == "flood":
             for _ in range(5_000):
                 try:
@@ -50,4 +58,6 @@ class Exchange:
                 host.emit([], [])
             except Err:
                 pass
+        if lie in ("read-index", "read-twice"):
+            host_input.read_on_demand()
         return Session(input_schema, fields, lie)
