@@ -48,13 +48,7 @@ impl<E: Exchanger + Send> Session for ReadingSome<E> {
         self.exchanger.output_schema()
     }
     fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ExchangeError> {
-        let read = self
-            .unread
-            .reads()
-            .iter()
-            .map(|&k| batch.column(k).clone())
-            .collect();
-        let seen = self.unread.batch(batch.num_rows(), read)?;
+        let seen = self.unread.view(&batch)?;
         let placeholders = seen.columns().to_vec();
         let out = self.exchanger.push(seen)?;
         unread::restore(&self.unread, out, &placeholders, batch.columns())

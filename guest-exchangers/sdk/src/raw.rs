@@ -216,16 +216,16 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
         header: &[u8],
         read: &mut dyn FnMut(&[u32]) -> Result<Message, ExchangeError>,
     ) -> Result<Vec<Emission>, ExchangeError> {
+        let indices = RawExchanger::reads(self).unwrap_or_default();
         let (Some(unread), Some(decoder)) = (&mut self.unread, &mut self.read_decoder) else {
             return Err(ExchangeError::Failed(
                 "input on demand without reads()".into(),
             ));
         };
         let rows = record_batch_rows(header)?;
-        let columns = if unread.reads().is_empty() {
+        let columns = if indices.is_empty() {
             Vec::new()
         } else {
-            let indices: Vec<u32> = unread.reads().iter().map(|&k| k as u32).collect();
             let message = read(&indices)?;
             let batch = decoder
                 .decode(&message.header, Buffer::from_vec(message.body))
@@ -275,14 +275,7 @@ impl<E: Exchanger> RawExchanger for Typed<E> {
             return Ok(Vec::new());
         };
         let batch = match &mut self.unread {
-            Some(unread) => {
-                let read = unread
-                    .reads()
-                    .iter()
-                    .map(|&k| batch.column(k).clone())
-                    .collect();
-                unread.batch(batch.num_rows(), read)?
-            }
+            Some(unread) => unread.view(&batch)?,
             None => batch,
         };
         self.push_batch(batch)

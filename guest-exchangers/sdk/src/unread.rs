@@ -132,6 +132,17 @@ impl Unread {
         make_array(data)
     }
 
+    /// The batch `push` receives for the whole input batch `batch`: its read
+    /// columns in their places, placeholders in the others.
+    pub fn view(&mut self, batch: &RecordBatch) -> Result<RecordBatch, ExchangeError> {
+        let read = self
+            .reads
+            .iter()
+            .map(|&k| batch.column(k).clone())
+            .collect();
+        self.batch(batch.num_rows(), read)
+    }
+
     /// Refuses an emitted column made of a placeholder's zeros (a slice of an
     /// unread column, say), naming its output field.
     pub fn check_emitted(&self, field: &str, column: &ArrayRef) -> Result<(), ExchangeError> {
@@ -250,12 +261,7 @@ mod tests {
         let batch = input();
         let mut unread = Unread::new(batch.schema(), &[0]).unwrap();
         assert_eq!(unread.reads(), &[0, 3], "the list has no placeholder");
-        let read = unread
-            .reads()
-            .iter()
-            .map(|&k| batch.column(k).clone())
-            .collect();
-        let seen = unread.batch(3, read).unwrap();
+        let seen = unread.view(&batch).unwrap();
         assert_eq!(seen.schema(), batch.schema());
         assert!(Arc::ptr_eq(seen.column(0), batch.column(0)));
         assert!(Arc::ptr_eq(seen.column(3), batch.column(3)));
@@ -301,12 +307,7 @@ mod tests {
     fn passed_through_placeholders_become_the_real_columns_and_derived_ones_are_refused() {
         let batch = input();
         let mut unread = Unread::new(batch.schema(), &[]).unwrap();
-        let read = unread
-            .reads()
-            .iter()
-            .map(|&k| batch.column(k).clone())
-            .collect();
-        let seen = unread.batch(3, read).unwrap();
+        let seen = unread.view(&batch).unwrap();
         let restored =
             restore(&unread, vec![seen.clone()], seen.columns(), batch.columns()).unwrap();
         assert_eq!(restored[0], batch);
