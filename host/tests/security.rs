@@ -186,6 +186,74 @@ async fn sql_cannot_touch_the_servers_own_files() {
     server.stop().await.unwrap();
 }
 
+/// `--allow-dir` opens one directory to an admin's SQL and nothing else: reads
+/// and writes inside it work, paths that leave it (`..`, a symlink, a sibling
+/// whose name starts alike) are refused by DuckDB, and users never get files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_directory_is_the_only_one_sql_reaches() {
+    let root = tempfile::tempdir().unwrap();
+    let allowed = root.path().join("shared");
+    let outside = root.path().join("shared-not");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.csv"), "secret\n42\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.csv"), allowed.join("link.csv")).unwrap();
+    let mut config = config_with_accounts();
+    config.db.allowed_dirs = vec![allowed.clone()];
+    let server = start_with(config).await;
+    let mut admin = client(&server).await;
+    put(&mut admin, "kept", flights(1000, 1000)).await.unwrap();
+    let export = allowed.join("kept.csv").display().to_string();
+    action(&mut admin, "sql", format!("COPY kept TO '{export}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar_i64(
+            &mut admin,
+            &format!("SELECT count(*) FROM read_csv('{export}')")
+        )
+        .await,
+        1000
+    );
+    let escapes = [
+        outside.join("secret.csv").display().to_string(),
+        allowed
+            .join("../shared-not/secret.csv")
+            .display()
+            .to_string(),
+        allowed.join("link.csv").display().to_string(),
+    ];
+    for path in &escapes {
+        let err = query(&mut admin, &format!("SELECT * FROM read_csv('{path}')"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{path}: {err}");
+    }
+    let err = action(
+        &mut admin,
+        "sql",
+        format!("COPY kept TO '{}'", outside.join("out.csv").display()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(!outside.join("out.csv").exists());
+    let mut alice = login(&server, ALICE).await;
+    let err = query(
+        &mut alice,
+        &format!("SELECT count(*) FROM read_csv('{export}')"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // Nobody turns the limit off again.
+    let err = action(&mut admin, "sql", "SET allowed_directories = ['/']")
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_goes_only_to_allowed_targets_and_connects_nowhere_else() {
     let server = start_with(config_with_accounts()).await;

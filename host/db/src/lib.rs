@@ -99,6 +99,25 @@ fn check_allowed_dirs(options: &DbOptions, temp: &std::path::Path) -> Result<()>
     Ok(())
 }
 
+/// The statements that lock a freshly opened database down: the directories SQL
+/// may still reach (none when `allowed_dirs` is empty), then no other external
+/// access and no configuration changes.
+fn lockdown_sql(allowed_dirs: &[PathBuf]) -> String {
+    let mut sql = String::new();
+    if !allowed_dirs.is_empty() {
+        let dirs: Vec<String> = allowed_dirs
+            .iter()
+            .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
+            .collect();
+        sql.push_str(&format!(
+            "SET allowed_directories = [{}]; ",
+            dirs.join(", ")
+        ));
+    }
+    sql.push_str("SET enable_external_access = false; SET lock_configuration = true;");
+    sql
+}
+
 impl Database {
     /// Opens (or creates) the database with file and network access, extension
     /// installs and configuration changes disabled unless `options` allow them.
@@ -119,22 +138,15 @@ impl Database {
         if let Some(threads) = options.threads {
             settings.push(("threads", threads.to_string()));
         }
-        if !options.allowed_dirs.is_empty() {
-            let dirs: Vec<String> = options
-                .allowed_dirs
-                .iter()
-                .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
-                .collect();
-            settings.push(("allowed_directories", format!("[{}]", dirs.join(", "))));
-        }
         let raw = RawDatabase::open(options.path.as_deref(), &settings)?;
         // SAFETY: `raw` is a valid open database and outlives `conn` (field order
         // in `Database` drops connections first; raw close is reference-counted).
         let conn = unsafe { Connection::open_from_raw(raw.handle()) }
             .map_err(|e| Error::internal(format!("cannot open DuckDB: {e}")))?;
-        // External access goes off after opening, so a --db file can still be opened;
+        // DuckDB takes allowed directories only once it is running, and external
+        // access goes off after opening, so a --db file can still be opened;
         // lock_configuration keeps clients from turning anything back on.
-        conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+        conn.execute_batch(&lockdown_sql(&options.allowed_dirs))
             .map_err(|e| Error::internal(format!("cannot lock DuckDB down: {e}")))?;
         Ok(Self {
             live_queries: Gauge::default(),
