@@ -5,6 +5,7 @@ use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::flight::MallardService;
 use crate::flight::auth_layer::AuthenticateLayer;
+use crate::flight::direct_get::DirectGet;
 use crate::flight::rpc_metrics::RpcMetricsLayer;
 use crate::state::ServerState;
 use crate::transport;
@@ -177,9 +178,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         }
     }
     let max_message = state.config.max_message_bytes;
-    let service = FlightServiceServer::new(MallardService::new(state.clone()))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let mallard = Arc::new(MallardService::new(state.clone()));
+    let service = DirectGet::new(
+        FlightServiceServer::from_arc(mallard.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        mallard,
+        max_message,
+    );
     let (tx, rx) = oneshot::channel::<()>();
     // The builder's `tcp_nodelay` applies only to listeners tonic binds itself:
     // set it on every accepted connection, or each streamed response waits out

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod auth_layer;
 pub mod blocking;
 pub mod body_outcome;
+pub mod direct_get;
 pub mod inbound;
 pub mod partition;
 pub mod push;

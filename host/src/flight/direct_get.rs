@@ -1,0 +1,380 @@
+//! `DoGet` answered below tonic's codec, so a result's bytes are not copied on
+//! their way to the socket.
+//!
+//! tonic encodes every response message into one contiguous buffer: each
+//! FlightData's Arrow body, which is most of a result's bytes, is copied once
+//! more there. Here each message reaches hyper as two pieces, its gRPC prefix and
+//! protobuf fields in one small `Bytes` and its body as the `Bytes` it already
+//! is; h2 writes a large piece to the socket without copying it. The bytes on
+//! the wire are exactly what tonic would have sent (a unit test compares them),
+//! the stream ends with the same trailers (the status, its message, its
+//! metadata: the receipts), and every other method goes to tonic unchanged.
+
+use crate::flight::MallardService;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{FlightData, Ticket};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use http_body::{Body as _, Frame};
+use prost::Message;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower_service::Service;
+
+/// The method answered here.
+pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+
+/// A body this small is copied into its message's first piece: one piece is
+/// cheaper than two below it.
+const SEPARATE_BODY_MIN_BYTES: usize = 4096;
+
+/// The protobuf field number of `FlightData.data_body`.
+const DATA_BODY_FIELD: u32 = 1000;
+
+/// The Flight service with `DoGet` answered by [`serve_do_get`]; every other
+/// call goes to `inner` (tonic's generated server for the same service).
+#[derive(Clone)]
+pub struct DirectGet<S> {
+    inner: S,
+    service: Arc<MallardService>,
+    max_ticket_bytes: usize,
+}
+
+impl<S> DirectGet<S> {
+    /// `inner` for every method but `DoGet`, which `service` answers here with
+    /// tickets of at most `max_ticket_bytes`.
+    pub fn new(inner: S, service: Arc<MallardService>, max_ticket_bytes: usize) -> Self {
+        Self {
+            inner,
+            service,
+            max_ticket_bytes,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for DirectGet<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for DirectGet<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != DO_GET_PATH {
+            return Box::pin(self.inner.call(request));
+        }
+        let service = self.service.clone();
+        let max_ticket_bytes = self.max_ticket_bytes;
+        Box::pin(async move { Ok(serve_do_get(&service, request, max_ticket_bytes).await) })
+    }
+}
+
+/// Reads the ticket, runs the service's `do_get` and answers its stream as
+/// [`FlightDataFrames`]; a refusal before the stream is a trailers-only answer,
+/// as tonic gives it.
+async fn serve_do_get(
+    service: &MallardService,
+    request: http::Request<Body>,
+    max_ticket_bytes: usize,
+) -> http::Response<Body> {
+    let (parts, body) = request.into_parts();
+    let ticket = match read_unary_body(body, max_ticket_bytes)
+        .await
+        .and_then(|bytes| unary_message::<Ticket>(&bytes, max_ticket_bytes))
+    {
+        Ok(ticket) => ticket,
+        Err(status) => return status.into_http(),
+    };
+    let request = tonic::Request::from_http(http::Request::from_parts(parts, ticket));
+    match service.do_get(request).await {
+        Err(status) => status.into_http(),
+        Ok(response) => {
+            let (metadata, messages, extensions) = response.into_parts();
+            let mut http = http::Response::new(Body::new(FlightDataFrames::new(messages)));
+            *http.headers_mut() = metadata.into_headers();
+            http.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            *http.extensions_mut() = extensions;
+            http
+        }
+    }
+}
+
+/// A unary request's body, refused once it passes one message of
+/// `max_message_bytes` and its 5-byte gRPC prefix.
+async fn read_unary_body(mut body: Body, max_message_bytes: usize) -> Result<BytesMut, Status> {
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame?.into_data() {
+            if bytes.len() + data.len() > max_message_bytes + 5 {
+                return Err(too_large(max_message_bytes));
+            }
+            bytes.put(data);
+        }
+    }
+    Ok(bytes)
+}
+
+fn too_large(max_message_bytes: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the request is larger than {max_message_bytes} bytes"
+    ))
+}
+
+/// The one message of a unary gRPC request body: a 5-byte prefix (uncompressed
+/// flag, big-endian length) and exactly that many bytes of `M`.
+fn unary_message<M: Message + Default>(body: &[u8], max_message_bytes: usize) -> Result<M, Status> {
+    let Some((prefix, message)) = body.split_first_chunk::<5>() else {
+        return Err(Status::invalid_argument("the request carries no message"));
+    };
+    if prefix[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed requests are not supported",
+        ));
+    }
+    let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if declared > max_message_bytes {
+        return Err(too_large(max_message_bytes));
+    }
+    if declared != message.len() {
+        return Err(Status::invalid_argument(format!(
+            "the request must carry exactly one message: its prefix declares {declared} bytes, \
+             {} follow",
+            message.len()
+        )));
+    }
+    M::decode(message)
+        .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
+}
+
+/// A stream of FlightData as a gRPC response body: each message as its head
+/// (prefix and fields) then, when large, its body as a separate piece; after
+/// the stream, trailers with its status (an `Ok` status carrying metadata is a
+/// clean end with those trailers, as in tonic).
+pub struct FlightDataFrames<S> {
+    messages: S,
+    body: Option<Bytes>,
+    ended: bool,
+}
+
+impl<S> FlightDataFrames<S> {
+    /// The response body for `messages`.
+    pub fn new(messages: S) -> Self {
+        Self {
+            messages,
+            body: None,
+            ended: false,
+        }
+    }
+}
+
+impl<S> http_body::Body for FlightDataFrames<S>
+where
+    S: Stream<Item = Result<FlightData, Status>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if let Some(body) = this.body.take() {
+            return Poll::Ready(Some(Ok(Frame::data(body))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match ready!(this.messages.poll_next_unpin(cx)) {
+            Some(Ok(data)) => match encode_message(data) {
+                Ok((head, body)) => {
+                    this.body = body;
+                    Frame::data(head)
+                }
+                Err(status) => {
+                    this.ended = true;
+                    Frame::trailers(trailers(&status))
+                }
+            },
+            Some(Err(status)) => {
+                this.ended = true;
+                Frame::trailers(trailers(&status))
+            }
+            None => {
+                this.ended = true;
+                Frame::trailers(trailers(&Status::ok("")))
+            }
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.body.is_none()
+    }
+}
+
+/// The trailers that end a stream with `status`.
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.clear();
+        let _ =
+            Status::internal("the stream's status does not fit in a trailer").add_header(&mut map);
+    }
+    map
+}
+
+/// One FlightData as a gRPC message: the prefix and every field but the body
+/// in the first piece, the body separately when it is large. The two pieces
+/// together are byte for byte prost's encoding of `data` behind the prefix.
+fn encode_message(mut data: FlightData) -> Result<(Bytes, Option<Bytes>), Status> {
+    let body = std::mem::take(&mut data.data_body);
+    let fields = data.encoded_len();
+    let body_field = if body.is_empty() {
+        0
+    } else {
+        prost::encoding::key_len(DATA_BODY_FIELD)
+            + prost::encoding::encoded_len_varint(body.len() as u64)
+            + body.len()
+    };
+    let length = u32::try_from(fields + body_field)
+        .map_err(|_| Status::internal("a Flight message larger than 4 GiB"))?;
+    let separate = body.len() >= SEPARATE_BODY_MIN_BYTES;
+    let inline = if separate { 0 } else { body.len() };
+    let mut head = BytesMut::with_capacity(5 + fields + 16 + inline);
+    head.put_u8(0);
+    head.put_u32(length);
+    data.encode(&mut head)
+        .map_err(|e| Status::internal(format!("encoding a Flight message: {e}")))?;
+    if !body.is_empty() {
+        prost::encoding::encode_key(
+            DATA_BODY_FIELD,
+            prost::encoding::WireType::LengthDelimited,
+            &mut head,
+        );
+        prost::encoding::encode_varint(body.len() as u64, &mut head);
+        if !separate {
+            head.put(body.clone());
+        }
+    }
+    Ok((head.freeze(), separate.then_some(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_flight::FlightDescriptor;
+
+    fn as_tonic_would(data: &FlightData) -> Vec<u8> {
+        let message = data.encode_to_vec();
+        let mut wire = vec![0];
+        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&message);
+        wire
+    }
+
+    fn pieces(data: FlightData) -> Vec<u8> {
+        let (head, body) = encode_message(data).unwrap();
+        let mut wire = head.to_vec();
+        wire.extend_from_slice(body.as_deref().unwrap_or_default());
+        wire
+    }
+
+    #[test]
+    fn messages_are_byte_for_byte_what_prost_writes() {
+        let descriptor = FlightDescriptor::new_path(vec!["t".into()]);
+        for body_len in [
+            0,
+            1,
+            127,
+            128,
+            SEPARATE_BODY_MIN_BYTES - 1,
+            SEPARATE_BODY_MIN_BYTES,
+            1 << 20,
+        ] {
+            for header_len in [0, 5, 300] {
+                let data = FlightData {
+                    flight_descriptor: (header_len == 5).then(|| descriptor.clone()),
+                    data_header: Bytes::from(vec![7; header_len]),
+                    app_metadata: Bytes::from_static(b"meta"),
+                    data_body: Bytes::from(vec![9; body_len]),
+                };
+                assert_eq!(
+                    pieces(data.clone()),
+                    as_tonic_would(&data),
+                    "body {body_len}"
+                );
+                let (_, body) = encode_message(data).unwrap();
+                assert_eq!(body.is_some(), body_len >= SEPARATE_BODY_MIN_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_body_is_sent_as_the_same_bytes_not_a_copy() {
+        let body = Bytes::from(vec![1; 1 << 20]);
+        let data = FlightData {
+            data_body: body.clone(),
+            ..Default::default()
+        };
+        let (_, sent) = encode_message(data).unwrap();
+        assert_eq!(sent.unwrap().as_ptr(), body.as_ptr());
+    }
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let mut wire = vec![0];
+        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        wire.extend_from_slice(message);
+        wire
+    }
+
+    #[test]
+    fn a_unary_request_carries_exactly_one_uncompressed_message_within_the_limit() {
+        let ticket = Ticket::new("SELECT 1");
+        let wire = framed(&ticket.encode_to_vec());
+        assert_eq!(unary_message::<Ticket>(&wire, 64).unwrap(), ticket);
+        let code = |body: &[u8], max| unary_message::<Ticket>(body, max).unwrap_err().code();
+        assert_eq!(code(&[], 64), tonic::Code::InvalidArgument);
+        assert_eq!(code(&wire[..4], 64), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(&wire[..wire.len() - 1], 64),
+            tonic::Code::InvalidArgument
+        );
+        let mut two = wire.clone();
+        two.extend_from_slice(&wire);
+        assert_eq!(code(&two, 64), tonic::Code::InvalidArgument);
+        let mut compressed = wire.clone();
+        compressed[0] = 1;
+        assert_eq!(code(&compressed, 64), tonic::Code::Unimplemented);
+        assert_eq!(code(&wire, wire.len() - 6), tonic::Code::ResourceExhausted);
+        assert!(
+            unary_message::<Ticket>(&wire, wire.len() - 5).is_ok(),
+            "at the limit"
+        );
+        assert_eq!(
+            code(&framed(&[0xff, 0xff, 0xff]), 64),
+            tonic::Code::InvalidArgument
+        );
+    }
+}
