@@ -692,3 +692,146 @@ async fn small_batches_land_complete_and_in_order() {
     );
     server.stop().await.unwrap();
 }
+
+/// A gRPC codec that sends and receives message bytes as they are, so a test can
+/// say what no well-behaved client would.
+#[derive(Clone, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+/// `DoGet` is answered below tonic's codec: a request that is not exactly one
+/// ticket within the message limit is refused with its own status before any
+/// work, a caller without credentials is refused first, and the server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_get_requests_that_are_not_one_ticket_are_refused() {
+    let mut config = test_config();
+    config.max_message_bytes = 4096;
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    let metadata = client.metadata().clone();
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path = http::uri::PathAndQuery::from_static("/arrow.flight.protocol.FlightService/DoGet");
+    let ticket =
+        |sql: &str| prost::Message::encode_to_vec(&arrow_flight::Ticket::new(sql.to_owned()));
+    let with_auth = |messages: Vec<Vec<u8>>| {
+        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        *request.metadata_mut() = metadata.clone();
+        request
+    };
+    let mut refusals = Vec::new();
+    for (what, messages, code) in [
+        ("no ticket", vec![], Code::InvalidArgument),
+        (
+            "two tickets",
+            vec![ticket("SELECT 1"), ticket("SELECT 2")],
+            Code::InvalidArgument,
+        ),
+        (
+            "bytes that are no ticket",
+            vec![vec![0xff, 0xff, 0xff]],
+            Code::InvalidArgument,
+        ),
+        (
+            "a ticket over the limit",
+            vec![ticket(&"x".repeat(5000))],
+            Code::ResourceExhausted,
+        ),
+    ] {
+        grpc.ready().await.unwrap();
+        let outcome = grpc
+            .streaming(with_auth(messages), path.clone(), RawBytes)
+            .await;
+        let status = match outcome {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("{what} was answered"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        };
+        assert_eq!(status.code(), code, "{what}: {status}");
+        refusals.push(status.message().to_owned());
+    }
+    assert!(
+        refusals[1].contains("exactly one message"),
+        "{}",
+        refusals[1]
+    );
+    // No credentials: refused before the body is read.
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .streaming(
+            tonic::Request::new(futures::stream::iter(vec![ticket("SELECT 1")])),
+            path.clone(),
+            RawBytes,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    // One well-formed ticket through the raw codec is answered in full.
+    grpc.ready().await.unwrap();
+    let mut answer = grpc
+        .streaming(with_auth(vec![ticket("SELECT 42 AS v")]), path, RawBytes)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = 0;
+    while answer.message().await.unwrap().is_some() {
+        messages += 1;
+    }
+    assert_eq!(messages, 2, "a schema and one batch");
+    assert_eq!(scalar_i64(&mut client, "SELECT 1").await, 1);
+    assert_idle(&mut client).await;
+    server.stop().await.unwrap();
+}

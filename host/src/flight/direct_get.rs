@@ -2,22 +2,23 @@
 //! their way to the socket.
 //!
 //! tonic encodes every response message into one contiguous buffer: each
-//! FlightData's Arrow body, which is most of a result's bytes, is copied once
-//! more there. Here each message reaches hyper as two pieces, its gRPC prefix and
-//! protobuf fields in one small `Bytes` and its body as the `Bytes` it already
-//! is; h2 writes a large piece to the socket without copying it. The bytes on
-//! the wire are exactly what tonic would have sent (a unit test compares them),
-//! the stream ends with the same trailers (the status, its message, its
-//! metadata: the receipts), and every other method goes to tonic unchanged.
+//! FlightData's Arrow body, which is most of a result's bytes, would be copied
+//! once more there. Here each [`Outgoing`] message reaches hyper as its
+//! [`Outgoing::wire_pieces`]: the result's own Arrow buffers pass through, and
+//! h2 writes a large piece to the socket without copying it. The bytes on the
+//! wire are exactly what tonic would have sent, the stream ends with the same
+//! trailers (the status, its message, its metadata: the receipts), and every
+//! other method goes to tonic unchanged.
 
 use crate::flight::MallardService;
-use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::{FlightData, Ticket};
+use crate::flight::outgoing::Outgoing;
+use arrow_flight::Ticket;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use http_body::{Body as _, Frame};
 use prost::Message;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,13 +30,6 @@ use tower_service::Service;
 
 /// The method answered here.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
-
-/// A body this small is copied into its message's first piece: one piece is
-/// cheaper than two below it.
-const SEPARATE_BODY_MIN_BYTES: usize = 4096;
-
-/// The protobuf field number of `FlightData.data_body`.
-const DATA_BODY_FIELD: u32 = 1000;
 
 /// The Flight service with `DoGet` answered by [`serve_do_get`]; every other
 /// call goes to `inner` (tonic's generated server for the same service).
@@ -104,7 +98,7 @@ async fn serve_do_get(
         Err(status) => return status.into_http(),
     };
     let request = tonic::Request::from_http(http::Request::from_parts(parts, ticket));
-    match service.do_get(request).await {
+    match service.do_get_outgoing(request).await {
         Err(status) => status.into_http(),
         Ok(response) => {
             let (metadata, messages, extensions) = response.into_parts();
@@ -167,13 +161,12 @@ fn unary_message<M: Message + Default>(body: &[u8], max_message_bytes: usize) ->
         .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
 }
 
-/// A stream of FlightData as a gRPC response body: each message as its head
-/// (prefix and fields) then, when large, its body as a separate piece; after
-/// the stream, trailers with its status (an `Ok` status carrying metadata is a
-/// clean end with those trailers, as in tonic).
+/// A stream of [`Outgoing`] messages as a gRPC response body: each message as
+/// its wire pieces; after the stream, trailers with its status (an `Ok` status
+/// carrying metadata is a clean end with those trailers, as in tonic).
 pub struct FlightDataFrames<S> {
     messages: S,
-    body: Option<Bytes>,
+    pieces: VecDeque<Bytes>,
     ended: bool,
 }
 
@@ -182,7 +175,7 @@ impl<S> FlightDataFrames<S> {
     pub fn new(messages: S) -> Self {
         Self {
             messages,
-            body: None,
+            pieces: VecDeque::new(),
             ended: false,
         }
     }
@@ -190,7 +183,7 @@ impl<S> FlightDataFrames<S> {
 
 impl<S> http_body::Body for FlightDataFrames<S>
 where
-    S: Stream<Item = Result<FlightData, Status>> + Unpin,
+    S: Stream<Item = Result<Outgoing, Status>> + Unpin,
 {
     type Data = Bytes;
     type Error = Status;
@@ -200,37 +193,31 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
-        if let Some(body) = this.body.take() {
-            return Poll::Ready(Some(Ok(Frame::data(body))));
-        }
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        let frame = match ready!(this.messages.poll_next_unpin(cx)) {
-            Some(Ok(data)) => match encode_message(data) {
-                Ok((head, body)) => {
-                    this.body = body;
-                    Frame::data(head)
-                }
-                Err(status) => {
-                    this.ended = true;
-                    Frame::trailers(trailers(&status))
-                }
-            },
-            Some(Err(status)) => {
-                this.ended = true;
-                Frame::trailers(trailers(&status))
+        loop {
+            if let Some(piece) = this.pieces.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
-            None => {
-                this.ended = true;
-                Frame::trailers(trailers(&Status::ok("")))
+            if this.ended {
+                return Poll::Ready(None);
             }
-        };
-        Poll::Ready(Some(Ok(frame)))
+            let end = match ready!(this.messages.poll_next_unpin(cx)) {
+                Some(Ok(message)) => match message.wire_pieces() {
+                    Ok(pieces) => {
+                        this.pieces.extend(pieces);
+                        continue;
+                    }
+                    Err(status) => status,
+                },
+                Some(Err(status)) => status,
+                None => Status::ok(""),
+            };
+            this.ended = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers(&end)))));
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.body.is_none()
+        self.ended && self.pieces.is_empty()
     }
 }
 
@@ -245,102 +232,9 @@ fn trailers(status: &Status) -> http::HeaderMap {
     map
 }
 
-/// One FlightData as a gRPC message: the prefix and every field but the body
-/// in the first piece, the body separately when it is large. The two pieces
-/// together are byte for byte prost's encoding of `data` behind the prefix.
-fn encode_message(mut data: FlightData) -> Result<(Bytes, Option<Bytes>), Status> {
-    let body = std::mem::take(&mut data.data_body);
-    let fields = data.encoded_len();
-    let body_field = if body.is_empty() {
-        0
-    } else {
-        prost::encoding::key_len(DATA_BODY_FIELD)
-            + prost::encoding::encoded_len_varint(body.len() as u64)
-            + body.len()
-    };
-    let length = u32::try_from(fields + body_field)
-        .map_err(|_| Status::internal("a Flight message larger than 4 GiB"))?;
-    let separate = body.len() >= SEPARATE_BODY_MIN_BYTES;
-    let inline = if separate { 0 } else { body.len() };
-    let mut head = BytesMut::with_capacity(5 + fields + 16 + inline);
-    head.put_u8(0);
-    head.put_u32(length);
-    data.encode(&mut head)
-        .map_err(|e| Status::internal(format!("encoding a Flight message: {e}")))?;
-    if !body.is_empty() {
-        prost::encoding::encode_key(
-            DATA_BODY_FIELD,
-            prost::encoding::WireType::LengthDelimited,
-            &mut head,
-        );
-        prost::encoding::encode_varint(body.len() as u64, &mut head);
-        if !separate {
-            head.put(body.clone());
-        }
-    }
-    Ok((head.freeze(), separate.then_some(body)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_flight::FlightDescriptor;
-
-    fn as_tonic_would(data: &FlightData) -> Vec<u8> {
-        let message = data.encode_to_vec();
-        let mut wire = vec![0];
-        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        wire.extend_from_slice(&message);
-        wire
-    }
-
-    fn pieces(data: FlightData) -> Vec<u8> {
-        let (head, body) = encode_message(data).unwrap();
-        let mut wire = head.to_vec();
-        wire.extend_from_slice(body.as_deref().unwrap_or_default());
-        wire
-    }
-
-    #[test]
-    fn messages_are_byte_for_byte_what_prost_writes() {
-        let descriptor = FlightDescriptor::new_path(vec!["t".into()]);
-        for body_len in [
-            0,
-            1,
-            127,
-            128,
-            SEPARATE_BODY_MIN_BYTES - 1,
-            SEPARATE_BODY_MIN_BYTES,
-            1 << 20,
-        ] {
-            for header_len in [0, 5, 300] {
-                let data = FlightData {
-                    flight_descriptor: (header_len == 5).then(|| descriptor.clone()),
-                    data_header: Bytes::from(vec![7; header_len]),
-                    app_metadata: Bytes::from_static(b"meta"),
-                    data_body: Bytes::from(vec![9; body_len]),
-                };
-                assert_eq!(
-                    pieces(data.clone()),
-                    as_tonic_would(&data),
-                    "body {body_len}"
-                );
-                let (_, body) = encode_message(data).unwrap();
-                assert_eq!(body.is_some(), body_len >= SEPARATE_BODY_MIN_BYTES);
-            }
-        }
-    }
-
-    #[test]
-    fn a_large_body_is_sent_as_the_same_bytes_not_a_copy() {
-        let body = Bytes::from(vec![1; 1 << 20]);
-        let data = FlightData {
-            data_body: body.clone(),
-            ..Default::default()
-        };
-        let (_, sent) = encode_message(data).unwrap();
-        assert_eq!(sent.unwrap().as_ptr(), body.as_ptr());
-    }
 
     fn framed(message: &[u8]) -> Vec<u8> {
         let mut wire = vec![0];

@@ -8,6 +8,8 @@ pub mod blocking;
 pub mod body_outcome;
 pub mod direct_get;
 pub mod inbound;
+pub mod ipc_pieces;
+pub mod outgoing;
 pub mod partition;
 pub mod push;
 pub mod push_partitioned;

@@ -3,6 +3,8 @@
 //! stall guard and the receipts trailer hold alike.
 
 use crate::auth::Principal;
+use crate::flight::ipc_pieces;
+use crate::flight::outgoing::{Outgoing, OutgoingStream};
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -12,7 +14,6 @@ use arrow_flight::SchemaAsIpc;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_ipc::writer::IpcWriteOptions;
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use mallard_core::{Error, Result};
 use mallard_db::query::{self, Query};
@@ -23,8 +24,8 @@ use mallard_exchange::{bare_select, sql};
 use std::sync::Arc;
 use tonic::Status;
 
-/// A stream of Flight data for a response.
-pub type DataStream = BoxStream<'static, Result<FlightData, Status>>;
+/// A stream of Flight messages for a response.
+pub type DataStream = OutgoingStream;
 
 /// Runs `query` for `principal` under `policy` and streams its result: one of
 /// the caller's query slots held while it streams, its queued batches drawn
@@ -59,14 +60,21 @@ pub async fn query_data(
         query::run_with_budget(state.db.clone(), query, policy, Some(budget), Some(scope)).await?;
     let schema = result.schema.clone();
     let registration = cancellable(state, principal, cancel_id, result.interrupt_handle());
-    let batches = result
-        .into_stream()
-        .map_err(|e| FlightError::Tonic(Box::new(e.into())));
-    let data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-        .build(batches)
-        .map_err(|e| Status::from(Error::from(e)));
+    let batches = result.into_stream();
+    let data = if ipc_pieces::supports(&schema) {
+        let batches = batches.map_err(Status::from);
+        ipc_pieces::encode_stream(schema, batches, MAX_FLIGHT_DATA_BYTES)?.boxed()
+    } else {
+        FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(e.into()))))
+            .map(|data| {
+                data.map(Outgoing::from)
+                    .map_err(|e| Status::from(Error::from(e)))
+            })
+            .boxed()
+    };
     // After a clean end, the receipts of the exchanges the SQL ran, if any.
     let trailer = futures::stream::once(async move {
         let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
@@ -95,7 +103,7 @@ fn cancellable(
 /// registration) kept until the stream is dropped, and a stall guard on the reader.
 fn answer(
     state: &Arc<ServerState>,
-    stream: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+    stream: impl futures::Stream<Item = Result<Outgoing, Status>> + Send + 'static,
     held: impl Send + 'static,
 ) -> DataStream {
     let stream = stream.map(move |item| {
@@ -118,7 +126,10 @@ fn bare_select_data(
     cancel_id: Option<String>,
 ) -> DataStream {
     let registration = cancellable(state, principal, cancel_id, bare.interrupt.clone());
-    let schema = FlightData::from(SchemaAsIpc::new(&bare.schema, &IpcWriteOptions::default()));
+    let schema = Outgoing::from(FlightData::from(SchemaAsIpc::new(
+        &bare.schema,
+        &IpcWriteOptions::default(),
+    )));
     // After the receipt or an error nothing follows; an output that ends
     // without either is an error, never a clean (short) answer.
     let mut finished = false;
@@ -129,7 +140,7 @@ fn bare_select_data(
         .filter_map(move |item| {
             let item = match item {
                 _ if finished => None,
-                Some(Ok(Output::Data(data))) => Some(Ok(data)),
+                Some(Ok(Output::Data(data))) => Some(Ok(Outgoing::from(data))),
                 Some(Ok(Output::Done(receipt))) => {
                     finished = true;
                     Some(Err(receipt_trailer(&[receipt], true)))
@@ -154,7 +165,10 @@ pub fn batch_data(batch: RecordBatch) -> DataStream {
         .with_schema(batch.schema())
         .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
         .build(futures::stream::once(async move { Ok(batch) }))
-        .map_err(|e| Status::from(Error::from(e)))
+        .map(|data| {
+            data.map(Outgoing::from)
+                .map_err(|e| Status::from(Error::from(e)))
+        })
         .boxed()
 }
 

@@ -104,6 +104,29 @@ fn respond<T>(body: T, auth: &Authenticated) -> Response<T> {
     response
 }
 
+impl MallardService {
+    /// `DoGet` as [`Outgoing`] messages, the result's buffers kept in pieces
+    /// (see [`crate::flight::direct_get`], which serves it).
+    pub async fn do_get_outgoing(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<results::DataStream>, Status> {
+        let auth = self.authenticate(&request).await?;
+        if let Some(command) = flight_sql::command(&request.get_ref().ticket) {
+            let stream = flight_sql::do_get(&self.state, &auth.principal, command?).await?;
+            return Ok(respond(stream, &auth));
+        }
+        let sql = descriptor::ticket_sql(&request.get_ref().ticket)
+            .map_err(Error::from)?
+            .to_owned();
+        tracing::debug!(user = ?auth.principal.user, "do_get");
+        let policy = self.state.authz.sql(&auth.principal);
+        let stream =
+            results::query_data(&self.state, &auth.principal, sql.into(), policy, None).await?;
+        Ok(respond(stream.boxed(), &auth))
+    }
+}
+
 #[tonic::async_trait]
 impl FlightService for MallardService {
     type HandshakeStream = Stream<HandshakeResponse>;
@@ -276,19 +299,12 @@ impl FlightService for MallardService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let auth = self.authenticate(&request).await?;
-        if let Some(command) = flight_sql::command(&request.get_ref().ticket) {
-            let stream = flight_sql::do_get(&self.state, &auth.principal, command?).await?;
-            return Ok(respond(stream, &auth));
-        }
-        let sql = descriptor::ticket_sql(&request.get_ref().ticket)
-            .map_err(Error::from)?
-            .to_owned();
-        tracing::debug!(user = ?auth.principal.user, "do_get");
-        let policy = self.state.authz.sql(&auth.principal);
-        let stream =
-            results::query_data(&self.state, &auth.principal, sql.into(), policy, None).await?;
-        Ok(respond(stream.boxed(), &auth))
+        let response = self.do_get_outgoing(request).await?;
+        Ok(response.map(|messages| {
+            messages
+                .map(|message| message.map(crate::flight::outgoing::Outgoing::into_flight_data))
+                .boxed()
+        }))
     }
 
     async fn do_put(

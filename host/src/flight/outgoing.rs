@@ -1,0 +1,185 @@
+//! A Flight message on its way to a client, its Arrow body in pieces, and how
+//! it is written on the wire as a gRPC message without copying those pieces.
+//!
+//! A result batch's body is the batch's own Arrow buffers with padding between
+//! them ([`crate::flight::ipc_pieces`]); its FlightData would need them in one
+//! contiguous (copied) `Bytes`. An [`Outgoing`] keeps them apart until the
+//! socket: [`Outgoing::wire_pieces`] writes the gRPC prefix, the protobuf fields
+//! and every small piece into one buffer and passes each large piece through.
+
+use arrow_flight::FlightData;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream::BoxStream;
+use prost::Message;
+use tonic::Status;
+
+/// A piece smaller than this is copied into its neighbours' buffer: a separate
+/// piece costs hyper and h2 more than copying it.
+pub const SEPARATE_PIECE_MIN_BYTES: usize = 4096;
+
+/// The protobuf field number of `FlightData.data_body`.
+const DATA_BODY_FIELD: u32 = 1000;
+
+/// A stream of outgoing messages for a response.
+pub type OutgoingStream = BoxStream<'static, Result<Outgoing, Status>>;
+
+/// One Flight message to send: every field but the body, and the body as
+/// pieces in order.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// The message's descriptor, header and metadata; its `data_body` is empty.
+    pub fields: FlightData,
+    /// The body, in order.
+    pub body: Vec<Bytes>,
+}
+
+impl From<FlightData> for Outgoing {
+    fn from(mut fields: FlightData) -> Self {
+        let body = std::mem::take(&mut fields.data_body);
+        Self {
+            fields,
+            body: if body.is_empty() { vec![] } else { vec![body] },
+        }
+    }
+}
+
+impl Outgoing {
+    fn body_len(&self) -> usize {
+        self.body.iter().map(Bytes::len).sum()
+    }
+
+    /// The message as one FlightData, its body joined (copied unless it is one
+    /// piece): for a path that has only tonic's codec.
+    pub fn into_flight_data(self) -> FlightData {
+        let mut data = self.fields;
+        data.data_body = match <[Bytes; 1]>::try_from(self.body) {
+            Ok([one]) => one,
+            Err(pieces) => pieces.concat().into(),
+        };
+        data
+    }
+
+    /// The message as a gRPC message on the wire, in pieces that together are
+    /// byte for byte the prefix and prost's encoding of [`Self::into_flight_data`]:
+    /// large body pieces as they are, everything else copied between them.
+    pub fn wire_pieces(self) -> Result<Vec<Bytes>, Status> {
+        let body_len = self.body_len();
+        let fields_len = self.fields.encoded_len();
+        let body_field_len = if body_len == 0 {
+            0
+        } else {
+            prost::encoding::key_len(DATA_BODY_FIELD)
+                + prost::encoding::encoded_len_varint(body_len as u64)
+                + body_len
+        };
+        let length = u32::try_from(fields_len + body_field_len)
+            .map_err(|_| Status::internal("a Flight message larger than 4 GiB"))?;
+        let mut pieces = Vec::with_capacity(1 + self.body.len());
+        let mut buffer = BytesMut::with_capacity(5 + fields_len + 16);
+        buffer.put_u8(0);
+        buffer.put_u32(length);
+        self.fields
+            .encode(&mut buffer)
+            .map_err(|e| Status::internal(format!("encoding a Flight message: {e}")))?;
+        if body_len > 0 {
+            prost::encoding::encode_key(
+                DATA_BODY_FIELD,
+                prost::encoding::WireType::LengthDelimited,
+                &mut buffer,
+            );
+            prost::encoding::encode_varint(body_len as u64, &mut buffer);
+        }
+        for piece in self.body {
+            if piece.len() < SEPARATE_PIECE_MIN_BYTES {
+                buffer.put(piece);
+            } else {
+                if !buffer.is_empty() {
+                    pieces.push(buffer.split().freeze());
+                }
+                pieces.push(piece);
+            }
+        }
+        if !buffer.is_empty() {
+            pieces.push(buffer.freeze());
+        }
+        Ok(pieces)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_flight::FlightDescriptor;
+
+    fn as_tonic_would(data: &FlightData) -> Vec<u8> {
+        let message = data.encode_to_vec();
+        let mut wire = vec![0];
+        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&message);
+        wire
+    }
+
+    fn outgoing(header_len: usize, pieces: &[usize]) -> Outgoing {
+        Outgoing {
+            fields: FlightData {
+                flight_descriptor: (header_len == 5)
+                    .then(|| FlightDescriptor::new_path(vec!["t".into()])),
+                data_header: Bytes::from(vec![7; header_len]),
+                app_metadata: Bytes::from_static(b"meta"),
+                data_body: Bytes::new(),
+            },
+            body: pieces
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_pieces_are_byte_for_byte_what_tonic_would_send() {
+        let big = SEPARATE_PIECE_MIN_BYTES;
+        for header_len in [0, 5, 300] {
+            for body in [
+                &[][..],
+                &[1],
+                &[127, 1],
+                &[big - 1],
+                &[big],
+                &[8, big, 56, big + 1, 0, 3],
+                &[1 << 20, 1 << 20],
+            ] {
+                let message = outgoing(header_len, body);
+                let expected = as_tonic_would(&message.clone().into_flight_data());
+                let wire: Vec<u8> = message.wire_pieces().unwrap().concat();
+                assert_eq!(wire, expected, "header {header_len}, body {body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_pieces_are_passed_through_and_small_ones_joined() {
+        let message = outgoing(300, &[8, 1 << 20, 56, 64, 1 << 16]);
+        let large: Vec<*const u8> = [1, 4].iter().map(|&i| message.body[i].as_ptr()).collect();
+        let pieces = message.wire_pieces().unwrap();
+        // head + 8; the first large; 56 + 64; the second large.
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces[1].as_ptr(), large[0]);
+        assert_eq!(pieces[3].as_ptr(), large[1]);
+        assert_eq!(pieces[2].len(), 120);
+    }
+
+    #[test]
+    fn a_flight_data_round_trips_and_one_piece_is_not_copied() {
+        let body = Bytes::from(vec![3; 1000]);
+        let data = FlightData {
+            data_header: Bytes::from_static(b"h"),
+            data_body: body.clone(),
+            ..Default::default()
+        };
+        let back = Outgoing::from(data.clone()).into_flight_data();
+        assert_eq!(back, data);
+        assert_eq!(back.data_body.as_ptr(), body.as_ptr());
+        assert!(Outgoing::from(FlightData::default()).body.is_empty());
+    }
+}
