@@ -22,6 +22,7 @@ use bytes::Bytes;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::MessageDecoder;
 use mallard_protocol::TableName;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -263,7 +264,10 @@ impl Ingest {
 }
 
 /// Joins consecutive small batches into ones of at least [`COALESCE_ROWS`] rows or
-/// [`COALESCE_BYTES`] bytes; a batch that is already that large passes untouched.
+/// [`COALESCE_BYTES`] bytes; a batch that is already that large passes untouched
+/// (the small ones before it go first, joined), so a client whose batches are
+/// large but not all alike (a Parquet file's row groups cut at the batch size)
+/// never has its data copied.
 #[derive(Default)]
 struct Coalescer {
     pending: Vec<RecordBatch>,
@@ -271,19 +275,32 @@ struct Coalescer {
     bytes: usize,
 }
 
+/// The bytes of a batch's own slices, not of the message they point into.
+fn slice_bytes(batch: &RecordBatch) -> Result<usize, ArrowError> {
+    let mut bytes = 0;
+    for column in batch.columns() {
+        bytes += column.to_data().get_slice_memory_size()?;
+    }
+    Ok(bytes)
+}
+
 impl Coalescer {
-    /// Takes one batch; returns a joined one once enough is pending.
-    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>, ArrowError> {
-        self.rows += batch.num_rows();
-        // The bytes of the batch's own slices, not of the message they point into.
-        for column in batch.columns() {
-            self.bytes += column.to_data().get_slice_memory_size()?;
+    /// Takes one batch; returns what is ready to go, in order: nothing, a
+    /// joined batch, or the pending ones joined and then `batch` as it came.
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>, ArrowError> {
+        let bytes = slice_bytes(&batch)?;
+        if batch.num_rows() >= COALESCE_ROWS || bytes >= COALESCE_BYTES {
+            let mut ready: Vec<RecordBatch> = self.flush()?.into_iter().collect();
+            ready.push(batch);
+            return Ok(ready);
         }
+        self.rows += batch.num_rows();
+        self.bytes += bytes;
         self.pending.push(batch);
         if self.rows >= COALESCE_ROWS || self.bytes >= COALESCE_BYTES {
-            return self.flush();
+            return Ok(self.flush()?.into_iter().collect());
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     /// Whatever is pending, joined.
@@ -305,6 +322,8 @@ struct ChannelReader {
     rx: mpsc::Receiver<Command>,
     decoding: Decoding,
     coalescer: Coalescer,
+    /// Batches the coalescer released that DuckDB has not taken yet.
+    ready: VecDeque<RecordBatch>,
     /// The decoding error, kept so the put reports it rather than DuckDB's wrapping.
     failure: Arc<Mutex<Option<Error>>>,
     committed: Arc<AtomicBool>,
@@ -316,6 +335,9 @@ impl Iterator for ChannelReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
+            }
             if self.done {
                 return None;
             }
@@ -344,8 +366,9 @@ impl Iterator for ChannelReader {
                     return Some(Err(ArrowError::ExternalError(CANCELLED.into())));
                 }
             };
-            if let Some(joined) = self.coalescer.push(batch).transpose() {
-                return Some(joined);
+            match self.coalescer.push(batch) {
+                Ok(ready) => self.ready.extend(ready),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -382,6 +405,7 @@ fn consume(
         rx,
         decoding: Decoding::new(schema),
         coalescer: Coalescer::default(),
+        ready: VecDeque::new(),
         failure: failure.clone(),
         committed: committed.clone(),
         done: false,
@@ -439,7 +463,7 @@ mod tests {
     ) -> Vec<usize> {
         batches
             .into_iter()
-            .filter_map(|b| coalescer.push(b).unwrap())
+            .flat_map(|b| coalescer.push(b).unwrap())
             .map(|b| b.num_rows())
             .collect()
     }
@@ -467,16 +491,39 @@ mod tests {
     fn a_batch_at_the_limit_passes_untouched() {
         let mut coalescer = Coalescer::default();
         let big = mallard_flights::batch(0, COALESCE_ROWS);
-        let out = coalescer.push(big.clone()).unwrap().unwrap();
+        let out = coalescer.push(big.clone()).unwrap();
+        assert_eq!(out.len(), 1);
         // The same buffers, not a copy.
         assert_eq!(
-            out.column(0).to_data().buffers()[0].as_ptr(),
+            out[0].column(0).to_data().buffers()[0].as_ptr(),
             big.column(0).to_data().buffers()[0].as_ptr()
         );
         let below = coalescer
             .push(mallard_flights::batch(0, COALESCE_ROWS - 1))
             .unwrap();
-        assert!(below.is_none(), "one row short of the limit is held");
+        assert!(below.is_empty(), "one row short of the limit is held");
+    }
+
+    #[test]
+    fn a_large_batch_after_small_ones_is_not_joined_to_them() {
+        // A Parquet file read at the batch size: each row group ends in a short batch.
+        let mut coalescer = Coalescer::default();
+        let short = mallard_flights::batch(0, 16_960);
+        let big = mallard_flights::batch(16_960, COALESCE_ROWS);
+        assert!(coalescer.push(short).unwrap().is_empty());
+        let out = coalescer.push(big.clone()).unwrap();
+        let counts: Vec<usize> = out.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(
+            counts,
+            vec![16_960, COALESCE_ROWS],
+            "in order, the short one first"
+        );
+        assert_eq!(
+            out[1].column(0).to_data().buffers()[0].as_ptr(),
+            big.column(0).to_data().buffers()[0].as_ptr(),
+            "the large batch is not copied"
+        );
+        assert!(coalescer.flush().unwrap().is_none());
     }
 
     #[test]
