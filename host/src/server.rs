@@ -5,7 +5,7 @@ use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::flight::MallardService;
 use crate::flight::auth_layer::AuthenticateLayer;
-use crate::flight::direct_get::DirectGet;
+use crate::flight::direct::DirectFlight;
 use crate::flight::rpc_metrics::RpcMetricsLayer;
 use crate::state::ServerState;
 use crate::transport;
@@ -179,7 +179,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     }
     let max_message = state.config.max_message_bytes;
     let mallard = Arc::new(MallardService::new(state.clone()));
-    let service = DirectGet::new(
+    let service = DirectFlight::new(
         FlightServiceServer::from_arc(mallard.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message),

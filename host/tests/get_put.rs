@@ -835,3 +835,88 @@ async fn do_get_requests_that_are_not_one_ticket_are_refused() {
     assert_idle(&mut client).await;
     server.stop().await.unwrap();
 }
+
+/// `DoPut` and `DoExchange` read client messages below tonic's codec: bytes
+/// that are no FlightData, a message over the limit and a field that claims more
+/// than its message each end the call with their status, nothing is written,
+/// and the server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_messages_that_do_not_decode_are_refused_and_write_nothing() {
+    let mut config = test_config();
+    config.max_message_bytes = 1 << 20;
+    let server = start_with(config).await;
+    let mut client = client(&server).await;
+    let metadata = client.metadata().clone();
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // A real first message: the descriptor of table `t` and its schema.
+    let batch = typed_batch(0, 10);
+    let mut encoded: Vec<arrow_flight::FlightData> = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["t".into()])))
+        .build(futures::stream::iter(vec![Ok(batch)]))
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let first = prost::Message::encode_to_vec(&encoded.remove(0));
+    let one_batch = prost::Message::encode_to_vec(&encoded.remove(0));
+    let mut lying_field = one_batch.clone();
+    lying_field.extend_from_slice(&[(2 << 3) | 2, 0x7f]); // a header of 127 bytes, none follow
+    for method in ["DoPut", "DoExchange"] {
+        let path: http::uri::PathAndQuery =
+            format!("/arrow.flight.protocol.FlightService/{method}")
+                .parse()
+                .unwrap();
+        for (what, next, code) in [
+            (
+                "bytes that are no FlightData",
+                vec![0xff; 9],
+                Code::InvalidArgument,
+            ),
+            (
+                "a message over the limit",
+                vec![0; (1 << 20) + 1],
+                Code::OutOfRange,
+            ),
+            (
+                "a field longer than its message",
+                lying_field.clone(),
+                Code::InvalidArgument,
+            ),
+        ] {
+            // A put is refused after it began; an exchange at its first message.
+            let messages = match method {
+                "DoPut" => vec![first.clone(), next],
+                _ => vec![next],
+            };
+            let mut request = tonic::Request::new(futures::stream::iter(messages));
+            *request.metadata_mut() = metadata.clone();
+            grpc.ready().await.unwrap();
+            let status = match grpc.streaming(request, path.clone(), RawBytes).await {
+                Err(status) => status,
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => panic!("{method} with {what} succeeded"),
+                            Err(status) => break status,
+                        }
+                    }
+                }
+            };
+            assert_eq!(status.code(), code, "{method} with {what}: {status}");
+        }
+    }
+    let tables = action(&mut client, "list_tables", "").await.unwrap();
+    assert_eq!(tables, serde_json::json!([]), "nothing was written");
+    put(&mut client, "t", vec![typed_batch(0, 10)])
+        .await
+        .unwrap();
+    assert_eq!(scalar_i64(&mut client, "SELECT count(*) FROM t").await, 10);
+    assert_idle(&mut client).await;
+    server.stop().await.unwrap();
+}

@@ -105,7 +105,12 @@ pub fn decode_input(
 ) -> Result<Option<RecordBatch>> {
     decoder
         .decode(header, Buffer::from(body.clone()))
-        .map_err(|e| Error::invalid_argument(format!("exchange input at {what}: {e}")))
+        .map_err(|e| bad_input(what, e))
+}
+
+/// The client's malformed input at `what` (`batch 3`): InvalidArgument.
+pub fn bad_input(what: &str, why: impl std::fmt::Display) -> Error {
+    Error::invalid_argument(format!("exchange input at {what}: {why}"))
 }
 
 /// The status for an exchanger's own refusal, wasm or native: bad parameters or

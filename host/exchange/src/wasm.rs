@@ -209,9 +209,7 @@ impl ExchangeSession for WasmSession {
                     // The guest sizes its placeholders by the header's row count.
                     MessageBounds::default()
                         .check_header(header, body.len())
-                        .map_err(|e| {
-                            Error::invalid_argument(format!("exchange input at {what}: {e}"))
-                        })?;
+                        .map_err(|e| crate::bad_input(&what, e))?;
                 }
                 let sent = if on_demand { &[][..] } else { &body[..] };
                 self.emitting_call(&what, input, |instance, store| {
@@ -294,11 +292,7 @@ impl WasmSession {
         let (mut decoded_input, read_refused) = self.store.data_mut().input.pushed();
         match read_refused {
             // The client's malformed batch is reported as the client's, whatever the guest did.
-            Some(ReadRefused::Input(e)) => {
-                return Err(Error::invalid_argument(format!(
-                    "exchange input at {what}: {e}"
-                )));
-            }
+            Some(ReadRefused::Input(e)) => return Err(crate::bad_input(what, e)),
             Some(ReadRefused::Misuse(m)) if result.is_ok() => {
                 return Err(Error::invalid_argument(format!(
                     "exchanger {:?} at {what}: {m}",

@@ -1,33 +1,36 @@
 //! Reading what clients stream in (`do_put`, `do_exchange`, Flight SQL's puts):
 //! every wait bounded by the stall timeout, every collected input bounded.
 
+use crate::flight::incoming::Incoming;
 use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
 use bytes::Bytes;
+use futures::StreamExt;
 use mallard_core::{Error, Result};
 use std::time::Duration;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 /// The next client message, or DeadlineExceeded when none comes within `idle`.
 pub async fn next_within(
-    incoming: &mut Streaming<FlightData>,
+    incoming: &mut Incoming,
     idle: Duration,
     what: &str,
 ) -> Result<Option<FlightData>, Status> {
-    tokio::time::timeout(idle, incoming.message())
+    tokio::time::timeout(idle, incoming.next())
         .await
         .map_err(|_| {
             Status::deadline_exceeded(format!(
                 "{what} received nothing from the client for {idle:?}; the stream was stopped"
             ))
         })?
+        .transpose()
 }
 
 /// The stream's schema message header: `first`'s if it carries one (pyarrow
 /// sends it with the descriptor), else the next message that does.
 pub async fn schema_message(
     first: FlightData,
-    incoming: &mut Streaming<FlightData>,
+    incoming: &mut Incoming,
     idle: Duration,
     what: &str,
 ) -> Result<Bytes> {
@@ -45,7 +48,7 @@ pub async fn schema_message(
 /// ResourceExhausted beyond either. A stream without messages holds none.
 pub async fn bounded_batches(
     first: FlightData,
-    incoming: &mut Streaming<FlightData>,
+    incoming: &mut Incoming,
     idle: Duration,
     max_rows: usize,
     max_bytes: usize,

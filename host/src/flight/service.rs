@@ -5,6 +5,7 @@ use crate::auth::{Authenticated, Principal};
 use crate::cluster;
 use crate::flight::blocking::blocking;
 use crate::flight::inbound::next_within;
+use crate::flight::incoming::{self, Incoming};
 use crate::flight::{
     actions, auth_layer, body_outcome, inbound, results, sql as flight_sql, two_phase,
 };
@@ -47,7 +48,7 @@ impl MallardService {
     }
 
     /// The caller, as the authentication layer found it from the headers.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
         auth_layer::caller(request)
     }
 
@@ -111,7 +112,7 @@ impl MallardService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<results::DataStream>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         if let Some(command) = flight_sql::command(&request.get_ref().ticket) {
             let stream = flight_sql::do_get(&self.state, &auth.principal, command?).await?;
             return Ok(respond(stream, &auth));
@@ -123,6 +124,125 @@ impl MallardService {
         let policy = self.state.authz.sql(&auth.principal);
         let stream =
             results::query_data(&self.state, &auth.principal, sql.into(), policy, None).await?;
+        Ok(respond(stream.boxed(), &auth))
+    }
+
+    /// `DoPut` of what a client streams in, however it was decoded (see
+    /// [`crate::flight::direct`], which serves it).
+    pub async fn do_put_incoming(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Stream<PutResult>>, Status> {
+        let auth = self.authenticate(&request)?;
+        let idle = self.state.config.stall_timeout;
+        let outcome = body_outcome::of(&request);
+        let mut incoming = request.into_inner();
+        let first = next_within(&mut incoming, idle, "do_put")
+            .await?
+            .ok_or_else(|| Status::invalid_argument("do_put stream is empty"))?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument("the first do_put message must carry a descriptor")
+        })?;
+        if let Some(command) = flight_sql::command(&descriptor.cmd) {
+            let put = flight_sql::Put {
+                first,
+                incoming: &mut incoming,
+                outcome: &outcome,
+            };
+            let result = flight_sql::do_put(&self.state, &auth.principal, command?, put).await?;
+            return Ok(respond(
+                futures::stream::once(async { Ok(result) }).boxed(),
+                &auth,
+            ));
+        }
+        self.state.authz.check(&auth.principal, Operation::Put)?;
+        let slot = self.state.put_slots.acquire(&auth.principal.user)?;
+        let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
+            .map_err(Error::from)?;
+        let two_phase = two_phase::Control::asks_two_phase(&first);
+        // Only bytes move here: the ingest thread decodes (bounded, validated).
+        let header = inbound::schema_message(first, &mut incoming, idle, "do_put").await?;
+        let (schema, _) = mallard_exchange::validated_schema_message(header)?;
+        if two_phase {
+            let ingest = Ingest::start_two_phase(self.state.db.clone(), table, schema);
+            let answer = two_phase::serve(auth.principal.clone(), ingest, incoming, idle, slot);
+            return Ok(respond(answer, &auth));
+        }
+        let _slot = slot;
+        let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
+        while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
+            if !message.data_header.is_empty() {
+                ingest
+                    .append_message(message.data_header, message.data_body)
+                    .await?;
+            }
+        }
+        body_outcome::ensure_complete(&outcome, "do_put")?;
+        let rows = ingest.commit().await?;
+        tracing::debug!(user = ?auth.principal.user, table = ?table.as_str(), rows, "do_put committed");
+        let result = PutResult {
+            app_metadata: serde_json::json!({ "rows": rows }).to_string().into(),
+        };
+        Ok(respond(
+            futures::stream::once(async { Ok(result) }).boxed(),
+            &auth,
+        ))
+    }
+
+    /// `DoExchange` of what a client streams in, however it was decoded.
+    pub async fn do_exchange_incoming(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Stream<FlightData>>, Status> {
+        let auth = self.authenticate(&request)?;
+        self.state
+            .authz
+            .check(&auth.principal, Operation::Exchange)?;
+        let idle = self.state.config.stall_timeout;
+        let mut incoming = request.into_inner();
+        let first = next_within(&mut incoming, idle, "do_exchange")
+            .await?
+            .ok_or_else(|| Status::invalid_argument("do_exchange stream is empty"))?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument("the first do_exchange message must carry a descriptor")
+        })?;
+        let request = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
+        // The schema message is the first one with a header (pyarrow sends it with
+        // the descriptor; others send it next).
+        let mut schema_message = first;
+        while schema_message.data_header.is_empty() {
+            schema_message = next_within(&mut incoming, idle, "do_exchange")
+                .await?
+                .ok_or_else(|| {
+                    Status::invalid_argument("do_exchange ended before sending a schema")
+                })?;
+        }
+        let (in_tx, messages) = mpsc::channel(CHANNEL_MESSAGES);
+        let input = pipeline::Input {
+            schema_header: schema_message.data_header,
+            messages,
+        };
+        let exchange =
+            pipeline::start(&self.state.exchanges, &auth.principal, &request, input).await?;
+        tokio::spawn(async move {
+            loop {
+                let next = next_within(&mut incoming, idle, "do_exchange").await;
+                let item = match next {
+                    Ok(Some(message)) => Ok(message),
+                    Ok(None) => break,
+                    Err(status) => Err(Error::from(status).context("reading the exchange input")),
+                };
+                let failed = item.is_err();
+                if in_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let output = exchange.output.map(|item| match item? {
+            Output::Data(data) => Ok(data),
+            Output::Done(receipt) => Err(results::receipt_trailer(&[receipt], false)),
+        });
+        let stream = futures::stream::once(async { Ok(exchange.schema_message) }).chain(output);
         Ok(respond(stream.boxed(), &auth))
     }
 }
@@ -188,7 +308,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         self.state
             .authz
             .check(&auth.principal, Operation::Inspect)?;
@@ -211,7 +331,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         let every_node = cluster::fan_out::wants_every_node(request.metadata())?;
         let descriptor = request.into_inner();
         let (info, ask_peers) = if let Some(command) = flight_sql::command(&descriptor.cmd) {
@@ -254,7 +374,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         let descriptor = request.into_inner();
         let info = match flight_sql::command(&descriptor.cmd) {
             Some(command) => {
@@ -279,7 +399,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         let d = request.get_ref();
         let schema = match flight_sql::command(&d.cmd) {
             Some(command) => flight_sql::schema(&self.state, &auth.principal, &command?).await?,
@@ -311,123 +431,25 @@ impl FlightService for MallardService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let auth = self.authenticate(&request).await?;
-        let idle = self.state.config.stall_timeout;
-        let outcome = body_outcome::of(&request);
-        let mut incoming = request.into_inner();
-        let first = next_within(&mut incoming, idle, "do_put")
-            .await?
-            .ok_or_else(|| Status::invalid_argument("do_put stream is empty"))?;
-        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
-            Status::invalid_argument("the first do_put message must carry a descriptor")
-        })?;
-        if let Some(command) = flight_sql::command(&descriptor.cmd) {
-            let put = flight_sql::Put {
-                first,
-                incoming: &mut incoming,
-                outcome: &outcome,
-            };
-            let result = flight_sql::do_put(&self.state, &auth.principal, command?, put).await?;
-            return Ok(respond(
-                futures::stream::once(async { Ok(result) }).boxed(),
-                &auth,
-            ));
-        }
-        self.state.authz.check(&auth.principal, Operation::Put)?;
-        let slot = self.state.put_slots.acquire(&auth.principal.user)?;
-        let table = descriptor::put_table(descriptor.r#type, &descriptor.cmd, &descriptor.path)
-            .map_err(Error::from)?;
-        let two_phase = two_phase::Control::asks_two_phase(&first);
-        // Only bytes move here: the ingest thread decodes (bounded, validated).
-        let header = inbound::schema_message(first, &mut incoming, idle, "do_put").await?;
-        let (schema, _) = mallard_exchange::validated_schema_message(header)?;
-        if two_phase {
-            let ingest = Ingest::start_two_phase(self.state.db.clone(), table, schema);
-            let answer = two_phase::serve(auth.principal.clone(), ingest, incoming, idle, slot);
-            return Ok(respond(answer, &auth));
-        }
-        let _slot = slot;
-        let mut ingest = Ingest::start(self.state.db.clone(), table.clone(), schema);
-        while let Some(message) = next_within(&mut incoming, idle, "do_put").await? {
-            if !message.data_header.is_empty() {
-                ingest
-                    .append_message(message.data_header, message.data_body)
-                    .await?;
-            }
-        }
-        body_outcome::ensure_complete(&outcome, "do_put")?;
-        let rows = ingest.commit().await?;
-        tracing::debug!(user = ?auth.principal.user, table = ?table.as_str(), rows, "do_put committed");
-        let result = PutResult {
-            app_metadata: serde_json::json!({ "rows": rows }).to_string().into(),
-        };
-        Ok(respond(
-            futures::stream::once(async { Ok(result) }).boxed(),
-            &auth,
-        ))
+        let (metadata, extensions, streaming) = request.into_parts();
+        let request = Request::from_parts(metadata, extensions, incoming::from_tonic(streaming));
+        self.do_put_incoming(request).await
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let auth = self.authenticate(&request).await?;
-        self.state
-            .authz
-            .check(&auth.principal, Operation::Exchange)?;
-        let idle = self.state.config.stall_timeout;
-        let mut incoming = request.into_inner();
-        let first = next_within(&mut incoming, idle, "do_exchange")
-            .await?
-            .ok_or_else(|| Status::invalid_argument("do_exchange stream is empty"))?;
-        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
-            Status::invalid_argument("the first do_exchange message must carry a descriptor")
-        })?;
-        let request = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
-        // The schema message is the first one with a header (pyarrow sends it with
-        // the descriptor; others send it next).
-        let mut schema_message = first;
-        while schema_message.data_header.is_empty() {
-            schema_message = next_within(&mut incoming, idle, "do_exchange")
-                .await?
-                .ok_or_else(|| {
-                    Status::invalid_argument("do_exchange ended before sending a schema")
-                })?;
-        }
-        let (in_tx, messages) = mpsc::channel(CHANNEL_MESSAGES);
-        let input = pipeline::Input {
-            schema_header: schema_message.data_header,
-            messages,
-        };
-        let exchange =
-            pipeline::start(&self.state.exchanges, &auth.principal, &request, input).await?;
-        tokio::spawn(async move {
-            loop {
-                let next = next_within(&mut incoming, idle, "do_exchange").await;
-                let item = match next {
-                    Ok(Some(message)) => Ok(message),
-                    Ok(None) => break,
-                    Err(status) => Err(Error::from(status).context("reading the exchange input")),
-                };
-                let failed = item.is_err();
-                if in_tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let output = exchange.output.map(|item| match item? {
-            Output::Data(data) => Ok(data),
-            Output::Done(receipt) => Err(results::receipt_trailer(&[receipt], false)),
-        });
-        let stream = futures::stream::once(async { Ok(exchange.schema_message) }).chain(output);
-        Ok(respond(stream.boxed(), &auth))
+        let (metadata, extensions, streaming) = request.into_parts();
+        let request = Request::from_parts(metadata, extensions, incoming::from_tonic(streaming));
+        self.do_exchange_incoming(request).await
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         let action = request.into_inner();
         if flight_sql::is_action(&action.r#type) {
             let results =
@@ -463,7 +485,7 @@ impl FlightService for MallardService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let auth = self.authenticate(&request).await?;
+        let auth = self.authenticate(&request)?;
         let actions = actions::action_types()
             .into_iter()
             .chain(flight_sql::action_types())

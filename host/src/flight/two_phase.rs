@@ -13,6 +13,7 @@
 
 use crate::auth::Principal;
 use crate::flight::inbound::next_within;
+use crate::flight::incoming::Incoming;
 use arrow_flight::{FlightData, PutResult};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -20,7 +21,7 @@ use mallard_core::{Error, Result};
 use mallard_db::ingest::Ingest;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 /// A control message of the two-phase put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +89,7 @@ fn put_result(body: serde_json::Value) -> PutResult {
 pub fn serve(
     principal: Principal,
     mut ingest: Ingest,
-    mut incoming: Streaming<FlightData>,
+    mut incoming: Incoming,
     idle: Duration,
     held: impl Send + 'static,
 ) -> BoxStream<'static, Result<PutResult, Status>> {

@@ -58,7 +58,6 @@ use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tickets::{StatementTicket, changed_batch};
-use tonic::Streaming;
 
 pub use handles::{
     EXPIRY_SWEEP, FlightSqlState, PREPARED_LIMITS, TRANSACTION_LIMITS, expire_idle_in_background,
@@ -379,7 +378,7 @@ pub struct Put<'a> {
     /// The first message (with the descriptor).
     pub first: FlightData,
     /// The messages after it.
-    pub incoming: &'a mut Streaming<FlightData>,
+    pub incoming: &'a mut crate::flight::incoming::Incoming,
     /// Whether the client reset the stream instead of finishing it.
     pub outcome: &'a BodyOutcome,
 }

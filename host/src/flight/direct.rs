@@ -1,18 +1,24 @@
-//! `DoGet` answered below tonic's codec, so a result's bytes are not copied on
-//! their way to the socket.
+//! The Flight data methods served below tonic's codec, so a stream's Arrow
+//! bytes are not copied on their way between the socket and Arrow.
 //!
-//! tonic encodes every response message into one contiguous buffer: each
-//! FlightData's Arrow body, which is most of a result's bytes, would be copied
-//! once more there. Here each [`Outgoing`] message reaches hyper as its
-//! [`Outgoing::wire_pieces`]: the result's own Arrow buffers pass through, and
-//! h2 writes a large piece to the socket without copying it. The bytes on the
-//! wire are exactly what tonic would have sent, the stream ends with the same
-//! trailers (the status, its message, its metadata: the receipts), and every
-//! other method goes to tonic unchanged.
+//! Out (`DoGet`, `DoExchange`): tonic encodes every response message into one
+//! contiguous buffer, copying each FlightData's Arrow body, most of a stream's
+//! bytes, once more. Here each [`Outgoing`] message reaches hyper as its
+//! [`Outgoing::wire_pieces`]: the Arrow buffers pass through, and h2 writes a
+//! large piece to the socket without copying it. The bytes on the wire are
+//! exactly what tonic would have sent, and a stream ends with the same
+//! trailers (the status, its message, its metadata: the receipts).
+//!
+//! In (`DoPut`, `DoExchange`): [`FlightDataReader`] copies each body once, from
+//! the HTTP/2 frames into aligned memory, where tonic copied it into its buffer
+//! and Arrow copied it again to align it.
+//!
+//! Every other method goes to tonic unchanged.
 
 use crate::flight::MallardService;
+use crate::flight::incoming::{FlightDataReader, Incoming};
 use crate::flight::outgoing::Outgoing;
-use arrow_flight::Ticket;
+use arrow_flight::{PutResult, Ticket};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -28,35 +34,36 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower_service::Service;
 
-/// The method answered here.
-pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+const DO_PUT_PATH: &str = "/arrow.flight.protocol.FlightService/DoPut";
+const DO_EXCHANGE_PATH: &str = "/arrow.flight.protocol.FlightService/DoExchange";
 
-/// The Flight service with `DoGet` answered by [`serve_do_get`]; every other
-/// call goes to `inner` (tonic's generated server for the same service).
+/// The Flight service with `DoGet`, `DoPut` and `DoExchange` served here; every
+/// other call goes to `inner` (tonic's generated server for the same service).
 #[derive(Clone)]
-pub struct DirectGet<S> {
+pub struct DirectFlight<S> {
     inner: S,
     service: Arc<MallardService>,
-    max_ticket_bytes: usize,
+    max_message_bytes: usize,
 }
 
-impl<S> DirectGet<S> {
-    /// `inner` for every method but `DoGet`, which `service` answers here with
-    /// tickets of at most `max_ticket_bytes`.
-    pub fn new(inner: S, service: Arc<MallardService>, max_ticket_bytes: usize) -> Self {
+impl<S> DirectFlight<S> {
+    /// `inner` for the other methods; `service` answers these, reading client
+    /// messages of at most `max_message_bytes`.
+    pub fn new(inner: S, service: Arc<MallardService>, max_message_bytes: usize) -> Self {
         Self {
             inner,
             service,
-            max_ticket_bytes,
+            max_message_bytes,
         }
     }
 }
 
-impl<S: NamedService> NamedService for DirectGet<S> {
+impl<S: NamedService> NamedService for DirectFlight<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S> Service<http::Request<Body>> for DirectGet<S>
+impl<S> Service<http::Request<Body>> for DirectFlight<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Send
@@ -72,12 +79,23 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != DO_GET_PATH {
-            return Box::pin(self.inner.call(request));
-        }
         let service = self.service.clone();
-        let max_ticket_bytes = self.max_ticket_bytes;
-        Box::pin(async move { Ok(serve_do_get(&service, request, max_ticket_bytes).await) })
+        let max = self.max_message_bytes;
+        match request.uri().path() {
+            DO_GET_PATH => Box::pin(async move { Ok(serve_do_get(&service, request, max).await) }),
+            DO_PUT_PATH => Box::pin(async move {
+                let request = incoming_request(request, max);
+                Ok(answer(service.do_put_incoming(request).await))
+            }),
+            DO_EXCHANGE_PATH => Box::pin(async move {
+                let request = incoming_request(request, max);
+                let response = service.do_exchange_incoming(request).await;
+                Ok(answer(response.map(|r| {
+                    r.map(|messages| messages.map(|m| m.map(Outgoing::from)))
+                })))
+            }),
+            _ => Box::pin(self.inner.call(request)),
+        }
     }
 }
 
@@ -98,11 +116,31 @@ async fn serve_do_get(
         Err(status) => return status.into_http(),
     };
     let request = tonic::Request::from_http(http::Request::from_parts(parts, ticket));
-    match service.do_get_outgoing(request).await {
+    answer(service.do_get_outgoing(request).await)
+}
+
+/// A streaming request whose messages [`FlightDataReader`] decodes.
+fn incoming_request(
+    request: http::Request<Body>,
+    max_message_bytes: usize,
+) -> tonic::Request<Incoming> {
+    let (parts, body) = request.into_parts();
+    let incoming: Incoming = Box::pin(FlightDataReader::new(body, max_message_bytes));
+    tonic::Request::from_http(http::Request::from_parts(parts, incoming))
+}
+
+/// A handler's answer as an HTTP response: its messages as [`GrpcFrames`], or
+/// a refusal before any as a trailers-only answer, as tonic gives it.
+fn answer<S, M>(response: Result<tonic::Response<S>, Status>) -> http::Response<Body>
+where
+    S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
+    M: WireMessage,
+{
+    match response {
         Err(status) => status.into_http(),
         Ok(response) => {
             let (metadata, messages, extensions) = response.into_parts();
-            let mut http = http::Response::new(Body::new(FlightDataFrames::new(messages)));
+            let mut http = http::Response::new(Body::new(GrpcFrames::new(messages)));
             *http.headers_mut() = metadata.into_headers();
             http.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -111,6 +149,31 @@ async fn serve_do_get(
             *http.extensions_mut() = extensions;
             http
         }
+    }
+}
+
+/// A response message that knows its gRPC wire pieces.
+pub trait WireMessage {
+    /// The prefix and the message, in pieces sent in order.
+    fn wire_pieces(self) -> Result<Vec<Bytes>, Status>;
+}
+
+impl WireMessage for Outgoing {
+    fn wire_pieces(self) -> Result<Vec<Bytes>, Status> {
+        Outgoing::wire_pieces(self)
+    }
+}
+
+impl WireMessage for PutResult {
+    fn wire_pieces(self) -> Result<Vec<Bytes>, Status> {
+        let length = u32::try_from(self.encoded_len())
+            .map_err(|_| Status::internal("a put result larger than 4 GiB"))?;
+        let mut wire = BytesMut::with_capacity(5 + length as usize);
+        wire.put_u8(0);
+        wire.put_u32(length);
+        self.encode(&mut wire)
+            .map_err(|e| Status::internal(format!("encoding a put result: {e}")))?;
+        Ok(vec![wire.freeze()])
     }
 }
 
@@ -161,16 +224,16 @@ fn unary_message<M: Message + Default>(body: &[u8], max_message_bytes: usize) ->
         .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
 }
 
-/// A stream of [`Outgoing`] messages as a gRPC response body: each message as
-/// its wire pieces; after the stream, trailers with its status (an `Ok` status
-/// carrying metadata is a clean end with those trailers, as in tonic).
-pub struct FlightDataFrames<S> {
+/// A stream of messages as a gRPC response body: each message as its wire
+/// pieces; after the stream, trailers with its status (an `Ok` status carrying
+/// metadata is a clean end with those trailers, as in tonic).
+pub struct GrpcFrames<S> {
     messages: S,
     pieces: VecDeque<Bytes>,
     ended: bool,
 }
 
-impl<S> FlightDataFrames<S> {
+impl<S> GrpcFrames<S> {
     /// The response body for `messages`.
     pub fn new(messages: S) -> Self {
         Self {
@@ -181,9 +244,10 @@ impl<S> FlightDataFrames<S> {
     }
 }
 
-impl<S> http_body::Body for FlightDataFrames<S>
+impl<S, M> http_body::Body for GrpcFrames<S>
 where
-    S: Stream<Item = Result<Outgoing, Status>> + Unpin,
+    S: Stream<Item = Result<M, Status>> + Unpin,
+    M: WireMessage,
 {
     type Data = Bytes;
     type Error = Status;
