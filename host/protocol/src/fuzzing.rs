@@ -128,3 +128,27 @@ pub fn exercise_flight_sql(data: &[u8]) {
     }
     let _ = crate::flight_sql::decode_parameters(messages, 1_024, "parameters");
 }
+
+/// A client's FlightData stream in pieces of `data[0] % 64 + 1` bytes. When
+/// `data[1]` is even the rest is one message the harness frames, and whatever the
+/// parser accepts must be what prost reads from the same bytes; when odd the rest
+/// is the raw stream, prefixes and all, under a 64 KiB message limit.
+pub fn exercise_flight_data(data: &[u8]) {
+    use crate::flight_data::{framed, read_all};
+    use prost::Message;
+    let [piece, mode, rest @ ..] = data else {
+        return;
+    };
+    let piece = usize::from(*piece % 64) + 1;
+    if mode % 2 == 0 {
+        let read = read_all(&framed(rest), piece, 1 << 20);
+        assert_eq!(read.len(), 1, "one message read as {} results", read.len());
+        if let Ok(ours) = &read[0]
+            && let Ok(theirs) = arrow_flight::FlightData::decode(rest)
+        {
+            assert_eq!(ours, &theirs);
+        }
+    } else {
+        let _ = read_all(rest, piece, 1 << 16);
+    }
+}

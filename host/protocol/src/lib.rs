@@ -1,6 +1,7 @@
 //! What Mallard clients send, parsed and validated: table names, tickets and
 //! descriptors, `do_exchange` requests, `do_action` bodies, Flight SQL commands and
-//! parameters, Basic credentials and users files.
+//! parameters, Basic credentials, users files and the gRPC-framed FlightData of a
+//! client's stream.
 //!
 //! Everything here runs on untrusted bytes before the server does any work, so it
 //! is kept free of DuckDB, wasmtime and I/O: `fuzz/` runs it under libFuzzer on
@@ -11,6 +12,7 @@ pub mod credentials;
 pub mod descriptor;
 pub mod exchange;
 pub mod exchanger_ref;
+pub mod flight_data;
 pub mod flight_sql;
 pub mod fuzzing;
 pub mod push;

@@ -41,3 +41,12 @@ fn flight_sql_corpus_never_panics() {
     );
     assert!(replayed > 0, "the committed corpus is missing");
 }
+
+#[test]
+fn flight_data_corpus_never_panics() {
+    let replayed = replay(
+        &["corpus/flight_data", "regressions_flight_data"],
+        mallard_protocol::fuzzing::exercise_flight_data,
+    );
+    assert!(replayed > 0, "the committed corpus is missing");
+}

@@ -5,21 +5,19 @@
 //! tonic joins every received HTTP/2 frame into one buffer (a copy), and the
 //! body it hands out starts wherever the protobuf fields before it left it, so
 //! Arrow's decoder copies every buffer again to align it. [`FlightDataReader`]
-//! parses FlightData's protobuf fields as the frames arrive and copies the body
-//! field straight from the frames into a fresh 64-byte-aligned buffer; the
-//! small fields are taken as they are. Limits and statuses are tonic's: a
-//! message longer than the limit is OutOfRange before anything is allocated, a
-//! compressed or truncated message is Internal, a client that cancels ends the
-//! stream (its put is then told apart by [`crate::flight::body_outcome`]).
+//! hands the frames to [`FlightDataParser`] (`mallard-protocol`, fuzzed there),
+//! which copies each body field straight from the frames into a fresh
+//! 64-byte-aligned buffer. Limits and statuses are tonic's: a message longer than
+//! the limit is OutOfRange before anything is allocated, a compressed or
+//! truncated message is Internal, a client that cancels ends the stream (its put
+//! is then told apart by [`crate::flight::body_outcome`]); a message that is not
+//! FlightData is InvalidArgument.
 
-use arrow::buffer::{Buffer, MutableBuffer};
-use arrow_flight::{FlightData, FlightDescriptor};
-use bytes::{Buf, Bytes};
+use arrow_flight::FlightData;
 use futures::Stream;
 use futures::stream::BoxStream;
 use http_body::Body as _;
-use prost::Message;
-use std::collections::VecDeque;
+use mallard_protocol::flight_data::{FlightDataError, FlightDataParser};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tonic::body::Body;
@@ -33,30 +31,21 @@ pub fn from_tonic(streaming: Streaming<FlightData>) -> Incoming {
     Box::pin(streaming)
 }
 
-/// Field numbers of FlightData.
-const DESCRIPTOR: u32 = 1;
-const HEADER: u32 = 2;
-const APP_METADATA: u32 = 3;
-const BODY: u32 = 1000;
+/// The status a refused stream ends with.
+fn status(error: FlightDataError) -> Status {
+    let code = match error {
+        FlightDataError::TooLarge { .. } => Code::OutOfRange,
+        FlightDataError::Compressed | FlightDataError::Truncated => Code::Internal,
+        FlightDataError::Malformed(_) => Code::InvalidArgument,
+    };
+    Status::new(code, error.to_string())
+}
 
 /// Decodes a request body of gRPC-framed FlightData messages.
 pub struct FlightDataReader {
     body: Body,
-    max_message_bytes: usize,
-    /// Received bytes not parsed yet, as the frames brought them.
-    received: VecDeque<Bytes>,
-    available: usize,
-    message: Option<Partial>,
+    parser: FlightDataParser,
     ended: bool,
-}
-
-/// The message being read.
-struct Partial {
-    /// Bytes of it not parsed yet.
-    remaining: usize,
-    data: FlightData,
-    /// The body field being filled, and how long it is.
-    body: Option<(MutableBuffer, usize)>,
 }
 
 impl FlightDataReader {
@@ -64,190 +53,10 @@ impl FlightDataReader {
     pub fn new(body: Body, max_message_bytes: usize) -> Self {
         Self {
             body,
-            max_message_bytes,
-            received: VecDeque::new(),
-            available: 0,
-            message: None,
+            parser: FlightDataParser::new(max_message_bytes),
             ended: false,
         }
     }
-
-    fn consume(&mut self, mut n: usize) {
-        self.available -= n;
-        while n > 0 {
-            let front = self.received.front_mut().expect("consumed what arrived");
-            if front.len() <= n {
-                n -= front.len();
-                self.received.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
-    }
-
-    /// The next `n` received bytes (sliced when they sit in one frame).
-    fn take(&mut self, n: usize) -> Bytes {
-        if n == 0 {
-            return Bytes::new();
-        }
-        let front = self.received.front().expect("taken only once arrived");
-        if front.len() >= n {
-            let taken = front.slice(..n);
-            self.consume(n);
-            return taken;
-        }
-        let joined = Bytes::from(peek(&self.received, n));
-        self.consume(n);
-        joined
-    }
-
-    /// Parses what has arrived: `Ok(Some)` a whole message, `Ok(None)` more
-    /// bytes are needed.
-    fn parse(&mut self) -> Result<Option<FlightData>, Status> {
-        loop {
-            let Some(message) = &mut self.message else {
-                if self.available < 5 {
-                    return Ok(None);
-                }
-                let prefix = peek(&self.received, 5);
-                if prefix[0] != 0 {
-                    return Err(Status::internal(
-                        "protocol error: received a compressed message; this server \
-                         accepts no grpc-encoding",
-                    ));
-                }
-                let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-                if len > self.max_message_bytes {
-                    return Err(Status::out_of_range(format!(
-                        "Error, decoded message length too large: found {len} bytes, the limit \
-                         is: {} bytes",
-                        self.max_message_bytes
-                    )));
-                }
-                self.consume(5);
-                self.message = Some(Partial {
-                    remaining: len,
-                    data: FlightData::default(),
-                    body: None,
-                });
-                continue;
-            };
-            if let Some((buffer, len)) = &mut message.body {
-                while buffer.len() < *len && self.available > 0 {
-                    let front = self.received.front_mut().expect("available");
-                    let n = front.len().min(*len - buffer.len());
-                    buffer.extend_from_slice(&front[..n]);
-                    self.available -= n;
-                    if n == front.len() {
-                        self.received.pop_front();
-                    } else {
-                        front.advance(n);
-                    }
-                }
-                if buffer.len() < *len {
-                    return Ok(None);
-                }
-                let (buffer, _) = message.body.take().expect("just filled");
-                message.data.data_body = Bytes::from(Buffer::from(buffer));
-                continue;
-            }
-            let remaining = message.remaining;
-            if remaining == 0 {
-                let done = self.message.take().expect("a message");
-                return Ok(Some(done.data));
-            }
-            // A key and a length: at most 10 bytes each.
-            let head = peek(&self.received, 20.min(remaining).min(self.available));
-            let Some((key, key_len)) = varint(&head) else {
-                if head.len() >= 10.min(remaining) {
-                    return Err(malformed("a field key that is no varint"));
-                }
-                return Ok(None);
-            };
-            let field = u32::try_from(key >> 3).map_err(|_| malformed("a field number"))?;
-            let (length, length_len) = match key & 7 {
-                2 => match varint(&head[key_len..]) {
-                    Some((length, n)) => (length, n),
-                    None if head.len() - key_len >= 10.min(remaining - key_len) => {
-                        return Err(malformed("a field length that is no varint"));
-                    }
-                    None => return Ok(None),
-                },
-                0 => match varint(&head[key_len..]) {
-                    Some((_, n)) => (0, n),
-                    None if head.len() - key_len >= 10.min(remaining - key_len) => {
-                        return Err(malformed("a varint field that is no varint"));
-                    }
-                    None => return Ok(None),
-                },
-                1 => (8, 0),
-                5 => (4, 0),
-                _ => return Err(malformed("a field of an unsupported wire type")),
-            };
-            let length = usize::try_from(length).map_err(|_| malformed("a field length"))?;
-            let field_len = key_len + length_len + length;
-            if field_len > remaining {
-                return Err(malformed("a field longer than its message"));
-            }
-            if key & 7 == 2 && field == BODY {
-                let message = self.message.as_mut().expect("a message");
-                message.remaining -= field_len;
-                message.body = Some((MutableBuffer::with_capacity(length), length));
-                self.consume(key_len + length_len);
-                continue;
-            }
-            if self.available < field_len {
-                return Ok(None);
-            }
-            self.consume(key_len + length_len);
-            let value = self.take(length);
-            let message = self.message.as_mut().expect("a message");
-            message.remaining -= field_len;
-            match (key & 7, field) {
-                // A repeated message field merges into the one before, as in protobuf.
-                (2, DESCRIPTOR) => message
-                    .data
-                    .flight_descriptor
-                    .get_or_insert_with(FlightDescriptor::default)
-                    .merge(value)
-                    .map_err(|e| malformed(&format!("a descriptor: {e}")))?,
-                (2, HEADER) => message.data.data_header = value,
-                (2, APP_METADATA) => message.data.app_metadata = value,
-                _ => {} // unknown fields are skipped, as protobuf readers do
-            }
-        }
-    }
-}
-
-/// Copies of the next `n` bytes of `received`, not consumed; fewer when fewer
-/// have arrived.
-fn peek(received: &VecDeque<Bytes>, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n);
-    for chunk in received {
-        let take = (n - out.len()).min(chunk.len());
-        out.extend_from_slice(&chunk[..take]);
-        if out.len() == n {
-            break;
-        }
-    }
-    out
-}
-
-fn malformed(what: &str) -> Status {
-    Status::invalid_argument(format!("a FlightData message that does not decode: {what}"))
-}
-
-/// A protobuf varint at the start of `bytes` and its length, if it is whole.
-fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 impl Stream for FlightDataReader {
@@ -259,21 +68,18 @@ impl Stream for FlightDataReader {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match this.parse() {
+            match this.parser.next_message() {
                 Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
                 Ok(None) => {}
-                Err(status) => {
+                Err(e) => {
                     this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
+                    return Poll::Ready(Some(Err(status(e))));
                 }
             }
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        this.available += data.len();
-                        this.received.push_back(data);
+                    if let Ok(data) = frame.into_data() {
+                        this.parser.push(data);
                     }
                 }
                 // A client that cancels its request ends it, as in tonic.
@@ -284,10 +90,8 @@ impl Stream for FlightDataReader {
                 }
                 None => {
                     this.ended = true;
-                    if this.available > 0 || this.message.is_some() {
-                        return Poll::Ready(Some(Err(Status::internal(
-                            "Unexpected EOF decoding stream.",
-                        ))));
+                    if let Err(e) = this.parser.finish() {
+                        return Poll::Ready(Some(Err(status(e))));
                     }
                 }
             }
@@ -298,7 +102,10 @@ impl Stream for FlightDataReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_flight::FlightDescriptor;
+    use bytes::Bytes;
     use futures::StreamExt;
+    use prost::Message;
 
     fn framed(data: &FlightData) -> Vec<u8> {
         let message = data.encode_to_vec();
@@ -390,22 +197,6 @@ mod tests {
             accepted > 100 && refused > 100,
             "{accepted} accepted, {refused} refused"
         );
-    }
-
-    #[tokio::test]
-    async fn unknown_fields_are_skipped() {
-        let mut message = sample(1, 10).encode_to_vec();
-        // Field 7 as a varint, field 8 as fixed64, field 9 as bytes, field 10 as fixed32.
-        message.extend_from_slice(&[7 << 3, 0x96, 0x01]);
-        message.extend_from_slice(&[(8 << 3) | 1, 1, 2, 3, 4, 5, 6, 7, 8]);
-        message.extend_from_slice(&[(9 << 3) | 2, 2, 0xaa, 0xbb]);
-        message.extend_from_slice(&[(10 << 3) | 5, 1, 2, 3, 4]);
-        let mut wire = vec![0];
-        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        wire.extend_from_slice(&message);
-        let read = read(wire, 3, 1 << 20).await;
-        assert_eq!(read.len(), 1);
-        assert_eq!(read[0].as_ref().unwrap(), &sample(1, 10));
     }
 
     #[tokio::test]
