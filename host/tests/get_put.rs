@@ -740,6 +740,28 @@ impl tonic::codec::Decoder for RawBytes {
     }
 }
 
+/// The status that ends a raw streaming call: at once or after any answers;
+/// a clean end is a test failure (`what` names the call).
+async fn refusal(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    request: tonic::Request<futures::stream::Iter<std::vec::IntoIter<Vec<u8>>>>,
+    path: http::uri::PathAndQuery,
+    what: &str,
+) -> tonic::Status {
+    grpc.ready().await.unwrap();
+    let mut stream = match grpc.streaming(request, path, RawBytes).await {
+        Err(status) => return status,
+        Ok(response) => response.into_inner(),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("{what} was answered in full"),
+            Err(status) => return status,
+        }
+    }
+}
+
 /// `DoGet` is answered below tonic's codec: a request that is not exactly one
 /// ticket within the message limit is refused with its own status before any
 /// work, a caller without credentials is refused first, and the server serves on.
@@ -783,23 +805,7 @@ async fn do_get_requests_that_are_not_one_ticket_are_refused() {
             Code::ResourceExhausted,
         ),
     ] {
-        grpc.ready().await.unwrap();
-        let outcome = grpc
-            .streaming(with_auth(messages), path.clone(), RawBytes)
-            .await;
-        let status = match outcome {
-            Err(status) => status,
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(_)) => continue,
-                        Ok(None) => panic!("{what} was answered"),
-                        Err(status) => break status,
-                    }
-                }
-            }
-        };
+        let status = refusal(&mut grpc, with_auth(messages), path.clone(), what).await;
         assert_eq!(status.code(), code, "{what}: {status}");
         refusals.push(status.message().to_owned());
     }
@@ -894,20 +900,7 @@ async fn client_messages_that_do_not_decode_are_refused_and_write_nothing() {
             };
             let mut request = tonic::Request::new(futures::stream::iter(messages));
             *request.metadata_mut() = metadata.clone();
-            grpc.ready().await.unwrap();
-            let status = match grpc.streaming(request, path.clone(), RawBytes).await {
-                Err(status) => status,
-                Ok(response) => {
-                    let mut stream = response.into_inner();
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(_)) => continue,
-                            Ok(None) => panic!("{method} with {what} succeeded"),
-                            Err(status) => break status,
-                        }
-                    }
-                }
-            };
+            let status = refusal(&mut grpc, request, path.clone(), what).await;
             assert_eq!(status.code(), code, "{method} with {what}: {status}");
         }
     }

@@ -108,11 +108,7 @@ mod tests {
     use prost::Message;
 
     fn framed(data: &FlightData) -> Vec<u8> {
-        let message = data.encode_to_vec();
-        let mut wire = vec![0];
-        wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        wire.extend_from_slice(&message);
-        wire
+        mallard_protocol::flight_data::framed(&data.encode_to_vec())
     }
 
     fn sample(i: u8, body_len: usize) -> FlightData {
@@ -177,9 +173,7 @@ mod tests {
                     _ => message.extend((0..rng.random_range(1..8)).map(|_| rng.random::<u8>())),
                 }
             }
-            let mut wire = vec![0];
-            wire.extend_from_slice(&(message.len() as u32).to_be_bytes());
-            wire.extend_from_slice(&message);
+            let wire = mallard_protocol::flight_data::framed(&message);
             let frame = rng.random_range(1..64);
             let read = read(wire, frame, 1 << 20).await;
             match read.as_slice() {

@@ -11,33 +11,22 @@
 use crate::flight::outgoing::Outgoing;
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::{FlightData, SchemaAsIpc};
 use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use mallard_exchanger::ipc::has_dictionary;
 use std::collections::VecDeque;
 use tonic::Status;
 
 /// Whether [`encode_stream`] can carry batches of `schema` (no dictionaries at
 /// any depth).
 pub fn supports(schema: &Schema) -> bool {
-    fn plain(field: &Field) -> bool {
-        match field.data_type() {
-            DataType::Dictionary(..) => false,
-            DataType::List(f)
-            | DataType::LargeList(f)
-            | DataType::ListView(f)
-            | DataType::LargeListView(f)
-            | DataType::FixedSizeList(f, _)
-            | DataType::Map(f, _) => plain(f),
-            DataType::Struct(fields) => fields.iter().all(|f| plain(f)),
-            DataType::Union(fields, _) => fields.iter().all(|(_, f)| plain(f)),
-            DataType::RunEndEncoded(ends, values) => plain(ends) && plain(values),
-            _ => true,
-        }
-    }
-    schema.fields().iter().all(|f| plain(f))
+    !schema
+        .fields()
+        .iter()
+        .any(|f| has_dictionary(f.data_type()))
 }
 
 /// The schema message, then each batch as messages of at most about
@@ -214,7 +203,7 @@ mod tests {
         ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, StringArray,
         StructArray, TimestampMicrosecondArray,
     };
-    use arrow::datatypes::Int32Type;
+    use arrow::datatypes::{DataType, Field, Int32Type};
     use arrow_flight::utils::flight_data_to_arrow_batch;
     use std::collections::HashMap;
     use std::sync::Arc;
