@@ -740,6 +740,18 @@ impl tonic::codec::Decoder for RawBytes {
     }
 }
 
+/// A gRPC client of `server` that speaks [`RawBytes`].
+async fn raw_client(
+    server: &mallard::server::RunningServer,
+) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
 /// The status that ends a raw streaming call: at once or after any answers;
 /// a clean end is a test failure (`what` names the call).
 async fn refusal(
@@ -772,12 +784,7 @@ async fn do_get_requests_that_are_not_one_ticket_are_refused() {
     let server = start_with(config).await;
     let mut client = client(&server).await;
     let metadata = client.metadata().clone();
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = raw_client(&server).await;
     let path = http::uri::PathAndQuery::from_static("/arrow.flight.protocol.FlightService/DoGet");
     let ticket =
         |sql: &str| prost::Message::encode_to_vec(&arrow_flight::Ticket::new(sql.to_owned()));
@@ -853,12 +860,7 @@ async fn client_messages_that_do_not_decode_are_refused_and_write_nothing() {
     let server = start_with(config).await;
     let mut client = client(&server).await;
     let metadata = client.metadata().clone();
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = raw_client(&server).await;
     // A real first message: the descriptor of table `t` and its schema.
     let batch = typed_batch(0, 10);
     let mut encoded: Vec<arrow_flight::FlightData> = FlightDataEncoderBuilder::new()
