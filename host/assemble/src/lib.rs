@@ -7,20 +7,24 @@
 //! decoded (validated) against the schema of those fields, the named columns are
 //! taken from the input batch the host decoded (validated) itself, every
 //! reference's index, type, nullability and length is checked against the
-//! declared schema, and the batch is encoded once, by the host.
+//! declared schema, and the batch is encoded once, by the host, in pieces
+//! ([`pieces`]): the input columns leave as the buffers they arrived in.
 
 //!
 //! It is a crate of its own, with neither DuckDB nor wasmtime, so that its
 //! fuzz target (`fuzz/`) builds in minutes.
 
 pub mod fuzzing;
+pub mod pieces;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use mallard_core::{Error, Result};
-use mallard_exchanger::ipc::{Message, MessageDecoder, MessageEncoder};
+use mallard_exchanger::ipc::{Message, MessageDecoder};
+use mallard_protocol::outgoing::Outgoing;
+use pieces::PieceEncoder;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,13 +46,13 @@ pub struct Emitted {
     pub messages: Vec<Message>,
 }
 
-/// One output IPC message (Flight's `data_header` and `data_body`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assembled {
-    /// The flatbuffer `Message`.
-    pub header: Bytes,
-    /// The message body.
-    pub body: Bytes,
+/// The current input batch, as the host decoded (validated) it.
+#[derive(Debug, Clone)]
+pub struct InputBatch {
+    /// The batch; its columns are slices of the message body it came in.
+    pub batch: RecordBatch,
+    /// That body's length: what an output that references the batch keeps alive.
+    pub body_bytes: usize,
 }
 
 /// Column layouts (which columns a guest emits, which it takes from input) one
@@ -63,24 +67,20 @@ pub struct Assembler {
     full: MessageDecoder,
     /// One decoder per layout of emitted columns.
     layouts: HashMap<Vec<bool>, MessageDecoder>,
-    encoder: MessageEncoder,
-    has_dictionaries: bool,
+    /// Encodes assembled batches; none when the output schema has
+    /// dictionaries (then input columns cannot be referenced).
+    encoder: Option<PieceEncoder>,
 }
 
 impl Assembler {
     /// For exchanger `name`'s session declaring `output`.
     pub fn new(name: &str, output: SchemaRef) -> Self {
-        let has_dictionaries = output
-            .fields()
-            .iter()
-            .any(|f| matches!(f.data_type(), DataType::Dictionary(..)));
         Self {
             name: name.to_owned(),
             full: MessageDecoder::new(output.clone()),
             layouts: HashMap::new(),
-            encoder: MessageEncoder::new(output.clone()),
+            encoder: PieceEncoder::new(&output).ok(),
             output,
-            has_dictionaries,
         }
     }
 
@@ -93,12 +93,18 @@ impl Assembler {
 
     /// The messages for `emitted`; `input` is the record batch of the current
     /// `push` (decoded and validated by the host), if there is one.
+    ///
+    /// Input columns leave as the input's own buffers, unless they are less
+    /// than half of the input message: then the output is copied, so that an
+    /// output message never keeps alive more than twice its own size (a queue
+    /// that budgets output bytes would otherwise hold whole inputs for a few
+    /// bytes of output each).
     pub fn assemble(
         &mut self,
         emitted: Emitted,
-        input: &mut dyn FnMut() -> Result<Option<RecordBatch>>,
+        input: &mut dyn FnMut() -> Result<Option<InputBatch>>,
         what: &str,
-        out: &mut Vec<Assembled>,
+        out: &mut Vec<Outgoing>,
     ) -> Result<()> {
         let fields = self.output.fields().len();
         if emitted.columns.len() != fields {
@@ -118,14 +124,17 @@ impl Assembler {
         if layout.iter().all(|e| *e) {
             return self.forward(emitted.messages, what, out);
         }
-        if self.has_dictionaries {
+        if self.encoder.is_none() {
             return Err(self.refuse(
                 what,
                 "input columns cannot be referenced when the output schema has dictionary \
                  columns; emit every column",
             ));
         }
-        let input = input()?.ok_or_else(|| {
+        let InputBatch {
+            batch: input,
+            body_bytes,
+        } = input()?.ok_or_else(|| {
             self.refuse(
                 what,
                 "input columns referenced outside push of a record batch",
@@ -146,6 +155,7 @@ impl Assembler {
         }
         let mut emitted_columns = computed.iter().flat_map(|b| b.columns().iter().cloned());
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields);
+        let mut passed_bytes = 0;
         for (source, field) in emitted.columns.iter().zip(self.output.fields()) {
             let column = match source {
                 ColumnSource::Emitted => emitted_columns
@@ -181,6 +191,7 @@ impl Assembler {
                             ),
                         ));
                     }
+                    passed_bytes += column.to_data().get_slice_memory_size().unwrap_or(0);
                     column.clone()
                 }
             };
@@ -188,14 +199,15 @@ impl Assembler {
         }
         let batch =
             RecordBatch::try_new(self.output.clone(), columns).map_err(|e| self.refuse(what, e))?;
-        let mut messages = Vec::with_capacity(1);
-        self.encoder
-            .encode(&batch, &mut messages)
-            .map_err(|e| Error::internal(format!("encoding assembled output: {e}")))?;
-        out.extend(messages.into_iter().map(|m| Assembled {
-            header: m.header.into(),
-            body: m.body.into(),
-        }));
+        let encoder = self.encoder.as_mut().expect("checked above");
+        let first = out.len();
+        // One message per emission, whatever its size: as the guest emitted it.
+        encoder.encode(&batch, usize::MAX, out)?;
+        if passed_bytes.saturating_mul(2) < body_bytes {
+            for message in &mut out[first..] {
+                message.body = vec![Bytes::from(message.body.concat())];
+            }
+        }
         Ok(())
     }
 
@@ -204,7 +216,7 @@ impl Assembler {
         &mut self,
         messages: Vec<Message>,
         what: &str,
-        out: &mut Vec<Assembled>,
+        out: &mut Vec<Outgoing>,
     ) -> Result<()> {
         for message in messages {
             let header = Bytes::from(message.header);
@@ -212,7 +224,7 @@ impl Assembler {
             self.full
                 .decode(&header, Buffer::from(body.clone()))
                 .map_err(|e| self.refuse(what, e))?;
-            out.push(Assembled { header, body });
+            out.push(Outgoing::data(header, vec![body]));
         }
         Ok(())
     }
@@ -281,9 +293,17 @@ impl Assembler {
 mod tests {
     use super::*;
     use arrow::array::{BooleanArray, Int64Array, StringArray};
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{DataType, Field};
     use mallard_core::ErrorKind;
-    use mallard_exchanger::ipc::MessageDecoder;
+    use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
+
+    /// `batch` as the current input, as if it came in a message of its own size.
+    fn held(batch: RecordBatch) -> InputBatch {
+        InputBatch {
+            body_bytes: pieces::batch_bytes(&batch),
+            batch,
+        }
+    }
 
     fn input() -> RecordBatch {
         RecordBatch::try_from_iter([
@@ -323,10 +343,10 @@ mod tests {
         columns: Vec<ColumnSource>,
         messages: Vec<Message>,
         input_batch: Option<RecordBatch>,
-    ) -> Result<Vec<Assembled>> {
+    ) -> Result<Vec<Outgoing>> {
         let mut assembler = Assembler::new("t", output());
         let mut out = Vec::new();
-        let mut input = move || Ok(input_batch.clone());
+        let mut input = move || Ok(input_batch.clone().map(held));
         assembler.assemble(
             Emitted { columns, messages },
             &mut input,
@@ -336,12 +356,17 @@ mod tests {
         Ok(out)
     }
 
-    fn decoded(out: Vec<Assembled>) -> RecordBatch {
-        let mut decoder = MessageDecoder::new(output());
+    fn decoded(out: Vec<Outgoing>) -> RecordBatch {
+        decoded_as(output(), out)
+    }
+
+    fn decoded_as(schema: SchemaRef, out: Vec<Outgoing>) -> RecordBatch {
+        let mut decoder = MessageDecoder::new(schema);
         let mut batch = None;
         for m in out {
+            let data = m.into_flight_data();
             batch = decoder
-                .decode(&m.header, Buffer::from(m.body))
+                .decode(&data.data_header, Buffer::from(data.data_body))
                 .unwrap()
                 .or(batch);
         }
@@ -363,7 +388,7 @@ mod tests {
         ]));
         let mut assembler = Assembler::new("t", swapped);
         let mut out = Vec::new();
-        let mut source = || Ok(Some(input()));
+        let mut source = || Ok(Some(held(input())));
         let emitted = Emitted {
             columns: vec![I(1), I(1)],
             messages: vec![],
@@ -372,6 +397,98 @@ mod tests {
             .assemble(emitted, &mut source, "b", &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    /// An input of a 100,000-row id column and a name column of `name_bytes` per row.
+    fn wide_input(name_bytes: usize) -> RecordBatch {
+        let rows = 100_000;
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|_| "n".repeat(name_bytes)),
+                )),
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// Assembles `columns` of `input` plus an emitted `processed` column.
+    fn pass_through(input: &RecordBatch, columns: Vec<ColumnSource>) -> Vec<Outgoing> {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| match c {
+                I(k) => input.schema().field(*k as usize).clone(),
+                E => output().field(2).clone(),
+            })
+            .collect();
+        let mut assembler = Assembler::new("t", Arc::new(Schema::new(fields)));
+        let mut out = Vec::new();
+        let rows = input.num_rows();
+        let mut source = || Ok(Some(held(input.clone())));
+        assembler
+            .assemble(
+                Emitted {
+                    columns,
+                    messages: processed(rows),
+                },
+                &mut source,
+                "b",
+                &mut out,
+            )
+            .unwrap();
+        out
+    }
+
+    /// Whether any body piece of `out` lies inside `column`'s value buffer.
+    fn points_into(out: &[Outgoing], column: &ArrayRef) -> bool {
+        let data = column.to_data();
+        let values = data.buffers().last().unwrap();
+        let range = values.as_ptr() as usize..values.as_ptr() as usize + values.len();
+        out.iter()
+            .flat_map(|m| &m.body)
+            .any(|piece| range.contains(&(piece.as_ptr() as usize)))
+    }
+
+    #[test]
+    fn input_columns_leave_as_the_inputs_own_buffers() {
+        let input = wide_input(8);
+        let out = pass_through(&input, vec![I(0), I(1), E]);
+        assert!(points_into(&out, input.column(0)));
+        assert!(points_into(&out, input.column(1)));
+        let batch = decoded_as(out_schema(&input), out);
+        assert_eq!(batch.column(1).as_ref(), input.column(1).as_ref());
+    }
+
+    fn out_schema(input: &RecordBatch) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            input.schema().field(0).clone(),
+            input.schema().field(1).clone(),
+            output().field(2).clone(),
+        ]))
+    }
+
+    #[test]
+    fn a_small_share_of_a_large_input_is_copied_not_held() {
+        // The ids are 800 kB of an input of about 10 MB: an output holding the
+        // input for them would keep 12 times its own size alive.
+        let input = wide_input(100);
+        let out = pass_through(&input, vec![I(0), E]);
+        assert!(!points_into(&out, input.column(0)));
+        assert!(!points_into(&out, input.column(1)));
+        assert!(out.iter().all(|m| m.body.len() == 1));
+        let body: usize = out.iter().map(Outgoing::body_len).sum();
+        assert!(body < 1 << 20, "{body} bytes");
+        let schema = Arc::new(Schema::new(vec![
+            input.schema().field(0).clone(),
+            output().field(2).clone(),
+        ]));
+        let batch = decoded_as(schema, out);
+        assert_eq!(batch.column(0).as_ref(), input.column(0).as_ref());
     }
 
     #[test]
@@ -415,7 +532,7 @@ mod tests {
             .unwrap();
         let body = messages[0].body.clone();
         let out = run(vec![E, E, E], messages, None).unwrap();
-        assert_eq!(out[0].body.as_ref(), body.as_slice());
+        assert_eq!(out[0].body.concat(), body);
         let garbage = vec![Message {
             header: vec![1, 2, 3],
             body: vec![],
@@ -459,7 +576,7 @@ mod tests {
             MessageEncoder::new(schema)
                 .encode(&batch, &mut messages)
                 .unwrap();
-            let mut source = || Ok(Some(one.clone()));
+            let mut source = || Ok(Some(held(one.clone())));
             let result = assembler.assemble(
                 Emitted { columns, messages },
                 &mut source,

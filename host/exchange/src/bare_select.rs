@@ -25,7 +25,7 @@
 
 use super::output::Output;
 use super::sql::{self, Bound};
-use crate::Exchanges;
+use crate::{Exchanges, Outgoing};
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -125,9 +125,9 @@ impl Splitter {
     ) -> Vec<std::result::Result<Output, tonic::Status>> {
         match item {
             Ok(Output::Data(data))
-                if data.data_header.len() + data.data_body.len() > self.max_message_bytes =>
+                if data.fields.data_header.len() + data.body_len() > self.max_message_bytes =>
             {
-                match self.split(&data) {
+                match self.split(data.into_flight_data()) {
                     Ok(pieces) => pieces.into_iter().map(|d| Ok(Output::Data(d))).collect(),
                     Err(e) => vec![Err(tonic::Status::from(e))],
                 }
@@ -136,7 +136,7 @@ impl Splitter {
         }
     }
 
-    fn split(&self, data: &FlightData) -> Result<Vec<FlightData>> {
+    fn split(&self, data: FlightData) -> Result<Vec<Outgoing>> {
         // SAFETY: every message of an exchange's output was encoded by this
         // server from arrays it validated or built (see `sql::BoundExchange`).
         let mut decoder = unsafe { MessageDecoder::new_unvalidated(self.schema.clone()) };
@@ -154,7 +154,7 @@ impl Splitter {
             let slice = batch.slice(offset, per_piece.min(rows - offset));
             self.encode_within(&mut encoder, &slice, &mut messages)?;
         }
-        Ok(messages.into_iter().map(crate::flight_data).collect())
+        Ok(messages.into_iter().map(crate::outgoing).collect())
     }
 
     /// Appends `batch` as messages within the limit, halving a piece that
@@ -404,7 +404,7 @@ mod tests {
     }
 
     /// `rows` rows of one Int64 column, as one output message.
-    fn message(rows: i64) -> (SchemaRef, FlightData) {
+    fn message(rows: i64) -> (SchemaRef, Outgoing) {
         let batch = RecordBatch::try_from_iter([(
             "x",
             Arc::new(Int64Array::from_iter_values(0..rows)) as arrow::array::ArrayRef,
@@ -413,7 +413,7 @@ mod tests {
         let mut encoder = MessageEncoder::new(batch.schema());
         let mut messages = Vec::new();
         encoder.encode(&batch, &mut messages).unwrap();
-        (batch.schema(), crate::flight_data(messages.pop().unwrap()))
+        (batch.schema(), crate::outgoing(messages.pop().unwrap()))
     }
 
     fn sizes_and_values(schema: &SchemaRef, pieces: &[FlightData]) -> (Vec<usize>, Vec<i64>) {
@@ -436,11 +436,11 @@ mod tests {
     #[test]
     fn messages_over_the_limit_are_split_into_rows_that_fit() {
         let (schema, data) = message(100_000);
-        let size = data.data_header.len() + data.data_body.len();
+        let size = data.fields.data_header.len() + data.body_len();
         // At the limit: untouched.
         let mut at = Splitter::new(schema.clone(), size);
         let same = at.fit(Ok(Output::Data(data.clone())));
-        assert!(matches!(&same[..], [Ok(Output::Data(d))] if d.data_body == data.data_body));
+        assert!(matches!(&same[..], [Ok(Output::Data(d))] if d.body == data.body));
         // One byte under: split, every piece within the limit, every row kept in order.
         for limit in [size - 1, size / 3, 64 << 10] {
             let mut under = Splitter::new(schema.clone(), limit);
@@ -448,7 +448,7 @@ mod tests {
                 .fit(Ok(Output::Data(data.clone())))
                 .into_iter()
                 .map(|item| match item {
-                    Ok(Output::Data(d)) => d,
+                    Ok(Output::Data(d)) => d.into_flight_data(),
                     _ => panic!("not data"),
                 })
                 .collect();

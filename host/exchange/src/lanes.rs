@@ -13,7 +13,7 @@
 //! messages in flight, so the results channel never holds more than that either.
 //! A lane's panic becomes that job's Internal error, never a hang.
 
-use crate::ExchangeSession;
+use crate::{ExchangeSession, Outgoing};
 use arrow::datatypes::{DataType, Schema};
 use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::FlightData;
@@ -37,7 +37,7 @@ pub use mallard_protocol::exchange::Order;
 /// One call's outcome on a lane, with what it cost there.
 pub struct Done {
     /// The output messages, or the call's error.
-    pub out: Result<Vec<FlightData>>,
+    pub out: Result<Vec<Outgoing>>,
     /// CPU time of the call, on the lane's thread.
     pub cpu: Duration,
     /// Wall time of the call.
@@ -95,8 +95,8 @@ pub fn may_run_on_lanes(session: &dyn ExchangeSession, output: &Schema) -> bool 
 /// Runs one call, returning its outcome, its CPU time on this thread and its
 /// wall time.
 pub fn timed(
-    call: impl FnOnce() -> Result<Vec<FlightData>>,
-) -> (Result<Vec<FlightData>>, Duration, Duration) {
+    call: impl FnOnce() -> Result<Vec<Outgoing>>,
+) -> (Result<Vec<Outgoing>>, Duration, Duration) {
     let started = Instant::now();
     let (out, cpu) = measure_cpu(call);
     (out, cpu, started.elapsed())
@@ -354,7 +354,7 @@ fn serve(
     session
 }
 
-fn guarded(call: impl FnOnce() -> Result<Vec<FlightData>>) -> Result<Vec<FlightData>> {
+fn guarded(call: impl FnOnce() -> Result<Vec<Outgoing>>) -> Result<Vec<Outgoing>> {
     std::panic::catch_unwind(AssertUnwindSafe(call))
         .unwrap_or_else(|_| Err(Error::internal("an exchange instance panicked")))
 }
@@ -381,7 +381,7 @@ mod tests {
         fn schema_message(&self) -> FlightData {
             FlightData::default()
         }
-        fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
+        fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<Outgoing>> {
             let first = first_value(header);
             if Some(first) == self.fail_at {
                 return Err(Error::aborted(format!("refused {first}")));
@@ -390,13 +390,9 @@ mod tests {
                 panic!("lane test panic");
             }
             std::thread::sleep(Duration::from_millis(((8 - first % 8) * 3) as u64));
-            Ok(vec![FlightData {
-                data_header: header.clone(),
-                data_body: body.clone(),
-                ..Default::default()
-            }])
+            Ok(vec![Outgoing::data(header.clone(), vec![body.clone()])])
         }
-        fn finish(&mut self) -> Result<Vec<FlightData>> {
+        fn finish(&mut self) -> Result<Vec<Outgoing>> {
             Ok(Vec::new())
         }
         fn stateless(&self) -> bool {
@@ -444,7 +440,9 @@ mod tests {
         let mut take = |done: Vec<Done>| {
             for d in done {
                 match d.out {
-                    Ok(out) => seen.extend(out.iter().map(|m| Ok(first_value(&m.data_header)))),
+                    Ok(out) => {
+                        seen.extend(out.iter().map(|m| Ok(first_value(&m.fields.data_header))))
+                    }
                     Err(e) => seen.push(Err(e)),
                 }
             }

@@ -35,6 +35,7 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::{Message, MessageDecoder, schema_from_header};
+pub use mallard_protocol::outgoing::Outgoing;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,9 +50,9 @@ pub trait ExchangeSession: Send {
     /// The output schema message, sent to the client first.
     fn schema_message(&self) -> FlightData;
     /// Transforms one input message (record batch or dictionary batch).
-    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>>;
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<Outgoing>>;
     /// End of input.
-    fn finish(&mut self) -> Result<Vec<FlightData>>;
+    fn finish(&mut self) -> Result<Vec<Outgoing>>;
     /// What the guest printed, if anything (for logs).
     fn guest_output(&self) -> String {
         String::new()
@@ -67,13 +68,9 @@ pub trait ExchangeSession: Send {
     }
 }
 
-/// An IPC message this server encoded, as Flight data.
-pub(crate) fn flight_data(Message { header, body }: Message) -> FlightData {
-    FlightData {
-        data_header: header.into(),
-        data_body: body.into(),
-        ..FlightData::default()
-    }
+/// An IPC message this server encoded, as an outgoing Flight message.
+pub(crate) fn outgoing(Message { header, body }: Message) -> Outgoing {
+    Outgoing::data(header.into(), vec![body.into()])
 }
 
 /// Rows of a record batch message, from its header (0 for other messages).

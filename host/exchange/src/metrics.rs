@@ -149,15 +149,15 @@ impl ExchangerMetrics {
 
     /// Counts one message received; returns its rows and bytes (for receipts).
     pub fn received(&self, data: &arrow_flight::FlightData) -> (u64, u64) {
-        let (rows, bytes) = message_size(data);
+        let (rows, bytes) = message_size(&data.data_header, data.data_body.len());
         self.rows_in.fetch_add(rows, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
         (rows, bytes)
     }
 
     /// Counts one message sent on; returns its rows and bytes (for receipts).
-    pub fn sent(&self, data: &arrow_flight::FlightData) -> (u64, u64) {
-        let (rows, bytes) = message_size(data);
+    pub fn sent(&self, data: &crate::Outgoing) -> (u64, u64) {
+        let (rows, bytes) = message_size(&data.fields.data_header, data.body_len());
         self.rows_out.fetch_add(rows, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         (rows, bytes)
@@ -202,9 +202,10 @@ impl ExchangerMetrics {
 }
 
 /// Rows of a message (0 unless a record batch) and its IPC bytes (header and body).
-fn message_size(data: &arrow_flight::FlightData) -> (u64, u64) {
-    let bytes = (data.data_header.len() + data.data_body.len()) as u64;
-    (super::message_rows(&data.data_header), bytes)
+/// Rows and bytes of a message of `header` and a body of `body_bytes`.
+fn message_size(header: &[u8], body_bytes: usize) -> (u64, u64) {
+    let bytes = (header.len() + body_bytes) as u64;
+    (super::message_rows(header), bytes)
 }
 
 /// The metrics of one version, as `list_exchangers` shows them.

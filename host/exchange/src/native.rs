@@ -1,9 +1,10 @@
 //! The sandbox-off path: a built-in exchanger's native build, driven through the
 //! same IPC messages as the wasm path so the two differ only in the sandbox.
 
-use crate::{ExchangeSession, decode_input, exchanger_error};
+use crate::{ExchangeSession, Outgoing, decode_input, exchanger_error};
 use arrow_flight::FlightData;
 use bytes::Bytes;
+use mallard_assemble::pieces::PieceEncoder;
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
 use mallard_exchanger::native::{Builtin, Session};
@@ -15,6 +16,9 @@ pub struct NativeSession {
     session: Box<dyn Session>,
     decoder: MessageDecoder,
     encoder: MessageEncoder,
+    /// Encodes output in pieces (the batches' own buffers) unless its schema
+    /// has dictionaries; `encoder` tracks those.
+    pieces: Option<PieceEncoder>,
     schema_header: Bytes,
     batch_index: u64,
 }
@@ -33,6 +37,7 @@ impl NativeSession {
         let encoder = MessageEncoder::new(session.output_schema());
         Ok(Self {
             name,
+            pieces: PieceEncoder::new(&session.output_schema()).ok(),
             schema_header: Bytes::from(encoder.schema_header()),
             encoder,
             decoder: MessageDecoder::new(input),
@@ -41,14 +46,25 @@ impl NativeSession {
         })
     }
 
-    fn encode(&mut self, batches: Vec<arrow::array::RecordBatch>) -> Result<Vec<FlightData>> {
+    fn encode(&mut self, batches: Vec<arrow::array::RecordBatch>) -> Result<Vec<Outgoing>> {
+        let failed =
+            |e: &dyn std::fmt::Display| Error::aborted(format!("exchanger {:?}: {e}", self.name));
+        if let Some(pieces) = &mut self.pieces {
+            let mut out = Vec::new();
+            for batch in &batches {
+                pieces
+                    .encode(batch, usize::MAX, &mut out)
+                    .map_err(|e| failed(&e))?;
+            }
+            return Ok(out);
+        }
         let mut messages = Vec::new();
         for batch in &batches {
             self.encoder
                 .encode(batch, &mut messages)
-                .map_err(|e| Error::aborted(format!("exchanger {:?}: {e}", self.name)))?;
+                .map_err(|e| failed(&e))?;
         }
-        Ok(messages.into_iter().map(crate::flight_data).collect())
+        Ok(messages.into_iter().map(crate::outgoing).collect())
     }
 }
 
@@ -60,7 +76,7 @@ impl ExchangeSession for NativeSession {
         }
     }
 
-    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<Outgoing>> {
         let what = format!("batch {}", self.batch_index);
         self.batch_index += 1;
         let Some(batch) = decode_input(&mut self.decoder, header, body, &what)? else {
@@ -73,7 +89,7 @@ impl ExchangeSession for NativeSession {
         self.encode(out)
     }
 
-    fn finish(&mut self) -> Result<Vec<FlightData>> {
+    fn finish(&mut self) -> Result<Vec<Outgoing>> {
         let out = self
             .session
             .finish()

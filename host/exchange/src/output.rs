@@ -13,7 +13,7 @@
 //! too and the client reads nothing for the stall timeout, the exchange fails with
 //! ResourceExhausted, delivered ahead of the queued output, rather than hang.
 
-use arrow_flight::FlightData;
+use crate::Outgoing;
 use futures::Stream;
 use mallard_core::Error;
 use mallard_protocol::Receipt;
@@ -57,7 +57,7 @@ pub const PATIENCE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub enum Output {
     /// One output message.
-    Data(FlightData),
+    Data(Outgoing),
     /// The exchange completed; nothing follows.
     Done(Receipt),
 }
@@ -69,7 +69,7 @@ enum Entry {
 }
 
 struct Queued {
-    data: FlightData,
+    data: Outgoing,
     /// Returns the message's slot, if it took one, once the network takes it.
     _slot: Option<OwnedSemaphorePermit>,
     /// Returns the message's bytes to the budget once the network takes it.
@@ -155,9 +155,9 @@ impl OutputSender {
 
     /// Queues one message, waiting while the client reads and the slots are full,
     /// or while the queue holds the whole byte budget.
-    pub fn send(&self, data: FlightData) -> Result<(), SendError> {
+    pub fn send(&self, data: Outgoing) -> Result<(), SendError> {
         let slot = self.slot()?;
-        let size = data.data_header.len() + data.data_body.len() + data.app_metadata.len();
+        let size = data.fields.data_header.len() + data.body_len() + data.fields.app_metadata.len();
         // A message larger than the whole budget waits for an empty queue.
         let permits = size
             .clamp(1, self.limits.bytes.max(1))
@@ -258,7 +258,7 @@ mod tests {
     async fn a_worker_that_dies_ends_the_stream_with_an_error() {
         let (sender, stream) = channel(budget());
         tokio::task::spawn_blocking(move || {
-            sender.send(FlightData::default()).unwrap();
+            sender.send(Outgoing::default()).unwrap();
             drop(sender); // as a panic unwinding the worker would
         })
         .await
@@ -278,7 +278,7 @@ mod tests {
         };
         let sent = receipt.clone();
         tokio::task::spawn_blocking(move || {
-            sender.send(FlightData::default()).unwrap();
+            sender.send(Outgoing::default()).unwrap();
             sender.finish(sent);
         })
         .await

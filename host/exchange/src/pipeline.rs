@@ -24,7 +24,7 @@ use super::catalog::Running;
 use super::lanes::{self, Lanes};
 use super::metrics::{ExchangerMetrics, ExtraInstance};
 use super::output::{self, Output, OutputSender, SendError};
-use super::{CHANNEL_MESSAGES, CancelOnDrop, ExchangeSession};
+use super::{CHANNEL_MESSAGES, CancelOnDrop, ExchangeSession, Outgoing};
 use crate::Exchanges;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -368,10 +368,10 @@ impl StageRun {
     /// Counts one call's outcome (wherever it ran) and its output.
     fn account(
         &mut self,
-        out: Result<Vec<FlightData>>,
+        out: Result<Vec<Outgoing>>,
         cpu: Duration,
         wall: Duration,
-    ) -> Result<Vec<FlightData>> {
+    ) -> Result<Vec<Outgoing>> {
         let metrics = &self.running.version.metrics;
         metrics.add_cpu(cpu);
         self.receipt.cpu_ms += millis(cpu);
@@ -391,7 +391,7 @@ impl StageRun {
     }
 
     /// Counts what several lane calls returned, in order, up to the first error.
-    fn account_all(&mut self, done: Vec<lanes::Done>) -> Result<Vec<FlightData>> {
+    fn account_all(&mut self, done: Vec<lanes::Done>) -> Result<Vec<Outgoing>> {
         let mut out = Vec::new();
         for lanes::Done {
             out: one,
@@ -412,7 +412,7 @@ impl StageRun {
 
     /// Hands one message to the stage; returns the output now ready (a parallel
     /// stage's may belong to earlier messages).
-    fn push(&mut self, message: &FlightData) -> Result<Vec<FlightData>> {
+    fn push(&mut self, message: &FlightData) -> Result<Vec<Outgoing>> {
         let (rows, bytes) = self.metrics().received(message);
         self.receipt.rows_in += rows;
         self.receipt.bytes_in += bytes;
@@ -432,7 +432,7 @@ impl StageRun {
     }
 
     /// The output of everything still in flight (a parallel stage's), waiting for it.
-    fn drain(&mut self) -> Result<Vec<FlightData>> {
+    fn drain(&mut self) -> Result<Vec<Outgoing>> {
         match &mut self.run {
             Run::One(_) => Ok(Vec::new()),
             Run::Lanes(lanes) => {
@@ -442,7 +442,7 @@ impl StageRun {
         }
     }
 
-    fn finish(&mut self) -> Result<Vec<FlightData>> {
+    fn finish(&mut self) -> Result<Vec<Outgoing>> {
         match &mut self.run {
             Run::One(session) => {
                 let (out, cpu, wall) = lanes::timed(|| session.finish());
@@ -489,17 +489,18 @@ impl StageRun {
 }
 
 /// Passes `message` through `stages` in order, then to `sink`; false once the
-/// client is gone.
+/// client is gone. A stage reads its input in one piece (joined if it came in
+/// several); the last stage's output goes to the sink as it is.
 fn feed(
     stages: &mut [StageRun],
-    message: &FlightData,
-    sink: &mut dyn FnMut(FlightData) -> Result<bool>,
+    message: Outgoing,
+    sink: &mut dyn FnMut(Outgoing) -> Result<bool>,
 ) -> Result<bool> {
     let Some((stage, rest)) = stages.split_first_mut() else {
-        return sink(message.clone());
+        return sink(message);
     };
-    for out in stage.push(message)? {
-        if !feed(rest, &out, sink)? {
+    for out in stage.push(&message.into_flight_data())? {
+        if !feed(rest, out, sink)? {
             return Ok(false);
         }
     }
@@ -511,13 +512,13 @@ fn feed(
 /// client is gone.
 fn in_stage_order(
     stages: &mut [StageRun],
-    sink: &mut dyn FnMut(FlightData) -> Result<bool>,
-    each: fn(&mut StageRun) -> Result<Vec<FlightData>>,
+    sink: &mut dyn FnMut(Outgoing) -> Result<bool>,
+    each: fn(&mut StageRun) -> Result<Vec<Outgoing>>,
 ) -> Result<bool> {
     for i in 0..stages.len() {
         let (head, rest) = stages.split_at_mut(i + 1);
         for out in each(&mut head[i])? {
-            if !feed(rest, &out, sink)? {
+            if !feed(rest, out, sink)? {
                 return Ok(false);
             }
         }
@@ -542,7 +543,7 @@ impl Worker {
         slot: mallard_access::slots::Slot,
     ) {
         let outcome = (|| -> Result<bool> {
-            let mut sink = |data: FlightData| match output.send(data) {
+            let mut sink = |data: Outgoing| match output.send(data) {
                 Ok(()) => Ok(true),
                 Err(SendError::Gone) => Ok(false),
                 Err(SendError::Stalled(e)) => Err(e),
@@ -567,7 +568,7 @@ impl Worker {
                 if message.data_header.is_empty() {
                     continue; // metadata-only message
                 }
-                if !feed(&mut self.stages, &message, &mut sink)? {
+                if !feed(&mut self.stages, Outgoing::from(message), &mut sink)? {
                     return Ok(false);
                 }
             }

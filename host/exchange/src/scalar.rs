@@ -352,14 +352,13 @@ impl ScalarEvaluator for Evaluator {
         let wall = started.elapsed();
         let mut values = None;
         let mut bytes_out = 0;
-        for message in &outputs {
-            bytes_out += message.data_header.len() + message.data_body.len();
+        let batches_out = outputs.len() as u64;
+        for message in outputs {
+            bytes_out += message.fields.data_header.len() + message.body_len();
+            let message = message.into_flight_data();
             let batch = self
                 .decoder
-                .decode(
-                    &message.data_header,
-                    Buffer::from(message.data_body.clone()),
-                )
+                .decode(&message.data_header, Buffer::from(message.data_body))
                 .map_err(|e| Error::invalid_argument(format!("exchanger output: {e}")))?;
             if let Some(batch) = batch {
                 if values.is_some() {
@@ -384,7 +383,7 @@ impl ScalarEvaluator for Evaluator {
         receipt.rows_in += rows as u64;
         receipt.rows_out += rows as u64;
         receipt.batches_in += 1;
-        receipt.batches_out += outputs.len() as u64;
+        receipt.batches_out += batches_out;
         receipt.bytes_in += bytes_in as u64;
         receipt.bytes_out += bytes_out as u64;
         receipt.wall_ms += wall.as_secs_f64() * 1e3;

@@ -415,6 +415,7 @@ impl table_function::Batches for RunningExchange {
                     return Ok(None);
                 }
                 Some(Ok(Output::Data(data))) => {
+                    let data = data.into_flight_data();
                     let batch = self
                         .decoder
                         .decode(&data.data_header, Buffer::from(data.data_body))

@@ -9,13 +9,14 @@
 //! here only when the guest fails on one, so a malformed batch is reported as the
 //! client's (InvalidArgument) rather than as the exchanger's failure.
 
-use crate::{ExchangeSession, decode_input, exchanger_error, guest_text, validated_schema_message};
-use arrow::array::RecordBatch;
+use crate::{
+    ExchangeSession, Outgoing, decode_input, exchanger_error, guest_text, validated_schema_message,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::FlightData;
 use bytes::Bytes;
-use mallard_assemble::Assembler;
+use mallard_assemble::{Assembler, InputBatch};
 use mallard_core::{Error, Result};
 use mallard_exchanger::ipc::{MessageBounds, MessageDecoder};
 use mallard_sandbox::bindings::{Exchanger, IpcMessage, v0_2};
@@ -146,7 +147,7 @@ impl WasmSession {
     /// output that takes the host longer to check than the guest had left ends the
     /// stream as the guest running over would (each message's check is itself
     /// bounded by the decoder's footprint rule).
-    fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<FlightData>> {
+    fn validate(&mut self, messages: Vec<IpcMessage>, what: &str) -> Result<Vec<Outgoing>> {
         let deadline = self.store.data().call_deadline;
         let mut out = Vec::with_capacity(messages.len());
         for message in messages {
@@ -161,11 +162,7 @@ impl WasmSession {
                         self.info.name
                     ))
                 })?;
-            out.push(FlightData {
-                data_header: header,
-                data_body: body,
-                ..Default::default()
-            });
+            out.push(Outgoing::data(header, vec![body]));
         }
         Ok(out)
     }
@@ -176,7 +173,7 @@ impl ExchangeSession for WasmSession {
         self.schema_message.clone()
     }
 
-    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<FlightData>> {
+    fn push(&mut self, header: &Bytes, body: &Bytes) -> Result<Vec<Outgoing>> {
         let what = format!("batch {}", self.batch_index);
         self.batch_index += 1;
         // Dictionaries are small and later batches need them to be checked.
@@ -228,7 +225,7 @@ impl ExchangeSession for WasmSession {
         outcome
     }
 
-    fn finish(&mut self) -> Result<Vec<FlightData>> {
+    fn finish(&mut self) -> Result<Vec<Outgoing>> {
         let session = self.session;
         match &self.instance {
             Instance::V0_1(instance) => {
@@ -277,7 +274,7 @@ impl WasmSession {
             &v0_2::Exchanger,
             &mut Store<StoreState>,
         ) -> wasmtime::Result<std::result::Result<(), v0_2::ExchangeError>>,
-    ) -> Result<Vec<FlightData>> {
+    ) -> Result<Vec<Outgoing>> {
         let Instance::V0_2(instance, _) = &self.instance else {
             unreachable!("only contract 0.2 sessions emit")
         };
@@ -309,28 +306,24 @@ impl WasmSession {
         };
         let deadline = self.store.data().call_deadline;
         let decoder = &mut self.input;
-        let mut input_batch = || -> Result<Option<RecordBatch>> {
+        let mut input_batch = || -> Result<Option<InputBatch>> {
             let Some((header, body)) = input else {
                 return Ok(None);
             };
             if decoded_input.is_none() {
                 decoded_input = decode_input(decoder, header, body, what)?;
             }
-            Ok(decoded_input.clone())
+            Ok(decoded_input.clone().map(|batch| InputBatch {
+                batch,
+                body_bytes: body.len(),
+            }))
         };
         let mut out = Vec::new();
         for emission in emitted {
             self.info.within(deadline, what)?;
             assembler.assemble(emission, &mut input_batch, what, &mut out)?;
         }
-        Ok(out
-            .into_iter()
-            .map(|m| FlightData {
-                data_header: m.header,
-                data_body: m.body,
-                ..FlightData::default()
-            })
-            .collect())
+        Ok(out)
     }
 
     /// The schema message the exchanger declared in `open`.

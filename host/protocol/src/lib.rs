@@ -1,7 +1,8 @@
 //! What Mallard clients send, parsed and validated: table names, tickets and
 //! descriptors, `do_exchange` requests, `do_action` bodies, Flight SQL commands and
 //! parameters, Basic credentials, users files and the gRPC-framed FlightData of a
-//! client's stream.
+//! client's stream; and, the other way, a Flight message whose body leaves in
+//! pieces ([`outgoing`]).
 //!
 //! Everything here runs on untrusted bytes before the server does any work, so it
 //! is kept free of DuckDB, wasmtime and I/O: `fuzz/` runs it under libFuzzer on
@@ -15,6 +16,7 @@ pub mod exchanger_ref;
 pub mod flight_data;
 pub mod flight_sql;
 pub mod fuzzing;
+pub mod outgoing;
 pub mod push;
 pub mod receipt;
 pub mod table_name;

@@ -17,12 +17,12 @@
 
 use crate::flight::MallardService;
 use crate::flight::incoming::{FlightDataReader, Incoming};
-use crate::flight::outgoing::Outgoing;
 use arrow_flight::{PutResult, Ticket};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use http_body::{Body as _, Frame};
+use mallard_protocol::outgoing::Outgoing;
 use prost::Message;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -89,10 +89,7 @@ where
             }),
             DO_EXCHANGE_PATH => Box::pin(async move {
                 let request = incoming_request(request, max);
-                let response = service.do_exchange_incoming(request).await;
-                Ok(answer(response.map(|r| {
-                    r.map(|messages| messages.map(|m| m.map(Outgoing::from)))
-                })))
+                Ok(answer(service.do_exchange_incoming(request).await))
             }),
             _ => Box::pin(self.inner.call(request)),
         }
@@ -160,7 +157,7 @@ pub trait WireMessage {
 
 impl WireMessage for Outgoing {
     fn wire_pieces(self) -> Result<Vec<Bytes>, Status> {
-        Outgoing::wire_pieces(self)
+        Outgoing::wire_pieces(self).map_err(|e| Status::internal(e.to_string()))
     }
 }
 

@@ -10,7 +10,6 @@ pub mod direct;
 pub mod inbound;
 pub mod incoming;
 pub mod ipc_pieces;
-pub mod outgoing;
 pub mod partition;
 pub mod push;
 pub mod push_partitioned;

@@ -203,7 +203,7 @@ pub async fn exchange_output(
     let mut receipt_tx = Some(receipt_tx);
     let data = running.output.filter_map(move |item| {
         let item = match item {
-            Ok(Output::Data(data)) => Some(Ok(data)),
+            Ok(Output::Data(data)) => Some(Ok(data.into_flight_data())),
             Ok(Output::Done(receipt)) => {
                 if let Some(tx) = receipt_tx.take() {
                     let _ = tx.send(receipt);

@@ -4,7 +4,6 @@
 
 use crate::auth::Principal;
 use crate::flight::ipc_pieces;
-use crate::flight::outgoing::{Outgoing, OutgoingStream};
 use crate::flight::stall;
 use crate::state::ServerState;
 use crate::transport::MAX_FLIGHT_DATA_BYTES;
@@ -14,6 +13,7 @@ use arrow_flight::SchemaAsIpc;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_ipc::writer::IpcWriteOptions;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use mallard_core::{Error, Result};
 use mallard_db::query::{self, Query};
@@ -21,11 +21,12 @@ use mallard_db::session::On;
 use mallard_db::statements::StatementPolicy;
 use mallard_exchange::output::Output;
 use mallard_exchange::{bare_select, sql};
+use mallard_protocol::outgoing::Outgoing;
 use std::sync::Arc;
 use tonic::Status;
 
 /// A stream of Flight messages for a response.
-pub type DataStream = OutgoingStream;
+pub type DataStream = BoxStream<'static, Result<Outgoing, Status>>;
 
 /// Runs `query` for `principal` under `policy` and streams its result: one of
 /// the caller's query slots held while it streams, its queued batches drawn
@@ -140,7 +141,7 @@ fn bare_select_data(
         .filter_map(move |item| {
             let item = match item {
                 _ if finished => None,
-                Some(Ok(Output::Data(data))) => Some(Ok(Outgoing::from(data))),
+                Some(Ok(Output::Data(data))) => Some(Ok(data)),
                 Some(Ok(Output::Done(receipt))) => {
                     finished = true;
                     Some(Err(receipt_trailer(&[receipt], true)))

@@ -28,6 +28,7 @@ use mallard_exchange::output::Output;
 use mallard_exchange::{CHANNEL_MESSAGES, ExchangeRequest, pipeline, sql};
 use mallard_protocol::TableName;
 use mallard_protocol::descriptor::{self, Target};
+use mallard_protocol::outgoing::Outgoing;
 use prost::Message;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -95,6 +96,14 @@ impl MallardService {
 }
 
 /// Adds `authorization: Bearer <token>` when the call authenticated with Basic.
+/// Outgoing messages as tonic's FlightData, each body joined (a path served by
+/// tonic's generated server, not [`crate::flight::direct`]).
+fn joined(messages: Stream<Outgoing>) -> Stream<FlightData> {
+    messages
+        .map(|message| message.map(Outgoing::into_flight_data))
+        .boxed()
+}
+
 fn respond<T>(body: T, auth: &Authenticated) -> Response<T> {
     let mut response = Response::new(body);
     if let Some(token) = &auth.issued_token
@@ -193,7 +202,7 @@ impl MallardService {
     pub async fn do_exchange_incoming(
         &self,
         request: Request<Incoming>,
-    ) -> Result<Response<Stream<FlightData>>, Status> {
+    ) -> Result<Response<Stream<Outgoing>>, Status> {
         let auth = self.authenticate(&request)?;
         self.state
             .authz
@@ -242,7 +251,8 @@ impl MallardService {
             Output::Data(data) => Ok(data),
             Output::Done(receipt) => Err(results::receipt_trailer(&[receipt], false)),
         });
-        let stream = futures::stream::once(async { Ok(exchange.schema_message) }).chain(output);
+        let schema_message = Outgoing::from(exchange.schema_message);
+        let stream = futures::stream::once(async { Ok(schema_message) }).chain(output);
         Ok(respond(stream.boxed(), &auth))
     }
 }
@@ -420,11 +430,7 @@ impl FlightService for MallardService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let response = self.do_get_outgoing(request).await?;
-        Ok(response.map(|messages| {
-            messages
-                .map(|message| message.map(crate::flight::outgoing::Outgoing::into_flight_data))
-                .boxed()
-        }))
+        Ok(response.map(joined))
     }
 
     async fn do_put(
@@ -442,7 +448,8 @@ impl FlightService for MallardService {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let (metadata, extensions, streaming) = request.into_parts();
         let request = Request::from_parts(metadata, extensions, incoming::from_tonic(streaming));
-        self.do_exchange_incoming(request).await
+        let response = self.do_exchange_incoming(request).await?;
+        Ok(response.map(joined))
     }
 
     async fn do_action(

@@ -1,17 +1,16 @@
 //! A Flight message on its way to a client, its Arrow body in pieces, and how
 //! it is written on the wire as a gRPC message without copying those pieces.
 //!
-//! A result batch's body is the batch's own Arrow buffers with padding between
-//! them ([`crate::flight::ipc_pieces`]); its FlightData would need them in one
-//! contiguous (copied) `Bytes`. An [`Outgoing`] keeps them apart until the
-//! socket: [`Outgoing::wire_pieces`] writes the gRPC prefix, the protobuf fields
-//! and every small piece into one buffer and passes each large piece through.
+//! A result batch's body, or an exchange's output that passes input columns
+//! through, is Arrow buffers with padding between them; its FlightData would
+//! need them in one contiguous (copied) `Bytes`. An [`Outgoing`] keeps them
+//! apart until the socket: [`Outgoing::wire_pieces`] writes the gRPC prefix, the
+//! protobuf fields and every small piece into one buffer and passes each large
+//! piece through.
 
 use arrow_flight::FlightData;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::stream::BoxStream;
 use prost::Message;
-use tonic::Status;
 
 /// A piece smaller than this is copied into its neighbours' buffer: a separate
 /// piece costs hyper and h2 more than copying it.
@@ -20,8 +19,10 @@ pub const SEPARATE_PIECE_MIN_BYTES: usize = 4096;
 /// The protobuf field number of `FlightData.data_body`.
 const DATA_BODY_FIELD: u32 = 1000;
 
-/// A stream of outgoing messages for a response.
-pub type OutgoingStream = BoxStream<'static, Result<Outgoing, Status>>;
+/// A message gRPC cannot carry: its length does not fit the 4-byte prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a Flight message of {0} bytes is larger than gRPC's 4 GiB limit")]
+pub struct TooLargeForGrpc(pub usize);
 
 /// One Flight message to send: every field but the body, and the body as
 /// pieces in order.
@@ -44,7 +45,19 @@ impl From<FlightData> for Outgoing {
 }
 
 impl Outgoing {
-    fn body_len(&self) -> usize {
+    /// A message of `header` and `body` pieces, no other field.
+    pub fn data(header: Bytes, body: Vec<Bytes>) -> Self {
+        Self {
+            fields: FlightData {
+                data_header: header,
+                ..FlightData::default()
+            },
+            body,
+        }
+    }
+
+    /// The body's length.
+    pub fn body_len(&self) -> usize {
         self.body.iter().map(Bytes::len).sum()
     }
 
@@ -62,7 +75,7 @@ impl Outgoing {
     /// The message as a gRPC message on the wire, in pieces that together are
     /// byte for byte the prefix and prost's encoding of [`Self::into_flight_data`]:
     /// large body pieces as they are, everything else copied between them.
-    pub fn wire_pieces(self) -> Result<Vec<Bytes>, Status> {
+    pub fn wire_pieces(self) -> Result<Vec<Bytes>, TooLargeForGrpc> {
         let body_len = self.body_len();
         let fields_len = self.fields.encoded_len();
         let body_field_len = if body_len == 0 {
@@ -72,15 +85,13 @@ impl Outgoing {
                 + prost::encoding::encoded_len_varint(body_len as u64)
                 + body_len
         };
-        let length = u32::try_from(fields_len + body_field_len)
-            .map_err(|_| Status::internal("a Flight message larger than 4 GiB"))?;
+        let total = fields_len + body_field_len;
+        let length = u32::try_from(total).map_err(|_| TooLargeForGrpc(total))?;
         let mut pieces = Vec::with_capacity(1 + self.body.len());
         let mut buffer = BytesMut::with_capacity(5 + fields_len + 16);
         buffer.put_u8(0);
         buffer.put_u32(length);
-        self.fields
-            .encode(&mut buffer)
-            .map_err(|e| Status::internal(format!("encoding a Flight message: {e}")))?;
+        self.fields.encode_raw(&mut buffer);
         if body_len > 0 {
             prost::encoding::encode_key(
                 DATA_BODY_FIELD,
