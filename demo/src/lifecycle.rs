@@ -11,7 +11,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use mallard::transport::MAX_FLIGHT_DATA_BYTES;
-use mallard_protocol::{UploadOptions, UploadRequest};
+use mallard_protocol::{ExchangerRef, PublishRequest, UploadOptions, UploadRequest};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Instant;
@@ -152,6 +152,27 @@ pub async fn list(client: &mut FlightClient) -> Result<Value> {
 }
 
 /// Removes versions of an exchanger.
+/// Publishes a user's version into the shared namespace (and the peers') and
+/// prints where it now is.
+pub async fn publish(client: &mut FlightClient, reference: &str, to_peers: bool) -> Result<()> {
+    let reference = ExchangerRef::parse(reference)?;
+    let body = PublishRequest::encode(&reference, to_peers);
+    let report = ops::action(client, "publish_exchanger", body).await?;
+    println!(
+        "published {} as {}",
+        reference,
+        report["pinned"].as_str().unwrap_or_default()
+    );
+    for peer in report["peers"].as_array().into_iter().flatten() {
+        println!(
+            "  also on {}: {}",
+            peer["node"].as_str().unwrap_or_default(),
+            peer["pinned"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 pub async fn remove(client: &mut FlightClient, reference: &str) -> Result<()> {
     let removed = ops::action(client, "remove_exchanger", reference.to_owned()).await?;
     for version in removed["removed"].as_array().into_iter().flatten() {

@@ -92,6 +92,15 @@ enum Command {
         #[arg(long = "param", value_parser = lifecycle::parse_param)]
         params: Vec<(String, String)>,
     },
+    /// Copy a user's exchanger version into the shared namespace (admin).
+    Publish {
+        /// `OWNER/NAME[@VERSION|@sha256:HEX]`.
+        reference: String,
+        /// Publish the same version on every peer of the server's cluster too
+        /// (upload it with `upload --to-peers` first).
+        #[arg(long)]
+        to_peers: bool,
+    },
     /// List your own and the shared exchangers.
     Exchangers,
     /// Remove an exchanger (every version) or one version (NAME@VERSION, NAME@sha256:HEX).
@@ -254,6 +263,7 @@ async fn main() -> std::process::ExitCode {
         cli.command,
         Some(
             Command::Upload { .. }
+                | Command::Publish { .. }
                 | Command::Exchangers
                 | Command::Remove { .. }
                 | Command::Exchange { .. }
@@ -310,6 +320,10 @@ async fn run_lifecycle(client: &mut arrow_flight::FlightClient, command: &Comman
         )
         .await
         .map(drop),
+        Command::Publish {
+            reference,
+            to_peers,
+        } => lifecycle::publish(client, reference, *to_peers).await,
         Command::Exchangers => lifecycle::list(client).await.map(drop),
         Command::Remove { reference } => lifecycle::remove(client, reference).await,
         Command::Exchange {
@@ -350,6 +364,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(
             ref command @ (Command::Upload { .. }
+            | Command::Publish { .. }
             | Command::Exchangers
             | Command::Remove { .. }
             | Command::Exchange { .. }

@@ -636,6 +636,40 @@ async fn a_two_phase_put_commits_only_when_told_to() {
     server.stop().await.unwrap();
 }
 
+/// Rows `exchanger` (`add_processed`) marks processed over every node's part of
+/// `flights`, read through one FlightInfo as `caller` (a client asking every node).
+async fn processed_everywhere(caller: &mut FlightClient, exchanger: &str) -> u64 {
+    let sql = format!("SELECT * FROM exchange('{exchanger}', 'SELECT * FROM flights')");
+    let info = caller
+        .get_flight_info(FlightDescriptor::new_cmd(sql))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 3);
+    let mut processed = 0;
+    for endpoint in &info.endpoint {
+        let ticket = endpoint.ticket.clone().unwrap();
+        let location = endpoint.location.first().map(|l| l.uri.as_str());
+        let stream = match location {
+            None => caller.do_get(ticket).await.unwrap(),
+            Some(_) => endpoint_client(caller, location)
+                .await
+                .do_get(ticket)
+                .await
+                .unwrap(),
+        };
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        for batch in batches {
+            let flag = batch.column_by_name("processed").unwrap();
+            let flag = flag
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap();
+            processed += flag.true_count() as u64;
+        }
+    }
+    processed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
     let nodes = start_cluster(cluster_configs(|_, _| {})).await;
@@ -660,35 +694,10 @@ async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
         );
     }
     let pinned = report["pinned"].as_str().unwrap();
-    let sql = format!("SELECT * FROM exchange('{pinned}', 'SELECT * FROM flights')");
-    let info = alice
-        .get_flight_info(FlightDescriptor::new_cmd(sql))
-        .await
-        .unwrap();
-    assert_eq!(info.endpoint.len(), 3);
-    let mut processed = 0;
-    for endpoint in &info.endpoint {
-        let ticket = endpoint.ticket.clone().unwrap();
-        let location = endpoint.location.first().map(|l| l.uri.as_str());
-        let stream = match location {
-            None => alice.do_get(ticket).await.unwrap(),
-            Some(_) => endpoint_client(&alice, location)
-                .await
-                .do_get(ticket)
-                .await
-                .unwrap(),
-        };
-        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
-        for batch in batches {
-            let flag = batch.column_by_name("processed").unwrap();
-            let flag = flag
-                .as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .unwrap();
-            processed += flag.true_count();
-        }
-    }
-    assert_eq!(processed as u64, 3 * PART_ROWS);
+    assert_eq!(
+        processed_everywhere(&mut alice, pinned).await,
+        3 * PART_ROWS
+    );
 
     // A node without peers refuses before storing anything.
     let alone = common::start_with(common::config_with_accounts()).await;
@@ -757,6 +766,108 @@ async fn a_pusher_that_vanishes_mid_push_leaves_nothing_anywhere() {
         assert!(!table_exists(node, "flights").await, "{}", node.url());
     }
     for node in nodes {
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exchanger_published_to_peers_is_shared_on_every_node() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    load_parts(&nodes, "flights").await;
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+    let to_peers = mallard_protocol::UploadOptions {
+        to_peers: true,
+        ..Default::default()
+    };
+    let uploaded = common::action(
+        &mut alice,
+        "upload_exchanger",
+        mallard_protocol::UploadRequest::encode(&common::component("add_processed"), &to_peers),
+    )
+    .await
+    .unwrap();
+    let publish = r#"{"exchanger": "alice/add_processed", "to_peers": true}"#;
+    // Publishing is an admin's, here as anywhere.
+    let err = common::action(&mut alice, "publish_exchanger", publish)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    let mut admin = common::client(&nodes[0]).await;
+    let published = common::action(&mut admin, "publish_exchanger", publish)
+        .await
+        .unwrap();
+    assert_eq!(published["sha256"], uploaded["sha256"]);
+    let peers = published["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{published}");
+    for (peer, node) in peers.iter().zip(&nodes[1..]) {
+        assert_eq!(peer["node"], node.url());
+        assert_eq!(
+            peer["pinned"], published["pinned"],
+            "the same bytes everywhere"
+        );
+    }
+    // Bob, who never uploaded it, runs the shared version next to every part.
+    let mut bob = every_node_client(&nodes[0], BOB).await;
+    let pinned = published["pinned"].as_str().unwrap();
+    assert_eq!(processed_everywhere(&mut bob, pinned).await, 3 * PART_ROWS);
+    // Publishing again finds the same bytes on every node.
+    let again = common::action(&mut admin, "publish_exchanger", publish)
+        .await
+        .unwrap();
+    assert_eq!(again["pinned"], published["pinned"]);
+
+    // A version only this node holds: the first peer that lacks it is named.
+    let local_only = common::action(
+        &mut alice,
+        "upload_exchanger",
+        common::component("running_totals"),
+    )
+    .await
+    .unwrap();
+    assert!(local_only.get("peers").is_none());
+    let err = common::action(
+        &mut admin,
+        "publish_exchanger",
+        r#"{"exchanger": "alice/running_totals", "to_peers": true}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains(&nodes[1].url()), "{err}");
+    // A node without peers refuses before publishing anything.
+    let alone = common::start_with(common::config_with_accounts()).await;
+    let mut alice_alone = common::login(&alone, ALICE).await;
+    let uploaded_alone = common::action(
+        &mut alice_alone,
+        "upload_exchanger",
+        common::component("running_totals"),
+    )
+    .await
+    .unwrap();
+    let mut admin_alone = common::client(&alone).await;
+    let err = common::action(
+        &mut admin_alone,
+        "publish_exchanger",
+        r#"{"exchanger": "alice/running_totals", "to_peers": true}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let listed = common::action(&mut admin_alone, "list_exchangers", "")
+        .await
+        .unwrap();
+    let published_alone = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["owner"] == "shared")
+        .flat_map(|e| e["versions"].as_array().unwrap())
+        .any(|v| v["sha256"] == uploaded_alone["sha256"]);
+    assert!(!published_alone, "nothing published: {listed}");
+    alone.stop().await.unwrap();
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
         node.stop().await.unwrap();
     }
 }

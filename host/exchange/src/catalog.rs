@@ -691,6 +691,27 @@ impl Catalog {
         )))
     }
 
+    /// `reference`'s uploaded version for `principal`, named by its full sha256
+    /// (`OWNER/NAME@sha256:…`): the one version a peer holding the same bytes
+    /// resolves it to.
+    pub fn pin(&self, principal: &Principal, reference: &ExchangerRef) -> Result<ExchangerRef> {
+        let exchangers = self.exchangers.read().expect("catalog lock");
+        let version = Self::find(&exchangers, principal, reference, true)?;
+        let sha256 = version
+            .report
+            .sha256
+            .clone()
+            .ok_or_else(|| Error::invalid_argument("built-ins are shared already"))?;
+        Ok(ExchangerRef {
+            namespace: match &version.owner {
+                Owner::Shared => Namespace::Shared,
+                Owner::User(user) => Namespace::User(user.clone()),
+            },
+            name: version.name.clone(),
+            pin: Pin::Sha256(sha256),
+        })
+    }
+
     /// Copies a user's version (the latest unless pinned) into the shared
     /// namespace, where everyone can run it. Admin only (checked by the caller).
     pub fn publish(&self, principal: &Principal, reference: &ExchangerRef) -> Result<Arc<Version>> {

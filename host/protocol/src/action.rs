@@ -2,6 +2,7 @@
 
 use crate::descriptor::utf8;
 use crate::exchanger_ref::ExchangerRef;
+use crate::publish::PublishRequest;
 use crate::push::PushRequest;
 use crate::table_name::TableName;
 use crate::upload::UploadRequest;
@@ -44,7 +45,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ),
     (
         "publish_exchanger",
-        "Copy a user's exchanger version into the shared namespace (admin). Body: OWNER/NAME[@PIN]. Result: the shared version's report",
+        "Copy a user's exchanger version into the shared namespace (admin). Body: OWNER/NAME[@PIN], or {\"exchanger\": \"OWNER/NAME[@PIN]\", \"to_peers\": true} to publish the same version on every peer too. Result: the shared version's report (with `peers`)",
     ),
     (
         "logout",
@@ -71,8 +72,8 @@ pub enum ActionRequest {
     ListExchangers,
     /// Remove versions of an uploaded exchanger (all of them unless pinned).
     RemoveExchanger(ExchangerRef),
-    /// Copy a user's exchanger version into the shared namespace.
-    PublishExchanger(ExchangerRef),
+    /// Copy a user's exchanger version into the shared namespace (and the peers').
+    PublishExchanger(PublishRequest),
     /// Revoke the caller's token.
     Logout,
 }
@@ -91,9 +92,7 @@ impl ActionRequest {
             "remove_exchanger" => {
                 Self::RemoveExchanger(ExchangerRef::parse(utf8(&body, "exchanger reference")?)?)
             }
-            "publish_exchanger" => {
-                Self::PublishExchanger(ExchangerRef::parse(utf8(&body, "exchanger reference")?)?)
-            }
+            "publish_exchanger" => Self::PublishExchanger(PublishRequest::parse(&body)?),
             "logout" => Self::Logout,
             other => {
                 return Err(ProtocolError::UnknownAction(format!(

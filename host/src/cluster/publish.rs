@@ -1,5 +1,6 @@
-//! An upload sent on to every peer, as the uploader, so the same exchanger
-//! (`name@sha256:…`, the same bytes) runs next to each node's part of a table.
+//! An upload or a publish sent on to every peer, as the caller, so the same
+//! exchanger (`name@sha256:…`, the same bytes) runs next to each node's part of
+//! a table, in the caller's namespace or the shared one.
 
 use crate::auth::Principal;
 use crate::client;
@@ -7,8 +8,8 @@ use crate::state::ServerState;
 use arrow_flight::Action;
 use futures::TryStreamExt;
 use mallard_core::{Error, Result};
-use mallard_protocol::PushTarget;
 use mallard_protocol::upload::{UploadOptions, UploadRequest};
+use mallard_protocol::{ExchangerRef, PublishRequest, PushTarget};
 
 /// FailedPrecondition unless this node can upload to peers for `principal`:
 /// it has peers and a cluster key (checked before anything is stored here).
@@ -37,47 +38,92 @@ pub async fn upload_to_peers(
         ..upload.options.clone()
     };
     let body = bytes::Bytes::from(UploadRequest::encode(&upload.component, &options));
-    let uploads = state
+    let answers = on_every_peer(state, token, "upload_exchanger", body, "uploaded").await?;
+    Ok(answers
+        .into_iter()
+        .map(|(peer, report)| {
+            serde_json::json!({
+                "node": peer.to_string(),
+                "exchanger": report["exchanger"],
+                "pinned": report["pinned"],
+                "sha256": report["sha256"],
+                "dry_run": report["dry_run"],
+            })
+        })
+        .collect())
+}
+
+/// Publishes `pinned` (a user's version named by its full sha256) on every peer
+/// with `token` (the caller's; each peer applies its own role for the caller);
+/// each peer's report: node, exchanger, sha256. A peer without those bytes
+/// (upload with `to_peers` first) fails the call naming it; what was published
+/// stays (publishing again is harmless: the same bytes are found and reported).
+pub async fn publish_on_peers(
+    state: &ServerState,
+    token: &str,
+    pinned: &ExchangerRef,
+) -> Result<Vec<serde_json::Value>> {
+    let body = bytes::Bytes::from(PublishRequest::encode(pinned, false));
+    let answers = on_every_peer(state, token, "publish_exchanger", body, "published").await?;
+    Ok(answers
+        .into_iter()
+        .map(|(peer, report)| {
+            serde_json::json!({
+                "node": peer.to_string(),
+                "exchanger": report["exchanger"],
+                "pinned": report["pinned"],
+                "sha256": report["sha256"],
+            })
+        })
+        .collect())
+}
+
+/// Runs action `kind` with `body` on every peer at once, with `token`; each
+/// peer's JSON answer in peer order, or the first failure naming its node and
+/// how many peers had `done` it before.
+async fn on_every_peer<'a>(
+    state: &'a ServerState,
+    token: &str,
+    kind: &'static str,
+    body: bytes::Bytes,
+    done: &str,
+) -> Result<Vec<(&'a PushTarget, serde_json::Value)>> {
+    let calls = state
         .config
         .peers
         .iter()
-        .map(|peer| upload_to(state, peer, token, body.clone()));
-    let answers = futures::future::join_all(uploads).await;
+        .map(|peer| action_on(state, peer, token, kind, body.clone()));
+    let answers = futures::future::join_all(calls).await;
     let mut reports = Vec::new();
     for (peer, answer) in state.config.peers.iter().zip(answers) {
         let report = answer.map_err(|e| {
             e.context(format!(
-                "uploaded on this node and {} peer(s) before it; node {peer}",
+                "{done} on this node and {} peer(s) before it; node {peer}",
                 reports.len()
             ))
         })?;
-        reports.push(serde_json::json!({
-            "node": peer.to_string(),
-            "exchanger": report["exchanger"],
-            "pinned": report["pinned"],
-            "sha256": report["sha256"],
-            "dry_run": report["dry_run"],
-        }));
+        reports.push((peer, report));
     }
     Ok(reports)
 }
 
-async fn upload_to(
+async fn action_on(
     state: &ServerState,
     peer: &PushTarget,
     token: &str,
+    kind: &'static str,
     body: bytes::Bytes,
 ) -> Result<serde_json::Value> {
     let mut client =
         client::connect_with_token(peer, token, state.config.push_tls.as_ref()).await?;
     let results: Vec<bytes::Bytes> = client
-        .do_action(Action::new("upload_exchanger", body))
+        .do_action(Action::new(kind, body))
         .await?
         .try_collect()
         .await?;
     let first = results
         .first()
-        .ok_or_else(|| Error::internal("the peer answered the upload with nothing"))?;
+        .ok_or_else(|| Error::internal(format!("the peer answered {kind} with nothing")))?;
     serde_json::from_slice(first)
-        .map_err(|e| Error::internal(format!("the peer's upload report is not JSON: {e}")))
+        .map_err(|e| Error::internal(format!("the peer's {kind} report is not JSON: {e}")))
 }

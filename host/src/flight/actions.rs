@@ -136,13 +136,29 @@ pub async fn run(
             tracing::info!(removed = ?removed, user = ?principal.user, "exchanger versions removed");
             Ok(json!({ "removed": removed }))
         }
-        ActionRequest::PublishExchanger(reference) => {
+        ActionRequest::PublishExchanger(request) => {
+            let peers_token = match request.to_peers {
+                true => Some(crate::cluster::publish::check(state, principal)?),
+                false => None,
+            };
+            // By its full sha256, so this node and its peers publish the same bytes
+            // even if the caller uploads a newer version meanwhile.
+            let pinned = state.exchanges.catalog.pin(principal, &request.exchanger)?;
             // Copies the component's files: off the async runtime.
-            let (catalog, caller) = (state.exchanges.catalog.clone(), principal.clone());
-            let version = blocking(move || catalog.publish(&caller, &reference)).await?;
+            let (catalog, caller, source) = (
+                state.exchanges.catalog.clone(),
+                principal.clone(),
+                pinned.clone(),
+            );
+            let version = blocking(move || catalog.publish(&caller, &source)).await?;
             tracing::info!(exchanger = %version.describe(), user = ?principal.user, "exchanger published");
             let mut report = serde_json::to_value(&version.report).expect("report serialises");
             report["exchanger"] = version.name.clone().into();
+            if let Some(token) = peers_token {
+                let peers =
+                    crate::cluster::publish::publish_on_peers(state, &token, &pinned).await?;
+                report["peers"] = peers.into();
+            }
             Ok(report)
         }
         ActionRequest::Logout => {
