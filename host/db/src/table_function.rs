@@ -1,13 +1,21 @@
 //! A DuckDB table function whose rows come from Rust as Arrow record batches.
 //!
 //! DuckDB calls `bind` (possibly several times per statement: Mallard prepares a
-//! statement to judge it before running it), then `init` once per execution, then
-//! the scan until it returns an empty chunk. Here `bind` asks the [`TableSource`]
-//! for the output schema only; `init` starts the work; the scan hands DuckDB
-//! slices of at most one vector (2,048 rows) of each batch, converted by DuckDB's
-//! own Arrow conversion (`duckdb_data_chunk_from_arrow`, zero-copy for strings)
-//! and referenced into the output chunk, so no row is copied by Rust. Only the
-//! columns the query reads are converted (projection pushdown).
+//! statement to judge it before running it), then `init` once per execution and
+//! `local_init` once per scanning thread, then the scan on each thread until it
+//! returns an empty chunk. Here `bind` asks the [`TableSource`] for the output
+//! schema only; `init` starts the work; each thread takes whole batches from it
+//! in turn and hands DuckDB slices of at most one vector (2,048 rows), converted
+//! by DuckDB's own Arrow conversion (`duckdb_data_chunk_from_arrow`, zero-copy
+//! for strings) on the thread's own connection and referenced into the output
+//! chunk, so no row is copied by Rust. Only the columns the query reads are
+//! converted (projection pushdown).
+//!
+//! The scan runs on up to [`MAX_SCAN_THREADS`] threads (and never more than
+//! DuckDB's own `threads`), so DuckDB can run an aggregate or a join over the
+//! function in parallel. Where the result must keep the source's order (a plain
+//! `SELECT`, an insert, without `ORDER BY`), DuckDB itself runs the pipeline on
+//! one thread: this function gives no batch indices.
 //!
 //! Who is calling is found from the connection id DuckDB passes to `bind`, in
 //! [`ConnectionScopes`]: a request registers its caller for its connection.
@@ -20,10 +28,14 @@ use super::scopes::{ConnectionScopes, Scope};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use duckdb::ffi;
-use mallard_core::{Error, Result};
+use mallard_core::{Error, ErrorKind, Result};
 use std::ffi::CString;
 use std::ptr;
 use std::sync::{Arc, Mutex};
+
+/// Most threads one call's scan runs on (each holds a connection of its own for
+/// the conversions while the scan lasts).
+pub const MAX_SCAN_THREADS: u64 = 16;
 
 /// One call of the function: its positional arguments (VARCHAR) and the named
 /// `params` MAP(VARCHAR, VARCHAR), if given.
@@ -56,8 +68,11 @@ pub trait TableSource: Send + Sync + 'static {
 pub trait BoundSource: Send {
     /// The output schema, fixed at bind.
     fn schema(&self) -> SchemaRef;
-    /// A connection for DuckDB's Arrow conversions (not the one running the query).
+    /// A connection for DuckDB's Arrow conversions at bind (not the one running the query).
     fn connection(&self) -> &RawConnection;
+    /// A new connection for one scanning thread's conversions (connections are
+    /// not shared between threads).
+    fn scan_connection(&self) -> Result<RawConnection>;
     /// Starts producing (once per execution).
     fn start(&self) -> Result<Box<dyn Batches>>;
 }
@@ -109,6 +124,7 @@ pub fn register(
         ffi::duckdb_table_function_supports_projection_pushdown(function, true);
         ffi::duckdb_table_function_set_bind(function, Some(bind));
         ffi::duckdb_table_function_set_init(function, Some(init));
+        ffi::duckdb_table_function_set_local_init(function, Some(local_init));
         ffi::duckdb_table_function_set_function(function, Some(scan));
         let state = ffi::duckdb_register_table_function(conn.handle(), function);
         ffi::duckdb_destroy_table_function(&mut function);
@@ -124,7 +140,7 @@ pub fn register(
 /// The bound call and DuckDB's view of its schema.
 struct BindData {
     schema: SchemaRef,
-    /// Behind a lock: DuckDB may call `init` and the scan from different threads.
+    /// Behind a lock: DuckDB calls `init` and the scans from different threads.
     bound: Mutex<Box<dyn BoundSource>>,
 }
 
@@ -225,16 +241,20 @@ struct Projection {
     columns: Vec<Option<usize>>,
     /// The function's columns that are read, in output order.
     read: Vec<usize>,
-    /// `read`'s schema converted for DuckDB (`None` when nothing is read).
+    /// `read`'s schema converted for DuckDB on `connection` (`None` when nothing is read).
     converted: Option<Converted>,
 }
 
 impl Projection {
-    /// The projection `init` asks for.
+    /// The projection `init` asks for, converted on `connection`.
     ///
     /// # Safety
     /// `info` must be the init info of a call of a function registered by [`register`].
-    unsafe fn of(info: ffi::duckdb_init_info, bind: &BindData) -> Result<Self> {
+    unsafe fn of(
+        info: ffi::duckdb_init_info,
+        bind: &BindData,
+        connection: &RawConnection,
+    ) -> Result<Self> {
         let fields = bind.schema.fields().len();
         // SAFETY: valid init info; indices below its column count.
         let columns: Vec<Option<usize>> = unsafe {
@@ -248,8 +268,7 @@ impl Projection {
             None
         } else {
             let schema = bind.schema.project(&read)?;
-            let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
-            Some(Converted::new(bound.connection(), &schema)?)
+            Some(Converted::new(connection, &schema)?)
         };
         Ok(Self {
             columns,
@@ -259,36 +278,90 @@ impl Projection {
     }
 }
 
-/// One execution's state: the running source, the batch being handed out and
-/// the columns the query reads.
-struct ScanState {
-    batches: Box<dyn Batches>,
+/// One execution's running source, shared by its scanning threads: one thread
+/// at a time takes the next batch. Once it has ended or failed, every thread
+/// asking gets that end or that error again, never a second call to the source.
+struct SharedSource(Mutex<SourceState>);
+
+enum SourceState {
+    Running(Box<dyn Batches>),
+    Ended,
+    Failed(ErrorKind, String),
+}
+
+impl SharedSource {
+    /// The next batch, or `None` at the end (for every caller from then on).
+    fn next_batch(&self) -> Result<Option<RecordBatch>> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match &mut *state {
+            SourceState::Running(batches) => batches.next_batch(),
+            SourceState::Ended => return Ok(None),
+            SourceState::Failed(kind, message) => return Err(Error::new(*kind, message.clone())),
+        };
+        match &next {
+            Ok(Some(_)) => {}
+            Ok(None) => *state = SourceState::Ended,
+            Err(e) => *state = SourceState::Failed(e.kind(), e.message().to_owned()),
+        }
+        next
+    }
+}
+
+/// One scanning thread's state: its connection, the batch it is handing out and
+/// the columns the query reads (converted on its connection).
+struct ThreadScan {
+    projection: Projection,
     current: Option<RecordBatch>,
     offset: usize,
-    projection: Projection,
+    /// Declared last: dropped after the converted schema made on it.
+    connection: RawConnection,
 }
 
 unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
     let outcome = caught(|| {
         // SAFETY: the bind data we set in `bind`.
         let bind = unsafe { &*ffi::duckdb_init_get_bind_data(info).cast::<BindData>() };
-        // SAFETY: the init info of a call of this function.
-        let projection = unsafe { Projection::of(info, bind) }?;
         let batches = bind
             .bound
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .start()?;
-        let state = Box::into_raw(Box::new(Mutex::new(ScanState {
+        let state = Box::into_raw(Box::new(SharedSource(Mutex::new(SourceState::Running(
             batches,
+        )))));
+        // SAFETY: valid init info; DuckDB owns the init data from here and frees
+        // it with drop_box.
+        unsafe {
+            ffi::duckdb_init_set_max_threads(info, MAX_SCAN_THREADS);
+            ffi::duckdb_init_set_init_data(info, state.cast(), Some(drop_box::<SharedSource>))
+        };
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        // SAFETY: valid init info; DuckDB copies the message.
+        unsafe { ffi::duckdb_init_set_error(info, message(&e).as_ptr()) };
+    }
+}
+
+unsafe extern "C" fn local_init(info: ffi::duckdb_init_info) {
+    let outcome = caught(|| {
+        // SAFETY: the bind data we set in `bind`.
+        let bind = unsafe { &*ffi::duckdb_init_get_bind_data(info).cast::<BindData>() };
+        let connection = bind
+            .bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scan_connection()?;
+        // SAFETY: the (local) init info of a call of this function.
+        let projection = unsafe { Projection::of(info, bind, &connection) }?;
+        let state = Box::into_raw(Box::new(ThreadScan {
+            projection,
             current: None,
             offset: 0,
-            projection,
-        })));
-        // SAFETY: DuckDB owns the init data from here and frees it with drop_box.
-        unsafe {
-            ffi::duckdb_init_set_init_data(info, state.cast(), Some(drop_box::<Mutex<ScanState>>))
-        };
+            connection,
+        }));
+        // SAFETY: DuckDB owns the local init data from here and frees it with drop_box.
+        unsafe { ffi::duckdb_init_set_init_data(info, state.cast(), Some(drop_box::<ThreadScan>)) };
         Ok(())
     });
     if let Err(e) = outcome {
@@ -299,7 +372,12 @@ unsafe extern "C" fn init(info: ffi::duckdb_init_info) {
 
 /// Fills `output` with the next slice of the projected columns; an empty chunk
 /// ends the scan.
-fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) -> Result<()> {
+fn fill(
+    bind: &BindData,
+    source: &SharedSource,
+    state: &mut ThreadScan,
+    output: ffi::duckdb_data_chunk,
+) -> Result<()> {
     // SAFETY: a constant of the DuckDB build.
     let vector = unsafe { ffi::duckdb_vector_size() } as usize;
     let batch = loop {
@@ -307,7 +385,7 @@ fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) 
             Some(batch) if state.offset < batch.num_rows() => break batch,
             _ => {}
         }
-        match state.batches.next_batch()? {
+        match source.next_batch()? {
             Some(batch) => {
                 if !same_columns(&batch.schema(), &bind.schema) {
                     return Err(Error::internal(
@@ -330,8 +408,7 @@ fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) 
     let chunk = match &projection.converted {
         Some(converted) => {
             let slice = batch.slice(state.offset, rows).project(&projection.read)?;
-            let bound = bind.bound.lock().unwrap_or_else(|p| p.into_inner());
-            Some(converted.chunk(bound.connection(), &slice)?)
+            Some(converted.chunk(&state.connection, &slice)?)
         }
         None => None,
     };
@@ -369,12 +446,13 @@ fn fill(bind: &BindData, state: &mut ScanState, output: ffi::duckdb_data_chunk) 
 
 unsafe extern "C" fn scan(info: ffi::duckdb_function_info, output: ffi::duckdb_data_chunk) {
     let outcome = caught(|| {
-        // SAFETY: the bind and init data we set.
+        // SAFETY: the bind, init and this thread's local init data we set; the
+        // local data is this thread's alone.
         let bind = unsafe { &*ffi::duckdb_function_get_bind_data(info).cast::<BindData>() };
+        let source = unsafe { &*ffi::duckdb_function_get_init_data(info).cast::<SharedSource>() };
         let state =
-            unsafe { &*ffi::duckdb_function_get_init_data(info).cast::<Mutex<ScanState>>() };
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        fill(bind, &mut state, output)
+            unsafe { &mut *ffi::duckdb_function_get_local_init_data(info).cast::<ThreadScan>() };
+        fill(bind, source, state, output)
     });
     if let Err(e) = outcome {
         // SAFETY: valid function info; DuckDB copies the message.
@@ -386,6 +464,90 @@ unsafe extern "C" fn scan(info: ffi::duckdb_function_info, output: ffi::duckdb_d
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field};
+
+    /// Hands out `batches`, then `end`; counts the calls it gets.
+    struct Scripted {
+        batches: Vec<RecordBatch>,
+        end: Option<Error>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Batches for Scripted {
+        fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.batches.is_empty() {
+                return Ok(Some(self.batches.remove(0)));
+            }
+            match self.end.take() {
+                Some(e) => Err(e),
+                None => Err(Error::internal("called after its end")),
+            }
+        }
+    }
+
+    fn shared(end: Option<Error>) -> (SharedSource, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::default();
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let source = Scripted {
+            batches: vec![batch.clone(), batch],
+            end,
+            calls: Arc::clone(&calls),
+        };
+        (
+            SharedSource(Mutex::new(SourceState::Running(Box::new(source)))),
+            calls,
+        )
+    }
+
+    #[test]
+    fn after_its_end_or_error_the_source_is_not_asked_again() {
+        // A source that ends: two batches, then the end for every thread.
+        struct Ends(Vec<RecordBatch>);
+        impl Batches for Ends {
+            fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+                if self.0.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(self.0.remove(0)))
+            }
+        }
+        let ends = SharedSource(Mutex::new(SourceState::Running(Box::new(Ends(vec![])))));
+        for _ in 0..3 {
+            assert!(ends.next_batch().unwrap().is_none());
+        }
+        // A source that fails: every later caller gets the same kind and message.
+        let (failing, calls) = shared(Some(Error::deadline_exceeded("guest too slow")));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let failing = &failing;
+                move || {
+                    let mut rows = 0;
+                    loop {
+                        match failing.next_batch() {
+                            Ok(Some(batch)) => rows += batch.num_rows(),
+                            Ok(None) => panic!("a failed source ended cleanly"),
+                            Err(e) => return (rows, e),
+                        }
+                    }
+                }
+            })
+            .collect();
+        let outcomes: Vec<(usize, Error)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = threads.into_iter().map(|t| scope.spawn(t)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(outcomes.iter().map(|(rows, _)| rows).sum::<usize>(), 4);
+        for (_, e) in &outcomes {
+            assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+            assert_eq!(e.message(), "guest too slow");
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn columns_compare_by_name_and_type_only() {

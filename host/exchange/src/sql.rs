@@ -359,6 +359,10 @@ impl BoundSource for BoundExchange {
         &self.connection
     }
 
+    fn scan_connection(&self) -> Result<RawConnection> {
+        self.caller.exchanges()?.db.connect_raw()
+    }
+
     fn start(&self) -> Result<Box<dyn table_function::Batches>> {
         let caller = &self.caller;
         let exchanges = caller.exchanges()?;
