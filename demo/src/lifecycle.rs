@@ -73,13 +73,7 @@ pub async fn upload(
         "  implements {}",
         report["wit"].as_str().unwrap_or_default()
     );
-    for peer in report["peers"].as_array().into_iter().flatten() {
-        println!(
-            "  also on {}: {}",
-            peer["node"].as_str().unwrap_or_default(),
-            peer["pinned"].as_str().unwrap_or_default()
-        );
-    }
+    print_peers(&report);
     for key in ["imports", "exports"] {
         let items: Vec<&str> = report[key]
             .as_array()
@@ -163,6 +157,12 @@ pub async fn publish(client: &mut FlightClient, reference: &str, to_peers: bool)
         reference,
         report["pinned"].as_str().unwrap_or_default()
     );
+    print_peers(&report);
+    Ok(())
+}
+
+/// The peers a report says the same version is on, one line each.
+fn print_peers(report: &Value) {
     for peer in report["peers"].as_array().into_iter().flatten() {
         println!(
             "  also on {}: {}",
@@ -170,7 +170,6 @@ pub async fn publish(client: &mut FlightClient, reference: &str, to_peers: bool)
             peer["pinned"].as_str().unwrap_or_default()
         );
     }
-    Ok(())
 }
 
 pub async fn remove(client: &mut FlightClient, reference: &str) -> Result<()> {

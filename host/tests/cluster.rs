@@ -670,22 +670,19 @@ async fn processed_everywhere(caller: &mut FlightClient, exchanger: &str) -> u64
     processed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
-    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
-    load_parts(&nodes, "flights").await;
-    let mut alice = every_node_client(&nodes[0], ALICE).await;
+/// The body of `component`'s upload to every peer.
+fn upload_to_peers(component: &str) -> bytes::Bytes {
     let to_peers = mallard_protocol::UploadOptions {
         to_peers: true,
         ..Default::default()
     };
-    let body =
-        mallard_protocol::UploadRequest::encode(&common::component("add_processed"), &to_peers);
-    let report = common::action(&mut alice, "upload_exchanger", body.clone())
-        .await
-        .unwrap();
+    mallard_protocol::UploadRequest::encode(&common::component(component), &to_peers).into()
+}
+
+/// Asserts that `report` (of node 0) lists every other node with the same pin.
+fn assert_same_on_every_peer(report: &serde_json::Value, nodes: &[RunningServer]) {
     let peers = report["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 2, "{report}");
+    assert_eq!(peers.len(), nodes.len() - 1, "{report}");
     for (peer, node) in peers.iter().zip(&nodes[1..]) {
         assert_eq!(peer["node"], node.url());
         assert_eq!(
@@ -693,6 +690,26 @@ async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
             "the same bytes everywhere"
         );
     }
+}
+
+/// Stops every node of a cluster, each idle first.
+async fn stop_idle(nodes: Vec<RunningServer>) {
+    for node in nodes {
+        common::assert_idle(&mut common::client(&node).await).await;
+        node.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
+    let nodes = start_cluster(cluster_configs(|_, _| {})).await;
+    load_parts(&nodes, "flights").await;
+    let mut alice = every_node_client(&nodes[0], ALICE).await;
+    let body = upload_to_peers("add_processed");
+    let report = common::action(&mut alice, "upload_exchanger", body.clone())
+        .await
+        .unwrap();
+    assert_same_on_every_peer(&report, &nodes);
     let pinned = report["pinned"].as_str().unwrap();
     assert_eq!(
         processed_everywhere(&mut alice, pinned).await,
@@ -720,10 +737,7 @@ async fn an_exchanger_uploaded_to_peers_runs_next_to_every_part() {
         "nothing stored: {owners:?}"
     );
     alone.stop().await.unwrap();
-    for node in nodes {
-        common::assert_idle(&mut common::client(&node).await).await;
-        node.stop().await.unwrap();
-    }
+    stop_idle(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -775,14 +789,10 @@ async fn an_exchanger_published_to_peers_is_shared_on_every_node() {
     let nodes = start_cluster(cluster_configs(|_, _| {})).await;
     load_parts(&nodes, "flights").await;
     let mut alice = every_node_client(&nodes[0], ALICE).await;
-    let to_peers = mallard_protocol::UploadOptions {
-        to_peers: true,
-        ..Default::default()
-    };
     let uploaded = common::action(
         &mut alice,
         "upload_exchanger",
-        mallard_protocol::UploadRequest::encode(&common::component("add_processed"), &to_peers),
+        upload_to_peers("add_processed"),
     )
     .await
     .unwrap();
@@ -798,15 +808,7 @@ async fn an_exchanger_published_to_peers_is_shared_on_every_node() {
         .await
         .unwrap();
     assert_eq!(published["sha256"], uploaded["sha256"]);
-    let peers = published["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 2, "{published}");
-    for (peer, node) in peers.iter().zip(&nodes[1..]) {
-        assert_eq!(peer["node"], node.url());
-        assert_eq!(
-            peer["pinned"], published["pinned"],
-            "the same bytes everywhere"
-        );
-    }
+    assert_same_on_every_peer(&published, &nodes);
     // Bob, who never uploaded it, runs the shared version next to every part.
     let mut bob = every_node_client(&nodes[0], BOB).await;
     let pinned = published["pinned"].as_str().unwrap();
@@ -866,8 +868,5 @@ async fn an_exchanger_published_to_peers_is_shared_on_every_node() {
         .any(|v| v["sha256"] == uploaded_alone["sha256"]);
     assert!(!published_alone, "nothing published: {listed}");
     alone.stop().await.unwrap();
-    for node in nodes {
-        common::assert_idle(&mut common::client(&node).await).await;
-        node.stop().await.unwrap();
-    }
+    stop_idle(nodes).await;
 }

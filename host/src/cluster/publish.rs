@@ -38,19 +38,8 @@ pub async fn upload_to_peers(
         ..upload.options.clone()
     };
     let body = bytes::Bytes::from(UploadRequest::encode(&upload.component, &options));
-    let answers = on_every_peer(state, token, "upload_exchanger", body, "uploaded").await?;
-    Ok(answers
-        .into_iter()
-        .map(|(peer, report)| {
-            serde_json::json!({
-                "node": peer.to_string(),
-                "exchanger": report["exchanger"],
-                "pinned": report["pinned"],
-                "sha256": report["sha256"],
-                "dry_run": report["dry_run"],
-            })
-        })
-        .collect())
+    let keys = ["exchanger", "pinned", "sha256", "dry_run"];
+    on_every_peer(state, token, "upload_exchanger", body, "uploaded", &keys).await
 }
 
 /// Publishes `pinned` (a user's version named by its full sha256) on every peer
@@ -64,30 +53,21 @@ pub async fn publish_on_peers(
     pinned: &ExchangerRef,
 ) -> Result<Vec<serde_json::Value>> {
     let body = bytes::Bytes::from(PublishRequest::encode(pinned, false));
-    let answers = on_every_peer(state, token, "publish_exchanger", body, "published").await?;
-    Ok(answers
-        .into_iter()
-        .map(|(peer, report)| {
-            serde_json::json!({
-                "node": peer.to_string(),
-                "exchanger": report["exchanger"],
-                "pinned": report["pinned"],
-                "sha256": report["sha256"],
-            })
-        })
-        .collect())
+    let keys = ["exchanger", "pinned", "sha256"];
+    on_every_peer(state, token, "publish_exchanger", body, "published", &keys).await
 }
 
-/// Runs action `kind` with `body` on every peer at once, with `token`; each
-/// peer's JSON answer in peer order, or the first failure naming its node and
-/// how many peers had `done` it before.
-async fn on_every_peer<'a>(
-    state: &'a ServerState,
+/// Runs action `kind` with `body` on every peer at once, with `token`; for each
+/// peer in order, `{"node": URL}` and the `keys` of its answer, or the first
+/// failure naming its node and how many peers had `done` it before.
+async fn on_every_peer(
+    state: &ServerState,
     token: &str,
     kind: &'static str,
     body: bytes::Bytes,
     done: &str,
-) -> Result<Vec<(&'a PushTarget, serde_json::Value)>> {
+    keys: &[&str],
+) -> Result<Vec<serde_json::Value>> {
     let calls = state
         .config
         .peers
@@ -102,7 +82,11 @@ async fn on_every_peer<'a>(
                 reports.len()
             ))
         })?;
-        reports.push((peer, report));
+        let mut entry = serde_json::json!({ "node": peer.to_string() });
+        for key in keys {
+            entry[*key] = report[*key].clone();
+        }
+        reports.push(entry);
     }
     Ok(reports)
 }
