@@ -124,9 +124,7 @@ impl Splitter {
         item: std::result::Result<Output, tonic::Status>,
     ) -> Vec<std::result::Result<Output, tonic::Status>> {
         match item {
-            Ok(Output::Data(data))
-                if data.fields.data_header.len() + data.body_len() > self.max_message_bytes =>
-            {
+            Ok(Output::Data(data)) if data.ipc_len() > self.max_message_bytes => {
                 match self.split(data.into_flight_data()) {
                     Ok(pieces) => pieces.into_iter().map(|d| Ok(Output::Data(d))).collect(),
                     Err(e) => vec![Err(tonic::Status::from(e))],
@@ -436,7 +434,7 @@ mod tests {
     #[test]
     fn messages_over_the_limit_are_split_into_rows_that_fit() {
         let (schema, data) = message(100_000);
-        let size = data.fields.data_header.len() + data.body_len();
+        let size = data.ipc_len();
         // At the limit: untouched.
         let mut at = Splitter::new(schema.clone(), size);
         let same = at.fit(Ok(Output::Data(data.clone())));

@@ -201,8 +201,8 @@ impl ExchangerMetrics {
     }
 }
 
-/// Rows of a message (0 unless a record batch) and its IPC bytes (header and body).
-/// Rows and bytes of a message of `header` and a body of `body_bytes`.
+/// Rows of a message of `header` (0 unless a record batch) and its IPC bytes
+/// (the header and a body of `body_bytes`).
 fn message_size(header: &[u8], body_bytes: usize) -> (u64, u64) {
     let bytes = (header.len() + body_bytes) as u64;
     (super::message_rows(header), bytes)

@@ -157,7 +157,7 @@ impl OutputSender {
     /// or while the queue holds the whole byte budget.
     pub fn send(&self, data: Outgoing) -> Result<(), SendError> {
         let slot = self.slot()?;
-        let size = data.fields.data_header.len() + data.body_len() + data.fields.app_metadata.len();
+        let size = data.ipc_len() + data.fields.app_metadata.len();
         // A message larger than the whole budget waits for an empty queue.
         let permits = size
             .clamp(1, self.limits.bytes.max(1))

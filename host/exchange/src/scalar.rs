@@ -354,7 +354,7 @@ impl ScalarEvaluator for Evaluator {
         let mut bytes_out = 0;
         let batches_out = outputs.len() as u64;
         for message in outputs {
-            bytes_out += message.fields.data_header.len() + message.body_len();
+            bytes_out += message.ipc_len();
             let message = message.into_flight_data();
             let batch = self
                 .decoder

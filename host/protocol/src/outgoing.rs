@@ -61,6 +61,11 @@ impl Outgoing {
         self.body.iter().map(Bytes::len).sum()
     }
 
+    /// The IPC message's length: its header and its body.
+    pub fn ipc_len(&self) -> usize {
+        self.fields.data_header.len() + self.body_len()
+    }
+
     /// The message as one FlightData, its body joined (copied unless it is one
     /// piece): for a path that has only tonic's codec.
     pub fn into_flight_data(self) -> FlightData {

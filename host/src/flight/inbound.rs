@@ -3,7 +3,7 @@
 
 use crate::flight::incoming::Incoming;
 use arrow::array::RecordBatch;
-use arrow_flight::FlightData;
+use arrow_flight::{FlightData, FlightDescriptor};
 use bytes::Bytes;
 use futures::StreamExt;
 use mallard_core::{Error, Result};
@@ -24,6 +24,23 @@ pub async fn next_within(
             ))
         })?
         .transpose()
+}
+
+/// The first message of `what`'s client stream and the stream's descriptor,
+/// which that message must carry: InvalidArgument for an empty stream or a
+/// first message without one.
+pub async fn first_with_descriptor(
+    incoming: &mut Incoming,
+    idle: Duration,
+    what: &str,
+) -> Result<(FlightData, FlightDescriptor), Status> {
+    let first = next_within(incoming, idle, what)
+        .await?
+        .ok_or_else(|| Status::invalid_argument(format!("{what} stream is empty")))?;
+    let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+        Status::invalid_argument(format!("the first {what} message must carry a descriptor"))
+    })?;
+    Ok((first, descriptor))
 }
 
 /// The stream's schema message header: `first`'s if it carries one (pyarrow

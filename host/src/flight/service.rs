@@ -146,12 +146,8 @@ impl MallardService {
         let idle = self.state.config.stall_timeout;
         let outcome = body_outcome::of(&request);
         let mut incoming = request.into_inner();
-        let first = next_within(&mut incoming, idle, "do_put")
-            .await?
-            .ok_or_else(|| Status::invalid_argument("do_put stream is empty"))?;
-        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
-            Status::invalid_argument("the first do_put message must carry a descriptor")
-        })?;
+        let (first, descriptor) =
+            inbound::first_with_descriptor(&mut incoming, idle, "do_put").await?;
         if let Some(command) = flight_sql::command(&descriptor.cmd) {
             let put = flight_sql::Put {
                 first,
@@ -209,26 +205,14 @@ impl MallardService {
             .check(&auth.principal, Operation::Exchange)?;
         let idle = self.state.config.stall_timeout;
         let mut incoming = request.into_inner();
-        let first = next_within(&mut incoming, idle, "do_exchange")
-            .await?
-            .ok_or_else(|| Status::invalid_argument("do_exchange stream is empty"))?;
-        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
-            Status::invalid_argument("the first do_exchange message must carry a descriptor")
-        })?;
+        let (first, descriptor) =
+            inbound::first_with_descriptor(&mut incoming, idle, "do_exchange").await?;
         let request = ExchangeRequest::parse(&descriptor.cmd).map_err(Error::from)?;
-        // The schema message is the first one with a header (pyarrow sends it with
-        // the descriptor; others send it next).
-        let mut schema_message = first;
-        while schema_message.data_header.is_empty() {
-            schema_message = next_within(&mut incoming, idle, "do_exchange")
-                .await?
-                .ok_or_else(|| {
-                    Status::invalid_argument("do_exchange ended before sending a schema")
-                })?;
-        }
+        let schema_header =
+            inbound::schema_message(first, &mut incoming, idle, "do_exchange").await?;
         let (in_tx, messages) = mpsc::channel(CHANNEL_MESSAGES);
         let input = pipeline::Input {
-            schema_header: schema_message.data_header,
+            schema_header,
             messages,
         };
         let exchange =
