@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub ceiling: bool,
     /// Who the bench logs in as on the file-backed server it starts for PUT_FILE.
     pub credentials: (String, String),
+    /// MAC rounds per value of the parallel_* ops' `pseudonymize`.
+    pub parallel_rounds: u32,
 }
 
 /// The `add_processed` ports timed beside the Rust one: op name and language.
@@ -108,16 +110,16 @@ fn parallel_instances() -> usize {
     mallard::config::default_exchange_instances()
 }
 
-/// The `pseudonymize` stage a `parallel*` op runs: one instance for the `_1`
-/// ops, [`parallel_instances`] for the `_n` ones.
-fn pseudonymize_stage(op: &str) -> String {
+/// The `pseudonymize` stage a `parallel*` op runs, `rounds` MACs per value: one
+/// instance for the `_1` ops, [`parallel_instances`] for the `_n` ones.
+fn pseudonymize_stage(op: &str, rounds: u32) -> String {
     let instances = if op.ends_with("_1") {
         1
     } else {
         parallel_instances()
     };
     format!(
-        r#"{{"exchanger": "pseudonymize", "instances": {instances}, "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}"}}}}"#
+        r#"{{"exchanger": "pseudonymize", "instances": {instances}, "params": {{"column": "flight_number", "key": "{PSEUDONYM_KEY}", "rounds": "{rounds}"}}}}"#
     )
 }
 
@@ -368,7 +370,7 @@ pub async fn run(
                     out.rows
                 }
                 "parallel_1" | "parallel_n" => {
-                    let command = pseudonymize_stage(op);
+                    let command = pseudonymize_stage(op, options.parallel_rounds);
                     let out =
                         ops::exchange(c1, &command, peer_schema(), generated(&pool, n), &progress)
                             .await?;
@@ -377,7 +379,7 @@ pub async fn run(
                 "parallel_sql_1" | "parallel_sql_n" => {
                     // Where the data lives: the server scans, pseudonymises and
                     // counts; only the count crosses the network.
-                    let stage = pseudonymize_stage(op);
+                    let stage = pseudonymize_stage(op, options.parallel_rounds);
                     let sql = format!(
                         "SELECT count(*) FROM exchange('{stage}', 'SELECT * FROM {TABLE}')"
                     );
@@ -461,6 +463,10 @@ pub async fn run(
     out.insert("rows".to_owned(), serde_json::json!(n));
     out.insert("repeat".to_owned(), serde_json::json!(options.repeat));
     out.insert("batch_rows".to_owned(), serde_json::json!(BATCH_ROWS));
+    out.insert(
+        "parallel_rounds".to_owned(),
+        serde_json::json!(options.parallel_rounds),
+    );
     for (op, runs) in seconds {
         let s = median(runs);
         out.insert(format!("{op}_s"), figure(s, 6));

@@ -177,6 +177,10 @@ enum Command {
         /// Skip measuring DuckDB's in-process ceilings (which need python3 and pip).
         #[arg(long)]
         no_ceiling: bool,
+        /// MAC rounds per value in the parallel_* ops' `pseudonymize` (1 to 1024):
+        /// more work per row, the same rows.
+        #[arg(long, default_value_t = 1)]
+        parallel_rounds: u32,
     },
     /// Three nodes on loopback: a partitioned push, then one table read from all
     /// three through one FlightInfo (Rust, pyarrow, ADBC) beside one node's GET.
@@ -425,6 +429,7 @@ async fn run(cli: Cli) -> Result<()> {
             no_adbc,
             no_polyglot,
             no_ceiling,
+            parallel_rounds,
         }) => {
             let (s1, s2) = servers::ensure_pair(&cli.server1, &cli.server2, !cli.no_start).await?;
             let mut c1 = servers::connect(&s1.url, &cli.user, &cli.password).await?;
@@ -439,6 +444,7 @@ async fn run(cli: Cli) -> Result<()> {
                 polyglot: !no_polyglot,
                 ceiling: !no_ceiling,
                 credentials: (cli.user.clone(), cli.password.clone()),
+                parallel_rounds,
             };
             let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
             bench::print_table(&results);

@@ -296,6 +296,7 @@ pub async fn run(options: WalkthroughOptions) -> Result<()> {
         polyglot: false,
         ceiling: false,
         credentials: (options.user.clone(), options.password.clone()),
+        parallel_rounds: 1,
     };
     let results = bench::run(&s1, &mut c1, &s2, &mut c2, &options).await?;
     bench::print_table(&results);

@@ -7,9 +7,12 @@
 //! value in every batch and every stream, so pseudonymised tables still join.
 //! Strings are hashed by their UTF-8 bytes, integers by their little-endian bytes.
 //!
-//! Params: `column` (required), `key` (required, at least 16 bytes). The work is
-//! per row and per batch, so the session is stateless: the server may run one
-//! stream on several instances.
+//! Params: `column` (required), `key` (required, at least 16 bytes), `rounds`
+//! (optional, 1 to [`MAX_ROUNDS`], default 1): the MAC is applied that many times,
+//! each round to the last one's digest, as key stretching does, so that a leaked
+//! key costs an attacker that many MACs per guess. The work is per row and per
+//! batch, so the session is stateless: the server may run one stream on several
+//! instances.
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
@@ -21,6 +24,9 @@ use sha2::Sha256;
 /// Shortest key accepted: shorter keys make pseudonyms guessable.
 pub const MIN_KEY_BYTES: usize = 16;
 
+/// Most MAC rounds per value.
+pub const MAX_ROUNDS: u32 = 1024;
+
 /// Hex characters per pseudonym (16 bytes of the MAC).
 const PSEUDONYM_CHARS: usize = 32;
 
@@ -28,6 +34,7 @@ const PSEUDONYM_CHARS: usize = 32;
 /// the output schema.
 pub struct Pseudonymize {
     mac: Hmac<Sha256>,
+    rounds: u32,
     column: usize,
     output: SchemaRef,
 }
@@ -35,7 +42,15 @@ pub struct Pseudonymize {
 impl Pseudonymize {
     fn pseudonym(&self, value: &[u8], out: &mut [u8; PSEUDONYM_CHARS]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = self.mac.clone().chain_update(value).finalize().into_bytes();
+        let mut digest = self.mac.clone().chain_update(value).finalize().into_bytes();
+        for _ in 1..self.rounds {
+            digest = self
+                .mac
+                .clone()
+                .chain_update(digest)
+                .finalize()
+                .into_bytes();
+        }
         for (i, byte) in digest[..PSEUDONYM_CHARS / 2].iter().enumerate() {
             out[2 * i] = HEX[(byte >> 4) as usize];
             out[2 * i + 1] = HEX[(byte & 0xf) as usize];
@@ -96,6 +111,18 @@ impl Exchanger for Pseudonymize {
                 key.len()
             )));
         }
+        let rounds = match params.get("rounds") {
+            None => 1,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|r| (1..=MAX_ROUNDS).contains(r))
+                .ok_or_else(|| {
+                    ExchangeError::InvalidParams(format!(
+                        "`rounds` is {text:?}; give a whole number from 1 to {MAX_ROUNDS}"
+                    ))
+                })?,
+        };
         let (column, field) = input
             .column_with_name(name)
             .ok_or_else(|| ExchangeError::InvalidInput(format!("input has no `{name}` column")))?;
@@ -115,6 +142,7 @@ impl Exchanger for Pseudonymize {
             .map_err(|e| ExchangeError::InvalidParams(format!("`key`: {e}")))?;
         Ok(Self {
             mac,
+            rounds,
             column,
             output: Arc::new(output),
         })
@@ -202,6 +230,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
         let mut ex = Pseudonymize {
             mac: Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap(),
+            rounds: 1,
             column: 0,
             output: schema.clone(),
         };
@@ -217,6 +246,39 @@ mod tests {
             out.column(0).as_string::<i32>().value(0),
             "5bdcc146bf60754e6a042426089575c7"
         );
+    }
+
+    #[test]
+    fn each_round_macs_the_digest_before_it() {
+        let (schema, batch) = flights();
+        let mut ex = open(
+            &schema,
+            &[("column", "tail"), ("key", KEY), ("rounds", "3")],
+        )
+        .unwrap();
+        let out = ex.push(batch).unwrap().remove(0);
+        let mac = |data: &[u8]| {
+            Hmac::<Sha256>::new_from_slice(KEY.as_bytes())
+                .unwrap()
+                .chain_update(data)
+                .finalize()
+                .into_bytes()
+        };
+        let expected: String = mac(&mac(&mac(b"N123")))[..PSEUDONYM_CHARS / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(out.column(1).as_string::<i32>().value(0), expected);
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let refused = open(
+                &schema,
+                &[("column", "tail"), ("key", KEY), ("rounds", bad)],
+            );
+            assert!(
+                matches!(&refused, Err(ExchangeError::InvalidParams(m)) if m.contains("rounds")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! output with these types, and the host uses the same decoder to validate every
 //! message a guest emits before a byte of it reaches a client.
 
+use crate::flat_validation;
 use crate::footprint::{DictionarySizes, ValueSizes, Walk, allowed_footprint};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
@@ -160,6 +161,9 @@ pub struct MessageDecoder {
     dictionaries: HashMap<i64, ArrayRef>,
     dictionary_sizes: HashMap<i64, DictionarySizes>,
     skip_validation: UnsafeFlag,
+    /// Every field is [`flat_validation::is_flat`]: record batches are decoded
+    /// unchecked, then [`flat_validation::validate_batch`] runs the same checks.
+    flat: bool,
     bounds: MessageBounds,
 }
 
@@ -167,11 +171,26 @@ impl MessageDecoder {
     /// A decoder for a stream whose schema is `schema`, with Arrow's full validation
     /// of every array (offsets, UTF-8, null counts, lengths).
     pub fn new(schema: SchemaRef) -> Self {
+        let flat = schema
+            .fields()
+            .iter()
+            .all(|f| flat_validation::is_flat(f.data_type()));
+        Self {
+            flat,
+            ..Self::with_arrow_validation(schema)
+        }
+    }
+
+    /// [`MessageDecoder::new`] with Arrow's validation whatever the schema: what
+    /// the fuzz target compares the flat-column validation against.
+    #[doc(hidden)]
+    pub fn with_arrow_validation(schema: SchemaRef) -> Self {
         Self {
             schema,
             dictionaries: HashMap::new(),
             dictionary_sizes: HashMap::new(),
             skip_validation: UnsafeFlag::new(),
+            flat: false,
             bounds: MessageBounds::default(),
         }
     }
@@ -195,6 +214,7 @@ impl MessageDecoder {
             dictionaries: HashMap::new(),
             dictionary_sizes: HashMap::new(),
             skip_validation,
+            flat: false,
             bounds: MessageBounds::default(),
         }
     }
@@ -264,16 +284,33 @@ impl MessageDecoder {
                 let footprint = Walk::new(&batch, body.as_slice(), &self.dictionary_sizes)
                     .columns(self.schema.fields())?;
                 within(footprint)?;
-                reader::RecordBatchDecoder::try_new(
+                let validate_after = self.flat;
+                if validate_after && batch.variadicBufferCounts().is_some_and(|c| !c.is_empty()) {
+                    return Err(ArrowError::IpcError(
+                        "variadic buffer counts for a schema without view columns".into(),
+                    ));
+                }
+                let mut skip_validation = self.skip_validation.clone();
+                if validate_after {
+                    // SAFETY: `validate_batch` below runs every check skipped here
+                    // before the batch leaves this function.
+                    unsafe { skip_validation.set(true) };
+                }
+                let decoded = reader::RecordBatchDecoder::try_new(
                     body,
                     batch,
                     self.schema.clone(),
                     &self.dictionaries,
                     &message.version(),
                 )?
-                .with_skip_validation(self.skip_validation.clone())
-                .read_record_batch()
-                .map(Some)
+                .with_skip_validation(skip_validation)
+                .read_record_batch()?;
+                if !validate_after {
+                    return Ok(Some(decoded));
+                }
+                let rows = decoded.num_rows();
+                let (schema, columns, _) = decoded.into_parts();
+                flat_validation::validate_batch(schema, columns, rows).map(Some)
             }
             MessageHeader::DictionaryBatch => {
                 let batch = message
@@ -461,14 +498,56 @@ pub fn exercise_decoders(data: &[u8]) {
     ]));
     let mut decoder = MessageDecoder::new(schema.clone());
     let _ = decoder.decode(header, Buffer::from(body.to_vec()));
+    // Flat columns are validated after an unchecked decode: the verdict and the
+    // batch must be Arrow's own.
+    let flat = Arc::new(Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+        arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("ok", arrow_schema::DataType::Boolean, false),
+        arrow_schema::Field::new("blob", arrow_schema::DataType::Binary, true),
+        arrow_schema::Field::new("text", arrow_schema::DataType::LargeUtf8, false),
+    ]));
+    for fields in [&[0, 1, 2][..], &[1, 3, 4], &[1], &[4]] {
+        let schema = Arc::new(flat.project(fields).expect("fields of `flat`"));
+        flat_validation_agrees_with_arrow(&schema, header, body);
+    }
     // Input on demand: a header the host let through (its rows within bounds of
     // the body the client sent) reaches a session as the header alone.
     if MessageBounds::default()
         .check_header(header, body.len())
         .is_ok()
     {
-        let flat = Arc::new(schema.project(&[0, 1, 2]).expect("three flat fields"));
+        let flat = Arc::new(flat.project(&[0, 1, 2]).expect("three flat fields"));
         crate::raw::exercise_reading(flat, header);
+    }
+}
+
+/// Decodes one message with the flat-column validation and with Arrow's, and
+/// panics unless what Arrow accepts is accepted alike and what is accepted is
+/// valid by Arrow's full validation of the arrays returned. (Arrow's decoder also
+/// refuses, by a caught panic, a buffer whose length is no multiple of its
+/// values' width, which the arrays never read: accepting that is sound.)
+/// Returns whether the message was accepted.
+#[doc(hidden)]
+pub fn flat_validation_agrees_with_arrow(schema: &SchemaRef, header: &[u8], body: &[u8]) -> bool {
+    let ours = MessageDecoder::new(schema.clone()).decode(header, Buffer::from(body.to_vec()));
+    let arrows = MessageDecoder::with_arrow_validation(schema.clone())
+        .decode(header, Buffer::from(body.to_vec()));
+    match (ours, arrows) {
+        (Ok(ours), Ok(arrows)) => {
+            assert_eq!(ours, arrows, "decoded alike");
+            true
+        }
+        (Ok(Some(ours)), Err(arrows)) => {
+            for column in ours.columns() {
+                if let Err(e) = column.to_data().validate_full() {
+                    panic!("flat validation accepted an invalid column ({e}); Arrow: {arrows}");
+                }
+            }
+            true
+        }
+        (Err(ours), Ok(arrows)) => panic!("flat validation refused ({ours}) {arrows:?}"),
+        (ours, _) => ours.is_ok(),
     }
 }
 
@@ -697,5 +776,76 @@ mod tests {
                 .check_header(&message.header, message.body.len())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn every_one_byte_corruption_of_a_flat_batch_gets_arrows_verdict_and_batch() {
+        use arrow_array::{BinaryArray, BooleanArray, LargeStringArray, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("text", DataType::LargeUtf8, false),
+            Field::new("blob", DataType::Binary, true),
+            Field::new("ok", DataType::Boolean, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(StringArray::from(vec![
+                    Some("é"),
+                    None,
+                    Some("ab"),
+                    Some("€x"),
+                ])),
+                Arc::new(LargeStringArray::from(vec!["a", "", "ü", "zz"])),
+                Arc::new(BinaryArray::from(vec![
+                    Some(&b"\xff"[..]),
+                    Some(b""),
+                    None,
+                    Some(b"\x00\x01"),
+                ])),
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let message = encoded(&batch);
+        assert!(
+            flat_validation_agrees_with_arrow(&schema, &message.header, &message.body),
+            "the original"
+        );
+        let mut refused = 0;
+        for at in 0..message.body.len() {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0xa9, 0xc3, 0xff] {
+                let mut body = message.body.clone();
+                if body[at] == value {
+                    continue;
+                }
+                body[at] = value;
+                refused += usize::from(!flat_validation_agrees_with_arrow(
+                    &schema,
+                    &message.header,
+                    &body,
+                ));
+            }
+        }
+        // Header bytes: lengths, null counts, buffer offsets and sizes.
+        for at in 0..message.header.len() {
+            for value in [0x00, 0x01, 0x05, 0x7f, 0x80, 0xff] {
+                let mut header = message.header.clone();
+                header[at] = value;
+                refused += usize::from(!flat_validation_agrees_with_arrow(
+                    &schema,
+                    &header,
+                    &message.body,
+                ));
+            }
+        }
+        assert!(refused > 0, "some corruptions break an invariant");
     }
 }

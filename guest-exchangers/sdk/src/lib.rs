@@ -29,6 +29,7 @@
 //! off: one source, two builds, no logic written twice.
 
 mod error;
+mod flat_validation;
 pub mod footprint;
 pub mod ipc;
 pub mod native;
