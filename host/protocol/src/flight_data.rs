@@ -1,11 +1,12 @@
 //! gRPC-framed FlightData messages read from the bytes a client streams in, as
 //! they arrive, so each message's Arrow body is copied once: from the received
-//! pieces straight into a fresh 64-byte-aligned buffer that Arrow uses as it is.
+//! pieces straight into a 64-byte-aligned buffer that Arrow uses as it is (reused
+//! from [`crate::body_pool`] once Arrow is done with it).
 //!
 //! The server feeds it HTTP/2 frames (`host/src/flight/incoming.rs`); nothing
 //! here does I/O, so `fuzz/` runs it on arbitrary bytes in arbitrary pieces.
 
-use arrow_buffer::{Buffer, MutableBuffer};
+use crate::body_pool::BodyBuffer;
 use arrow_flight::{FlightData, FlightDescriptor};
 use bytes::{Buf, Bytes};
 use prost::Message;
@@ -60,8 +61,8 @@ struct Partial {
     /// Bytes of it not parsed yet.
     remaining: usize,
     data: FlightData,
-    /// The body field being filled, and how long it is.
-    body: Option<(MutableBuffer, usize)>,
+    /// The body field being filled.
+    body: Option<BodyBuffer>,
 }
 
 impl FlightDataParser {
@@ -152,11 +153,10 @@ impl FlightDataParser {
                 });
                 continue;
             };
-            if let Some((buffer, len)) = &mut message.body {
-                while buffer.len() < *len && self.available > 0 {
+            if let Some(buffer) = &mut message.body {
+                while buffer.missing() > 0 && self.available > 0 {
                     let front = self.received.front_mut().expect("available");
-                    let n = front.len().min(*len - buffer.len());
-                    buffer.extend_from_slice(&front[..n]);
+                    let n = buffer.fill(front);
                     self.available -= n;
                     if n == front.len() {
                         self.received.pop_front();
@@ -164,11 +164,11 @@ impl FlightDataParser {
                         front.advance(n);
                     }
                 }
-                if buffer.len() < *len {
+                if buffer.missing() > 0 {
                     return Ok(None);
                 }
-                let (buffer, _) = message.body.take().expect("just filled");
-                message.data.data_body = Bytes::from(Buffer::from(buffer));
+                let buffer = message.body.take().expect("just filled");
+                message.data.data_body = buffer.freeze();
                 continue;
             }
             let remaining = message.remaining;
@@ -207,7 +207,7 @@ impl FlightDataParser {
             if wire_type == 2 && field == BODY {
                 let message = self.message.as_mut().expect("a message");
                 message.remaining -= field_len;
-                message.body = Some((MutableBuffer::with_capacity(length), length));
+                message.body = Some(BodyBuffer::new(length));
                 self.consume(key_len + length_len);
                 continue;
             }

@@ -9,6 +9,7 @@
 //! its own, and the server maps [`ProtocolError`] to gRPC statuses.
 
 pub mod action;
+pub mod body_pool;
 pub mod credentials;
 pub mod descriptor;
 pub mod exchange;
