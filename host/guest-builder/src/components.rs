@@ -20,24 +20,27 @@ pub enum Profile {
 }
 
 /// The workspace root: looked up from the running package's directory when cargo
-/// runs us, else this crate's parent at build time. The lookup matters with a
-/// target directory shared between checkouts: cargo reuses an artifact built in
-/// another checkout, whose build-time path may be gone.
+/// runs us, else this crate's parent at build time, else from the current
+/// directory. The lookup matters with a target directory shared between
+/// checkouts: cargo reuses an artifact built in another checkout, whose
+/// build-time path may be gone.
 pub fn workspace() -> PathBuf {
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("host/guest-builder/ is two levels below the workspace")
+        .to_path_buf();
+    let root_above = |dir: PathBuf| {
+        dir.ancestors()
+            .find(|d| is_workspace_root(d))
+            .map(Path::to_path_buf)
+    };
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .and_then(|dir| {
-            dir.ancestors()
-                .find(|d| is_workspace_root(d))
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .nth(2)
-                .expect("host/guest-builder/ is two levels below the workspace")
-                .to_path_buf()
-        })
+        .and_then(root_above)
+        .or_else(|| is_workspace_root(&built_in).then(|| built_in.clone()))
+        .or_else(|| std::env::current_dir().ok().and_then(root_above))
+        .unwrap_or(built_in)
 }
 
 fn is_workspace_root(dir: &Path) -> bool {
