@@ -49,32 +49,30 @@ pub fn validate_batch(
 
 fn validate_column(column: &dyn Array) -> Result<(), ArrowError> {
     let data = column.to_data();
+    let utf8 = match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => true,
+        DataType::Binary | DataType::LargeBinary => false,
+        _ => return data.validate_full(),
+    };
+    data.validate()?;
+    data.validate_nulls()?;
     match column.data_type() {
         DataType::Utf8 => {
             let strings = column.as_string::<i32>();
-            data.validate()?;
-            data.validate_nulls()?;
-            check_offsets(strings.value_offsets(), strings.values(), true)
+            check_offsets(strings.value_offsets(), strings.values(), utf8)
         }
         DataType::LargeUtf8 => {
             let strings = column.as_string::<i64>();
-            data.validate()?;
-            data.validate_nulls()?;
-            check_offsets(strings.value_offsets(), strings.values(), true)
+            check_offsets(strings.value_offsets(), strings.values(), utf8)
         }
         DataType::Binary => {
             let bytes = column.as_binary::<i32>();
-            data.validate()?;
-            data.validate_nulls()?;
-            check_offsets(bytes.value_offsets(), bytes.values(), false)
+            check_offsets(bytes.value_offsets(), bytes.values(), utf8)
         }
-        DataType::LargeBinary => {
+        _ => {
             let bytes = column.as_binary::<i64>();
-            data.validate()?;
-            data.validate_nulls()?;
-            check_offsets(bytes.value_offsets(), bytes.values(), false)
+            check_offsets(bytes.value_offsets(), bytes.values(), utf8)
         }
-        _ => data.validate_full(),
     }
 }
 
