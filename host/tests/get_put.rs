@@ -7,8 +7,8 @@ use arrow::array::{
     RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor};
 use common::*;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -109,21 +109,15 @@ async fn select_42_round_trip() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_then_get_returns_identical_values_for_every_type() {
-    let server = start().await;
-    let mut client = client(&server).await;
-    let batches = vec![typed_batch(0, 1000), typed_batch(1000, 777)];
-    assert_eq!(
-        put(&mut client, "typed", batches.clone()).await.unwrap(),
-        1777
-    );
-    let got = query(&mut client, "SELECT * FROM typed ORDER BY id")
+/// Asserts that `table`, read back in `id` order, holds exactly `batches`: the
+/// same types and the same values.
+async fn assert_table_holds(client: &mut FlightClient, table: &str, batches: &[RecordBatch]) {
+    let got = query(client, &format!("SELECT * FROM {table} ORDER BY id"))
         .await
         .unwrap();
-    let want = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let want = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
     let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
-    assert_eq!(got.num_rows(), want.num_rows());
+    assert_eq!(got.num_rows(), want.num_rows(), "rows of {table}");
     for (i, field) in want.schema().fields().iter().enumerate() {
         assert_eq!(
             got.schema().field(i).data_type(),
@@ -134,10 +128,22 @@ async fn put_then_get_returns_identical_values_for_every_type() {
         assert_eq!(
             got.column(i).to_data(),
             want.column(i).to_data(),
-            "values of {}",
+            "values of {} in {table}",
             field.name()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_then_get_returns_identical_values_for_every_type() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let batches = vec![typed_batch(0, 1000), typed_batch(1000, 777)];
+    assert_eq!(
+        put(&mut client, "typed", batches.clone()).await.unwrap(),
+        1777
+    );
+    assert_table_holds(&mut client, "typed", &batches).await;
     // A second put appends.
     assert_eq!(
         put(&mut client, "typed", vec![typed_batch(5000, 10)])
@@ -149,6 +155,37 @@ async fn put_then_get_returns_identical_values_for_every_type() {
         scalar_i64(&mut client, "SELECT count(*) FROM typed").await,
         1787
     );
+    server.stop().await.unwrap();
+}
+
+/// Bodies of 256 KiB and more reuse buffers that every stream shares
+/// (`mallard_protocol::body_pool`): three puts at once, of large batches, must each
+/// land exactly what its client sent, however the buffers pass between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_of_pooled_bodies_land_exactly_what_was_sent() {
+    let server = start().await;
+    let puts = (0..3i64).map(|k| {
+        let server = &server;
+        async move {
+            let mut client = client(server).await;
+            let batches: Vec<_> = (0..6i64)
+                .map(|b| typed_batch(k * 1_000_000 + b * 50_000, 50_000))
+                .collect();
+            let body = batches[0].get_array_memory_size();
+            assert!(
+                body > mallard_protocol::body_pool::MIN_POOLED_BYTES,
+                "{body}"
+            );
+            let table = format!("pooled{k}");
+            put(&mut client, &table, batches.clone()).await.unwrap();
+            (table, batches)
+        }
+    });
+    let sent = within(Duration::from_secs(120), futures::future::join_all(puts)).await;
+    let mut client = client(&server).await;
+    for (table, batches) in &sent {
+        assert_table_holds(&mut client, table, batches).await;
+    }
     server.stop().await.unwrap();
 }
 
