@@ -13,6 +13,7 @@
 //! requires the same verdict.
 
 use arrow_array::cast::AsArray;
+use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
 use arrow_array::{Array, ArrayRef, OffsetSizeTrait, RecordBatch, RecordBatchOptions};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
@@ -48,32 +49,23 @@ pub fn validate_batch(
 }
 
 fn validate_column(column: &dyn Array) -> Result<(), ArrowError> {
+    match column.data_type() {
+        DataType::Utf8 => byte_array::<Utf8Type>(column, true),
+        DataType::LargeUtf8 => byte_array::<LargeUtf8Type>(column, true),
+        DataType::Binary => byte_array::<BinaryType>(column, false),
+        DataType::LargeBinary => byte_array::<LargeBinaryType>(column, false),
+        _ => column.to_data().validate_full(),
+    }
+}
+
+/// Arrow's structural and null checks of a string or binary column, then
+/// [`check_offsets`] in place of Arrow's per-offset values check.
+fn byte_array<T: ByteArrayType>(column: &dyn Array, utf8: bool) -> Result<(), ArrowError> {
     let data = column.to_data();
-    let utf8 = match column.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 => true,
-        DataType::Binary | DataType::LargeBinary => false,
-        _ => return data.validate_full(),
-    };
     data.validate()?;
     data.validate_nulls()?;
-    match column.data_type() {
-        DataType::Utf8 => {
-            let strings = column.as_string::<i32>();
-            check_offsets(strings.value_offsets(), strings.values(), utf8)
-        }
-        DataType::LargeUtf8 => {
-            let strings = column.as_string::<i64>();
-            check_offsets(strings.value_offsets(), strings.values(), utf8)
-        }
-        DataType::Binary => {
-            let bytes = column.as_binary::<i32>();
-            check_offsets(bytes.value_offsets(), bytes.values(), utf8)
-        }
-        _ => {
-            let bytes = column.as_binary::<i64>();
-            check_offsets(bytes.value_offsets(), bytes.values(), utf8)
-        }
-    }
+    let array = column.as_bytes::<T>();
+    check_offsets(array.value_offsets(), array.values(), utf8)
 }
 
 /// Every offset non-negative, none smaller than the one before, the last within

@@ -284,14 +284,13 @@ impl MessageDecoder {
                 let footprint = Walk::new(&batch, body.as_slice(), &self.dictionary_sizes)
                     .columns(self.schema.fields())?;
                 within(footprint)?;
-                let validate_after = self.flat;
-                if validate_after && batch.variadicBufferCounts().is_some_and(|c| !c.is_empty()) {
+                if self.flat && batch.variadicBufferCounts().is_some_and(|c| !c.is_empty()) {
                     return Err(ArrowError::IpcError(
                         "variadic buffer counts for a schema without view columns".into(),
                     ));
                 }
                 let mut skip_validation = self.skip_validation.clone();
-                if validate_after {
+                if self.flat {
                     // SAFETY: `validate_batch` below runs every check skipped here
                     // before the batch leaves this function.
                     unsafe { skip_validation.set(true) };
@@ -305,7 +304,7 @@ impl MessageDecoder {
                 )?
                 .with_skip_validation(skip_validation)
                 .read_record_batch()?;
-                if !validate_after {
+                if !self.flat {
                     return Ok(Some(decoded));
                 }
                 let rows = decoded.num_rows();
@@ -819,32 +818,33 @@ mod tests {
             flat_validation_agrees_with_arrow(&schema, &message.header, &message.body),
             "the original"
         );
-        let mut refused = 0;
-        for at in 0..message.body.len() {
-            for value in [0x00, 0x01, 0x7f, 0x80, 0xa9, 0xc3, 0xff] {
-                let mut body = message.body.clone();
-                if body[at] == value {
-                    continue;
+        // Each byte set to each of `values` in turn (header bytes: lengths, null
+        // counts, buffer offsets and sizes).
+        let corruptions = |bytes: &[u8], values: &[u8]| {
+            let mut out = Vec::new();
+            for at in 0..bytes.len() {
+                for &value in values.iter().filter(|&&v| v != bytes[at]) {
+                    let mut corrupted = bytes.to_vec();
+                    corrupted[at] = value;
+                    out.push(corrupted);
                 }
-                body[at] = value;
-                refused += usize::from(!flat_validation_agrees_with_arrow(
-                    &schema,
-                    &message.header,
-                    &body,
-                ));
             }
+            out
+        };
+        let mut refused = 0;
+        for body in corruptions(&message.body, &[0x00, 0x01, 0x7f, 0x80, 0xa9, 0xc3, 0xff]) {
+            refused += usize::from(!flat_validation_agrees_with_arrow(
+                &schema,
+                &message.header,
+                &body,
+            ));
         }
-        // Header bytes: lengths, null counts, buffer offsets and sizes.
-        for at in 0..message.header.len() {
-            for value in [0x00, 0x01, 0x05, 0x7f, 0x80, 0xff] {
-                let mut header = message.header.clone();
-                header[at] = value;
-                refused += usize::from(!flat_validation_agrees_with_arrow(
-                    &schema,
-                    &header,
-                    &message.body,
-                ));
-            }
+        for header in corruptions(&message.header, &[0x00, 0x01, 0x05, 0x7f, 0x80, 0xff]) {
+            refused += usize::from(!flat_validation_agrees_with_arrow(
+                &schema,
+                &header,
+                &message.body,
+            ));
         }
         assert!(refused > 0, "some corruptions break an invariant");
     }

@@ -122,19 +122,12 @@ impl BodyBuffer {
 
     /// A buffer for a body of `len` bytes, from `pool` when that large.
     pub fn from_pool(len: usize, pool: &'static BodyPool) -> Self {
-        if len < MIN_POOLED_BYTES {
-            return Self {
-                lines: lines(len),
-                filled: 0,
-                len,
-                pool: None,
-            };
-        }
+        let pool = (len >= MIN_POOLED_BYTES).then_some(pool);
         Self {
-            lines: pool.take(len),
+            lines: pool.map_or_else(|| lines(len), |pool| pool.take(len)),
             filled: 0,
             len,
-            pool: Some(pool),
+            pool,
         }
     }
 
