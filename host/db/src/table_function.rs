@@ -464,29 +464,31 @@ unsafe extern "C" fn scan(info: ffi::duckdb_function_info, output: ffi::duckdb_d
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Hands out `batches`, then `end`; counts the calls it gets.
+    /// Hands out `batches`, then its end (clean or an error) once; counts the
+    /// calls it gets, and fails any call after its end.
     struct Scripted {
         batches: Vec<RecordBatch>,
-        end: Option<Error>,
-        calls: Arc<std::sync::atomic::AtomicUsize>,
+        end: Option<Result<()>>,
+        calls: Arc<AtomicUsize>,
     }
 
     impl Batches for Scripted {
         fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-            self.calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.calls.fetch_add(1, Ordering::Relaxed);
             if !self.batches.is_empty() {
                 return Ok(Some(self.batches.remove(0)));
             }
             match self.end.take() {
-                Some(e) => Err(e),
+                Some(end) => end.map(|()| None),
                 None => Err(Error::internal("called after its end")),
             }
         }
     }
 
-    fn shared(end: Option<Error>) -> (SharedSource, Arc<std::sync::atomic::AtomicUsize>) {
+    /// Two batches of two rows, then `end`.
+    fn shared(end: Result<()>) -> (SharedSource, Arc<AtomicUsize>) {
         let calls = Arc::default();
         let batch = RecordBatch::try_from_iter([(
             "x",
@@ -495,7 +497,7 @@ mod tests {
         .unwrap();
         let source = Scripted {
             batches: vec![batch.clone(), batch],
-            end,
+            end: Some(end),
             calls: Arc::clone(&calls),
         };
         (
@@ -504,49 +506,47 @@ mod tests {
         )
     }
 
+    /// Four threads read `source` to its end; each thread's rows and how it ended.
+    fn read_from_four_threads(source: &SharedSource) -> Vec<(usize, Result<()>)> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut rows = 0;
+                        loop {
+                            match source.next_batch() {
+                                Ok(Some(batch)) => rows += batch.num_rows(),
+                                Ok(None) => return (rows, Ok(())),
+                                Err(e) => return (rows, Err(e)),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     #[test]
     fn after_its_end_or_error_the_source_is_not_asked_again() {
-        // A source that ends: two batches, then the end for every thread.
-        struct Ends(Vec<RecordBatch>);
-        impl Batches for Ends {
-            fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-                if self.0.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(self.0.remove(0)))
-            }
-        }
-        let ends = SharedSource(Mutex::new(SourceState::Running(Box::new(Ends(vec![])))));
-        for _ in 0..3 {
-            assert!(ends.next_batch().unwrap().is_none());
-        }
-        // A source that fails: every later caller gets the same kind and message.
-        let (failing, calls) = shared(Some(Error::deadline_exceeded("guest too slow")));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let failing = &failing;
-                move || {
-                    let mut rows = 0;
-                    loop {
-                        match failing.next_batch() {
-                            Ok(Some(batch)) => rows += batch.num_rows(),
-                            Ok(None) => panic!("a failed source ended cleanly"),
-                            Err(e) => return (rows, e),
-                        }
-                    }
-                }
-            })
-            .collect();
-        let outcomes: Vec<(usize, Error)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = threads.into_iter().map(|t| scope.spawn(t)).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        // A source that ends: every thread sees the end, the source hears of it once.
+        let (ends, calls) = shared(Ok(()));
+        let outcomes = read_from_four_threads(&ends);
         assert_eq!(outcomes.iter().map(|(rows, _)| rows).sum::<usize>(), 4);
-        for (_, e) in &outcomes {
+        assert!(outcomes.iter().all(|(_, end)| end.is_ok()));
+        assert!(ends.next_batch().unwrap().is_none());
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        // A source that fails: every later caller gets the same kind and message.
+        let (failing, calls) = shared(Err(Error::deadline_exceeded("guest too slow")));
+        let outcomes = read_from_four_threads(&failing);
+        assert_eq!(outcomes.iter().map(|(rows, _)| rows).sum::<usize>(), 4);
+        for (_, end) in outcomes {
+            let e = end.expect_err("a failed source ended cleanly");
             assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
             assert_eq!(e.message(), "guest too slow");
         }
-        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert!(failing.next_batch().is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
     }
 
     #[test]
