@@ -206,6 +206,8 @@ impl Assembler {
         if passed_bytes.saturating_mul(2) < body_bytes {
             for message in &mut out[first..] {
                 message.body = vec![Bytes::from(message.body.concat())];
+                // The batch would keep the whole input alive too.
+                message.batch = None;
             }
         }
         Ok(())
@@ -221,10 +223,15 @@ impl Assembler {
         for message in messages {
             let header = Bytes::from(message.header);
             let body = Bytes::from(message.body);
-            self.full
+            let batch = self
+                .full
                 .decode(&header, Buffer::from(body.clone()))
                 .map_err(|e| self.refuse(what, e))?;
-            out.push(Outgoing::data(header, vec![body]));
+            let message = Outgoing::data(header, vec![body]);
+            out.push(match batch {
+                Some(batch) => message.with_batch(batch),
+                None => message,
+            });
         }
         Ok(())
     }
@@ -460,8 +467,16 @@ mod tests {
         let out = pass_through(&input, vec![I(0), I(1), E]);
         assert!(points_into(&out, input.column(0)));
         assert!(points_into(&out, input.column(1)));
+        let carried = out[0]
+            .batch
+            .clone()
+            .expect("an assembled message carries its batch");
         let batch = decoded_as(out_schema(&input), out);
         assert_eq!(batch.column(1).as_ref(), input.column(1).as_ref());
+        // What a consumer inside the server takes instead of decoding: the same
+        // batch, its input columns the input's own arrays.
+        assert_eq!(carried, batch);
+        assert!(Arc::ptr_eq(carried.column(1), input.column(1)));
     }
 
     fn out_schema(input: &RecordBatch) -> SchemaRef {
@@ -481,6 +496,10 @@ mod tests {
         assert!(!points_into(&out, input.column(0)));
         assert!(!points_into(&out, input.column(1)));
         assert!(out.iter().all(|m| m.body.len() == 1));
+        assert!(
+            out.iter().all(|m| m.batch.is_none()),
+            "a carried batch would hold the input alive"
+        );
         let body: usize = out.iter().map(Outgoing::body_len).sum();
         assert!(body < 1 << 20, "{body} bytes");
         let schema = Arc::new(Schema::new(vec![
@@ -533,6 +552,11 @@ mod tests {
         let body = messages[0].body.clone();
         let out = run(vec![E, E, E], messages, None).unwrap();
         assert_eq!(out[0].body.concat(), body);
+        assert_eq!(
+            out[0].batch.as_ref(),
+            Some(&full),
+            "the batch its validation decoded"
+        );
         let garbage = vec![Message {
             header: vec![1, 2, 3],
             body: vec![],

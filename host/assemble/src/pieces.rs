@@ -46,7 +46,8 @@ impl PieceEncoder {
     }
 
     /// Appends `batch` to `out` as messages of at most about `max_body_bytes`
-    /// of body each (a larger batch goes as row slices).
+    /// of body each (a larger batch goes as row slices), each record batch
+    /// message carrying the slice it encodes.
     pub fn encode(
         &mut self,
         batch: &RecordBatch,
@@ -58,7 +59,11 @@ impl PieceEncoder {
                 .encoder
                 .encode(&part)
                 .map_err(|e| Error::internal(format!("cannot encode a batch: {e}")))?;
+            let first = out.len();
             cut_messages(segments, out)?;
+            if let Some(message) = out[first..].last_mut() {
+                message.batch = Some(part);
+            }
         }
         Ok(())
     }

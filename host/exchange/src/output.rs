@@ -64,7 +64,7 @@ pub enum Output {
 
 /// An entry of the queue: a message, or the explicit end with its receipt.
 enum Entry {
-    Message(Queued),
+    Message(Box<Queued>),
     End(Receipt),
 }
 
@@ -183,11 +183,11 @@ impl OutputSender {
             }
         };
         self.queue
-            .send(Entry::Message(Queued {
+            .send(Entry::Message(Box::new(Queued {
                 data,
                 _slot: slot,
                 _bytes: permit,
-            }))
+            })))
             .map_err(|_| SendError::Gone)
     }
 

@@ -418,7 +418,13 @@ impl table_function::Batches for RunningExchange {
                         .push(receipt);
                     return Ok(None);
                 }
-                Some(Ok(Output::Data(data))) => {
+                Some(Ok(Output::Data(mut data))) => {
+                    // A batch this server validated goes to DuckDB as it is;
+                    // only messages without one (dictionaries, output encoded
+                    // with dictionaries) are joined and decoded.
+                    if let Some(batch) = data.batch.take() {
+                        return Ok(Some(batch));
+                    }
                     let data = data.into_flight_data();
                     let batch = self
                         .decoder

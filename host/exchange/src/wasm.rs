@@ -154,7 +154,8 @@ impl WasmSession {
             self.info.within(deadline, what)?;
             let header = Bytes::from(message.header);
             let body = Bytes::from(message.body);
-            self.validator
+            let batch = self
+                .validator
                 .decode(&header, arrow::buffer::Buffer::from(body.clone()))
                 .map_err(|e| {
                     Error::invalid_argument(format!(
@@ -162,7 +163,11 @@ impl WasmSession {
                         self.info.name
                     ))
                 })?;
-            out.push(Outgoing::data(header, vec![body]));
+            let message = Outgoing::data(header, vec![body]);
+            out.push(match batch {
+                Some(batch) => message.with_batch(batch),
+                None => message,
+            });
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@
 //! protobuf fields and every small piece into one buffer and passes each large
 //! piece through.
 
+use arrow_array::RecordBatch;
 use arrow_flight::FlightData;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -32,6 +33,11 @@ pub struct Outgoing {
     pub fields: FlightData,
     /// The body, in order.
     pub body: Vec<Bytes>,
+    /// The record batch the message encodes, already validated by this server
+    /// and sharing the body's buffers, when the server built or decoded it: a
+    /// consumer inside the server (DuckDB under `exchange()`) takes it instead
+    /// of joining the pieces and decoding them again. The network ignores it.
+    pub batch: Option<RecordBatch>,
 }
 
 impl From<FlightData> for Outgoing {
@@ -40,6 +46,7 @@ impl From<FlightData> for Outgoing {
         Self {
             fields,
             body: if body.is_empty() { vec![] } else { vec![body] },
+            batch: None,
         }
     }
 }
@@ -53,7 +60,15 @@ impl Outgoing {
                 ..FlightData::default()
             },
             body,
+            batch: None,
         }
+    }
+
+    /// The same message, carrying `batch`: the validated record batch it
+    /// encodes (see [`Self::batch`]).
+    pub fn with_batch(mut self, batch: RecordBatch) -> Self {
+        self.batch = Some(batch);
+        self
     }
 
     /// The body's length.
@@ -144,6 +159,7 @@ mod tests {
                 app_metadata: Bytes::from_static(b"meta"),
                 data_body: Bytes::new(),
             },
+            batch: None,
             body: pieces
                 .iter()
                 .enumerate()
