@@ -253,14 +253,19 @@ function emitBatches(batches, output, name, input, emit, passThrough) {
 /** The buffers of an apache-arrow Data, all of which a lazy column defers. */
 const BUFFERS = ['values', 'valueOffsets', 'nullBitmap', 'typeIds'];
 
-/** Whether every field of `schema` is flat (no children, no variadic buffers, no
- *  dictionary): the columns a lazy Data can stand for. */
-function allFlat(schema) {
-  return schema.fields.every((f) => {
-    const t = f.type;
-    return !arrow.DataType.isDictionary(t) && !(t.children && t.children.length)
-      && t.typeId !== arrow.Type.Utf8View && t.typeId !== arrow.Type.BinaryView;
-  });
+/** Whether a lazy Data can stand for every column of `schema`: no dictionary
+ *  (its values arrive in messages of their own) and no view type (variadic
+ *  buffers), at any depth. Nested columns (struct, list, map, union) can. */
+function deferrable(schema) {
+  const ok = (t) => !arrow.DataType.isDictionary(t)
+    && t.typeId !== arrow.Type.Utf8View && t.typeId !== arrow.Type.BinaryView
+    && (t.children ?? []).every((f) => ok(f.type));
+  return schema.fields.every((f) => ok(f.type));
+}
+
+/** `data` and its descendants, parents first. */
+function tree(data) {
+  return [data, ...(data.children ?? []).flatMap(tree)];
 }
 
 /** One zeroed body, grown as needed, that header-only batches are read over:
@@ -272,29 +277,44 @@ function zeroBody(length) {
 }
 
 /** Makes each column of `batch` (read over a zeroed body) fetch its buffers from
- *  the host, through `readColumns`, the first time any of them is touched. A
- *  column that is only passed through is never fetched. */
+ *  the host, through `readColumns`, the first time any of them, or any of its
+ *  children's, is touched: a nested column is fetched whole, once. A column
+ *  that is only passed through is never fetched. */
 function deferColumns(batch, schema, readColumns, schemaHeaders) {
-  batch.data.children.forEach((child, k) => {
-    let loaded = false;
+  batch.data.children.forEach((column, k) => {
+    const placeholders = tree(column);
+    // Once loaded, every getter below is replaced by the value; a failed load
+    // fails every later touch alike instead of asking the host again.
+    let failure = null;
     const load = () => {
-      if (loaded) return;
-      loaded = true;
-      schemaHeaders[k] ??= schemaHeader(new arrow.Schema([schema.fields[k]]));
-      const { header, body } = readColumns([k]);
-      const [one] = [...arrow.RecordBatchReader.from([frame(schemaHeaders[k], new Uint8Array(0)), framePrefix(header), body, EOS])];
-      const real = one.data.children[0];
-      for (const name of BUFFERS) {
-        Object.defineProperty(child, name, { value: real[name], writable: true, configurable: true, enumerable: true });
+      if (failure) throw failure;
+      try {
+        schemaHeaders[k] ??= schemaHeader(new arrow.Schema([schema.fields[k]]));
+        const { header, body } = readColumns([k]);
+        const [one] = [...arrow.RecordBatchReader.from([frame(schemaHeaders[k], new Uint8Array(0)), framePrefix(header), body, EOS])];
+        const real = tree(one.data.children[0]);
+        if (real.length !== placeholders.length || real.some((node, i) => node.length !== placeholders[i].length)) {
+          throw new Failed(`the host sent input column ${k} in another shape than its header`);
+        }
+        placeholders.forEach((node, i) => {
+          for (const name of BUFFERS) {
+            Object.defineProperty(node, name, { value: real[i][name], writable: true, configurable: true, enumerable: true });
+          }
+        });
+      } catch (e) {
+        failure = e;
+        throw e;
       }
     };
-    for (const name of BUFFERS) {
-      Object.defineProperty(child, name, {
-        get() { load(); return child[name]; },
-        set(value) { load(); Object.defineProperty(child, name, { value, writable: true, configurable: true, enumerable: true }); },
-        configurable: true,
-        enumerable: true,
-      });
+    for (const node of placeholders) {
+      for (const name of BUFFERS) {
+        Object.defineProperty(node, name, {
+          get() { load(); return node[name]; },
+          set(value) { load(); Object.defineProperty(node, name, { value, writable: true, configurable: true, enumerable: true }); },
+          configurable: true,
+          enumerable: true,
+        });
+      }
     }
   });
 }
@@ -303,9 +323,10 @@ function deferColumns(batch, schema, readColumns, schemaHeaders) {
  *  (contract 0.2's import; `mallard-exchanger.js` binds the real one). With
  *  `passThrough: false` every column is encoded (for tests that read the
  *  emitted messages on their own). With `input` (contract 0.2's `input`
- *  import: `readOnDemand`, `readColumns`), a flat input is read on demand: a
- *  batch arrives as its header, and a column's buffers are fetched the first
- *  time the exchanger touches them. */
+ *  import: `readOnDemand`, `readColumns`), an input without dictionary or view
+ *  columns is read on demand: a batch arrives as its header, and a column's
+ *  buffers (a nested column's whole tree) are fetched the first time the
+ *  exchanger touches them. */
 export function exportExchangerWith(cls, emit, { passThrough = true, input = null } = {}) {
   class Session {
     constructor(exchanger, input, output, schema, onDemand) {
@@ -362,7 +383,7 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
         exchanger.output = out;
         return schemaHeader(out);
       }, 'failed');
-      const onDemand = Boolean(input) && allFlat(schema) && input.readOnDemand();
+      const onDemand = Boolean(input) && deferrable(schema) && input.readOnDemand();
       return new Session(exchanger, inputSchema, output, schema, onDemand);
     },
     Session,

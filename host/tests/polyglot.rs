@@ -156,6 +156,34 @@ async fn python_and_javascript_ports_match_the_rust_builtins_on_a_million_rows()
         let out = one(&query(client, sql).await.unwrap());
         assert_eq!(out, expected, "{language:?} through exchange()");
     }
+    // Nested input (a struct of a number and a string, a list, a map): what
+    // add_processed passes through and running_totals never reads (JavaScript
+    // reads it on demand, the nested columns' trees included) comes out as it
+    // went in.
+    let nested = query(
+        &mut admin,
+        "SELECT i AS id, {'a': i, 'b': 'é' || i} AS s, [i, i + 1] AS l, \
+         map{'k': i} AS m, (i * 1.5)::DOUBLE AS v FROM range(300000) t(i)",
+    )
+    .await
+    .unwrap();
+    for command in [
+        "add_processed",
+        r#"{"exchanger": "running_totals", "params": {"value": "v"}}"#,
+    ] {
+        let expected = one(&exchange(&mut admin, command, nested.clone()).await.unwrap());
+        assert_eq!(expected.num_rows(), 300_000);
+        for (language, client) in &mut clients {
+            let out = exchange(client, command, nested.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{language:?} {command} on nested input: {e}"));
+            assert_eq!(
+                one(&out),
+                expected,
+                "{language:?} {command} on nested input"
+            );
+        }
+    }
     server.stop().await.unwrap();
 }
 

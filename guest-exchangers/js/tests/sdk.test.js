@@ -219,3 +219,78 @@ test('input read on demand fetches a column only when it is touched, once', () =
   whole.push(batch.header, batch.body);
   assert.deepEqual(fetched, [1]);
 });
+
+/** A table of a struct column, a list column and a flat one, 50 rows. */
+function nestedInput() {
+  const rows = 50;
+  const s = arrow.vectorFromArray(
+    Array.from({ length: rows }, (_, i) => ({ a: i, b: 'é'.repeat(i % 4) })),
+    new arrow.Struct([new arrow.Field('a', new arrow.Int32()), new arrow.Field('b', new arrow.Utf8())]),
+  );
+  const l = arrow.vectorFromArray(
+    Array.from({ length: rows }, (_, i) => Array.from({ length: i % 3 }, (_, j) => i + j)),
+    new arrow.List(new arrow.Field('item', new arrow.Int32())),
+  );
+  const x = arrow.vectorFromArray(Array.from({ length: rows }, (_, i) => i / 2), new arrow.Float64());
+  return new arrow.Table({ s, l, x });
+}
+
+/** A host's `readColumns` over `table`, recording what it was asked for. */
+function hostOver(table, fetched) {
+  return ([k]) => {
+    fetched.push(k);
+    const name = table.schema.fields[k].name;
+    return messages(new arrow.Table({ [name]: table.getChild(name) }))[1];
+  };
+}
+
+test('nested input columns are fetched whole, once, and only when touched', () => {
+  const input = nestedInput();
+  const [schema, batch] = messages(input);
+  // Reads one child of the struct and the list's values; never the flat column.
+  class Measures extends Exchanger {
+    static info = { name: 'measures', version: '1.0.0', description: 'test' };
+    open(s) { return withField(s, new arrow.Field('n', new arrow.Int32(), false)); }
+    push(b) {
+      const names = b.getChild('s').getChild('b');
+      const lists = b.getChild('l');
+      const n = Int32Array.from({ length: b.numRows }, (_, i) => names.get(i).length * 10 + lists.get(i).length);
+      return [appendColumn(b, this.output, arrow.makeData({ type: new arrow.Int32(), length: b.numRows, data: n }))];
+    }
+  }
+  const fetched = [];
+  const calls = [];
+  const session = exportExchangerWith(Measures, (columns, sent) => calls.push({ columns, sent }), {
+    input: { readOnDemand: () => true, readColumns: hostOver(input, fetched) },
+  }).open(schema.header, []);
+  session.push(batch.header, new Uint8Array(0));
+  assert.deepEqual(fetched, [0, 1], 'the struct and the list, each once; not the flat column');
+  assert.deepEqual(calls[0].columns, [{ tag: 'input', val: 0 }, { tag: 'input', val: 1 }, { tag: 'input', val: 2 }, { tag: 'emitted' }]);
+  const [nSchema] = messages(arrow.tableFromArrays({ n: Int32Array.from([]) }));
+  const n = read(nSchema.header, calls[0].sent);
+  assert.deepEqual([...n.getChild('n')], Array.from({ length: 50 }, (_, i) => (i % 4) * 10 + (i % 3)));
+});
+
+test('a nested column the host sends in another shape fails the call, every touch alike', () => {
+  const input = nestedInput();
+  const [schema, batch] = messages(input);
+  const shorter = input.slice(0, 10);
+  const fetched = [];
+  let touches = 0;
+  class Reader extends Exchanger {
+    static info = { name: 'reader', version: '1.0.0', description: 'test' };
+    open(s) { return s; }
+    push(b) {
+      for (let i = 0; i < 2; i++) {
+        try { b.getChild('l').get(0); } catch (e) { touches += 1; if (i === 1) throw e; }
+      }
+      return [b];
+    }
+  }
+  const session = exportExchangerWith(Reader, () => {}, {
+    input: { readOnDemand: () => true, readColumns: hostOver(shorter, fetched) },
+  }).open(schema.header, []);
+  assert.throws(() => session.push(batch.header, new Uint8Array(0)), (e) => e.payload.tag === 'failed' && e.payload.val.includes('another shape'));
+  assert.equal(touches, 2);
+  assert.deepEqual(fetched, [1], 'asked once; the second touch fails alike without asking again');
+});

@@ -353,13 +353,18 @@ impl ScalarEvaluator for Evaluator {
         let mut values = None;
         let mut bytes_out = 0;
         let batches_out = outputs.len() as u64;
-        for message in outputs {
+        for mut message in outputs {
             bytes_out += message.ipc_len();
-            let message = message.into_flight_data();
-            let batch = self
-                .decoder
-                .decode(&message.data_header, Buffer::from(message.data_body))
-                .map_err(|e| Error::invalid_argument(format!("exchanger output: {e}")))?;
+            // A batch this server validated or built is taken as it is.
+            let batch = match message.batch.take() {
+                Some(batch) => Some(batch),
+                None => {
+                    let message = message.into_flight_data();
+                    self.decoder
+                        .decode(&message.data_header, Buffer::from(message.data_body))
+                        .map_err(|e| Error::invalid_argument(format!("exchanger output: {e}")))?
+                }
+            };
             if let Some(batch) = batch {
                 if values.is_some() {
                     return Err(Error::invalid_argument(
