@@ -71,6 +71,8 @@ pub async fn connect_to(
         .connect_timeout(Duration::from_secs(10))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        // Without it the server must cut what it sends into 16 KiB frames.
+        .max_frame_size(MAX_FRAME_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(30));
     if target.tls {
         let tls = tls.ok_or_else(|| {
