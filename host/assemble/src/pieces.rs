@@ -47,7 +47,7 @@ impl PieceEncoder {
 
     /// Appends `batch` to `out` as messages of at most about `max_body_bytes`
     /// of body each (a larger batch goes as row slices), each record batch
-    /// message carrying the slice it encodes.
+    /// message carrying the slice it encodes when that lies in its pieces.
     pub fn encode(
         &mut self,
         batch: &RecordBatch,
@@ -62,7 +62,7 @@ impl PieceEncoder {
             let first = out.len();
             cut_messages(segments, out)?;
             if let Some(message) = out[first..].last_mut() {
-                message.batch = Some(part);
+                *message = std::mem::take(message).with_batch(part);
             }
         }
         Ok(())

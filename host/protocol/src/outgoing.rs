@@ -9,6 +9,7 @@
 //! piece through.
 
 use arrow_array::RecordBatch;
+use arrow_data::ArrayData;
 use arrow_flight::FlightData;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -33,10 +34,11 @@ pub struct Outgoing {
     pub fields: FlightData,
     /// The body, in order.
     pub body: Vec<Bytes>,
-    /// The record batch the message encodes, already validated by this server
-    /// and sharing the body's buffers, when the server built or decoded it: a
-    /// consumer inside the server (DuckDB under `exchange()`) takes it instead
-    /// of joining the pieces and decoding them again. The network ignores it.
+    /// The record batch the message encodes, already validated by this server,
+    /// when the server built or decoded it: a consumer inside the server (DuckDB
+    /// under `exchange()`, a scalar call) takes it instead of joining the pieces
+    /// and decoding them again. The network ignores it. It holds no memory of its
+    /// own (see [`Self::with_batch`]), so what budgets a message's bytes budgets it.
     pub batch: Option<RecordBatch>,
 }
 
@@ -64,10 +66,19 @@ impl Outgoing {
         }
     }
 
-    /// The same message, carrying `batch`: the validated record batch it
-    /// encodes (see [`Self::batch`]).
+    /// The same message, carrying `batch`, the validated record batch it
+    /// encodes (see [`Self::batch`]), if every buffer of the batch lies inside
+    /// the body's pieces. A decoder that had to copy (a misaligned buffer, which
+    /// a guest can emit on purpose) made a batch that would double the memory a
+    /// queued message holds; then nothing is carried and a consumer decodes.
     pub fn with_batch(mut self, batch: RecordBatch) -> Self {
-        self.batch = Some(batch);
+        if batch
+            .columns()
+            .iter()
+            .all(|column| lies_inside(&column.to_data(), &self.body))
+        {
+            self.batch = Some(batch);
+        }
         self
     }
 
@@ -137,6 +148,24 @@ impl Outgoing {
     }
 }
 
+/// Whether every non-empty buffer of `data` and its children is inside one of `pieces`.
+fn lies_inside(data: &ArrayData, pieces: &[Bytes]) -> bool {
+    let inside = |buffer: &arrow_buffer::Buffer| {
+        let start = buffer.as_ptr() as usize;
+        buffer.is_empty()
+            || pieces.iter().any(|piece| {
+                let range = piece.as_ptr() as usize..piece.as_ptr() as usize + piece.len();
+                range.contains(&start) && start + buffer.len() <= range.end
+            })
+    };
+    data.buffers().iter().all(inside)
+        && data.nulls().is_none_or(|nulls| inside(nulls.buffer()))
+        && data
+            .child_data()
+            .iter()
+            .all(|child| lies_inside(child, pieces))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +195,43 @@ mod tests {
                 .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_batch_is_carried_only_when_it_lies_inside_the_body() {
+        use arrow_array::{ArrayRef, Int64Array, ListArray, StringArray};
+        use arrow_buffer::Buffer;
+        use mallard_exchanger::ipc::{MessageDecoder, MessageEncoder};
+        use std::sync::Arc;
+        let list = ListArray::from_iter_primitive::<arrow_array::types::Int64Type, _, _>([
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+        ]);
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("é")])),
+            ),
+            ("l", Arc::new(list)),
+        ])
+        .unwrap();
+        let mut messages = Vec::new();
+        MessageEncoder::new(batch.schema())
+            .encode(&batch, &mut messages)
+            .unwrap();
+        let message = messages.pop().unwrap();
+        let (header, body) = (Bytes::from(message.header), Bytes::from(message.body));
+        let decoded = MessageDecoder::new(batch.schema())
+            .decode(&header, Buffer::from(body.clone()))
+            .unwrap()
+            .unwrap();
+        let carried = Outgoing::data(header.clone(), vec![body.clone()]).with_batch(decoded);
+        assert_eq!(carried.batch.as_ref(), Some(&batch));
+        // The same values in memory of their own would double what the message holds.
+        let own = Outgoing::data(header, vec![body]).with_batch(batch);
+        assert!(own.batch.is_none());
     }
 
     #[test]
