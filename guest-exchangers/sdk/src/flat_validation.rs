@@ -15,7 +15,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
 use arrow_array::{Array, ArrayRef, OffsetSizeTrait, RecordBatch, RecordBatchOptions};
-use arrow_schema::{ArrowError, DataType, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Fields, SchemaRef};
 
 /// Whether a column of this type is checked by [`validate_batch`].
 pub fn is_flat(data_type: &DataType) -> bool {
@@ -29,6 +29,63 @@ pub fn is_flat(data_type: &DataType) -> bool {
                 | DataType::Binary
                 | DataType::LargeBinary
         )
+}
+
+/// Whether every buffer of `batch` (a record batch message of flat `fields`) is
+/// long enough for its column's rows, as the unchecked decode assumes: Arrow's
+/// array constructors panic on a short buffer, which its validation would have
+/// refused first. Conservative: a message that fails it is decoded with Arrow's
+/// own validation instead, so its verdict stays Arrow's.
+pub fn buffers_suffice(batch: &arrow_ipc::RecordBatch<'_>, fields: &Fields) -> bool {
+    let (Some(nodes), Some(buffers)) = (batch.nodes(), batch.buffers()) else {
+        return fields.is_empty();
+    };
+    let (mut nodes, mut buffers) = (nodes.iter(), buffers.iter());
+    let mut next_len = || buffers.next().map(|b| usize::try_from(b.length()).ok());
+    for field in fields {
+        let Some(node) = nodes.next() else {
+            return false;
+        };
+        let Ok(rows) = usize::try_from(node.length()) else {
+            return false;
+        };
+        let bits = rows.div_ceil(8);
+        let validity_ok = |len: Option<Option<usize>>| match len {
+            Some(Some(len)) => node.null_count() == 0 || len >= bits,
+            _ => false,
+        };
+        let at_least = |len: Option<Option<usize>>, needed: Option<usize>| matches!((len, needed), (Some(Some(len)), Some(needed)) if len >= needed);
+        let ok = match field.data_type() {
+            DataType::Null => true,
+            DataType::Boolean => validity_ok(next_len()) && at_least(next_len(), Some(bits)),
+            DataType::Utf8 | DataType::Binary => {
+                validity_ok(next_len())
+                    && at_least(
+                        next_len(),
+                        rows.checked_add(1).and_then(|n| n.checked_mul(4)),
+                    )
+                    && next_len().is_some()
+            }
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                validity_ok(next_len())
+                    && at_least(
+                        next_len(),
+                        rows.checked_add(1).and_then(|n| n.checked_mul(8)),
+                    )
+                    && next_len().is_some()
+            }
+            other => match other.primitive_width() {
+                Some(width) => {
+                    validity_ok(next_len()) && at_least(next_len(), rows.checked_mul(width))
+                }
+                None => false,
+            },
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 /// Validates `columns`, decoded from one record batch message of `rows` rows

@@ -290,7 +290,9 @@ impl MessageDecoder {
                     ));
                 }
                 let mut skip_validation = self.skip_validation.clone();
-                if self.flat {
+                let flat =
+                    self.flat && flat_validation::buffers_suffice(&batch, self.schema.fields());
+                if flat {
                     // SAFETY: `validate_batch` below runs every check skipped here
                     // before the batch leaves this function.
                     unsafe { skip_validation.set(true) };
@@ -304,7 +306,7 @@ impl MessageDecoder {
                 )?
                 .with_skip_validation(skip_validation)
                 .read_record_batch()?;
-                if !self.flat {
+                if !flat {
                     return Ok(Some(decoded));
                 }
                 let rows = decoded.num_rows();
@@ -745,6 +747,31 @@ mod tests {
             .decode(&header, Buffer::from(vec![0u8; 1 << 20]))
             .unwrap_err();
         assert!(err.to_string().contains("references"), "{err}");
+    }
+
+    #[test]
+    fn a_buffer_short_of_its_rows_gets_arrows_verdict_not_a_caught_panic() {
+        // 40 bytes of values for 327,680 rows (a fuzzer's find): Arrow's array
+        // constructors panic on it after an unchecked decode, so the flat path
+        // must hand it to Arrow's validated decode instead.
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let header = forged_int64_batch_header(1, 327_680, &[(0, 0), (0, 40)], 40);
+        let message = root_as_message(&header).unwrap();
+        let batch = message.header_as_record_batch().unwrap();
+        assert!(!flat_validation::buffers_suffice(&batch, schema.fields()));
+        let ours = MessageDecoder::new(schema.clone())
+            .decode(&header, Buffer::from(vec![0u8; 40]))
+            .unwrap_err();
+        let arrows = MessageDecoder::with_arrow_validation(schema.clone())
+            .decode(&header, Buffer::from(vec![0u8; 40]))
+            .unwrap_err();
+        assert_eq!(ours.to_string(), arrows.to_string());
+        assert!(!ours.to_string().contains("could not be decoded"), "{ours}");
+        // Enough bytes for the rows pass the pre-check.
+        let header = forged_int64_batch_header(1, 5, &[(0, 0), (0, 40)], 40);
+        let message = root_as_message(&header).unwrap();
+        let batch = message.header_as_record_batch().unwrap();
+        assert!(flat_validation::buffers_suffice(&batch, schema.fields()));
     }
 
     #[test]
