@@ -58,21 +58,15 @@ pub fn buffers_suffice(batch: &arrow_ipc::RecordBatch<'_>, fields: &Fields) -> b
         let ok = match field.data_type() {
             DataType::Null => true,
             DataType::Boolean => validity_ok(next_len()) && at_least(next_len(), Some(bits)),
-            DataType::Utf8 | DataType::Binary => {
-                validity_ok(next_len())
-                    && at_least(
-                        next_len(),
-                        rows.checked_add(1).and_then(|n| n.checked_mul(4)),
-                    )
-                    && next_len().is_some()
-            }
-            DataType::LargeUtf8 | DataType::LargeBinary => {
-                validity_ok(next_len())
-                    && at_least(
-                        next_len(),
-                        rows.checked_add(1).and_then(|n| n.checked_mul(8)),
-                    )
-                    && next_len().is_some()
+            DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => {
+                let offset_width = match field.data_type() {
+                    DataType::Utf8 | DataType::Binary => 4,
+                    _ => 8,
+                };
+                let offsets = rows
+                    .checked_add(1)
+                    .and_then(|n| n.checked_mul(offset_width));
+                validity_ok(next_len()) && at_least(next_len(), offsets) && next_len().is_some()
             }
             other => match other.primitive_width() {
                 Some(width) => {
