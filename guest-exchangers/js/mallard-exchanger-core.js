@@ -16,6 +16,9 @@
 // stream; any other exception ends it as `failed` with its message and stack.
 
 import * as arrow from 'apache-arrow';
+import { RecordBatch as RecordBatchHeader } from 'apache-arrow/ipc/metadata/message';
+import { VectorAssembler } from 'apache-arrow/visitor/vectorassembler';
+import { VectorLoader } from 'apache-arrow/visitor/vectorloader';
 
 export { arrow };
 
@@ -179,12 +182,13 @@ function encode(batches, output, name, checkOnly = false) {
     if (!sameFields(b.schema, output)) {
       throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch whose schema (${b.schema.fields.join(', ')}) is not the output schema open returned (${output.fields.join(', ')})`);
     }
-    if (b.data.length !== b.numRows || b.data.children.some((c) => c.length < b.numRows)) {
-      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch of ${b.numRows} rows whose columns do not hold them`);
+    if (b.data.length !== b.numRows || b.data.children.some((c) => c.length !== b.numRows)) {
+      throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned a batch of ${b.numRows} rows whose columns do not hold exactly them`);
     }
     rows += b.numRows;
   }
   if (checkOnly) return [];
+  if (!hasDictionaries(output)) return batches.map((b) => recordBatchMessage(b.numRows, b.data.children));
   const stream = arrow.RecordBatchStreamWriter.writeAll(batches.map((b) => new arrow.RecordBatch(output, b.data))).toUint8Array(true);
   const out = messages(stream).slice(1);
   const written = out.filter((m) => headerKind(m.header) === RECORD_BATCH).reduce((n, m) => n + recordBatchLength(m.header), 0);
@@ -192,6 +196,30 @@ function encode(batches, output, name, checkOnly = false) {
     throw new Failed(`exchanger ${JSON.stringify(name)}: ${rows} rows returned but ${written} encoded`);
   }
   return out;
+}
+
+/** Whether any field of `schema`, at any depth, is dictionary-encoded (its
+ *  values then travel in messages of their own, which apache-arrow's writer makes). */
+function hasDictionaries(schema) {
+  const dictionary = (t) => arrow.DataType.isDictionary(t) || (t.children ?? []).some((f) => dictionary(f.type));
+  return schema.fields.some((f) => dictionary(f.type));
+}
+
+/** One record batch message (header padded to 8 bytes, body) of `length` rows
+ *  of `columns` (arrow Data, no dictionary among them): what apache-arrow's
+ *  stream writer writes for them, without a writer, a schema message and a
+ *  joined stream per batch. */
+function recordBatchMessage(length, columns) {
+  const assembler = new VectorAssembler();
+  assembler.visitMany(columns);
+  const { byteLength, nodes, bufferRegions, buffers, variadicBufferCounts } = assembler;
+  const metadata = new RecordBatchHeader(length, nodes, bufferRegions, null, variadicBufferCounts);
+  const encoded = arrow.Message.encode(arrow.Message.from(metadata, byteLength));
+  const header = new Uint8Array(encoded.length + ((8 - ((encoded.length + 8) % 8)) % 8));
+  header.set(encoded);
+  const body = new Uint8Array(byteLength);
+  buffers.forEach((b, i) => body.set(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), bufferRegions[i].offset));
+  return { header, body };
 }
 
 function sameFields(a, b) {
@@ -211,6 +239,18 @@ function guard(f, tag) {
   }
 }
 
+/** The record batch of `schema` (which holds no dictionary) that a record
+ *  batch message's `header` describes over `body`, its columns views of
+ *  `body`: what apache-arrow's stream reader makes of it, without a reader,
+ *  a schema message and a stream per batch. */
+function loadRecordBatch(schema, header, body) {
+  const metadata = arrow.Message.decode(header).header();
+  if (metadata.compression != null) throw new InvalidInput('a compressed record batch (the host never sends one)');
+  const children = new VectorLoader(body, metadata.nodes, metadata.buffers, new Map(), schema.metadataVersion, metadata.variadicBufferCounts)
+    .visitMany(schema.fields);
+  return new arrow.RecordBatch(schema, arrow.makeData({ type: new arrow.Struct(schema.fields), length: metadata.length, children }));
+}
+
 /** The columns of `b` that are `input`'s own (the same arrow Data), by index. */
 function sources(b, input, passThrough) {
   const inputs = input ? input.data.children : [];
@@ -224,7 +264,7 @@ function sources(b, input, passThrough) {
  *  a column that is one of `input`'s own is named, the rest encoded. */
 function emitBatches(batches, output, name, input, emit, passThrough) {
   encode(batches, output, name, true);
-  const dictionaries = output.fields.some((f) => arrow.DataType.isDictionary(f.type));
+  const dictionaries = hasDictionaries(output);
   for (const b of batches) {
     const columns = sources(b, input, passThrough && !dictionaries);
     const kept = columns.map((c, i) => (c.tag === 'emitted' ? i : -1)).filter((i) => i >= 0);
@@ -232,13 +272,8 @@ function emitBatches(batches, output, name, input, emit, passThrough) {
     if (kept.length === columns.length) {
       messages = encode([b], output, name);
     } else if (kept.length > 0) {
-      const fields = kept.map((i) => output.fields[i]);
-      const schema = new arrow.Schema(fields);
-      const part = new arrow.RecordBatch(schema, arrow.makeData({
-        type: new arrow.Struct(fields), length: b.numRows, nullCount: 0,
-        children: kept.map((i) => b.data.children[i]),
-      }));
-      messages = encode([part], schema, name);
+      // Passing columns through implies no dictionary in the output.
+      messages = [recordBatchMessage(b.numRows, kept.map((i) => b.data.children[i]))];
     }
     try {
       emit(columns, messages);
@@ -280,7 +315,7 @@ function zeroBody(length) {
  *  the host, through `readColumns`, the first time any of them, or any of its
  *  children's, is touched: a nested column is fetched whole, once. A column
  *  that is only passed through is never fetched. */
-function deferColumns(batch, schema, readColumns, schemaHeaders) {
+function deferColumns(batch, schema, readColumns) {
   batch.data.children.forEach((column, k) => {
     const placeholders = tree(column);
     // Once loaded, every getter below is replaced by the value; a failed load
@@ -289,9 +324,9 @@ function deferColumns(batch, schema, readColumns, schemaHeaders) {
     const load = () => {
       if (failure) throw failure;
       try {
-        schemaHeaders[k] ??= schemaHeader(new arrow.Schema([schema.fields[k]]));
         const { header, body } = readColumns([k]);
-        const [one] = [...arrow.RecordBatchReader.from([frame(schemaHeaders[k], new Uint8Array(0)), framePrefix(header), body, EOS])];
+        if (headerKind(header) !== RECORD_BATCH) throw new Failed(`the host sent input column ${k} as another kind of message`);
+        const one = loadRecordBatch(new arrow.Schema([schema.fields[k]]), header, body);
         const real = tree(one.data.children[0]);
         if (real.length !== placeholders.length || real.some((node, i) => node.length !== placeholders[i].length)) {
           throw new Failed(`the host sent input column ${k} in another shape than its header`);
@@ -335,7 +370,6 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
       this.output = output;
       this.schema = schema;
       this.onDemand = onDemand;
-      this.schemaHeaders = [];
       this.dictionaries = [];
     }
     outputSchema() {
@@ -348,13 +382,18 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
         return;
       }
       const batches = guard(() => {
-        // The stream as chunks, the body its own: the reader takes a chunk that
-        // holds exactly a body as it is, so the batch is never copied here.
         const sent = this.onDemand && kind === RECORD_BATCH ? zeroBody(bodyLength(header)) : body;
-        const chunks = [frame(this.input, new Uint8Array(0)), ...this.dictionaries, framePrefix(header), sent, EOS];
-        const read = [...arrow.RecordBatchReader.from(chunks)];
+        let read;
+        if (kind === RECORD_BATCH && this.dictionaries.length === 0 && !hasDictionaries(this.schema)) {
+          read = [loadRecordBatch(this.schema, header, sent)];
+        } else {
+          // The stream as chunks, the body its own: the reader takes a chunk that
+          // holds exactly a body as it is, so the batch is never copied here.
+          const chunks = [frame(this.input, new Uint8Array(0)), ...this.dictionaries, framePrefix(header), sent, EOS];
+          read = [...arrow.RecordBatchReader.from(chunks)];
+        }
         if (sent !== body) {
-          for (const batch of read) deferColumns(batch, this.schema, input.readColumns, this.schemaHeaders);
+          for (const batch of read) deferColumns(batch, this.schema, input.readColumns);
         }
         return read;
       }, 'invalid-input');

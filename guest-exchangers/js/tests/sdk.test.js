@@ -294,3 +294,61 @@ test('a nested column the host sends in another shape fails the call, every touc
   assert.equal(touches, 2);
   assert.deepEqual(fetched, [1], 'asked once; the second touch fails alike without asking again');
 });
+
+test('a batch is encoded byte for byte as apache-arrow\'s stream writer encodes it, sliced columns too', () => {
+  const n = 777;
+  const nested = arrow.vectorFromArray(
+    Array.from({ length: n }, (_, i) => (i % 5 ? { a: i, tags: i % 3 ? [`t${i}`, null] : [] } : null)),
+    new arrow.Struct([
+      new arrow.Field('a', new arrow.Int32()),
+      new arrow.Field('tags', new arrow.List(new arrow.Field('item', new arrow.Utf8(), true))),
+    ]),
+  );
+  const table = new arrow.Table({
+    id: arrow.makeVector(BigInt64Array.from({ length: n }, (_, i) => BigInt(i))),
+    name: arrow.vectorFromArray(Array.from({ length: n }, (_, i) => (i % 4 ? `name ${i} ${'é'.repeat(i % 9)}` : null)), new arrow.Utf8()),
+    flag: arrow.vectorFromArray(Array.from({ length: n }, (_, i) => (i % 6 ? i % 2 === 0 : null)), new arrow.Bool()),
+    at: arrow.vectorFromArray(Array.from({ length: n }, (_, i) => i * 1000), new arrow.TimestampMicrosecond()),
+    x: arrow.makeVector(Float64Array.from({ length: n }, (_, i) => i / 3)),
+    nested,
+  });
+  const [schema, batch] = messages(table);
+  class Slices extends Exchanger {
+    static info = { name: 'slices', version: '1.0.0', description: 'test' };
+    push(b) {
+      // A slice starts mid-byte of every bitmap and mid-way into every offsets buffer.
+      return [b, b.slice(3, 500), b.slice(0, 0)];
+    }
+  }
+  const session = exportExchanger(Slices).open(schema.header, []);
+  const out = session.push(batch.header, batch.body);
+  assert.equal(out.length, 3);
+  const whole = messages(table)[1];
+  const [, sliced] = messages(new arrow.Table([table.batches[0].slice(3, 500)]));
+  const [, empty] = messages(new arrow.Table([table.batches[0].slice(0, 0)]));
+  for (const [got, want] of [[out[0], whole], [out[1], sliced], [out[2], empty]]) {
+    assert.deepEqual(got.header, want.header);
+    assert.deepEqual(got.body, want.body);
+  }
+  const back = read(session.outputSchema(), out);
+  assert.equal(back.numRows, n + 497);
+  // Row n + 1 of the output is row 4 of the input (the slice starts at 3).
+  const row = back.getChild('nested').get(n + 1);
+  assert.equal(row.a, 4);
+  assert.deepEqual([...row.tags], ['t4', null]);
+  assert.equal(back.getChild('name').get(n + 1), table.getChild('name').get(4));
+});
+
+test('a batch whose columns are longer than its rows is refused, never cut', () => {
+  const plain = arrow.tableFromArrays({ id: Int32Array.from([1, 2, 3, 4]) });
+  const [schema, batch] = messages(plain);
+  class Longer extends Exchanger {
+    static info = { name: 'longer', version: '1.0.0', description: 'test' };
+    push(b) {
+      const data = arrow.makeData({ type: new arrow.Struct(b.schema.fields), length: 2, nullCount: 0, children: b.data.children });
+      return [Object.assign(Object.create(arrow.RecordBatch.prototype), { schema: b.schema, data })];
+    }
+  }
+  const session = exportExchanger(Longer).open(schema.header, []);
+  assert.throws(() => session.push(batch.header, batch.body), (e) => e.payload.tag === 'failed' && e.payload.val.includes('do not hold exactly them'));
+});
