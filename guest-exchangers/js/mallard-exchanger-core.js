@@ -83,9 +83,8 @@ export function appendColumn(batch, schema, column) {
     throw new Failed(`a column of ${data.length} rows for a batch of ${batch.numRows}`);
   }
   const children = [...batch.data.children, data];
-  return new arrow.RecordBatch(schema, arrow.makeData({
-    type: new arrow.Struct(schema.fields), length: batch.numRows, nullCount: 0, children,
-  }));
+  const struct = arrow.makeData({ type: new arrow.Struct(schema.fields), length: batch.numRows, nullCount: 0, children });
+  return children.every((c) => c.length === batch.numRows) ? recordBatchOf(schema, struct) : new arrow.RecordBatch(schema, struct);
 }
 
 // ---- IPC framing -------------------------------------------------------------
@@ -239,6 +238,17 @@ function guard(f, tag) {
   }
 }
 
+/** A RecordBatch of `schema` over `data`, whose every column is `data.length`
+ *  rows long (the caller's check): apache-arrow's constructor would make a new
+ *  Schema and Struct only to find nothing to pad. */
+function recordBatchOf(schema, data) {
+  const batch = Object.create(arrow.RecordBatch.prototype);
+  batch.schema = schema;
+  batch.data = data;
+  batch._metadata = new Map();
+  return batch;
+}
+
 /** The record batch of `schema` (which holds no dictionary) that a record
  *  batch message's `header` describes over `body`, its columns views of
  *  `body`: what apache-arrow's stream reader makes of it, without a reader,
@@ -248,7 +258,8 @@ function loadRecordBatch(schema, header, body) {
   if (metadata.compression != null) throw new InvalidInput('a compressed record batch (the host never sends one)');
   const children = new VectorLoader(body, metadata.nodes, metadata.buffers, new Map(), schema.metadataVersion, metadata.variadicBufferCounts)
     .visitMany(schema.fields);
-  return new arrow.RecordBatch(schema, arrow.makeData({ type: new arrow.Struct(schema.fields), length: metadata.length, children }));
+  if (children.some((c) => c.length !== metadata.length)) throw new InvalidInput('a record batch whose columns are not as long as it');
+  return recordBatchOf(schema, arrow.makeData({ type: new arrow.Struct(schema.fields), length: metadata.length, nullCount: 0, children }));
 }
 
 /** The columns of `b` that are `input`'s own (the same arrow Data), by index. */
