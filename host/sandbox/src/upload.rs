@@ -9,7 +9,7 @@ use mallard_core::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -170,7 +170,7 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
     let mut store = new_store(engine, Arc::new(AtomicBool::new(false)), None);
     let (pre, info) = if speaks_0_2 {
         let pre = v0_2::ExchangerPre::new(instance_pre).map_err(not_world)?;
-        let instance = pre.instantiate(&mut store).map_err(failed_start)?;
+        let instance = retrying_transient(|| pre.instantiate(&mut store)).map_err(failed_start)?;
         let v0_2::Info {
             name,
             version,
@@ -187,7 +187,7 @@ fn finish(engine: &SandboxEngine, component: Component, started: Instant) -> Res
         (Pre::V0_2(pre), info)
     } else {
         let pre = ExchangerPre::new(instance_pre).map_err(not_world)?;
-        let instance = pre.instantiate(&mut store).map_err(failed_start)?;
+        let instance = retrying_transient(|| pre.instantiate(&mut store)).map_err(failed_start)?;
         let info = instance
             .mallard_exchanger_exchange()
             .call_describe(&mut store)
@@ -216,6 +216,36 @@ pub const MAX_DESCRIPTION_BYTES: usize = 1_024;
 
 /// Refuses a `describe()` string that is too long or holds control characters
 /// (it would be stored, listed and logged as it came).
+/// Instantiations tried before a transient refusal by the kernel is reported.
+const START_ATTEMPTS: u32 = 3;
+
+/// Whether `e` is the kernel refusing, for now, to seal the memfd that holds a
+/// component's initial memory (EBUSY while pages of the fresh file are still
+/// referenced elsewhere, seen on a loaded machine). Wasmtime builds that image on
+/// a component's first instantiation and builds it again on the next try.
+fn is_transient(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ResourceBusy)
+    })
+}
+
+/// `attempt()`, tried again (at most [`START_ATTEMPTS`] times in all, 50 then
+/// 100 ms apart) while it fails transiently; any other failure is returned as it is.
+fn retrying_transient<T>(mut attempt: impl FnMut() -> wasmtime::Result<T>) -> wasmtime::Result<T> {
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(e) if tries < START_ATTEMPTS && is_transient(&e) => {
+                std::thread::sleep(Duration::from_millis(50 * u64::from(tries)));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn check_described(what: &str, text: &str, max_bytes: usize) -> Result<()> {
     if text.len() > max_bytes {
         return Err(Error::invalid_argument(format!(
@@ -265,5 +295,38 @@ mod tests {
         assert!(is_provided("mallard:exchanger/output@0.2.0"));
         assert!(is_provided("mallard:exchanger/input@0.2.0"));
         assert!(!is_provided("mallard:exchanger/types@0.3.0"));
+    }
+
+    #[test]
+    fn only_the_kernels_busy_refusal_is_tried_again_and_at_most_three_times() {
+        let busy = || {
+            wasmtime::Error::from(std::io::Error::from(std::io::ErrorKind::ResourceBusy))
+                .context("cannot add seals to the memfd")
+        };
+        let mut calls = 0;
+        let third: wasmtime::Result<u8> = retrying_transient(|| {
+            calls += 1;
+            if calls < 3 { Err(busy()) } else { Ok(7) }
+        });
+        assert_eq!((third.unwrap(), calls), (7, 3));
+
+        let mut calls = 0;
+        let never: wasmtime::Result<u8> = retrying_transient(|| {
+            calls += 1;
+            Err(busy())
+        });
+        assert!(never.is_err());
+        assert_eq!(calls, START_ATTEMPTS);
+
+        let mut calls = 0;
+        let other: wasmtime::Result<u8> = retrying_transient(|| {
+            calls += 1;
+            Err(wasmtime::Error::msg("a trap in the component's start"))
+        });
+        assert!(other.is_err());
+        assert_eq!(
+            calls, 1,
+            "a failure of the component itself is not tried again"
+        );
     }
 }
