@@ -214,8 +214,6 @@ pub const MAX_VERSION_BYTES: usize = 64;
 /// with every version and listed to its owner.
 pub const MAX_DESCRIPTION_BYTES: usize = 1_024;
 
-/// Refuses a `describe()` string that is too long or holds control characters
-/// (it would be stored, listed and logged as it came).
 /// Instantiations tried before a transient refusal by the kernel is reported.
 const START_ATTEMPTS: u32 = 3;
 
@@ -246,6 +244,8 @@ fn retrying_transient<T>(mut attempt: impl FnMut() -> wasmtime::Result<T>) -> wa
     }
 }
 
+/// Refuses a `describe()` string that is too long or holds control characters
+/// (it would be stored, listed and logged as it came).
 fn check_described(what: &str, text: &str, max_bytes: usize) -> Result<()> {
     if text.len() > max_bytes {
         return Err(Error::invalid_argument(format!(
