@@ -170,7 +170,7 @@ const RECORD_BATCH = 3;
 /** The IPC messages of `batches`, which must be real RecordBatches of `output`'s
  *  fields: anything else (an object that only looks like a batch, another schema,
  *  rows the writer would not encode) is refused, never dropped. */
-function encode(batches, output, name, checkOnly = false) {
+function encode(batches, output, name, dictionaries, checkOnly = false) {
   if (!Array.isArray(batches)) throw new Failed(`exchanger ${JSON.stringify(name)}: push/finish returned ${typeof batches}, not an array of RecordBatches`);
   if (batches.length === 0) return [];
   let rows = 0;
@@ -187,7 +187,7 @@ function encode(batches, output, name, checkOnly = false) {
     rows += b.numRows;
   }
   if (checkOnly) return [];
-  if (!hasDictionaries(output)) return batches.map((b) => recordBatchMessage(b.numRows, b.data.children));
+  if (!dictionaries) return batches.map((b) => recordBatchMessage(b.numRows, b.data.children));
   const stream = arrow.RecordBatchStreamWriter.writeAll(batches.map((b) => new arrow.RecordBatch(output, b.data))).toUint8Array(true);
   const out = messages(stream).slice(1);
   const written = out.filter((m) => headerKind(m.header) === RECORD_BATCH).reduce((n, m) => n + recordBatchLength(m.header), 0);
@@ -197,11 +197,16 @@ function encode(batches, output, name, checkOnly = false) {
   return out;
 }
 
+/** Whether any field of `schema`, at any depth, has a type `matches` accepts. */
+function anyType(schema, matches) {
+  const found = (t) => matches(t) || (t.children ?? []).some((f) => found(f.type));
+  return schema.fields.some((f) => found(f.type));
+}
+
 /** Whether any field of `schema`, at any depth, is dictionary-encoded (its
  *  values then travel in messages of their own, which apache-arrow's writer makes). */
 function hasDictionaries(schema) {
-  const dictionary = (t) => arrow.DataType.isDictionary(t) || (t.children ?? []).some((f) => dictionary(f.type));
-  return schema.fields.some((f) => dictionary(f.type));
+  return anyType(schema, (t) => arrow.DataType.isDictionary(t));
 }
 
 /** One record batch message (header padded to 8 bytes, body) of `length` rows
@@ -214,7 +219,7 @@ function recordBatchMessage(length, columns) {
   const { byteLength, nodes, bufferRegions, buffers, variadicBufferCounts } = assembler;
   const metadata = new RecordBatchHeader(length, nodes, bufferRegions, null, variadicBufferCounts);
   const encoded = arrow.Message.encode(arrow.Message.from(metadata, byteLength));
-  const header = new Uint8Array(encoded.length + ((8 - ((encoded.length + 8) % 8)) % 8));
+  const header = new Uint8Array((encoded.length + 7) & ~7);
   header.set(encoded);
   const body = new Uint8Array(byteLength);
   buffers.forEach((b, i) => body.set(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), bufferRegions[i].offset));
@@ -273,15 +278,14 @@ function sources(b, input, passThrough) {
 
 /** Emits `batches` (checked like any output) through `emit`, one call each:
  *  a column that is one of `input`'s own is named, the rest encoded. */
-function emitBatches(batches, output, name, input, emit, passThrough) {
-  encode(batches, output, name, true);
-  const dictionaries = hasDictionaries(output);
+function emitBatches(batches, output, dictionaries, name, input, emit, passThrough) {
+  encode(batches, output, name, dictionaries, true);
   for (const b of batches) {
     const columns = sources(b, input, passThrough && !dictionaries);
     const kept = columns.map((c, i) => (c.tag === 'emitted' ? i : -1)).filter((i) => i >= 0);
     let messages = [];
     if (kept.length === columns.length) {
-      messages = encode([b], output, name);
+      messages = encode([b], output, name, dictionaries);
     } else if (kept.length > 0) {
       // Passing columns through implies no dictionary in the output.
       messages = [recordBatchMessage(b.numRows, kept.map((i) => b.data.children[i]))];
@@ -303,10 +307,8 @@ const BUFFERS = ['values', 'valueOffsets', 'nullBitmap', 'typeIds'];
  *  (its values arrive in messages of their own) and no view type (variadic
  *  buffers), at any depth. Nested columns (struct, list, map, union) can. */
 function deferrable(schema) {
-  const ok = (t) => !arrow.DataType.isDictionary(t)
-    && t.typeId !== arrow.Type.Utf8View && t.typeId !== arrow.Type.BinaryView
-    && (t.children ?? []).every((f) => ok(f.type));
-  return schema.fields.every((f) => ok(f.type));
+  return !anyType(schema, (t) => arrow.DataType.isDictionary(t)
+    || t.typeId === arrow.Type.Utf8View || t.typeId === arrow.Type.BinaryView);
 }
 
 /** `data` and its descendants, parents first. */
@@ -382,6 +384,10 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
       this.schema = schema;
       this.onDemand = onDemand;
       this.dictionaries = [];
+      // Both schemas are fixed at open: whether a batch can skip apache-arrow's
+      // reader and writer is decided once, not per batch.
+      this.inputDictionaries = hasDictionaries(schema);
+      this.outputDictionaries = hasDictionaries(exchanger.output);
     }
     outputSchema() {
       return this.output;
@@ -395,7 +401,7 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
       const batches = guard(() => {
         const sent = this.onDemand && kind === RECORD_BATCH ? zeroBody(bodyLength(header)) : body;
         let read;
-        if (kind === RECORD_BATCH && this.dictionaries.length === 0 && !hasDictionaries(this.schema)) {
+        if (kind === RECORD_BATCH && this.dictionaries.length === 0 && !this.inputDictionaries) {
           read = [loadRecordBatch(this.schema, header, sent)];
         } else {
           // The stream as chunks, the body its own: the reader takes a chunk that
@@ -409,11 +415,11 @@ export function exportExchangerWith(cls, emit, { passThrough = true, input = nul
         return read;
       }, 'invalid-input');
       for (const batch of batches) {
-        guard(() => emitBatches(this.exchanger.push(batch), this.exchanger.output, cls.info.name, batch, emit, passThrough), 'failed');
+        guard(() => emitBatches(this.exchanger.push(batch), this.exchanger.output, this.outputDictionaries, cls.info.name, batch, emit, passThrough), 'failed');
       }
     }
     finish() {
-      guard(() => emitBatches(this.exchanger.finish(), this.exchanger.output, cls.info.name, null, emit, passThrough), 'failed');
+      guard(() => emitBatches(this.exchanger.finish(), this.exchanger.output, this.outputDictionaries, cls.info.name, null, emit, passThrough), 'failed');
     }
     stateless() {
       return Boolean(this.exchanger.stateless);
